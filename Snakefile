@@ -1,0 +1,25 @@
+# MedSegFlow: reproducible benchmark of prompt-based medical image segmentation.
+# The default config.yaml is the offline demo on generated phantoms (CPU, minutes).
+
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/preprocess.smk"
+include: "rules/prompts.smk"
+include: "rules/predict.smk"
+include: "rules/metrics.smk"
+include: "rules/figures.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        get_final_output(),

@@ -1,0 +1,209 @@
+"""The canonical dataset layout that every adapter writes and every later stage reads.
+
+``results/data/{dataset}/``::
+
+    images/{case_id}.nii.gz   image, 3D (2D images are 1-slice volumes with pixel spacing)
+    labels/{case_id}.nii.gz   integer label volume, same grid and geometry as the image
+    labels.json               label map {"background": 0, "<name>": <value>, ...}
+    cases.tsv                 one row per case (written last: it is the stage's file target)
+
+``cases.tsv`` columns: ``case_id, split, modality, spacing_xyz_mm, size_xyz, caption``;
+spacing and size are written ``"x,y,z"`` in ITK order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from medsegflow.errors import InputError
+from medsegflow.io import Volume, atomic_path, write_text, write_volume
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+CASES_COLUMNS = ("case_id", "split", "modality", "spacing_xyz_mm", "size_xyz", "caption")
+
+
+@dataclass
+class CanonicalCase:
+    """One case as an adapter yields it. ``image`` and ``label`` share one grid."""
+
+    case_id: str
+    split: str
+    modality: str
+    image: Volume
+    label: Volume
+    caption: str = ""
+    image_source: str = ""
+    label_source: str = ""
+
+
+def assign_splits(case_ids: Sequence[str], fractions: Mapping[str, float], *,
+                  seed: int) -> dict[str, str]:
+    """Deterministic train/val/test assignment from fractions (case order does not matter).
+
+    Cases are sorted, shuffled with ``seed``, then cut by the fractions (largest-remainder
+    rounding). With at least 3 cases, every split with a positive fraction gets one case.
+    """
+    ids = sorted(case_ids)
+    n = len(ids)
+    total = sum(fractions.get(s, 0.0) for s in SPLITS)
+    if total <= 0:
+        raise ValueError(f"split fractions {dict(fractions)} must add up to a positive number")
+    raw = {s: n * fractions.get(s, 0.0) / total for s in SPLITS}
+    counts = {s: math.floor(raw[s]) for s in SPLITS}
+    for s in sorted(SPLITS, key=lambda s: raw[s] - counts[s], reverse=True):
+        if sum(counts.values()) >= n:
+            break
+        counts[s] += 1
+    if n >= 3:
+        for s in SPLITS:
+            if fractions.get(s, 0.0) > 0 and counts[s] == 0:
+                donor = max(SPLITS, key=lambda t: counts[t])
+                counts[donor] -= 1
+                counts[s] += 1
+    order = np.random.default_rng(seed).permutation(n)
+    out: dict[str, str] = {}
+    start = 0
+    for s in SPLITS:
+        for idx in order[start:start + counts[s]]:
+            out[ids[idx]] = s
+        start += counts[s]
+    return out
+
+
+def find_case_problems(case: CanonicalCase, label_map: Mapping[str, int]) -> list[str]:
+    """Every problem with one case, each a line naming the file and what is wrong.
+
+    Checks: image and label are 3D arrays on the same grid and geometry, the image has
+    no NaN/inf intensities, and every label value is in the label map.
+    """
+    img_name = case.image_source or f"{case.case_id} image"
+    lab_name = case.label_source or f"{case.case_id} label"
+    problems: list[str] = []
+    img, lab = case.image.array_zyx, case.label.array_zyx
+    if img.ndim != 3:
+        problems.append(f"{img_name}: image has {img.ndim} dimensions, expected 2D or 3D")
+    if lab.ndim != 3:
+        problems.append(f"{lab_name}: label has {lab.ndim} dimensions, expected 2D or 3D")
+    if problems:
+        return problems
+    if img.shape != lab.shape:
+        problems.append(f"{lab_name}: label shape (z,y,x)={lab.shape} differs from image "
+                        f"{img_name} shape {img.shape}")
+    elif not case.image.geometry.matches(case.label.geometry):
+        problems.append(
+            f"{lab_name}: label geometry (spacing {_fmt(case.label.geometry.spacing_xyz)}, "
+            f"origin {_fmt(case.label.geometry.origin_xyz)}) differs from image {img_name} "
+            f"(spacing {_fmt(case.image.geometry.spacing_xyz)}, "
+            f"origin {_fmt(case.image.geometry.origin_xyz)})")
+    if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+        n_bad = int((~np.isfinite(img)).sum())
+        problems.append(f"{img_name}: image has {n_bad} NaN or infinite intensities")
+    if np.issubdtype(lab.dtype, np.floating):
+        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
+            problems.append(f"{lab_name}: label has non-integer values")
+            return problems
+    allowed = set(int(v) for v in label_map.values())
+    present = set(int(v) for v in np.unique(lab))
+    unknown = sorted(present - allowed)
+    if unknown:
+        problems.append(f"{lab_name}: label values {unknown} are not in the label map "
+                        f"{dict(label_map)}")
+    return problems
+
+
+def _fmt(values: Iterable[float]) -> str:
+    return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def write_canonical_dataset(cases: Iterable[CanonicalCase], *, label_map: Mapping[str, int],
+                            out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Verify and write cases into ``out_dir`` in the canonical layout; return the table.
+
+    Every case is checked with :func:`find_case_problems` before anything is written for
+    it; the first bad case stops the run with an :class:`InputError` whose lines name
+    each problem. ``cases.tsv`` is written last and atomically, so a dataset folder
+    without it is never taken as complete.
+    """
+    out = Path(out_dir)
+    _check_label_map(label_map)
+    rows = []
+    seen: set[str] = set()
+    for case in cases:
+        if case.split not in SPLITS:
+            raise InputError(f"{case.case_id}: split '{case.split}' is not one of {SPLITS}")
+        if case.case_id in seen:
+            raise InputError(f"{case.image_source or case.case_id}: duplicate case id "
+                             f"'{case.case_id}'")
+        seen.add(case.case_id)
+        problems = find_case_problems(case, label_map)
+        if problems:
+            raise InputError("\n".join(problems))
+        write_volume(out / "images" / f"{case.case_id}.nii.gz", case.image)
+        label = Volume(case.label.array_zyx.astype(np.uint8 if max(label_map.values()) < 256
+                                                   else np.uint16), case.label.geometry)
+        write_volume(out / "labels" / f"{case.case_id}.nii.gz", label)
+        size_zyx = case.image.array_zyx.shape
+        rows.append({
+            "case_id": case.case_id,
+            "split": case.split,
+            "modality": case.modality,
+            "spacing_xyz_mm": ",".join(f"{s:.6g}" for s in case.image.geometry.spacing_xyz),
+            "size_xyz": ",".join(str(s) for s in size_zyx[::-1]),
+            "caption": case.caption,
+        })
+        log.info("wrote case %s (%s, %s, size xyz %s)", case.case_id, case.split,
+                 case.modality, rows[-1]["size_xyz"])
+    if not rows:
+        raise InputError(f"{out}: the adapter produced no cases")
+    write_text(out / "labels.json", json.dumps(dict(label_map), indent=2) + "\n")
+    table = pd.DataFrame(rows, columns=list(CASES_COLUMNS))
+    with atomic_path(out / "cases.tsv") as tmp:
+        table.to_csv(tmp, sep="\t", index=False)
+    counts = table["split"].value_counts().to_dict()
+    log.info("dataset written to %s: %d cases %s", out, len(table), counts)
+    return table
+
+
+def _check_label_map(label_map: Mapping[str, int]) -> None:
+    values = list(label_map.values())
+    if label_map.get("background") != 0:
+        raise InputError(f"label map {dict(label_map)} must map 'background' to 0")
+    if len(set(values)) != len(values):
+        raise InputError(f"label map {dict(label_map)} gives two names the same value")
+
+
+def read_cases(dataset_dir: str | os.PathLike) -> pd.DataFrame:
+    """Read ``cases.tsv`` of a canonical dataset (case ids as strings, captions never NaN)."""
+    path = Path(dataset_dir) / "cases.tsv"
+    table = pd.read_csv(path, sep="\t", dtype={"case_id": str, "caption": str},
+                        keep_default_na=False)
+    missing = [c for c in CASES_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing columns {missing}")
+    return table
+
+
+def read_label_map(dataset_dir: str | os.PathLike) -> dict[str, int]:
+    """Read ``labels.json`` of a canonical dataset as ``{name: value}``."""
+    path = Path(dataset_dir) / "labels.json"
+    with open(path) as handle:
+        return {str(k): int(v) for k, v in json.load(handle).items()}
+
+
+def image_path(dataset_dir: str | os.PathLike, case_id: str) -> Path:
+    return Path(dataset_dir) / "images" / f"{case_id}.nii.gz"
+
+
+def label_path(dataset_dir: str | os.PathLike, case_id: str) -> Path:
+    return Path(dataset_dir) / "labels" / f"{case_id}.nii.gz"

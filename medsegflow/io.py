@@ -1,0 +1,204 @@
+"""Image I/O: the only module that touches SimpleITK.
+
+Arrays are returned in numpy axis order ``zyx`` (SimpleITK's ``GetArrayFromImage``
+order); spacing is kept in the same order and always in mm. A 2D image is a
+volume with one slice (``shape_zyx == (1, H, W)``).
+
+Every writer is atomic: data go to a temporary file in the destination folder,
+which is renamed into place only when complete, so an interrupted job never
+leaves a half-written file that a later job would read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import math
+import os
+import tempfile
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from medsegflow.errors import InputError
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical placement of a voxel grid (ITK conventions, ``xyz`` order).
+
+    ``spacing_zyx`` is the same spacing in array order, for computations.
+    """
+
+    spacing_xyz: tuple[float, float, float]
+    origin_xyz: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    direction: tuple[float, ...] = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        return (self.spacing_xyz[2], self.spacing_xyz[1], self.spacing_xyz[0])
+
+    def matches(self, other: Geometry, *, tol: float = 1e-3) -> bool:
+        """True when spacing, origin and direction agree within ``tol`` (relative for spacing)."""
+        sp = np.allclose(self.spacing_xyz, other.spacing_xyz, rtol=tol, atol=1e-6)
+        org = np.allclose(self.origin_xyz, other.origin_xyz, rtol=0, atol=max(tol, 1e-3) * 10)
+        drc = np.allclose(self.direction, other.direction, atol=tol)
+        return bool(sp and org and drc)
+
+
+@dataclass
+class Volume:
+    """A voxel array in ``zyx`` order with its geometry."""
+
+    array_zyx: np.ndarray
+    geometry: Geometry = field(default_factory=lambda: Geometry((1.0, 1.0, 1.0)))
+
+    @property
+    def spacing_zyx(self) -> tuple[float, float, float]:
+        return self.geometry.spacing_zyx
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    The temporary name keeps the file's full suffix (``.nii.gz``, ``.csv``) so that
+    writers choosing a format by extension still work. On error the temporary
+    file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes) or ".tmp"
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix,
+                                    dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def _sitk():
+    import SimpleITK as sitk
+
+    return sitk
+
+
+def read_volume(path: str | os.PathLike) -> Volume:
+    """Read a NIfTI (or any ITK-readable) image as a 3D ``zyx`` array with geometry.
+
+    2D files become one-slice volumes. Raises :class:`InputError` naming the file when
+    it is missing, unreadable/truncated, or has more than 3 dimensions or channels.
+    """
+    sitk = _sitk()
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        image = sitk.ReadImage(str(path))
+        array = sitk.GetArrayFromImage(image)
+    except RuntimeError as err:
+        first = str(err).strip().splitlines()
+        detail = next((ln.strip() for ln in first if "ERROR" in ln or "rror" in ln), "")
+        raise InputError(f"{path}: cannot read image (corrupt or truncated file) {detail}".strip()
+                         ) from None
+    truncated = _nifti_truncation(path, image)
+    if truncated:
+        raise InputError(f"{path}: cannot read image (corrupt or truncated file) {truncated}")
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{path}: image has {image.GetNumberOfComponentsPerPixel()} channels "
+                         "per voxel, expected a single-channel image")
+    dim = image.GetDimension()
+    if dim > 3:
+        raise InputError(f"{path}: image is {dim}D with size {image.GetSize()}, expected 2D or 3D")
+    if dim == 2:
+        array = array[None]
+        sx, sy = image.GetSpacing()
+        ox, oy = image.GetOrigin()
+        d = image.GetDirection()
+        geometry = Geometry((sx, sy, 1.0), (ox, oy, 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0,
+                                                          0.0, 0.0, 1.0))
+    else:
+        geometry = Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()),
+                            tuple(image.GetDirection()))
+    return Volume(array, geometry)
+
+
+def _nifti_truncation(path: Path, image) -> str:
+    """Why a NIfTI file holds fewer voxel bytes than its header declares; "" when complete.
+
+    ITK's NIfTI reader silently fills a truncated ``.nii``/``.nii.gz`` with zeros, so the
+    stored size is checked against ``vox_offset + n_voxels * bitpix / 8`` (gzip streams are
+    also checked for a complete, CRC-valid end of stream).
+    """
+    name = path.name.lower()
+    keys = set(image.GetMetaDataKeys())
+    if not name.endswith((".nii", ".nii.gz")) or not {"vox_offset", "bitpix", "dim[0]"} <= keys:
+        return ""
+    n_dim = int(image.GetMetaData("dim[0]"))
+    n_vox = math.prod(int(image.GetMetaData(f"dim[{i}]")) for i in range(1, n_dim + 1))
+    expected = int(float(image.GetMetaData("vox_offset"))) + n_vox * int(
+        image.GetMetaData("bitpix")) // 8
+    if not name.endswith(".gz"):
+        stored = path.stat().st_size
+    else:
+        stored = 0
+        try:
+            with gzip.open(path, "rb") as handle:
+                while chunk := handle.read(1 << 22):
+                    stored += len(chunk)
+        except (EOFError, OSError, zlib.error) as err:
+            return f"gzip data ends early or is damaged ({err})"
+    if stored < expected:
+        return f"holds {stored} bytes, the NIfTI header declares {expected}"
+    return ""
+
+
+def write_volume(path: str | os.PathLike, volume: Volume) -> None:
+    """Write a ``zyx`` volume atomically as NIfTI (or by the path's extension)."""
+    sitk = _sitk()
+    array = np.asarray(volume.array_zyx)
+    if array.ndim != 3:
+        raise ValueError(f"{path}: expected a 3D zyx array, got shape {array.shape}")
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing(tuple(float(s) for s in volume.geometry.spacing_xyz))
+    image.SetOrigin(tuple(float(o) for o in volume.geometry.origin_xyz))
+    image.SetDirection(tuple(float(d) for d in volume.geometry.direction))
+    with atomic_path(path) as tmp:
+        sitk.WriteImage(image, str(tmp), useCompression=True)
+
+
+def read_raster(path: str | os.PathLike) -> np.ndarray:
+    """Read a PNG/JPEG/BMP/TIFF as an ``(H, W)`` or ``(H, W, C)`` uint8/uint16 array.
+
+    Raises :class:`InputError` naming the file when it is missing or unreadable.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "1"):
+                img = img.convert("RGBA" if "A" in img.mode else "RGB")
+            array = np.asarray(img)
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise InputError(f"{path}: cannot read image (corrupt or truncated file): {err}") from None
+    return array

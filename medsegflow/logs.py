@@ -1,0 +1,43 @@
+"""Logging helpers for workflow scripts: send everything a job prints to its log file."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+@contextlib.contextmanager
+def log_to(path: str | os.PathLike) -> Iterator[logging.Logger]:
+    """Route ``logging``, stdout and stderr (tqdm bars too) to ``path`` for the block.
+
+    Logs the wall time of the block on exit, and the error on failure, so each job's
+    log says what was done and how long it took.
+    """
+    os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
+    root = logging.getLogger()
+    with open(path, "w", buffering=1) as handle:
+        handler = logging.StreamHandler(handle)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+        old_level = root.level
+        root.setLevel(logging.INFO)
+        log = logging.getLogger("medsegflow")
+        start = time.perf_counter()
+        with contextlib.redirect_stdout(handle), contextlib.redirect_stderr(handle):
+            try:
+                yield log
+            except BaseException as err:
+                log.error("failed after %.1f s: %s", time.perf_counter() - start, err)
+                raise
+            else:
+                log.info("done in %.1f s", time.perf_counter() - start)
+            finally:
+                root.removeHandler(handler)
+                root.setLevel(old_level)
+                sys.stdout.flush()

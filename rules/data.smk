@@ -1,0 +1,17 @@
+rule prepare_dataset:
+    output:
+        "results/data/{dataset}/cases.tsv",
+    log:
+        "logs/prepare_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/prepare_dataset/{dataset}.tsv"
+    conda:
+        "../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        dataset=get_dataset_config,
+        seed=config["seed"],
+    script:
+        "../scripts/prepare_dataset.py"

@@ -1,0 +1,20 @@
+rule preprocess_dataset:
+    input:
+        "results/data/{dataset}/cases.tsv",
+    output:
+        "results/preprocessed/{dataset}/manifest.tsv",
+    log:
+        "logs/preprocess_dataset/{dataset}.log",
+    benchmark:
+        "benchmarks/preprocess_dataset/{dataset}.tsv"
+    conda:
+        "../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        dataset=get_dataset_config,
+        preprocess=config["preprocess"],
+        seed=config["seed"],
+    script:
+        "../scripts/preprocess_dataset.py"

@@ -1,0 +1,17 @@
+rule make_prompts:
+    input:
+        "results/preprocessed/{dataset}/manifest.tsv",
+    output:
+        "results/prompts/{dataset}/{prompt}/prompts.tsv",
+    log:
+        "logs/make_prompts/{dataset}/{prompt}.log",
+    conda:
+        "../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    params:
+        prompt=get_prompt_config,
+        seed=config["seed"],
+    script:
+        "../scripts/make_prompts.py"

@@ -1,0 +1,9 @@
+from __future__ import annotations
+
+from medsegflow.logs import log_to
+from medsegflow.tables import collect_metrics, write_csv_atomic
+
+with log_to(snakemake.log[0]) as log:
+    rows = collect_metrics(list(snakemake.input))
+    write_csv_atomic(rows, snakemake.output.all)
+    log.info("%d rows from %d metric files", len(rows), len(snakemake.input))

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsegflow.logs import log_to
+from medsegflow.stages.prompts import make_prompts
+
+with log_to(snakemake.log[0]):
+    make_prompts(
+        preprocessed_dir=Path(snakemake.input[0]).parent,
+        out_path=snakemake.output[0],
+        prompt=snakemake.params.prompt,
+        seed=snakemake.params.seed,
+        prompt_name=snakemake.wildcards.prompt,
+    )

@@ -1,0 +1,17 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsegflow.logs import log_to
+from medsegflow.stages.predict import predict_dataset
+
+with log_to(snakemake.log[0]):
+    predict_dataset(
+        family=snakemake.params.method["family"],
+        method=snakemake.params.method,
+        method_name=snakemake.wildcards.method,
+        preprocessed_dir=Path(snakemake.input.preprocessed).parent,
+        prompts_path=snakemake.input.get("prompts"),
+        out_dir=Path(snakemake.output[0]).parent,
+        splits=tuple(snakemake.params.splits),
+    )

@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from medsegflow.datasets.registry import prepare_dataset
+from medsegflow.logs import log_to
+
+with log_to(snakemake.log[0]):
+    prepare_dataset(
+        adapter=snakemake.params.dataset["adapter"],
+        params=snakemake.params.dataset["params"],
+        seed=snakemake.params.seed,
+        out_dir=Path(snakemake.output[0]).parent,
+        key=f"datasets.{snakemake.wildcards.dataset}.adapter",
+    )

@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+from medsegflow.logs import log_to
+from medsegflow.stages.score import score_predictions
+
+with log_to(snakemake.log[0]):
+    score_predictions(
+        dataset=snakemake.wildcards.dataset,
+        method=snakemake.wildcards.method,
+        predictions_manifest=snakemake.input.predictions,
+        preprocessed_manifest=snakemake.input.preprocessed,
+        metrics=snakemake.params.metrics,
+        out_csv=snakemake.output[0],
+    )

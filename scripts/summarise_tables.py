@@ -1,0 +1,14 @@
+from __future__ import annotations
+
+import pandas as pd
+
+from medsegflow.logs import log_to
+from medsegflow.tables import compare_methods, summarise, write_csv_atomic
+
+with log_to(snakemake.log[0]):
+    rows = pd.read_csv(snakemake.input[0], dtype={"case_id": str})
+    tables = snakemake.params.tables
+    summary = summarise(rows, n_boot=tables["bootstrap"], seed=snakemake.params.seed,
+                        confidence=tables["confidence"])
+    write_csv_atomic(summary, snakemake.output.summary)
+    write_csv_atomic(compare_methods(rows), snakemake.output.stats)
