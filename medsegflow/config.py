@@ -104,18 +104,22 @@ def expand_ablations(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     for abl_name, ablation in config.get("ablations", {}).items():
         base = ablation["base"]
         if base not in config["methods"]:
-            raise ConfigError(f"ablations.{abl_name}.base: unknown method '{base}'; "
-                              f"known: {', '.join(sorted(config['methods']))}")
+            raise ConfigError(
+                f"ablations.{abl_name}.base: unknown method '{base}'; "
+                f"known: {', '.join(sorted(config['methods']))}"
+            )
         for point in _grid_points(ablation["grid"]):
             name = ablation_method_name(base, point)
             if name in methods:
-                raise ConfigError(f"ablations.{abl_name}: generated method name '{name}' "
-                                  "already exists")
+                raise ConfigError(
+                    f"ablations.{abl_name}: generated method name '{name}' already exists"
+                )
             method = copy.deepcopy(config["methods"][base])
             for key, value in point.items():
                 if key == "family":
-                    raise ConfigError(f"ablations.{abl_name}.grid.family: the family of a "
-                                      "method cannot be varied")
+                    raise ConfigError(
+                        f"ablations.{abl_name}.grid.family: the family of a method cannot be varied"
+                    )
                 _set_dotted(method, key, value)
             methods[name] = method
     return methods
@@ -137,8 +141,10 @@ def _check_references(config: Mapping[str, Any]) -> None:
     for name, method in config["methods"].items():
         ref = method.get("prompts")
         if ref is not None and ref not in prompts:
-            raise ConfigError(f"methods.{name}.prompts: unknown prompt set '{ref}'; known: "
-                              f"{', '.join(sorted(prompts)) or 'none (add a prompts: block)'}")
+            raise ConfigError(
+                f"methods.{name}.prompts: unknown prompt set '{ref}'; known: "
+                f"{', '.join(sorted(prompts)) or 'none (add a prompts: block)'}"
+            )
     for dname, dataset in config["datasets"].items():
         for method in dataset.get("methods", []) or []:
             if method not in config["methods"]:

@@ -73,8 +73,9 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix,
-                                    dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(
+        prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
+    )
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -102,25 +103,35 @@ def read_volume(path: str | os.PathLike) -> Volume:
 
     2D files become one-slice volumes. Raises :class:`InputError` naming the file when
     it is missing, unreadable/truncated, or has more than 3 dimensions or channels.
+    NaN/inf voxels of NIfTI float data are returned as stored (ITK 5 alone reads them as 0).
     """
     sitk = _sitk()
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
+    if path.name.lower().endswith(".nii.gz") and path.with_suffix("").is_file():
+        # nifticlib resolves "x.nii.gz" to "x.nii" when both exist and would read the wrong file
+        raise InputError(
+            f"{path}: ambiguous, {path.with_suffix('')} also exists and ITK would "
+            "read that file instead; remove one of them"
+        )
     try:
         image = sitk.ReadImage(str(path))
         array = sitk.GetArrayFromImage(image)
     except RuntimeError as err:
         first = str(err).strip().splitlines()
         detail = next((ln.strip() for ln in first if "ERROR" in ln or "rror" in ln), "")
-        raise InputError(f"{path}: cannot read image (corrupt or truncated file) {detail}".strip()
-                         ) from None
-    truncated = _nifti_truncation(path, image)
+        raise InputError(
+            f"{path}: cannot read image (corrupt or truncated file) {detail}".strip()
+        ) from None
+    truncated = _check_nifti_payload(path, image, array)
     if truncated:
         raise InputError(f"{path}: cannot read image (corrupt or truncated file) {truncated}")
     if image.GetNumberOfComponentsPerPixel() != 1:
-        raise InputError(f"{path}: image has {image.GetNumberOfComponentsPerPixel()} channels "
-                         "per voxel, expected a single-channel image")
+        raise InputError(
+            f"{path}: image has {image.GetNumberOfComponentsPerPixel()} channels "
+            "per voxel, expected a single-channel image"
+        )
     dim = image.GetDimension()
     if dim > 3:
         raise InputError(f"{path}: image is {dim}D with size {image.GetSize()}, expected 2D or 3D")
@@ -129,41 +140,63 @@ def read_volume(path: str | os.PathLike) -> Volume:
         sx, sy = image.GetSpacing()
         ox, oy = image.GetOrigin()
         d = image.GetDirection()
-        geometry = Geometry((sx, sy, 1.0), (ox, oy, 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0,
-                                                          0.0, 0.0, 1.0))
+        geometry = Geometry(
+            (sx, sy, 1.0), (ox, oy, 0.0), (d[0], d[1], 0.0, d[2], d[3], 0.0, 0.0, 0.0, 1.0)
+        )
     else:
-        geometry = Geometry(tuple(image.GetSpacing()), tuple(image.GetOrigin()),
-                            tuple(image.GetDirection()))
+        geometry = Geometry(
+            tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection())
+        )
     return Volume(array, geometry)
 
 
-def _nifti_truncation(path: Path, image) -> str:
-    """Why a NIfTI file holds fewer voxel bytes than its header declares; "" when complete.
+_NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
+"""NIfTI ``datatype`` codes of real floating-point voxels and their numpy kinds."""
 
-    ITK's NIfTI reader silently fills a truncated ``.nii``/``.nii.gz`` with zeros, so the
-    stored size is checked against ``vox_offset + n_voxels * bitpix / 8`` (gzip streams are
-    also checked for a complete, CRC-valid end of stream).
+
+def _check_nifti_payload(path: Path, image, array: np.ndarray) -> str:
+    """Check a NIfTI file's voxel bytes; put back non-finite values ITK read as 0.
+
+    ITK 5's NIfTI reader (its vendored nifticlib) silently fills a truncated ``.nii`` or
+    ``.nii.gz`` with zeros, and replaces every NaN/inf voxel with 0 (fixed only in ITK 6,
+    InsightSoftwareConsortium/ITK#6683). So the stored bytes are compared with the size the
+    header declares (gzip streams must also end complete and CRC-valid), and the non-finite
+    voxels of float data are written back into ``array`` (in place, same ``zyx`` order) so
+    later checks see them. Returns why the file is truncated or corrupt, "" when it is not.
     """
     name = path.name.lower()
-    keys = set(image.GetMetaDataKeys())
-    if not name.endswith((".nii", ".nii.gz")) or not {"vox_offset", "bitpix", "dim[0]"} <= keys:
+    meta = {k: image.GetMetaData(k) for k in image.GetMetaDataKeys()}
+    if not name.endswith((".nii", ".nii.gz")) or not {
+        "vox_offset",
+        "bitpix",
+        "dim[0]",
+        "datatype",
+    } <= set(meta):
         return ""
-    n_dim = int(image.GetMetaData("dim[0]"))
-    n_vox = math.prod(int(image.GetMetaData(f"dim[{i}]")) for i in range(1, n_dim + 1))
-    expected = int(float(image.GetMetaData("vox_offset"))) + n_vox * int(
-        image.GetMetaData("bitpix")) // 8
-    if not name.endswith(".gz"):
+    n_vox = math.prod(int(meta[f"dim[{i}]"]) for i in range(1, int(meta["dim[0]"]) + 1))
+    offset = int(float(meta["vox_offset"]))
+    expected = offset + n_vox * int(meta["bitpix"]) // 8
+    kind = _NIFTI_FLOAT_TYPES.get(int(meta["datatype"]))
+    if not name.endswith(".gz") and kind is None:
         stored = path.stat().st_size
-    else:
-        stored = 0
-        try:
-            with gzip.open(path, "rb") as handle:
-                while chunk := handle.read(1 << 22):
-                    stored += len(chunk)
-        except (EOFError, OSError, zlib.error) as err:
-            return f"gzip data ends early or is damaged ({err})"
-    if stored < expected:
-        return f"holds {stored} bytes, the NIfTI header declares {expected}"
+        return (
+            ""
+            if stored >= expected
+            else (f"holds {stored} bytes, the NIfTI header declares {expected}")
+        )
+    try:
+        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as handle:
+            raw = handle.read()
+    except (EOFError, OSError, zlib.error) as err:
+        return f"voxel data ends early or is damaged ({err})"
+    if len(raw) < expected:
+        return f"holds {len(raw)} bytes, the NIfTI header declares {expected}"
+    if kind is not None and array.size == n_vox and np.issubdtype(array.dtype, np.floating):
+        order = "<" if int.from_bytes(raw[:4], "little") in (348, 540) else ">"
+        values = np.frombuffer(raw, dtype=order + kind, count=n_vox, offset=offset)
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            array.flat[bad] = values[bad]
     return ""
 
 

@@ -8,7 +8,11 @@ from medsegflow.tables import compare_methods, summarise, write_csv_atomic
 with log_to(snakemake.log[0]):
     rows = pd.read_csv(snakemake.input[0], dtype={"case_id": str})
     tables = snakemake.params.tables
-    summary = summarise(rows, n_boot=tables["bootstrap"], seed=snakemake.params.seed,
-                        confidence=tables["confidence"])
+    summary = summarise(
+        rows,
+        n_boot=tables["bootstrap"],
+        seed=snakemake.params.seed,
+        confidence=tables["confidence"],
+    )
     write_csv_atomic(summary, snakemake.output.summary)
     write_csv_atomic(compare_methods(rows), snakemake.output.stats)

@@ -47,8 +47,9 @@ class CanonicalCase:
     label_source: str = ""
 
 
-def assign_splits(case_ids: Sequence[str], fractions: Mapping[str, float], *,
-                  seed: int) -> dict[str, str]:
+def assign_splits(
+    case_ids: Sequence[str], fractions: Mapping[str, float], *, seed: int
+) -> dict[str, str]:
     """Deterministic train/val/test assignment from fractions (case order does not matter).
 
     Cases are sorted, shuffled with ``seed``, then cut by the fractions (largest-remainder
@@ -75,7 +76,7 @@ def assign_splits(case_ids: Sequence[str], fractions: Mapping[str, float], *,
     out: dict[str, str] = {}
     start = 0
     for s in SPLITS:
-        for idx in order[start:start + counts[s]]:
+        for idx in order[start : start + counts[s]]:
             out[ids[idx]] = s
         start += counts[s]
     return out
@@ -98,27 +99,32 @@ def find_case_problems(case: CanonicalCase, label_map: Mapping[str, int]) -> lis
     if problems:
         return problems
     if img.shape != lab.shape:
-        problems.append(f"{lab_name}: label shape (z,y,x)={lab.shape} differs from image "
-                        f"{img_name} shape {img.shape}")
+        problems.append(
+            f"{lab_name}: label shape (z,y,x)={lab.shape} differs from image "
+            f"{img_name} shape {img.shape}"
+        )
     elif not case.image.geometry.matches(case.label.geometry):
         problems.append(
             f"{lab_name}: label geometry (spacing {_fmt(case.label.geometry.spacing_xyz)}, "
             f"origin {_fmt(case.label.geometry.origin_xyz)}) differs from image {img_name} "
             f"(spacing {_fmt(case.image.geometry.spacing_xyz)}, "
-            f"origin {_fmt(case.image.geometry.origin_xyz)})")
+            f"origin {_fmt(case.image.geometry.origin_xyz)})"
+        )
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
         n_bad = int((~np.isfinite(img)).sum())
         problems.append(f"{img_name}: image has {n_bad} NaN or infinite intensities")
-    if np.issubdtype(lab.dtype, np.floating):
-        if not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab)):
-            problems.append(f"{lab_name}: label has non-integer values")
-            return problems
+    if np.issubdtype(lab.dtype, np.floating) and (
+        not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab))
+    ):
+        problems.append(f"{lab_name}: label has non-integer values")
+        return problems
     allowed = set(int(v) for v in label_map.values())
     present = set(int(v) for v in np.unique(lab))
     unknown = sorted(present - allowed)
     if unknown:
-        problems.append(f"{lab_name}: label values {unknown} are not in the label map "
-                        f"{dict(label_map)}")
+        problems.append(
+            f"{lab_name}: label values {unknown} are not in the label map {dict(label_map)}"
+        )
     return problems
 
 
@@ -126,8 +132,9 @@ def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
-def write_canonical_dataset(cases: Iterable[CanonicalCase], *, label_map: Mapping[str, int],
-                            out_dir: str | os.PathLike) -> pd.DataFrame:
+def write_canonical_dataset(
+    cases: Iterable[CanonicalCase], *, label_map: Mapping[str, int], out_dir: str | os.PathLike
+) -> pd.DataFrame:
     """Verify and write cases into ``out_dir`` in the canonical layout; return the table.
 
     Every case is checked with :func:`find_case_problems` before anything is written for
@@ -137,33 +144,44 @@ def write_canonical_dataset(cases: Iterable[CanonicalCase], *, label_map: Mappin
     """
     out = Path(out_dir)
     _check_label_map(label_map)
+    (out / "cases.tsv").unlink(missing_ok=True)  # never leave an old table over new files
     rows = []
     seen: set[str] = set()
     for case in cases:
         if case.split not in SPLITS:
             raise InputError(f"{case.case_id}: split '{case.split}' is not one of {SPLITS}")
         if case.case_id in seen:
-            raise InputError(f"{case.image_source or case.case_id}: duplicate case id "
-                             f"'{case.case_id}'")
+            raise InputError(
+                f"{case.image_source or case.case_id}: duplicate case id '{case.case_id}'"
+            )
         seen.add(case.case_id)
         problems = find_case_problems(case, label_map)
         if problems:
             raise InputError("\n".join(problems))
         write_volume(out / "images" / f"{case.case_id}.nii.gz", case.image)
-        label = Volume(case.label.array_zyx.astype(np.uint8 if max(label_map.values()) < 256
-                                                   else np.uint16), case.label.geometry)
+        label = Volume(
+            case.label.array_zyx.astype(np.uint8 if max(label_map.values()) < 256 else np.uint16),
+            case.label.geometry,
+        )
         write_volume(out / "labels" / f"{case.case_id}.nii.gz", label)
         size_zyx = case.image.array_zyx.shape
-        rows.append({
-            "case_id": case.case_id,
-            "split": case.split,
-            "modality": case.modality,
-            "spacing_xyz_mm": ",".join(f"{s:.6g}" for s in case.image.geometry.spacing_xyz),
-            "size_xyz": ",".join(str(s) for s in size_zyx[::-1]),
-            "caption": case.caption,
-        })
-        log.info("wrote case %s (%s, %s, size xyz %s)", case.case_id, case.split,
-                 case.modality, rows[-1]["size_xyz"])
+        rows.append(
+            {
+                "case_id": case.case_id,
+                "split": case.split,
+                "modality": case.modality,
+                "spacing_xyz_mm": ",".join(f"{s:.6g}" for s in case.image.geometry.spacing_xyz),
+                "size_xyz": ",".join(str(s) for s in size_zyx[::-1]),
+                "caption": case.caption,
+            }
+        )
+        log.info(
+            "wrote case %s (%s, %s, size xyz %s)",
+            case.case_id,
+            case.split,
+            case.modality,
+            rows[-1]["size_xyz"],
+        )
     if not rows:
         raise InputError(f"{out}: the adapter produced no cases")
     write_text(out / "labels.json", json.dumps(dict(label_map), indent=2) + "\n")
@@ -186,8 +204,9 @@ def _check_label_map(label_map: Mapping[str, int]) -> None:
 def read_cases(dataset_dir: str | os.PathLike) -> pd.DataFrame:
     """Read ``cases.tsv`` of a canonical dataset (case ids as strings, captions never NaN)."""
     path = Path(dataset_dir) / "cases.tsv"
-    table = pd.read_csv(path, sep="\t", dtype={"case_id": str, "caption": str},
-                        keep_default_na=False)
+    table = pd.read_csv(
+        path, sep="\t", dtype={"case_id": str, "caption": str}, keep_default_na=False
+    )
     missing = [c for c in CASES_COLUMNS if c not in table.columns]
     if missing:
         raise InputError(f"{path}: missing columns {missing}")

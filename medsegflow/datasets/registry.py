@@ -55,12 +55,19 @@ def get_adapter(name: str, *, key: str = "adapter") -> Adapter:
     try:
         return ADAPTERS[name]
     except KeyError:
-        raise ConfigError(f"{key}: unknown adapter '{name}'; known adapters: "
-                          f"{', '.join(sorted(ADAPTERS))}") from None
+        raise ConfigError(
+            f"{key}: unknown adapter '{name}'; known adapters: {', '.join(sorted(ADAPTERS))}"
+        ) from None
 
 
-def prepare_dataset(*, adapter: str, params: Mapping[str, Any], seed: int,
-                    out_dir: str | os.PathLike, key: str = "adapter") -> pd.DataFrame:
+def prepare_dataset(
+    *,
+    adapter: str,
+    params: Mapping[str, Any],
+    seed: int,
+    out_dir: str | os.PathLike,
+    key: str = "adapter",
+) -> pd.DataFrame:
     """Run adapter ``adapter`` with ``params`` and write its cases into ``out_dir``."""
     result = get_adapter(adapter, key=key)(params, seed=seed)
     return write_canonical_dataset(result.cases, label_map=result.label_map, out_dir=out_dir)

@@ -21,8 +21,19 @@ from medsegflow.tables import write_csv_atomic
 
 log = logging.getLogger(__name__)
 
-ROW_COLUMNS = ("dataset", "method", "case_id", "split", "label", "label_name", *METRIC_NAMES,
-               "gt_empty", "pred_empty", "gt_voxels", "pred_voxels")
+ROW_COLUMNS = (
+    "dataset",
+    "method",
+    "case_id",
+    "split",
+    "label",
+    "label_name",
+    *METRIC_NAMES,
+    "gt_empty",
+    "pred_empty",
+    "gt_voxels",
+    "pred_voxels",
+)
 
 
 def reference_labels_dir(preprocessed_manifest: str | os.PathLike, reference: str) -> Path:
@@ -43,32 +54,47 @@ def _read_prediction(path: Path, gt, *, label_map: Mapping[str, int]) -> np.ndar
     """The prediction array, checked against the reference grid and the label map."""
     pred = read_volume(path)
     if pred.array_zyx.shape != gt.array_zyx.shape:
-        raise InputError(f"{path}: prediction shape (z,y,x)={pred.array_zyx.shape} differs "
-                         f"from the reference label shape {gt.array_zyx.shape}")
+        raise InputError(
+            f"{path}: prediction shape (z,y,x)={pred.array_zyx.shape} differs "
+            f"from the reference label shape {gt.array_zyx.shape}"
+        )
     if not pred.geometry.matches(gt.geometry):
-        raise InputError(f"{path}: prediction geometry (spacing {pred.geometry.spacing_xyz}, "
-                         f"origin {pred.geometry.origin_xyz}) differs from the reference label's "
-                         f"(spacing {gt.geometry.spacing_xyz}, origin {gt.geometry.origin_xyz})")
+        raise InputError(
+            f"{path}: prediction geometry (spacing {pred.geometry.spacing_xyz}, "
+            f"origin {pred.geometry.origin_xyz}) differs from the reference label's "
+            f"(spacing {gt.geometry.spacing_xyz}, origin {gt.geometry.origin_xyz})"
+        )
     unknown = sorted(set(np.unique(pred.array_zyx).tolist()) - set(label_map.values()))
     if unknown:
-        raise InputError(f"{path}: prediction has label values {unknown} that are not in the "
-                         f"label map {dict(label_map)}")
+        raise InputError(
+            f"{path}: prediction has label values {unknown} that are not in the "
+            f"label map {dict(label_map)}"
+        )
     return pred.array_zyx
 
 
-def score_case(*, pred_zyx: np.ndarray, gt, label_map: Mapping[str, int],
-               nsd_tolerance_mm: float) -> list[dict[str, Any]]:
+def score_case(
+    *, pred_zyx: np.ndarray, gt, label_map: Mapping[str, int], nsd_tolerance_mm: float
+) -> list[dict[str, Any]]:
     """Metric rows (one per foreground class of the label map) for one case."""
     names = {value: name for name, value in label_map.items() if value != 0}
-    results = compute_metrics(pred_zyx, gt.array_zyx, gt.spacing_zyx, nsd_tolerance_mm,
-                              labels=sorted(names))
-    return [{"label": value, "label_name": names[value], **results[value]}
-            for value in sorted(names)]
+    results = compute_metrics(
+        pred_zyx, gt.array_zyx, gt.spacing_zyx, nsd_tolerance_mm, labels=sorted(names)
+    )
+    return [
+        {"label": value, "label_name": names[value], **results[value]} for value in sorted(names)
+    ]
 
 
-def score_predictions(*, dataset: str, method: str, predictions_manifest: str | os.PathLike,
-                      preprocessed_manifest: str | os.PathLike, metrics: Mapping[str, Any],
-                      out_csv: str | os.PathLike) -> pd.DataFrame:
+def score_predictions(
+    *,
+    dataset: str,
+    method: str,
+    predictions_manifest: str | os.PathLike,
+    preprocessed_manifest: str | os.PathLike,
+    metrics: Mapping[str, Any],
+    out_csv: str | os.PathLike,
+) -> pd.DataFrame:
     """Score every case of ``metrics['splits']``; write one row per case and class.
 
     A case of those splits without a prediction, or a prediction on the wrong grid or
@@ -80,8 +106,10 @@ def score_predictions(*, dataset: str, method: str, predictions_manifest: str | 
     predicted = _read_manifest(predictions_manifest)
     missing = sorted(set(cases["case_id"]) - set(predicted["case_id"]))
     if missing:
-        raise InputError(f"{predictions_manifest}: no prediction for cases {missing} of splits "
-                         f"{list(metrics['splits'])}")
+        raise InputError(
+            f"{predictions_manifest}: no prediction for cases {missing} of splits "
+            f"{list(metrics['splits'])}"
+        )
     label_map = read_label_map(Path(preprocessed_manifest).parent)
     ref_dir = reference_labels_dir(preprocessed_manifest, metrics["reference"])
     pred_dir = Path(predictions_manifest).parent
@@ -90,14 +118,29 @@ def score_predictions(*, dataset: str, method: str, predictions_manifest: str | 
     for case in tqdm(cases.itertuples(), total=len(cases), desc=f"score {dataset}/{method}"):
         gt = read_volume(ref_dir / f"{case.case_id}.nii.gz")
         pred = _read_prediction(pred_dir / f"{case.case_id}.nii.gz", gt, label_map=label_map)
-        for row in score_case(pred_zyx=pred, gt=gt, label_map=label_map,
-                              nsd_tolerance_mm=metrics["nsd_tolerance_mm"]):
-            rows.append({"dataset": dataset, "method": method, "case_id": case.case_id,
-                         "split": case.split, **row})
+        for row in score_case(
+            pred_zyx=pred, gt=gt, label_map=label_map, nsd_tolerance_mm=metrics["nsd_tolerance_mm"]
+        ):
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "method": method,
+                    "case_id": case.case_id,
+                    "split": case.split,
+                    **row,
+                }
+            )
     table = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
     write_csv_atomic(table, out_csv)
     mean_dsc = table.groupby("label_name")["dsc"].mean().round(3).to_dict() if rows else {}
-    log.info("scored %d cases x %d classes of %s/%s against %s labels in %.1f s; mean DSC %s",
-             len(cases), len(label_map) - 1, dataset, method, metrics["reference"],
-             time.perf_counter() - start, mean_dsc)
+    log.info(
+        "scored %d cases x %d classes of %s/%s against %s labels in %.1f s; mean DSC %s",
+        len(cases),
+        len(label_map) - 1,
+        dataset,
+        method,
+        metrics["reference"],
+        time.perf_counter() - start,
+        mean_dsc,
+    )
     return table

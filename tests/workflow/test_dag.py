@@ -19,28 +19,41 @@ def run_snakemake(repo_root: Path, workdir: Path, *args: str) -> subprocess.Comp
 
 def job_counts(output: str) -> dict[str, int]:
     table = output.split("Job stats:")[1]
-    return {m.group(1): int(m.group(2))
-            for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M) if m.group(1) != "total"}
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)
+        if m.group(1) != "total"
+    }
 
 
 def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tmp_path):
-    result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2",
-                           "--configfile", str(repo_root / "config.yaml"))
+    result = run_snakemake(
+        repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(repo_root / "config.yaml")
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     # 2 datasets x 3 methods (otsu, kmeans, kmeans ablation with 3 clusters), 1 prompt set.
     assert counts == {
-        "prepare_dataset": 2, "preprocess_dataset": 2, "make_prompts": 2,
-        "predict_method": 6, "score_method": 6, "collect_tables": 1, "summarise_tables": 1,
-        "plot_metric": 2, "plot_qualitative": 2, "all": 1,
+        "prepare_dataset": 2,
+        "preprocess_dataset": 2,
+        "make_prompts": 2,
+        "predict_method": 6,
+        "score_method": 6,
+        "collect_tables": 1,
+        "summarise_tables": 1,
+        "plot_metric": 2,
+        "plot_qualitative": 2,
+        "all": 1,
     }
 
 
 def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_path):
     with open(repo_root / "config.yaml") as handle:
         config = yaml.safe_load(handle)
-    config["ablations"]["kmeans_clusters"]["grid"] = {"n_clusters": [3, 4, 5],
-                                                      "polarity": ["auto", "dark"]}
+    config["ablations"]["kmeans_clusters"]["grid"] = {
+        "n_clusters": [3, 4, 5],
+        "polarity": ["auto", "dark"],
+    }
     config["datasets"]["phantom_us"]["methods"] = ["otsu_box"]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -54,8 +67,16 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
 
 def test_single_figure_is_its_own_target(repo_root, tmp_path):
     # --configfile takes several values, so the target goes first.
-    result = run_snakemake(repo_root, tmp_path, "results/figures/qualitative_phantom_us.png",
-                           "-n", "--cores", "1", "--configfile", str(repo_root / "config.yaml"))
+    result = run_snakemake(
+        repo_root,
+        tmp_path,
+        "results/figures/qualitative_phantom_us.png",
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(repo_root / "config.yaml"),
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     assert counts["plot_qualitative"] == 1
@@ -71,19 +92,40 @@ def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path):
     path.write_text(yaml.safe_dump(config))
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "1", "--configfile", str(path))
     assert result.returncode != 0
-    assert "methods.otsu_box: Additional properties are not allowed ('algoritm' was unexpected)" \
+    assert (
+        "methods.otsu_box: Additional properties are not allowed ('algoritm' was unexpected)"
         in result.stderr + result.stdout
+    )
 
 
 def test_lint_is_clean(repo_root):
-    result = subprocess.run([SNAKEMAKE, "--lint", "--cores", "1"], cwd=repo_root,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [SNAKEMAKE, "--lint", "--cores", "1"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
 
 
 def test_snakefmt_is_clean(repo_root):
     snakefmt = str(Path(sys.executable).with_name("snakefmt"))
-    result = subprocess.run([snakefmt, "--check", "Snakefile", "rules"], cwd=repo_root,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [snakefmt, "--check", "Snakefile", "rules"],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
+
+
+def test_ruff_is_clean(repo_root):
+    ruff = str(Path(sys.executable).with_name("ruff"))
+    for args in (["check", "."], ["format", "--check", "."]):
+        result = subprocess.run(
+            [ruff, *args], cwd=repo_root, capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,255 @@
+"""Parameter checks and case planning shared by the ``nifti_folder`` and ``png_folder`` adapters.
+
+Every adapter parameter is addressed as ``params.<key>`` in error messages, so a bad value
+points at the config entry to fix. Problems with files raise :class:`InputError` naming the
+file; problems with parameters raise :class:`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medsegflow.datasets.canonical import SPLITS, assign_splits
+from medsegflow.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+COMMON_KEYS = (
+    "root",
+    "images",
+    "modality",
+    "labels",
+    "splits",
+    "split",
+    "split_all",
+    "captions",
+    "caption",
+)
+"""Parameters every folder adapter accepts."""
+
+DEFAULT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
+BINARY_LABELS = {"background": 0, "foreground": 1}
+_SAFE_ID = re.compile(r"^[^/\\\t\n\r]+$")
+
+
+@dataclass(frozen=True)
+class CasePlan:
+    """Where one case comes from and where it goes (decided before any file is read)."""
+
+    case_id: str
+    image: Path
+    label: Path
+    split: str
+    caption: str
+
+
+def check_keys(params: Mapping[str, Any], allowed: Collection[str], *, adapter: str) -> None:
+    """Raise a :class:`ConfigError` naming the first unknown ``params.<key>``."""
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"params: expected a mapping of adapter parameters, got {params!r}")
+    unknown = sorted(k for k in params if k not in allowed)
+    if unknown:
+        raise ConfigError(
+            f"params.{unknown[0]}: unknown parameter for adapter '{adapter}'; "
+            f"known: {', '.join(sorted(allowed))}"
+        )
+
+
+def get_str(params: Mapping[str, Any], key: str, *, default: str | None = None) -> str:
+    """``params[key]`` as a non-empty string (required when ``default`` is None)."""
+    value = params.get(key, default)
+    if value is None:
+        raise ConfigError(f"params.{key}: required parameter is missing")
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"params.{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def get_bool(params: Mapping[str, Any], key: str, *, default: bool) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"params.{key}: expected true or false, got {value!r}")
+    return value
+
+
+def get_mapping(params: Mapping[str, Any], key: str) -> dict[str, Any] | None:
+    """``params[key]`` as a dict with string keys, or None when absent.
+
+    Integer keys become strings: YAML reads ``split: {10018: test}`` with an int key, while
+    case ids (file stems such as BUSI's ``10018``) are strings.
+    """
+    value = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or not all(
+        isinstance(k, str | int) and not isinstance(k, bool) for k in value
+    ):
+        raise ConfigError(f"params.{key}: expected a mapping with string keys, got {value!r}")
+    return {str(k): v for k, v in value.items()}
+
+
+def get_label_map(params: Mapping[str, Any], *, default: Mapping[str, int]) -> dict[str, int]:
+    """The label map ``{name: value}``: background 0, distinct non-negative integer values."""
+    labels = get_mapping(params, "labels")
+    if labels is None:
+        return dict(default)
+    for name, value in labels.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+            raise ConfigError(f"params.labels.{name}: expected an integer 0..65535, got {value!r}")
+    if labels.get("background") != 0:
+        raise ConfigError(f"params.labels: must map 'background' to 0, got {dict(labels)}")
+    if len(set(labels.values())) != len(labels):
+        raise ConfigError(f"params.labels: two names share one value in {dict(labels)}")
+    return dict(labels)
+
+
+def get_root(params: Mapping[str, Any]) -> Path:
+    """The dataset folder ``params.root`` (relative paths are taken from the working folder)."""
+    root = params.get("root")
+    if root is None:
+        raise ConfigError("params.root: required parameter is missing")
+    if not isinstance(root, str | Path) or not str(root).strip():
+        raise ConfigError(f"params.root: expected a folder path, got {root!r}")
+    return Path(root).expanduser()
+
+
+def list_images(root: Path, pattern: str) -> list[Path]:
+    """Files under ``root`` matching glob ``pattern`` (``**`` allowed), sorted, hidden skipped.
+
+    Hidden files (name starting with ``.``, e.g. macOS ``._case.nii.gz`` resource forks shipped
+    in some MSD archives) are never images.
+    """
+    if not root.is_dir():
+        raise InputError(f"{root}: dataset folder not found (params.root, images '{pattern}')")
+    try:
+        found = sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("."))
+    except (ValueError, NotImplementedError) as err:
+        raise ConfigError(
+            f"params.images: bad glob pattern '{pattern}' ({err}); give a "
+            "pattern relative to params.root"
+        ) from None
+    if not found:
+        raise InputError(f"{root}: no files match the images pattern '{pattern}'")
+    return found
+
+
+def check_case_ids(case_ids: Mapping[Path, str]) -> None:
+    """Raise :class:`InputError` for a case id that is not a file name or is used twice."""
+    first_image: dict[str, Path] = {}
+    for image, case_id in case_ids.items():
+        if not _SAFE_ID.match(case_id) or case_id.startswith("."):
+            raise InputError(f"{image}: case id '{case_id}' cannot be used as a file name")
+        if case_id in first_image:
+            raise InputError(
+                f"{image}: case id '{case_id}' is also the id of {first_image[case_id]}"
+            )
+        first_image[case_id] = image
+
+
+def check_labels_exist(pairs: Sequence[tuple[Path, Path]], *, kind: str = "label") -> None:
+    """Raise :class:`InputError` naming the first image whose label file is missing."""
+    missing = [(image, label) for image, label in pairs if not label.is_file()]
+    if missing:
+        image, label = missing[0]
+        more = f" ({len(missing) - 1} more images lack their {kind})" if len(missing) > 1 else ""
+        raise InputError(f"{image}: {kind} file not found, expected {label}{more}")
+
+
+def plan_cases(
+    cases: Sequence[tuple[str, Path, Path]], params: Mapping[str, Any], *, modality: str, seed: int
+) -> list[CasePlan]:
+    """Add split and caption to ``(case_id, image, label)`` triples, in the given order."""
+    ids = [case_id for case_id, _, _ in cases]
+    splits = assign_case_splits(ids, params, seed=seed)
+    captions = case_captions(ids, params, modality=modality)
+    return [
+        CasePlan(case_id, image, label, splits[case_id], captions[case_id])
+        for case_id, image, label in cases
+    ]
+
+
+def assign_case_splits(
+    case_ids: Sequence[str], params: Mapping[str, Any], *, seed: int
+) -> dict[str, str]:
+    """Split of every case from ``params.split_all``, ``params.split`` or ``params.splits``.
+
+    At most one of the three may be given. ``split_all`` puts every case in one split;
+    ``split`` maps every case id to a split; ``splits`` gives fractions for
+    :func:`assign_splits` (default train 0.6, val 0.2, test 0.2), deterministic in ``seed``.
+    """
+    given = [k for k in ("split_all", "split", "splits") if params.get(k) is not None]
+    if len(given) > 1:
+        raise ConfigError(
+            f"params.{given[1]}: give only one of params.split_all, params.split and params.splits"
+        )
+    if "split_all" in given:
+        split = params["split_all"]
+        if split not in SPLITS:
+            raise ConfigError(f"params.split_all: expected one of {SPLITS}, got {split!r}")
+        return {case_id: split for case_id in case_ids}
+    if "split" in given:
+        return _explicit_splits(case_ids, get_mapping(params, "split") or {})
+    fractions = get_mapping(params, "splits") or DEFAULT_FRACTIONS
+    for name, value in fractions.items():
+        if name not in SPLITS:
+            raise ConfigError(f"params.splits.{name}: unknown split; expected {SPLITS}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"params.splits.{name}: expected a fraction >= 0, got {value!r}")
+    if sum(fractions.values()) <= 0:
+        raise ConfigError(f"params.splits: fractions {dict(fractions)} add up to 0")
+    return assign_splits(case_ids, fractions, seed=seed)
+
+
+def _explicit_splits(case_ids: Sequence[str], mapping: Mapping[str, Any]) -> dict[str, str]:
+    for case_id, split in mapping.items():
+        if split not in SPLITS:
+            raise ConfigError(f"params.split.{case_id}: expected one of {SPLITS}, got {split!r}")
+    missing = [c for c in case_ids if c not in mapping]
+    if missing:
+        raise ConfigError(
+            f"params.split: {len(missing)} case(s) have no split, e.g. {', '.join(missing[:5])}"
+        )
+    extra = sorted(set(mapping) - set(case_ids))
+    if extra:
+        log.warning(
+            "params.split names %d case(s) not found in the dataset, e.g. %s",
+            len(extra),
+            ", ".join(extra[:5]),
+        )
+    return {case_id: str(mapping[case_id]) for case_id in case_ids}
+
+
+def case_captions(
+    case_ids: Sequence[str], params: Mapping[str, Any], *, modality: str
+) -> dict[str, str]:
+    """Caption of every case: ``params.captions[case_id]``, else ``params.caption`` formatted.
+
+    The template may use ``{case_id}`` and ``{modality}``; the default caption is empty.
+    """
+    captions = get_mapping(params, "captions") or {}
+    template = params.get("caption", "")
+    if not isinstance(template, str):
+        raise ConfigError(f"params.caption: expected a string template, got {template!r}")
+    try:
+        template.format(case_id="", modality="")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"params.caption: bad template '{template}' ({err!r}); it may use "
+            "{case_id} and {modality}"
+        ) from None
+    for case_id, caption in captions.items():
+        if not isinstance(caption, str):
+            raise ConfigError(f"params.captions.{case_id}: expected a string, got {caption!r}")
+    extra = sorted(set(captions) - set(case_ids))
+    if extra:
+        log.warning(
+            "params.captions names %d case(s) not found in the dataset, e.g. %s",
+            len(extra),
+            ", ".join(extra[:5]),
+        )
+    return {c: captions.get(c, template.format(case_id=c, modality=modality)) for c in case_ids}

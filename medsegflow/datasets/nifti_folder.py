@@ -1,0 +1,193 @@
+"""Adapter for a folder of 3D images with one label volume each (nnU-Net raw, MSD, BIDS, ...).
+
+Parameters (``params.<key>``)::
+
+    root           dataset folder (required)
+    images         glob relative to root, ``**`` allowed            default "imagesTr/*.nii.gz"
+    label_replace  [[from, to], ...] string replacements applied in order to the image path
+                   relative to root to get its label path
+                   default [["imagesTr/", "labelsTr/"], ["_0000.nii.gz", ".nii.gz"]]
+    case_id        regex with one group, searched in the image path relative to root
+                   default: file name without .nii.gz/.nii/.mha/.nrrd and a trailing _0000
+    labels         label map {name: value}          default {"background": 0, "foreground": 1}
+    binarize       every nonzero label value becomes 1              default false
+    modality       e.g. "CT", "MR" (required)
+    splits | split | split_all, captions | caption   see :mod:`medsegflow.datasets._params`
+
+The defaults read nnU-Net raw (``imagesTr/<case>_0000.nii.gz`` with ``labelsTr/<case>.nii.gz``)
+and MSD (``imagesTr/<case>.nii.gz``). For multi-channel nnU-Net sets give
+``images: "imagesTr/*_0000.nii.gz"`` to take the first channel.
+
+Images keep their voxel values (CT stays in HU) and geometry; labels keep their values
+unless ``binarize`` is set. Files are listed and every label's existence checked when
+:func:`build` is called; volumes are read one case at a time as the cases are consumed.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from medsegflow.datasets._params import (
+    BINARY_LABELS,
+    COMMON_KEYS,
+    CasePlan,
+    check_case_ids,
+    check_keys,
+    check_labels_exist,
+    get_bool,
+    get_label_map,
+    get_root,
+    get_str,
+    list_images,
+    plan_cases,
+)
+from medsegflow.datasets.canonical import CanonicalCase
+from medsegflow.datasets.registry import AdapterResult
+from medsegflow.errors import ConfigError
+from medsegflow.io import Volume, read_volume
+
+log = logging.getLogger(__name__)
+
+ADAPTER = "nifti_folder"
+KEYS = (*COMMON_KEYS, "label_replace", "case_id", "binarize")
+DEFAULT_IMAGES = "imagesTr/*.nii.gz"
+DEFAULT_REPLACE = (("imagesTr/", "labelsTr/"), ("_0000.nii.gz", ".nii.gz"))
+_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+
+
+def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
+    """List the image/label pairs under ``params.root`` and return them as lazy cases.
+
+    Raises :class:`ConfigError` naming ``params.<key>`` for a bad parameter and
+    :class:`InputError` naming the folder or file for a missing folder, no matching image,
+    a missing label file or a duplicate case id, before any volume is read.
+    """
+    check_keys(params, KEYS, adapter=ADAPTER)
+    root = get_root(params)
+    pattern = get_str(params, "images", default=DEFAULT_IMAGES)
+    modality = get_str(params, "modality")
+    replacements = _get_replacements(params)
+    id_regex = _get_case_id_regex(params)
+    binarize = get_bool(params, "binarize", default=False)
+    label_map = get_label_map(params, default=BINARY_LABELS)
+    if binarize and sorted(label_map.values()) != [0, 1]:
+        raise ConfigError(
+            f"params.labels: binarize needs one foreground label with value 1, got {label_map}"
+        )
+    images = list_images(root, pattern)
+    case_ids = {img: _case_id(img.relative_to(root).as_posix(), id_regex) for img in images}
+    check_case_ids(case_ids)
+    pairs = [
+        (img, root / _label_relpath(img.relative_to(root).as_posix(), replacements))
+        for img in images
+    ]
+    check_labels_exist(pairs)
+    plans = plan_cases(
+        [(case_ids[img], img, lab) for img, lab in pairs], params, modality=modality, seed=seed
+    )
+    log.info("%s: %d cases under %s (images '%s')", ADAPTER, len(plans), root, pattern)
+    return AdapterResult(label_map, _cases(plans, modality=modality, binarize=binarize))
+
+
+def _cases(plans: Sequence[CasePlan], *, modality: str, binarize: bool) -> Iterator[CanonicalCase]:
+    for plan in plans:
+        image = read_volume(plan.image)
+        label = read_volume(plan.label)
+        if binarize:
+            label = Volume(_binarize(label.array_zyx), label.geometry)
+        yield CanonicalCase(
+            case_id=plan.case_id,
+            split=plan.split,
+            modality=modality,
+            image=image,
+            label=label,
+            caption=plan.caption,
+            image_source=str(plan.image),
+            label_source=str(plan.label),
+        )
+
+
+def _binarize(label_zyx: np.ndarray) -> np.ndarray:
+    """Nonzero -> 1 as uint8; a float label with NaN/inf is returned unchanged to be reported."""
+    if np.issubdtype(label_zyx.dtype, np.floating) and not np.isfinite(label_zyx).all():
+        return label_zyx
+    return (label_zyx != 0).astype(np.uint8)
+
+
+def _get_replacements(params: Mapping[str, Any]) -> list[tuple[str, str]]:
+    value = params.get("label_replace", DEFAULT_REPLACE)
+    if isinstance(value, str | bytes) or not isinstance(value, Sequence) or not value:
+        raise ConfigError(
+            f"params.label_replace: expected a list of [from, to] pairs, got {value!r}"
+        )
+    out = []
+    for i, pair in enumerate(value):
+        if (
+            isinstance(pair, str)
+            or not isinstance(pair, Sequence)
+            or len(pair) != 2
+            or not all(isinstance(s, str) for s in pair)
+            or not pair[0]
+        ):
+            raise ConfigError(
+                f"params.label_replace[{i}]: expected a [from, to] pair of "
+                f"strings with a non-empty 'from', got {pair!r}"
+            )
+        out.append((pair[0], pair[1]))
+    return out
+
+
+def _get_case_id_regex(params: Mapping[str, Any]) -> re.Pattern[str] | None:
+    value = params.get("case_id")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"params.case_id: expected a regex string, got {value!r}")
+    try:
+        regex = re.compile(value)
+    except re.error as err:
+        raise ConfigError(f"params.case_id: bad regex '{value}' ({err})") from None
+    if regex.groups != 1:
+        raise ConfigError(
+            f"params.case_id: regex '{value}' must have exactly one group, has {regex.groups}"
+        )
+    return regex
+
+
+def _case_id(relpath: str, regex: re.Pattern[str] | None) -> str:
+    """Case id of an image from its posix path relative to root."""
+    if regex is not None:
+        match = regex.search(relpath)
+        if match is None or not match.group(1):
+            raise ConfigError(
+                f"params.case_id: regex '{regex.pattern}' does not match the "
+                f"image path '{relpath}' (relative to params.root)"
+            )
+        return match.group(1)
+    name = relpath.rsplit("/", 1)[-1]
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    else:
+        name = Path(name).stem
+    return name.removesuffix("_0000")
+
+
+def _label_relpath(relpath: str, replacements: Sequence[tuple[str, str]]) -> str:
+    """Label path relative to root: the image path with every replacement applied in order."""
+    label = relpath
+    for old, new in replacements:
+        label = label.replace(old, new)
+    if label == relpath:
+        raise ConfigError(
+            f"params.label_replace: no replacement applies to image '{relpath}', "
+            "so its label path would be the image itself"
+        )
+    return label

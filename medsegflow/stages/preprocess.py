@@ -1,0 +1,239 @@
+"""Preprocess a canonical dataset: intensities to uint8, label cleaning, slice selection.
+
+``results/preprocessed/{dataset}/`` (``out_dir``)::
+
+    images/{case_id}.nii.gz   uint8 0..255 image, geometry of the source image
+    labels/{case_id}.nii.gz   cleaned labels (uint8), geometry of the source label
+    labels.json               the dataset's label map, copied
+    slices.tsv                case_id, split, z, n_foreground, kind (foreground | empty)
+    manifest.tsv              one row per case, written last (the file target)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from medsegflow.datasets.canonical import (
+    SPLITS,
+    image_path,
+    label_path,
+    read_cases,
+    read_label_map,
+)
+from medsegflow.errors import ConfigError, InputError
+from medsegflow.io import Volume, atomic_path, read_volume, write_text, write_volume
+from medsegflow.preprocess.cleaning import CleaningReport, LabelCleaning, clean_label
+from medsegflow.preprocess.intensity import (
+    WindowSpec,
+    describe_intensity,
+    normalise_intensity,
+    resolve_window,
+)
+from medsegflow.preprocess.slices import select_slices
+from medsegflow.seeding import case_rng
+
+log = logging.getLogger(__name__)
+
+MANIFEST_COLUMNS = (
+    "case_id",
+    "split",
+    "modality",
+    "intensity",
+    "n_components_removed_3d",
+    "n_components_removed_2d",
+    "voxels_removed",
+)
+SLICES_COLUMNS = ("case_id", "split", "z", "n_foreground", "kind")
+CLEANING_DEFAULTS = {"min_voxels_3d": 1000, "min_pixels_2d": 100}
+
+
+def read_table(path: str | os.PathLike, *, columns: Sequence[str]) -> pd.DataFrame:
+    """Read a stage's TSV with ``case_id`` as strings; :class:`InputError` naming the file
+    when it is missing or lacks one of ``columns``."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    table = pd.read_csv(path, sep="\t", dtype={"case_id": str}, keep_default_na=False)
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(f"{path}: missing columns {missing}")
+    return table
+
+
+def read_preprocessed_manifest(
+    preprocessed_dir: str | os.PathLike, *, splits: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """The ``manifest.tsv`` of a preprocessed dataset, optionally only rows of ``splits``."""
+    table = read_table(Path(preprocessed_dir) / "manifest.tsv", columns=MANIFEST_COLUMNS)
+    if splits is not None:
+        table = table[table["split"].isin(list(splits))].reset_index(drop=True)
+    return table
+
+
+def _check_count(key: str, value: Any) -> None:
+    """:class:`ConfigError` naming ``key`` unless ``value`` is an integer >= 0."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{key}: {value!r} must be an integer >= 0")
+
+
+def _cleaning_params(cleaning: Mapping[str, Any] | None) -> dict[str, int]:
+    """The cleaning thresholds with defaults filled; unknown keys or bad values raise
+    :class:`ConfigError` naming ``preprocess.cleaning.<key>``."""
+    params = dict(CLEANING_DEFAULTS)
+    for key, value in (cleaning or {}).items():
+        if key not in CLEANING_DEFAULTS:
+            raise ConfigError(
+                f"preprocess.cleaning.{key}: unknown key; allowed: {', '.join(CLEANING_DEFAULTS)}"
+            )
+        _check_count(f"preprocess.cleaning.{key}", value)
+        params[key] = value
+    return params
+
+
+def _preprocess_case(
+    case: Mapping[str, Any],
+    *,
+    data_dir: Path,
+    out_dir: Path,
+    window: WindowSpec,
+    cleaning: Mapping[str, int],
+    n_empty_slices: int,
+    seed: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]], CleaningReport]:
+    """Preprocess one case; returns its manifest row, its slice rows and its cleaning report."""
+    case_id = case["case_id"]
+    image = read_volume(image_path(data_dir, case_id))
+    label = read_volume(label_path(data_dir, case_id))
+    if label.array_zyx.shape != image.array_zyx.shape:
+        raise InputError(
+            f"{label_path(data_dir, case_id)}: label shape (z,y,x)="
+            f"{label.array_zyx.shape} differs from the image's "
+            f"{image.array_zyx.shape}"
+        )
+    image_u8 = normalise_intensity(image.array_zyx, modality=case["modality"], window=window)
+    cleaned, report = clean_label(label.array_zyx, **cleaning)
+    label_dtype = np.uint8 if cleaned.max(initial=0) < 256 else np.uint16
+    write_volume(image_path(out_dir, case_id), Volume(image_u8, image.geometry))
+    write_volume(label_path(out_dir, case_id), Volume(cleaned.astype(label_dtype), label.geometry))
+    chosen = select_slices(cleaned, n_empty=n_empty_slices, rng=case_rng(seed, case_id, "slices"))
+    slice_rows = [
+        {
+            "case_id": case_id,
+            "split": case["split"],
+            "z": s.z,
+            "n_foreground": s.n_foreground,
+            "kind": s.kind,
+        }
+        for s in chosen
+    ]
+    row = {
+        "case_id": case_id,
+        "split": case["split"],
+        "modality": case["modality"],
+        "intensity": describe_intensity(modality=case["modality"], window=window),
+        "n_components_removed_3d": report.n_components_removed_3d,
+        "n_components_removed_2d": report.n_components_removed_2d,
+        "voxels_removed": report.voxels_removed,
+    }
+    return row, slice_rows, report
+
+
+def _log_cleaning_totals(totals: Mapping[int, LabelCleaning], label_map: Mapping[str, int]) -> None:
+    names = {value: name for name, value in label_map.items()}
+    for value in sorted(totals):
+        t = totals[value]
+        log.info(
+            "cleaning removed from label %s (%d): %d 3D + %d 2D components, %d voxels",
+            names.get(value, "?"),
+            value,
+            t.n_components_removed_3d,
+            t.n_components_removed_2d,
+            t.voxels_removed,
+        )
+
+
+def preprocess_dataset(
+    *,
+    data_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    window: WindowSpec = None,
+    cleaning: Mapping[str, Any] | None = None,
+    n_empty_slices: int = 2,
+    seed: int,
+) -> pd.DataFrame:
+    """Preprocess every case of the canonical dataset in ``data_dir`` into ``out_dir``.
+
+    Images become ``uint8`` (CT windowed by ``window``, other modalities by foreground
+    percentiles, see :func:`~medsegflow.preprocess.intensity.normalise_intensity`);
+    labels are cleaned with ``cleaning`` (keys ``min_voxels_3d``, default 1000, and
+    ``min_pixels_2d``, default 100; 0 disables); the slices of every case are selected
+    with ``n_empty_slices`` random empty slices drawn from
+    ``case_rng(seed, case_id, "slices")``. Every file keeps its source geometry and is
+    written atomically, ``manifest.tsv`` last. Returns the manifest.
+    """
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    params = _cleaning_params(cleaning)
+    _check_count("preprocess.n_empty_slices", n_empty_slices)
+    try:
+        resolve_window(window)
+    except ConfigError as err:
+        raise ConfigError(f"datasets.{data_dir.name}.window: {err}") from None
+    cases = read_cases(data_dir)
+    label_map = read_label_map(data_dir)
+    rows: list[dict[str, Any]] = []
+    slice_rows: list[dict[str, Any]] = []
+    totals: dict[int, LabelCleaning] = {}
+    for case in tqdm(cases.to_dict("records"), desc="preprocess", unit="case"):
+        start = time.perf_counter()
+        row, case_slices, report = _preprocess_case(
+            case,
+            data_dir=data_dir,
+            out_dir=out_dir,
+            window=window,
+            cleaning=params,
+            n_empty_slices=n_empty_slices,
+            seed=seed,
+        )
+        rows.append(row)
+        slice_rows.extend(case_slices)
+        for value, counts in report.per_label.items():
+            totals.setdefault(value, LabelCleaning()).add(counts)
+        log.info(
+            "%s: %s, %d slices selected, cleaning removed %d voxels, %.2f s",
+            row["case_id"],
+            row["intensity"],
+            len(case_slices),
+            report.voxels_removed,
+            time.perf_counter() - start,
+        )
+    _log_cleaning_totals(totals, label_map)
+    return _write_tables(out_dir, label_map=label_map, rows=rows, slice_rows=slice_rows)
+
+
+def _write_tables(
+    out_dir: Path,
+    *,
+    label_map: Mapping[str, int],
+    rows: list[dict[str, Any]],
+    slice_rows: list[dict[str, Any]],
+) -> pd.DataFrame:
+    """Write ``labels.json``, ``slices.tsv`` and, last, ``manifest.tsv``; return the manifest."""
+    write_text(out_dir / "labels.json", json.dumps(dict(label_map), indent=2) + "\n")
+    with atomic_path(out_dir / "slices.tsv") as tmp:
+        pd.DataFrame(slice_rows, columns=list(SLICES_COLUMNS)).to_csv(tmp, sep="\t", index=False)
+    manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
+    with atomic_path(out_dir / "manifest.tsv") as tmp:
+        manifest.to_csv(tmp, sep="\t", index=False)
+    splits = manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0).to_dict()
+    log.info("preprocessed %d cases into %s (%s)", len(manifest), out_dir, splits)
+    return manifest

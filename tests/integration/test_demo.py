@@ -1,0 +1,123 @@
+"""The reduced demo end to end: phantoms -> tables and figures, then a no-op rerun."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from medsegflow.io import read_volume
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def reduced_config(repo_root: Path) -> dict:
+    with open(repo_root / "config.yaml") as handle:
+        config = yaml.safe_load(handle)
+    config["datasets"]["phantom_ct"]["params"].update(n_cases=5, shape=[24, 96, 96])
+    config["datasets"]["phantom_us"]["params"].update(n_cases=8)
+    config["tables"]["bootstrap"] = 200
+    return config
+
+
+def snakemake(workdir: Path, repo_root: Path, *args: str) -> subprocess.CompletedProcess:
+    cmd = [
+        SNAKEMAKE,
+        "-s",
+        str(repo_root / "Snakefile"),
+        "--cores",
+        "2",
+        *args,
+        "--configfile",
+        str(workdir / "config.yaml"),
+    ]
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def demo(repo_root, tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("demo")
+    (workdir / "config.yaml").write_text(yaml.safe_dump(reduced_config(repo_root)))
+    result = snakemake(workdir, repo_root, "all")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
+    return workdir
+
+
+def test_all_csv_has_one_row_per_test_case_class_and_method(demo):
+    rows = pd.read_csv(demo / "results/tables/all.csv", dtype={"case_id": str})
+    for dataset, n_classes in (("phantom_ct", 4), ("phantom_us", 1)):
+        cases = pd.read_csv(
+            demo / f"results/data/{dataset}/cases.tsv", sep="\t", dtype={"case_id": str}
+        )
+        test_ids = set(cases.loc[cases["split"] == "test", "case_id"])
+        assert test_ids
+        sub = rows[rows["dataset"] == dataset]
+        assert set(sub["method"]) == {"otsu_box", "kmeans_box", "kmeans_box__n_clusters-3"}
+        assert set(sub["case_id"]) == test_ids
+        assert len(sub) == len(test_ids) * n_classes * 3
+        assert set(sub["split"]) == {"test"}
+    assert rows["dsc"].between(0, 1).all()
+    assert not rows["dsc"].isna().any()
+
+
+def test_baselines_segment_the_phantoms_reasonably(demo):
+    rows = pd.read_csv(demo / "results/tables/all.csv")
+    us = rows[(rows["dataset"] == "phantom_us") & (rows["method"] == "otsu_box")]
+    assert us["dsc"].mean() > 0.5
+    ct_liver = rows[(rows["dataset"] == "phantom_ct") & (rows["label_name"] == "liver")]
+    assert ct_liver["dsc"].mean() > 0.3
+
+
+def test_metric_rows_match_a_recomputation_from_the_files(demo):
+    from medsegflow.metrics import compute_metrics
+
+    rows = pd.read_csv(demo / "results/metrics/phantom_us/otsu_box.csv", dtype={"case_id": str})
+    row = rows.iloc[0]
+    gt = read_volume(demo / f"results/preprocessed/phantom_us/labels/{row.case_id}.nii.gz")
+    pred = read_volume(demo / f"results/predictions/phantom_us/otsu_box/{row.case_id}.nii.gz")
+    image = read_volume(demo / f"results/data/phantom_us/images/{row.case_id}.nii.gz")
+    assert pred.array_zyx.shape == image.array_zyx.shape
+    assert pred.geometry.matches(image.geometry)
+    expected = compute_metrics(pred.array_zyx, gt.array_zyx, gt.spacing_zyx, 2.0, labels=[1])[1]
+    assert row.dsc == pytest.approx(expected["dsc"], rel=1e-5)
+    assert row.nsd == pytest.approx(expected["nsd"], rel=1e-5)
+
+
+def test_summary_counts_and_intervals(demo):
+    summary = pd.read_csv(demo / "results/tables/summary.csv")
+    rows = pd.read_csv(demo / "results/tables/all.csv")
+    dsc = summary[
+        (summary["metric"] == "dsc")
+        & (summary["dataset"] == "phantom_us")
+        & (summary["method"] == "otsu_box")
+    ].iloc[0]
+    sub = rows[(rows["dataset"] == "phantom_us") & (rows["method"] == "otsu_box")]
+    assert dsc["n"] == len(sub)
+    assert dsc["mean"] == pytest.approx(sub["dsc"].mean(), rel=1e-5)
+    assert dsc["ci_low"] <= dsc["mean"] <= dsc["ci_high"]
+    hd = summary[summary["metric"] == "hd95_mm"]
+    assert ((hd["n"] + hd["n_excluded"]) > 0).all()
+
+
+def test_figures_are_real_images(demo):
+    for name in (
+        "dsc_by_method",
+        "nsd_by_method",
+        "qualitative_phantom_ct",
+        "qualitative_phantom_us",
+    ):
+        image = mpimg.imread(demo / f"results/figures/{name}.png")
+        assert image.shape[0] > 200 and image.shape[1] > 200
+        assert float(np.std(image)) > 0.01
+
+
+def test_rerun_is_a_no_op(demo, repo_root):
+    result = snakemake(demo, repo_root, "all", "-n")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
