@@ -1,5 +1,3 @@
-from __future__ import annotations
-
 from medsegflow.logs import log_to
 from medsegflow.stages.score import score_predictions
 

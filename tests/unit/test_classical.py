@@ -110,11 +110,30 @@ def test_keep_largest_and_fill_holes():
     image = np.where(ring | blob, 200, 40).astype(np.uint8)
     box = np.array([40.0, 40.0, 100.0, 88.0])
     raw = segment_in_box(
-        image, box, algorithm="otsu", polarity="bright", keep_largest=False, fill_holes=False
+        image,
+        box,
+        algorithm="otsu",
+        polarity="bright",
+        keep_largest=False,
+        fill_holes=False,
+        smoothing_sigma=0,
     )
     np.testing.assert_array_equal(raw, ring | blob)
-    post = segment_in_box(image, box, algorithm="otsu", polarity="bright")
+    post = segment_in_box(image, box, algorithm="otsu", polarity="bright", smoothing_sigma=0)
     np.testing.assert_array_equal(post, _disc(64, 64, 20))
+
+
+def test_smoothing_keeps_speckle_from_joining_object_and_background():
+    """Noise pixels in the ring join the dark object 8-connectedly; smoothing first keeps
+    the object separate (measured: DSC 0.876 without, 0.955 with sigma 1.5)."""
+    lesion = _disc(64, 64, 12)
+    clean = np.where(lesion, 110, 135).astype(float)
+    image = _noisy(clean, sd=20, seed=7)
+    box = _box_around(lesion, margin=6)
+    raw = segment_in_box(image, box, algorithm="otsu", smoothing_sigma=0)
+    smooth = segment_in_box(image, box, algorithm="otsu", smoothing_sigma=1.5)
+    assert _dice(smooth, lesion) > 0.94
+    assert _dice(smooth, lesion) > _dice(raw, lesion) + 0.05
 
 
 def test_constant_box_gives_the_whole_box_and_bad_input_raises():
