@@ -24,20 +24,11 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from medsegflow.io import atomic_path
+from medsegflow.metrics import METRIC_NAMES
 
 log = logging.getLogger(__name__)
 
-METRICS: tuple[str, ...] = (
-    "dsc",
-    "iou",
-    "nsd",
-    "hd95_mm",
-    "assd_mm",
-    "precision",
-    "recall",
-    "specificity",
-    "accuracy",
-)
+METRICS: tuple[str, ...] = METRIC_NAMES
 ROW_COLUMNS: tuple[str, ...] = (
     "dataset",
     "method",

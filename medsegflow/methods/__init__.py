@@ -13,8 +13,7 @@ registry costs nothing to import (no torch for the classical family).
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -23,25 +22,10 @@ if TYPE_CHECKING:
 FamilyPredictor = Callable[..., "pd.DataFrame"]
 
 
-def _classical(
-    *,
-    method: Mapping[str, Any],
-    method_name: str,
-    preprocessed_dir: str | os.PathLike,
-    prompts_path: str | os.PathLike | None,
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-) -> pd.DataFrame:
+def _classical(**kwargs: Any) -> pd.DataFrame:
     from medsegflow.methods.classical import predict_classical
 
-    return predict_classical(
-        method=method,
-        method_name=method_name,
-        preprocessed_dir=preprocessed_dir,
-        prompts_path=prompts_path,
-        out_dir=out_dir,
-        splits=splits,
-    )
+    return predict_classical(**kwargs)
 
 
 FAMILIES: dict[str, FamilyPredictor] = {

@@ -18,6 +18,7 @@ import numpy as np
 from scipy import ndimage
 
 from medsegflow.errors import ConfigError
+from medsegflow.methods.box_prompted import predict_box_prompts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -314,15 +315,13 @@ def predict_classical(
 
     Reads preprocessed ``uint8`` images, writes one label volume per case in the original
     image geometry and then ``manifest.tsv``; see
-    :func:`medsegflow.stages.predict.predict_box_prompts`.
+    :func:`medsegflow.methods.box_prompted.predict_box_prompts`.
     """
     config = parse_classical_config(method, method_name)
     if prompts_path is None:
         raise ConfigError(
             f"methods.{method_name}.prompts: the classical family needs a box prompt set"
         )
-    from medsegflow.stages.predict import predict_box_prompts
-
     segment = functools.partial(
         segment_in_box,
         algorithm=config.algorithm,

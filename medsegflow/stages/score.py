@@ -16,24 +16,10 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
-from medsegflow.metrics import METRIC_NAMES, compute_metrics
-from medsegflow.tables import write_csv_atomic
+from medsegflow.metrics import compute_metrics
+from medsegflow.tables import ROW_COLUMNS, write_csv_atomic
 
 log = logging.getLogger(__name__)
-
-ROW_COLUMNS = (
-    "dataset",
-    "method",
-    "case_id",
-    "split",
-    "label",
-    "label_name",
-    *METRIC_NAMES,
-    "gt_empty",
-    "pred_empty",
-    "gt_voxels",
-    "pred_voxels",
-)
 
 
 def reference_labels_dir(preprocessed_manifest: str | os.PathLike, reference: str) -> Path:
