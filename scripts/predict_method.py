@@ -8,8 +8,7 @@ with log_to(snakemake.log[0]):
         family=snakemake.params.method["family"],
         method=snakemake.params.method,
         method_name=snakemake.wildcards.method,
-        preprocessed_dir=Path(snakemake.input.preprocessed).parent,
-        prompts_path=snakemake.input.get("prompts"),
+        inputs=dict(snakemake.input.items()),
         out_dir=Path(snakemake.output[0]).parent,
         splits=tuple(snakemake.params.splits),
     )

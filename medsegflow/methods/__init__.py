@@ -2,8 +2,12 @@
 
 ``FAMILIES[family]`` is a dataset predictor called with keyword arguments only::
 
-    predictor(*, method: Mapping, method_name: str, preprocessed_dir, prompts_path,
+    predictor(*, method: Mapping, method_name: str, inputs: Mapping[str, path],
               out_dir, splits: Sequence[str]) -> pandas.DataFrame
+
+``inputs`` are the prediction job's named input files
+(:func:`medsegflow.workflow.predict_inputs`): ``preprocessed`` is the preprocessed
+``manifest.tsv``, ``prompts`` a prompt file, and a family may add its own.
 
 It writes ``out_dir/{case_id}.nii.gz`` (labels in the original image geometry) for every
 case of ``splits`` and then ``out_dir/manifest.tsv``, and returns the manifest. Each

@@ -12,6 +12,7 @@ import functools
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -306,8 +307,7 @@ def predict_classical(
     *,
     method: Mapping[str, Any],
     method_name: str,
-    preprocessed_dir: str | os.PathLike,
-    prompts_path: str | os.PathLike | None,
+    inputs: Mapping[str, str | os.PathLike],
     out_dir: str | os.PathLike,
     splits: Sequence[str],
 ) -> pd.DataFrame:
@@ -318,6 +318,8 @@ def predict_classical(
     :func:`medsegflow.methods.box_prompted.predict_box_prompts`.
     """
     config = parse_classical_config(method, method_name)
+    preprocessed_dir = Path(inputs["preprocessed"]).parent
+    prompts_path = inputs.get("prompts")
     if prompts_path is None:
         raise ConfigError(
             f"methods.{method_name}.prompts: the classical family needs a box prompt set"

@@ -28,12 +28,15 @@ def predict_dataset(
     family: str,
     method: Mapping[str, Any],
     method_name: str,
-    preprocessed_dir: str | os.PathLike,
-    prompts_path: str | os.PathLike | None,
+    inputs: Mapping[str, str | os.PathLike],
     out_dir: str | os.PathLike,
     splits: Sequence[str] = ("test",),
 ) -> pd.DataFrame:
     """Run the predictor of ``family`` (from :data:`medsegflow.methods.FAMILIES`).
+
+    ``inputs`` are the prediction job's named input files, as
+    :func:`medsegflow.workflow.predict_inputs` lists them (``preprocessed``: the
+    preprocessed ``manifest.tsv``; ``prompts``: a prompt file; family-specific others).
 
     Raises :class:`ConfigError` naming ``methods.<method_name>.family`` for an unknown
     family or one that disagrees with ``method["family"]``, and ``ValueError`` for a
@@ -55,8 +58,7 @@ def predict_dataset(
     return FAMILIES[family](
         method=method,
         method_name=method_name,
-        preprocessed_dir=preprocessed_dir,
-        prompts_path=prompts_path,
+        inputs=inputs,
         out_dir=out_dir,
         splits=tuple(splits),
     )

@@ -61,7 +61,7 @@ def _fails(exc: type[Exception], out: Path, *, adapter: str = "nifti_folder", pa
     return message
 
 
-@pytest.mark.skipif(not SPLEEN_CT.is_file(), reason=f"real fixture {SPLEEN_CT} not found")
+@pytest.mark.usefixtures("shared_data")  # fails (never skips) without ../shared/data
 def test_truncated_nifti(tmp_path: Path) -> None:
     image, label = _nnunet_folder(tmp_path / "raw")
     data = SPLEEN_CT.read_bytes()

@@ -86,8 +86,7 @@ def pipeline(tmp_path_factory):
         family="classical",
         method={"family": "classical", "algorithm": "otsu", "prompts": "box5"},
         method_name="otsu",
-        preprocessed_dir=pre,
-        prompts_path=prompts_path,
+        inputs={"preprocessed": pre / "manifest.tsv", "prompts": prompts_path},
         out_dir=pred,
     )
     return {
@@ -176,8 +175,10 @@ def test_predictions_keep_geometry_and_find_the_objects(pipeline):
 
 def test_config_errors_name_the_key(pipeline, tmp_path):
     common = {
-        "preprocessed_dir": pipeline["pre"],
-        "prompts_path": pipeline["prompts_path"],
+        "inputs": {
+            "preprocessed": pipeline["pre"] / "manifest.tsv",
+            "prompts": pipeline["prompts_path"],
+        },
         "out_dir": tmp_path / "pred",
     }
     with pytest.raises(ConfigError, match=r"methods\.m\.family"):
