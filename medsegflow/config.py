@@ -138,7 +138,22 @@ def _check_method(name: str, method: dict[str, Any], *, origin: str) -> dict[str
 
 def _check_references(config: Mapping[str, Any]) -> None:
     prompts = config.get("prompts", {})
+    for name, model in config.get("sam_models", {}).items():
+        key = model.get("weights")
+        if model["arch"] != "demo" and key not in config.get("weights", {}):
+            raise ConfigError(
+                f"sam_models.{name}.weights: '{key}' is not a key under weights:; "
+                f"known: {', '.join(sorted(config.get('weights', {}))) or 'none'}"
+            )
+        for dataset in model.get("train", {}).get("datasets", []):
+            if dataset not in config["datasets"]:
+                raise ConfigError(f"sam_models.{name}.train.datasets: unknown dataset '{dataset}'")
     for name, method in config["methods"].items():
+        if method["family"] == "sam" and method["model"] not in config.get("sam_models", {}):
+            raise ConfigError(
+                f"methods.{name}.model: unknown SAM model '{method['model']}'; "
+                f"known: {', '.join(sorted(config.get('sam_models', {}))) or 'none'}"
+            )
         ref = method.get("prompts")
         if ref is not None and ref not in prompts:
             raise ConfigError(

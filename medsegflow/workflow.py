@@ -45,6 +45,7 @@ def wildcard_patterns(config: Mapping[str, Any]) -> dict[str, str]:
         "method": alternation(config["methods"]),
         "prompt": alternation(config.get("prompts", {})),
         "metric": alternation(config["figures"]["metrics"]),
+        "model": alternation(config.get("sam_models", {})),
     }
 
 
@@ -77,10 +78,13 @@ def metrics_file(dataset: str, method: str) -> str:
 
 def predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
     """Named input files of the prediction job of (``dataset``, ``method``)."""
+    spec = method_config(config, method)
     inputs = {"preprocessed": f"{preprocessed_dir(dataset)}/manifest.tsv"}
-    prompt = method_config(config, method).get("prompts")
-    if prompt:
-        inputs["prompts"] = prompts_file(dataset, prompt)
+    if spec.get("prompts"):
+        inputs["prompts"] = prompts_file(dataset, spec["prompts"])
+    if spec["family"] == "sam":
+        inputs["embeddings"] = embeddings_manifest(dataset, spec["model"])
+        inputs["checkpoint"] = sam_checkpoint(config, spec["model"])
     return inputs
 
 
@@ -106,3 +110,67 @@ def final_outputs(config: Mapping[str, Any]) -> list[str]:
     """Everything ``rule all`` builds: the tables and every figure."""
     tables = [f"{RESULTS}/tables/{name}.csv" for name in ("all", "summary", "stats")]
     return tables + figure_files(config)
+
+
+# --- SAM family ---------------------------------------------------------------------------
+
+
+def sam_checkpoint(config: Mapping[str, Any], model: str) -> str:
+    """Checkpoint of SAM model ``model``: a weights path, or the demo model's training output."""
+    spec = config["sam_models"][model]
+    if spec["arch"] == "demo":
+        return f"{RESULTS}/models/{model}/sam.pth"
+    key = spec.get("weights")
+    if not key:
+        raise ConfigError(f"sam_models.{model}.weights: required for arch '{spec['arch']}'")
+    if key not in config.get("weights", {}):
+        raise ConfigError(f"sam_models.{model}.weights: '{key}' is not a key under weights:")
+    return str(config["weights"][key])
+
+
+def embeddings_manifest(dataset: str, model: str) -> str:
+    return f"{RESULTS}/embeddings/{dataset}/{model}/manifest.tsv"
+
+
+def sam_models_used(config: Mapping[str, Any]) -> list[str]:
+    used = {
+        config["methods"][m]["model"]
+        for _, m in dataset_method_pairs(config)
+        if config["methods"][m]["family"] == "sam"
+    }
+    return [m for m in config.get("sam_models", {}) if m in used]
+
+
+def missing_weights(config: Mapping[str, Any]) -> list[str]:
+    """One line per weight file that a requested method needs and that is not there.
+
+    Each line names the config key, the expected path and the official source.
+    """
+    from pathlib import Path
+
+    from medsegflow.models.sam_registry import OFFICIAL_SAM_WEIGHTS
+
+    lines = []
+    for model in sam_models_used(config):
+        spec = config["sam_models"][model]
+        if spec["arch"] == "demo":
+            continue
+        path = sam_checkpoint(config, model)
+        if not Path(path).expanduser().is_file():
+            key = spec["weights"]
+            official = OFFICIAL_SAM_WEIGHTS.get(key)
+            source = (
+                f"official file {official.filename}: {official.source}"
+                if official
+                else "no official source known for this key"
+            )
+            lines.append(
+                f"weights.{key}: file not found at {path} (needed by sam_models.{model}); {source}"
+            )
+    return lines
+
+
+def demo_sam_training_inputs(config: Mapping[str, Any], model: str) -> list[str]:
+    """Preprocessed manifests of the datasets the demo SAM ``model`` trains on."""
+    datasets = config["sam_models"][model]["train"].get("datasets") or list(config["datasets"])
+    return [f"{preprocessed_dir(d)}/manifest.tsv" for d in datasets]

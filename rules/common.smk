@@ -3,8 +3,14 @@
 
 from medsegflow import workflow as wf
 from medsegflow.config import load_config
+from medsegflow.errors import ConfigError
 
 config = load_config(config)
+if missing := wf.missing_weights(config):
+    raise ConfigError(
+        "missing weight files (download them or change weights: in the config):\n"
+        + "\n".join(missing)
+    )
 
 
 wildcard_constraints:
@@ -41,3 +47,15 @@ def get_dataset_metrics_files(wildcards):
 
 def get_dataset_predictions(wildcards):
     return wf.predictions_for_dataset(config, wildcards.dataset)
+
+
+def get_sam_checkpoint(wildcards):
+    return wf.sam_checkpoint(config, wildcards.model)
+
+
+def get_demo_sam_training_inputs(wildcards):
+    return wf.demo_sam_training_inputs(config, wildcards.model)
+
+
+def get_sam_model_config(wildcards):
+    return config["sam_models"][wildcards.model]

@@ -1,0 +1,1 @@
+"""Model wrappers, one module per family; torch and friends are imported lazily."""

@@ -1,0 +1,104 @@
+"""The SAM image-embedding cache: one ``.npz`` file per case, computed once per model.
+
+``results/embeddings/{dataset}/{model}/{case_id}.npz`` holds the image-encoder output of
+every embedded slice of the case, and ``manifest.tsv`` (written last) lists the cases:
+``case_id, split, n_slices, seconds``. Every prompt variant of every SAM method reads
+these files and runs only the prompt encoder and mask decoder.
+
+Coordinate frames: prompts are stored in the ORIGINAL slice frame (pixels, x = column,
+``XYXY`` boxes, ``xy`` points). SAM resizes the slice so that its longest side is
+``image_size`` (1024 for the official models), giving ``input_size = (h, w)``, then pads
+to a square. :func:`resize_transform` returns segment_anything's own
+``ResizeLongestSide``, the object that resizes the image, so prompts are mapped by the
+same transform; masks go back with the model's ``postprocess_masks(low_res,
+input_size, original_size)``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from medsegflow.errors import InputError
+from medsegflow.io import atomic_path
+
+
+@dataclass
+class CaseEmbeddings:
+    """The cached embeddings of one case.
+
+    Attributes:
+        case_id: the case.
+        z: ``(N,)`` int64 slice indices (axis 0 of the ``zyx`` volume) that were embedded.
+        embeddings: ``(N, C, h, w)`` float16 image-encoder outputs (C = 256, h = w = 64
+            for the official ViT models at 1024).
+        original_size: ``(H, W)`` of a slice in the original image.
+        input_size: ``(h, w)`` of the resized slice before padding.
+        image_size: the encoder's square input side (1024, or the demo model's).
+    """
+
+    case_id: str
+    z: np.ndarray
+    embeddings: np.ndarray
+    original_size: tuple[int, int]
+    input_size: tuple[int, int]
+    image_size: int
+
+    def index_of(self, z: int) -> int:
+        """Row of slice ``z`` in ``embeddings``; :class:`InputError` if it was not embedded."""
+        hits = np.flatnonzero(self.z == z)
+        if hits.size == 0:
+            raise InputError(
+                f"case {self.case_id}: slice z={z} has no cached embedding "
+                f"(embedded slices: {self.z.tolist()})"
+            )
+        return int(hits[0])
+
+
+def save_case_embeddings(path: str | os.PathLike, cached: CaseEmbeddings) -> None:
+    """Write ``cached`` atomically as an uncompressed ``.npz`` (float16 embeddings)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(
+            handle,
+            case_id=np.array(cached.case_id),
+            z=np.asarray(cached.z, dtype=np.int64),
+            embeddings=np.asarray(cached.embeddings, dtype=np.float16),
+            original_size=np.asarray(cached.original_size, dtype=np.int64),
+            input_size=np.asarray(cached.input_size, dtype=np.int64),
+            image_size=np.asarray(cached.image_size, dtype=np.int64),
+        )
+
+
+def load_case_embeddings(path: str | os.PathLike) -> CaseEmbeddings:
+    """Read one case's embeddings; :class:`InputError` naming the file if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: embedding file not found")
+    try:
+        with np.load(path) as data:
+            cached = CaseEmbeddings(
+                case_id=str(data["case_id"]),
+                z=data["z"].astype(np.int64),
+                embeddings=data["embeddings"],
+                original_size=tuple(int(v) for v in data["original_size"]),
+                input_size=tuple(int(v) for v in data["input_size"]),
+                image_size=int(data["image_size"]),
+            )
+    except (OSError, KeyError, ValueError) as err:
+        raise InputError(f"{path}: cannot read cached embeddings ({err})") from None
+    if cached.embeddings.ndim != 4 or cached.embeddings.shape[0] != cached.z.shape[0]:
+        raise InputError(
+            f"{path}: embeddings shape {cached.embeddings.shape} does not match "
+            f"{cached.z.shape[0]} slice indices"
+        )
+    return cached
+
+
+def resize_transform(image_size: int):
+    """segment_anything's ``ResizeLongestSide(image_size)``: resizes images and prompts."""
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+    return ResizeLongestSide(image_size)
