@@ -17,6 +17,7 @@ from medsegflow.datasets.canonical import read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.metrics import compute_metrics
+from medsegflow.stages.preprocess import read_table
 from medsegflow.tables import ROW_COLUMNS, write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -30,10 +31,6 @@ def reference_labels_dir(preprocessed_manifest: str | os.PathLike, reference: st
     if reference == "canonical":
         return pre_dir.parent.parent / "data" / pre_dir.name / "labels"
     raise ValueError(f"metrics.reference: unknown reference '{reference}'")
-
-
-def _read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    return pd.read_csv(path, sep="\t", dtype={"case_id": str}, keep_default_na=False)
 
 
 def _read_prediction(path: Path, gt, *, label_map: Mapping[str, int]) -> np.ndarray:
@@ -87,9 +84,9 @@ def score_predictions(
     with unknown labels, stops the job with an :class:`InputError` naming the file; the
     CSV is written atomically only when every case is scored.
     """
-    cases = _read_manifest(preprocessed_manifest)
+    cases = read_table(preprocessed_manifest, columns=("case_id", "split"))
     cases = cases[cases["split"].isin(metrics["splits"])]
-    predicted = _read_manifest(predictions_manifest)
+    predicted = read_table(predictions_manifest, columns=("case_id",))
     missing = sorted(set(cases["case_id"]) - set(predicted["case_id"]))
     if missing:
         raise InputError(
