@@ -14,9 +14,11 @@ include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/preprocess.smk"
 include: "rules/prompts.smk"
+include: "rules/sam.smk"
 include: "rules/predict.smk"
 include: "rules/metrics.smk"
 include: "rules/figures.smk"
+include: "rules/nnunet.smk"
 
 
 rule all:

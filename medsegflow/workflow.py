@@ -7,8 +7,10 @@ cases of a dataset, so building the DAG does not scale with the number of cases.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from medsegflow.errors import ConfigError
@@ -33,9 +35,35 @@ def prompt_sets_used(config: Mapping[str, Any], dataset: str) -> list[str]:
 
 
 def alternation(names: Iterable[str]) -> str:
-    """A regex matching exactly one of ``names`` (for ``wildcard_constraints``)."""
-    names = sorted(set(names), key=len, reverse=True)
-    return "|".join(re.escape(n) for n in names) if names else "(?!)"
+    """A regex matching exactly one of ``names`` (for ``wildcard_constraints``).
+
+    Names that share a prefix share it in the regex (``kmeans_box(?:__n_clusters\\-3)?``):
+    Snakemake embeds the constraints in every output pattern and rewrites the patterns for
+    every job, so a short regex keeps the DAG of a large ablation grid fast.
+    """
+    names = sorted({n for n in names if n}, key=lambda n: (-len(n), n))  # deterministic
+    return "|".join(_prefix_branches(names)) if names else "(?!)"
+
+
+def _prefix_branches(names: list[str]) -> list[str]:
+    """One regex per group of ``names`` with the same first character, prefix factored out."""
+    groups: dict[str, list[str]] = {}
+    for name in names:
+        groups.setdefault(name[:1], []).append(name)
+    branches = []
+    for first, group in groups.items():
+        if not first:
+            continue
+        prefix = os.path.commonprefix(group)
+        rests = [name[len(prefix) :] for name in group]
+        tails = _prefix_branches(rests)
+        if not tails:
+            branches.append(re.escape(prefix))
+            continue
+        optional = "?" if "" in rests else ""
+        inner = tails[0] if len(tails) == 1 and not optional else f"(?:{'|'.join(tails)})"
+        branches.append(re.escape(prefix) + inner + optional)
+    return branches
 
 
 def wildcard_patterns(config: Mapping[str, Any]) -> dict[str, str]:
@@ -46,6 +74,7 @@ def wildcard_patterns(config: Mapping[str, Any]) -> dict[str, str]:
         "prompt": alternation(config.get("prompts", {})),
         "metric": alternation(config["figures"]["metrics"]),
         "model": alternation(config.get("sam_models", {})),
+        "labels": alternation(nnunet_label_sources(config)),
     }
 
 
@@ -85,6 +114,9 @@ def predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict
     if spec["family"] == "sam":
         inputs["embeddings"] = embeddings_manifest(dataset, spec["model"])
         inputs["checkpoint"] = sam_checkpoint(config, spec["model"])
+    if spec["family"] == "nnunet":
+        inputs["data"] = f"{data_dir(dataset)}/cases.tsv"
+        inputs["model"] = nnunet_training_marker(dataset, method)
     return inputs
 
 
@@ -172,5 +204,227 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
 
 def demo_sam_training_inputs(config: Mapping[str, Any], model: str) -> list[str]:
     """Preprocessed manifests of the datasets the demo SAM ``model`` trains on."""
-    datasets = config["sam_models"][model]["train"].get("datasets") or list(config["datasets"])
+    spec = config["sam_models"][model]
+    if spec["arch"] != "demo":
+        raise ConfigError(
+            f"sam_models.{model}.arch: '{spec['arch']}' uses downloaded weights; "
+            "only arch demo is trained by the pipeline"
+        )
+    datasets = spec["train"].get("datasets") or list(config["datasets"])
     return [f"{preprocessed_dir(d)}/manifest.tsv" for d in datasets]
+
+
+def embedding_splits(config: Mapping[str, Any]) -> list[str]:
+    """Splits whose images get SAM embeddings: the scored splits (``metrics.splits``)
+    plus ``val``, which tuning reads; in train, val, test order."""
+    wanted = {*config["metrics"]["splits"], "val"}
+    return [s for s in ("train", "val", "test") if s in wanted]
+
+
+# --- Cluster resources and conda envs -----------------------------------------------------
+# rules/common.smk binds these to each job's rule name, wildcards and attempt (get_gpu_count,
+# get_mem_mb, get_runtime, get_method_env), so a rule added later gets sensible SLURM
+# requests from its name alone: ``<verb>_<noun>`` with a GPU verb asks for a GPU, and a
+# ``predict_*`` job asks for one when its method's family runs a torch model.
+
+
+@dataclass(frozen=True)
+class FamilyRuntime:
+    """Where a method family's prediction jobs run: conda env (``envs/<env>.yaml``), GPU."""
+
+    env: str
+    gpu: bool
+
+
+FAMILY_RUNTIMES: dict[str, FamilyRuntime] = {
+    "classical": FamilyRuntime("base", gpu=False),
+    "sam": FamilyRuntime("torch", gpu=True),
+    "text_sam": FamilyRuntime("torch", gpu=True),
+    "samed": FamilyRuntime("torch", gpu=True),
+    "medsa": FamilyRuntime("torch", gpu=True),
+    "sam3d": FamilyRuntime("torch", gpu=True),
+    "nnunet": FamilyRuntime("nnunet", gpu=True),
+}
+"""Every family of the config schema (tests/workflow/test_envs.py checks it)."""
+
+DEFAULT_FAMILY_RUNTIME = FamilyRuntime("torch", gpu=True)
+"""For a family missing from :data:`FAMILY_RUNTIMES`: every model family is torch-based."""
+
+GPU_VERBS = frozenset({"embed", "train", "finetune"})
+"""Rule-name verbs whose every job runs a torch model (image encoders, training)."""
+
+LIGHT_VERBS = frozenset({"make", "collect", "summarise", "plot"})
+"""Rule-name verbs of small table, prompt and figure jobs."""
+
+
+@dataclass(frozen=True)
+class JobResources:
+    """Requests of a job's first attempt: memory (MB) and wall time (minutes)."""
+
+    mem_mb: int
+    runtime_min: int
+
+    def for_attempt(self, attempt: int) -> JobResources:
+        """Both requests times ``attempt`` (a job killed for memory or time gets more)."""
+        if attempt < 1:
+            raise ValueError(f"attempt must be >= 1, got {attempt}")
+        return JobResources(self.mem_mb * attempt, self.runtime_min * attempt)
+
+
+LIGHT_JOB = JobResources(mem_mb=2000, runtime_min=30)
+CPU_JOB = JobResources(mem_mb=4000, runtime_min=120)
+GPU_JOB = JobResources(mem_mb=16000, runtime_min=360)
+TRAIN_JOB = JobResources(mem_mb=32000, runtime_min=1440)
+
+
+def _verb(rule: str) -> str:
+    return rule.split("_", 1)[0]
+
+
+def family_runtime(config: Mapping[str, Any], method: str) -> FamilyRuntime:
+    """Conda env and GPU need of the prediction jobs of ``method`` (by its family)."""
+    family = method_config(config, method)["family"]
+    return FAMILY_RUNTIMES.get(family, DEFAULT_FAMILY_RUNTIME)
+
+
+def gpu_count(config: Mapping[str, Any], rule: str, method: str | None = None) -> int:
+    """GPUs for one job of ``rule``: 1 for GPU verbs and torch-family predictions, else 0.
+
+    ``method`` is the job's ``{method}`` wildcard, if it has one. On a cluster without
+    GPUs, override with ``--set-resources <rule>:gpu=0``.
+    """
+    if _verb(rule) in GPU_VERBS:
+        return 1
+    if _verb(rule) == "predict" and method is not None:
+        return int(family_runtime(config, method).gpu)
+    return 0
+
+
+def job_resources(config: Mapping[str, Any], rule: str, method: str | None = None) -> JobResources:
+    """First-attempt memory and wall time of a job of ``rule``; see :func:`gpu_count`.
+
+    Training jobs get :data:`TRAIN_JOB`, other GPU jobs :data:`GPU_JOB`, table, prompt and
+    figure jobs :data:`LIGHT_JOB`, the rest :data:`CPU_JOB`; scale with ``for_attempt``.
+    """
+    if _verb(rule) in ("train", "finetune"):
+        base = TRAIN_JOB
+    elif gpu_count(config, rule, method):
+        base = GPU_JOB
+    elif _verb(rule) in LIGHT_VERBS:
+        base = LIGHT_JOB
+    else:
+        base = CPU_JOB
+    return base
+
+
+def family_env(family: str) -> str:
+    """Conda env file of the prediction jobs of ``family``, relative to ``rules/``."""
+    return f"../envs/{FAMILY_RUNTIMES.get(family, DEFAULT_FAMILY_RUNTIME).env}.yaml"
+
+
+def method_env(config: Mapping[str, Any], method: str) -> str:
+    """Conda env file of the prediction jobs of ``method`` (by its family), see ``family_env``."""
+    return family_env(method_config(config, method)["family"])
+
+
+# --- nnU-Net family -----------------------------------------------------------------------
+# A converted nnU-Net dataset is one (dataset, labels) pair: labels "gt" or the method
+# whose train/val predictions are the training labels (``labels_from``).
+
+NNUNET_DIR = f"{RESULTS}/nnunet"
+NNUNET_GT = "gt"  # medsegflow.nnunet.naming.GT_LABELS (that module is kept import-light too)
+
+
+def is_nnunet(config: Mapping[str, Any], method: str) -> bool:
+    return method_config(config, method)["family"] == "nnunet"
+
+
+def nnunet_label_source(config: Mapping[str, Any], method: str) -> str:
+    """Where ``method`` (family nnunet) takes its training labels: ``gt`` or a method name."""
+    return method_config(config, method).get("labels_from") or NNUNET_GT
+
+
+def nnunet_label_sources(config: Mapping[str, Any]) -> list[str]:
+    """``gt`` and every method named by a ``labels_from``, in config order."""
+    used = {m.get("labels_from") for m in config["methods"].values() if m["family"] == "nnunet"}
+    return [NNUNET_GT, *(m for m in config["methods"] if m in used)]
+
+
+def nnunet_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dataset, labels) of every nnU-Net dataset the config trains on, without repeats."""
+    pairs = [
+        (d, nnunet_label_source(config, m))
+        for d, m in dataset_method_pairs(config)
+        if is_nnunet(config, m)
+    ]
+    return list(dict.fromkeys(pairs))
+
+
+def check_nnunet(config: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` naming the key for a bad ``labels_from`` (unknown, itself, a
+    method named ``gt``, a cycle) or two nnU-Net datasets with the same derived id."""
+    from medsegflow.nnunet.naming import check_unique_ids
+
+    for name, spec in config["methods"].items():
+        seen = [name]
+        source = spec.get("labels_from") if spec["family"] == "nnunet" else None
+        while source:
+            key = f"methods.{seen[-1]}.labels_from"
+            if source == NNUNET_GT:
+                raise ConfigError(f"{key}: '{NNUNET_GT}' is reserved for the ground truth")
+            if source not in config["methods"]:
+                raise ConfigError(f"{key}: unknown method '{source}'")
+            if source in seen:
+                raise ConfigError(
+                    f"{key}: labels_from forms a cycle {' -> '.join(seen)} -> {source}"
+                )
+            seen.append(source)
+            follow = config["methods"][source]
+            source = follow.get("labels_from") if follow["family"] == "nnunet" else None
+    check_unique_ids(nnunet_pairs(config))
+
+
+def nnunet_converted_marker(dataset: str, labels: str) -> str:
+    return f"{NNUNET_DIR}/converted/{dataset}/{labels}.json"
+
+
+def nnunet_planned_marker(dataset: str, labels: str) -> str:
+    return f"{NNUNET_DIR}/planned/{dataset}/{labels}.json"
+
+
+def nnunet_training_marker(dataset: str, method: str) -> str:
+    return f"{RESULTS}/models/nnunet/{dataset}/{method}/training.json"
+
+
+def pseudolabels_manifest(dataset: str, method: str) -> str:
+    return f"{RESULTS}/pseudolabels/{dataset}/{method}/manifest.tsv"
+
+
+def nnunet_convert_inputs(config: Mapping[str, Any], dataset: str, labels: str) -> dict[str, str]:
+    """Inputs of the conversion of (``dataset``, ``labels``): cases, and pseudo-labels."""
+    inputs = {"cases": f"{data_dir(dataset)}/cases.tsv"}
+    if labels != NNUNET_GT:
+        inputs["pseudolabels"] = pseudolabels_manifest(dataset, labels)
+    return inputs
+
+
+def nnunet_plan_params(config: Mapping[str, Any], dataset: str, labels: str) -> dict[str, Any]:
+    """Configurations to preprocess for (``dataset``, ``labels``) and the process count:
+    the union and the maximum over the nnU-Net methods trained on it."""
+    specs = [
+        method_config(config, m)
+        for d, m in dataset_method_pairs(config)
+        if d == dataset and is_nnunet(config, m) and nnunet_label_source(config, m) == labels
+    ]
+    configurations = sorted({s.get("configuration", "2d") for s in specs}) or ["2d"]
+    processes = max((int(s.get("num_processes", 2)) for s in specs), default=2)
+    return {"configurations": configurations, "num_processes": processes}
+
+
+def nnunet_train_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
+    labels = nnunet_label_source(config, method)
+    return {"planned": nnunet_planned_marker(dataset, labels)}
+
+
+def nnunet_threads(config: Mapping[str, Any], method: str) -> int:
+    return int(method_config(config, method).get("num_processes", 2))

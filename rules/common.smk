@@ -11,6 +11,7 @@ if missing := wf.missing_weights(config):
         "missing weight files (download them or change weights: in the config):\n"
         + "\n".join(missing)
     )
+wf.check_nnunet(config)
 
 
 wildcard_constraints:
@@ -59,3 +60,57 @@ def get_demo_sam_training_inputs(wildcards):
 
 def get_sam_model_config(wildcards):
     return config["sam_models"][wildcards.model]
+
+
+def get_embedding_splits(wildcards):
+    return wf.embedding_splits(config)
+
+
+# Cluster resources and conda envs (medsegflow.workflow): resource callables receive the
+# job's rule name and attempt, so `gpu=get_gpu_count` works unchanged in any rule.
+
+
+def get_gpu_count(wildcards, rulename):
+    return wf.gpu_count(config, rulename, wildcards.get("method"))
+
+
+def get_mem_mb(wildcards, attempt, rulename):
+    base = wf.job_resources(config, rulename, wildcards.get("method"))
+    return base.for_attempt(attempt).mem_mb
+
+
+def get_runtime(wildcards, attempt, rulename):
+    base = wf.job_resources(config, rulename, wildcards.get("method"))
+    return base.for_attempt(attempt).runtime_min
+
+
+def get_attempt(wildcards, attempt):
+    return attempt
+
+
+def get_method_env(wildcards):
+    return wf.method_env(config, wildcards.method)
+
+
+# nnU-Net (medsegflow.workflow, nnU-Net family section)
+
+
+def get_nnunet_convert_inputs(wildcards):
+    return wf.nnunet_convert_inputs(config, wildcards.dataset, wildcards.labels)
+
+
+def get_nnunet_plan_params(wildcards):
+    return wf.nnunet_plan_params(config, wildcards.dataset, wildcards.labels)
+
+
+def get_nnunet_plan_threads(wildcards):
+    params = wf.nnunet_plan_params(config, wildcards.dataset, wildcards.labels)
+    return params["num_processes"]
+
+
+def get_nnunet_train_inputs(wildcards):
+    return wf.nnunet_train_inputs(config, wildcards.dataset, wildcards.method)
+
+
+def get_nnunet_threads(wildcards):
+    return wf.nnunet_threads(config, wildcards.method)

@@ -9,7 +9,9 @@ rule prepare_dataset:
         "../envs/base.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     params:
         dataset=get_dataset_config,
         seed=config["seed"],

@@ -9,7 +9,9 @@ rule plot_metric:
         "../envs/plots.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     script:
         "../scripts/plot_metric.py"
 
@@ -27,7 +29,9 @@ rule plot_qualitative:
         "../envs/plots.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     params:
         n_cases=config["figures"]["qualitative_cases"],
     script:

@@ -12,7 +12,9 @@ rule score_method:
         "../envs/base.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     params:
         metrics=config["metrics"],
     script:
@@ -30,7 +32,9 @@ rule collect_tables:
         "../envs/base.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     script:
         "../scripts/collect_tables.py"
 
@@ -47,7 +51,9 @@ rule summarise_tables:
         "../envs/base.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     params:
         tables=config["tables"],
         seed=config["seed"],

@@ -8,10 +8,13 @@ rule predict_method:
     benchmark:
         "benchmarks/predict_method/{dataset}/{method}.tsv"
     conda:
-        "../envs/base.yaml"
+        get_method_env
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        gpu=get_gpu_count,
+        attempt=get_attempt,
     params:
         method=get_method_config,
         splits=config["metrics"]["splits"],

@@ -11,7 +11,9 @@ rule preprocess_dataset:
         "../envs/base.yaml"
     threads: 1
     resources:
-        mem_mb=4000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     params:
         dataset=get_dataset_config,
         preprocess=config["preprocess"],

@@ -9,7 +9,9 @@ rule make_prompts:
         "../envs/base.yaml"
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
     params:
         prompt=get_prompt_config,
         seed=config["seed"],

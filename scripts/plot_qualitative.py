@@ -1,9 +1,11 @@
 from pathlib import Path
 
+from medsegflow.debug import inject_faults
 from medsegflow.logs import log_to
 from medsegflow.plots import render_qualitative_figure
 
 with log_to(snakemake.log[0]):
+    inject_faults(snakemake)
     render_qualitative_figure(
         dataset=snakemake.wildcards.dataset,
         metrics_csvs=list(snakemake.input.metrics),

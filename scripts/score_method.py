@@ -1,7 +1,9 @@
+from medsegflow.debug import inject_faults
 from medsegflow.logs import log_to
 from medsegflow.stages.score import score_predictions
 
 with log_to(snakemake.log[0]):
+    inject_faults(snakemake)
     score_predictions(
         dataset=snakemake.wildcards.dataset,
         method=snakemake.wildcards.method,

@@ -1,9 +1,11 @@
 import pandas as pd
 
+from medsegflow.debug import inject_faults
 from medsegflow.logs import log_to
 from medsegflow.tables import compare_methods, summarise, write_csv_atomic
 
 with log_to(snakemake.log[0]):
+    inject_faults(snakemake)
     rows = pd.read_csv(snakemake.input[0], dtype={"case_id": str})
     tables = snakemake.params.tables
     summary = summarise(

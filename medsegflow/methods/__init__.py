@@ -32,6 +32,20 @@ def _classical(**kwargs: Any) -> pd.DataFrame:
     return predict_classical(**kwargs)
 
 
+def _nnunet(**kwargs: Any) -> pd.DataFrame:
+    from medsegflow.nnunet.predict import predict_nnunet
+
+    return predict_nnunet(**kwargs)
+
+
+def _sam(**kwargs: Any) -> pd.DataFrame:
+    from medsegflow.methods.sam import predict_sam
+
+    return predict_sam(**kwargs)
+
+
 FAMILIES: dict[str, FamilyPredictor] = {
     "classical": _classical,
+    "nnunet": _nnunet,
+    "sam": _sam,
 }

@@ -1,9 +1,13 @@
-"""The per-case loop shared by every box-prompted family (classical baselines, SAM, ...).
+"""The per-case loop shared by every prompted family (classical baselines, SAM, ...).
 
-A family supplies one function that segments one slice from one box; this module reads
-the shared prompt file and the preprocessed images, paints each case's label volume and
-writes it in the original image geometry, then ``manifest.tsv`` (``case_id, split,
-n_prompts, seconds``), as :mod:`medsegflow.stages.predict` describes.
+:func:`predict_prompted_cases` reads the shared prompt file and the preprocessed images,
+asks the family for each case's label volume, writes it in the original image geometry
+(``out_dir/{case_id}.nii.gz``) and then ``manifest.tsv`` (``case_id, split, n_prompts,
+seconds``), as :mod:`medsegflow.stages.predict` describes. :func:`paint_objects` is the
+shared painting of per-slice object masks into a label volume.
+
+The classical family supplies one function that segments one slice from one box
+(:func:`predict_box_prompts`); the SAM family decodes all prompts of a case at once.
 """
 
 from __future__ import annotations
@@ -11,7 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +24,53 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from medsegflow.datasets.canonical import image_path
+from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import InputError
 from medsegflow.io import Volume, atomic_path, read_volume, write_volume
 from medsegflow.stages.predict import PREDICTION_COLUMNS
 from medsegflow.stages.preprocess import read_preprocessed_manifest
-from medsegflow.stages.prompts import read_prompts
+from medsegflow.stages.prompts import BOX_COLUMNS, read_prompts
 
 log = logging.getLogger(__name__)
 
 BoxSegmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``segment(image_yx uint8 (H, W), box_xyxy float64 (4,)) -> bool (H, W) mask``."""
+
+
+@dataclass(frozen=True)
+class ObjectMask:
+    """One predicted object: bool ``(H, W)`` mask of slice ``z`` painted with ``label``.
+
+    ``area`` orders the painting (largest first, so smaller objects painted later win
+    where masks overlap, e.g. a lesion inside its organ): the prompt box's area for
+    box-prompted families, the mask's pixel count otherwise.
+    """
+
+    z: int
+    label: int
+    mask_yx: np.ndarray
+    area: float
+
+
+def paint_objects(shape_zyx: tuple[int, int, int], objects: Iterable[ObjectMask]) -> np.ndarray:
+    """Label volume of ``shape_zyx`` with every object painted, largest ``area`` first.
+
+    Returns:
+        ``(Z, Y, X)`` uint8 labels (uint16 for label values above 255), 0 = background.
+    """
+    objects = list(objects)
+    top = max((o.label for o in objects), default=0)
+    label_zyx = np.zeros(shape_zyx, dtype=np.uint8 if top < 256 else np.uint16)
+    for i in np.argsort([-o.area for o in objects], kind="stable"):
+        obj = objects[i]
+        label_zyx[obj.z][obj.mask_yx] = obj.label
+    return label_zyx
+
+
+def box_rows(prompts: pd.DataFrame) -> pd.DataFrame:
+    """The prompt rows that have a box (all four coordinates finite)."""
+    finite = np.isfinite(prompts[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)).all(axis=1)
+    return prompts[finite]
 
 
 def paint_box_predictions(
@@ -38,21 +79,18 @@ def paint_box_predictions(
     """Label volume from one case's box prompts, each segmented on its slice.
 
     Every prompt row (columns ``z, label, x_min, y_min, x_max, y_max``; XYXY pixel
-    coordinates of slice z) is segmented with ``segment`` and its mask painted with the
-    row's label value. Larger boxes are painted first, so where masks overlap the
-    smaller box wins (a lesion inside its organ). ``source`` names the prompt file in
-    errors.
+    coordinates of slice z) is segmented with ``segment`` and painted with the row's
+    label value by :func:`paint_objects`, larger boxes first. ``source`` names the prompt
+    file in errors.
 
     Returns:
         ``(Z, Y, X)`` uint8 labels (uint16 for label values above 255), 0 = background.
     """
     labels = prompts["label"].to_numpy(dtype=np.int64)
-    dtype = np.uint8 if labels.size == 0 or labels.max() < 256 else np.uint16
-    label_zyx = np.zeros(image_zyx.shape, dtype=dtype)
-    boxes = prompts[["x_min", "y_min", "x_max", "y_max"]].to_numpy(dtype=np.float64)
+    boxes = prompts[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)
     area = (boxes[:, 2] - boxes[:, 0] + 1) * (boxes[:, 3] - boxes[:, 1] + 1)
-    for i in np.argsort(-area, kind="stable"):
-        z = int(prompts["z"].iloc[i])
+    objects = []
+    for i, z in enumerate(prompts["z"].to_numpy(dtype=np.int64)):
         where = f"{source}: row for case {prompts['case_id'].iloc[i]}, z {z}"
         if not 0 <= z < image_zyx.shape[0]:
             raise InputError(f"{where}: z is outside the image's {image_zyx.shape[0]} slices")
@@ -60,8 +98,42 @@ def paint_box_predictions(
             mask_yx = segment(image_zyx[z], boxes[i])
         except ValueError as err:
             raise InputError(f"{where}, label {labels[i]}: {err}") from None
-        label_zyx[z][mask_yx] = labels[i]
-    return label_zyx
+        objects.append(ObjectMask(int(z), int(labels[i]), mask_yx, float(area[i])))
+    return paint_objects(image_zyx.shape, objects)
+
+
+@dataclass(frozen=True)
+class CaseInput:
+    """What a family gets for one case.
+
+    Attributes:
+        case_id, split: the case.
+        image: the preprocessed ``uint8`` image (its geometry is the original one).
+        prompts: this case's rows of the prompt file (see :mod:`medsegflow.stages.prompts`).
+        label_file: the cleaned reference label (for oracle clicks; read on demand).
+        source: the prompt file's path, for error messages.
+    """
+
+    case_id: str
+    split: str
+    image: Volume
+    prompts: pd.DataFrame
+    label_file: Path
+    source: str
+
+    def read_label_zyx(self) -> np.ndarray:
+        """The cleaned label volume ``(Z, Y, X)``; :class:`InputError` if its shape differs."""
+        label_zyx = read_volume(self.label_file).array_zyx
+        if label_zyx.shape != self.image.array_zyx.shape:
+            raise InputError(
+                f"{self.label_file}: shape {label_zyx.shape} differs from the image's "
+                f"{self.image.array_zyx.shape}"
+            )
+        return label_zyx
+
+
+CaseSegmenter = Callable[[CaseInput], np.ndarray]
+"""``segment_case(case) -> (Z, Y, X)`` integer label volume of the case's image shape."""
 
 
 def _read_uint8_image(path: Path) -> Volume:
@@ -72,20 +144,32 @@ def _read_uint8_image(path: Path) -> Volume:
     return image
 
 
-def predict_box_prompts(
+def _check_slices(prompts: pd.DataFrame, n_z: int, *, source: str, case_id: str) -> None:
+    bad = prompts["z"][(prompts["z"] < 0) | (prompts["z"] >= n_z)]
+    if len(bad):
+        raise InputError(
+            f"{source}: row for case {case_id}, z {int(bad.iloc[0])}: z is outside the "
+            f"image's {n_z} slices"
+        )
+
+
+def predict_prompted_cases(
     *,
-    segment: BoxSegmenter,
+    segment_case: CaseSegmenter,
     preprocessed_dir: str | os.PathLike,
     prompts_path: str | os.PathLike,
     out_dir: str | os.PathLike,
     splits: Sequence[str],
+    select: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Segment every box prompt of every case of ``splits`` slice by slice; write the volumes.
+    """Run ``segment_case`` on every case of ``splits``; write the volumes, then the manifest.
 
-    For each case: reads the preprocessed ``uint8`` image, paints the prompts with
-    :func:`paint_box_predictions` (a case without prompts gives an all-background
-    volume), and writes ``out_dir/{case_id}.nii.gz`` with the preprocessed image's
-    geometry, which is the canonical image's. ``manifest.tsv`` is written last.
+    For each case: reads the preprocessed ``uint8`` image and the case's prompt rows
+    (``select`` filters the whole prompt table first, e.g. to box rows), checks their
+    slice indices, calls ``segment_case`` and writes ``out_dir/{case_id}.nii.gz`` with
+    the preprocessed image's geometry, which is the canonical image's. A case without
+    prompts is still passed on (families return an all-background volume).
+    ``manifest.tsv`` is written last.
     """
     out_dir = Path(out_dir)
     cases = read_preprocessed_manifest(preprocessed_dir, splits=splits)
@@ -94,6 +178,7 @@ def predict_box_prompts(
             f"{Path(preprocessed_dir) / 'manifest.tsv'}: no cases in splits {list(splits)}"
         )
     prompts = read_prompts(prompts_path)
+    prompts = select(prompts) if select is not None else prompts
     by_case = {case_id: rows for case_id, rows in prompts.groupby("case_id", sort=False)}
     empty = prompts.iloc[0:0]
     rows: list[dict[str, Any]] = []
@@ -102,21 +187,66 @@ def predict_box_prompts(
         case_id = case["case_id"]
         image = _read_uint8_image(image_path(preprocessed_dir, case_id))
         case_prompts = by_case.get(case_id, empty)
-        label_zyx = paint_box_predictions(
-            image.array_zyx, case_prompts, segment=segment, source=str(prompts_path)
+        _check_slices(
+            case_prompts, image.array_zyx.shape[0], source=str(prompts_path), case_id=case_id
         )
+        label_zyx = segment_case(
+            CaseInput(
+                case_id=case_id,
+                split=case["split"],
+                image=image,
+                prompts=case_prompts,
+                label_file=label_path(preprocessed_dir, case_id),
+                source=str(prompts_path),
+            )
+        )
+        if label_zyx.shape != image.array_zyx.shape:
+            raise ValueError(
+                f"case {case_id}: predicted shape {label_zyx.shape} differs from the "
+                f"image's {image.array_zyx.shape}"
+            )
         write_volume(out_dir / f"{case_id}.nii.gz", Volume(label_zyx, image.geometry))
+        seconds = round(time.perf_counter() - start, 3)
         rows.append(
             {
                 "case_id": case_id,
                 "split": case["split"],
                 "n_prompts": len(case_prompts),
-                "seconds": round(time.perf_counter() - start, 3),
+                "seconds": seconds,
             }
         )
-        log.info("%s: %d prompts, %.2f s", case_id, len(case_prompts), rows[-1]["seconds"])
+        log.info("%s: %d prompts, %.2f s", case_id, len(case_prompts), seconds)
     manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
     with atomic_path(out_dir / "manifest.tsv") as tmp:
         manifest.to_csv(tmp, sep="\t", index=False)
     log.info("predicted %d cases into %s", len(manifest), out_dir)
     return manifest
+
+
+def predict_box_prompts(
+    *,
+    segment: BoxSegmenter,
+    preprocessed_dir: str | os.PathLike,
+    prompts_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    splits: Sequence[str],
+) -> pd.DataFrame:
+    """Segment every box prompt (rows with a box) of every case of ``splits`` slice by slice.
+
+    Each case is painted with :func:`paint_box_predictions` by
+    :func:`predict_prompted_cases`; rows without a box (point prompts) are ignored.
+    """
+
+    def segment_case(case: CaseInput) -> np.ndarray:
+        return paint_box_predictions(
+            case.image.array_zyx, case.prompts, segment=segment, source=case.source
+        )
+
+    return predict_prompted_cases(
+        segment_case=segment_case,
+        preprocessed_dir=preprocessed_dir,
+        prompts_path=prompts_path,
+        out_dir=out_dir,
+        splits=splits,
+        select=box_rows,
+    )

@@ -16,6 +16,7 @@ input_size, original_size)``.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from medsegflow.errors import InputError
-from medsegflow.io import atomic_path
+from medsegflow.io import atomic_path, write_text
 
 
 @dataclass
@@ -102,3 +103,36 @@ def resize_transform(image_size: int):
     from segment_anything.utils.transforms import ResizeLongestSide
 
     return ResizeLongestSide(image_size)
+
+
+# --- cache folder layout (written by medsegflow.models.sam_embed.embed_dataset) -------------
+
+EMBEDDINGS_MANIFEST_COLUMNS = ("case_id", "split", "n_slices", "seconds")
+MODEL_INFO_FILE = "model.json"
+"""``{"arch": str, "checkpoint": str, "image_size": int}``: the model that made the cache."""
+
+
+def case_embeddings_path(embeddings_dir: str | os.PathLike, case_id: str) -> Path:
+    """``embeddings_dir/{case_id}.npz``."""
+    return Path(embeddings_dir) / f"{case_id}.npz"
+
+
+def write_model_info(
+    embeddings_dir: str | os.PathLike, *, arch: str, checkpoint: str | os.PathLike, image_size: int
+) -> None:
+    """Write ``model.json`` (atomically): the arch and checkpoint to load for decoding."""
+    info = {"arch": arch, "checkpoint": str(checkpoint), "image_size": int(image_size)}
+    write_text(Path(embeddings_dir) / MODEL_INFO_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def read_model_info(embeddings_dir: str | os.PathLike) -> dict[str, object]:
+    """``model.json`` of a cache folder; :class:`InputError` naming the file if unusable."""
+    path = Path(embeddings_dir) / MODEL_INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise InputError(f"{path}: cannot read the cache's model description ({err})") from None
+    missing = [k for k in ("arch", "checkpoint", "image_size") if k not in info]
+    if missing:
+        raise InputError(f"{path}: missing keys {missing}")
+    return info

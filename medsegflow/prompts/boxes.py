@@ -7,7 +7,7 @@ the last pixel inside the object (inclusive), as in MedSAM's preprocessing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,6 +93,32 @@ def jitter_box(
     return out
 
 
+def slice_objects(
+    label_zyx: np.ndarray, *, label_values: Sequence[int]
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Every (slice, label) present in a label volume: ``(z, value, mask_yx)``.
+
+    Slices come in z order and, within a slice, labels in the order of ``label_values``;
+    labels absent from a slice are skipped. ``mask_yx`` is the bool ``(H, W)`` mask of
+    all of that label's pixels in slice ``z`` (the union of its components).
+
+    Args:
+        label_zyx: ``(Z, Y, X)`` integer labels.
+        label_values: the label values to visit (0 is not a valid target).
+    """
+    label_zyx = np.asarray(label_zyx)
+    if label_zyx.ndim != 3:
+        raise ValueError(f"expected a (Z, Y, X) label volume, got shape {label_zyx.shape}")
+    if any(int(v) == 0 for v in label_values):
+        raise ValueError(f"label_values {list(label_values)} must not contain background 0")
+    for z in np.flatnonzero(label_zyx.reshape(label_zyx.shape[0], -1).any(axis=1)):
+        slice_yx = label_zyx[z]
+        present = set(np.unique(slice_yx).tolist())
+        for value in label_values:
+            if int(value) in present:
+                yield int(z), int(value), slice_yx == value
+
+
 def gt_box_prompts(
     label_zyx: np.ndarray,
     *,
@@ -103,9 +129,10 @@ def gt_box_prompts(
     """One jittered box per (slice, label): the box of all of that label's pixels in the slice.
 
     This is MedSAM's evaluation protocol: the box covers the union of the label's
-    components in the slice. Slices come in z order and, within a slice, labels in the
-    order of ``label_values``; labels absent from a slice get no box. The rng draws follow
-    that order, so the result is deterministic for a given generator state.
+    components in the slice. Objects come in the order of :func:`slice_objects`; the rng
+    draws follow that order, so the result is deterministic for a given generator state.
+    (:func:`medsegflow.prompts.sampling.gt_prompts` with type ``box``, components
+    ``union`` and one repeat draws exactly the same boxes.)
 
     Args:
         label_zyx: ``(Z, Y, X)`` integer labels.
@@ -113,23 +140,13 @@ def gt_box_prompts(
         max_shift_1024: jitter, see :func:`jitter_box`.
         rng: generator for the jitter.
     """
-    label_zyx = np.asarray(label_zyx)
-    if label_zyx.ndim != 3:
-        raise ValueError(f"gt_box_prompts expects a (Z, Y, X) volume, got shape {label_zyx.shape}")
-    if any(int(v) == 0 for v in label_values):
-        raise ValueError(f"label_values {list(label_values)} must not contain background 0")
     prompts: list[BoxPrompt] = []
-    for z in np.flatnonzero(label_zyx.reshape(label_zyx.shape[0], -1).any(axis=1)):
-        slice_yx = label_zyx[z]
-        present = set(np.unique(slice_yx).tolist())
-        for value in label_values:
-            if int(value) not in present:
-                continue
-            box = jitter_box(
-                box_from_mask(slice_yx == value),
-                image_shape_yx=slice_yx.shape,
-                max_shift_1024=max_shift_1024,
-                rng=rng,
-            )
-            prompts.append(BoxPrompt(int(z), int(value), *(float(c) for c in box)))
+    for z, value, mask_yx in slice_objects(label_zyx, label_values=label_values):
+        box = jitter_box(
+            box_from_mask(mask_yx),
+            image_shape_yx=mask_yx.shape,
+            max_shift_1024=max_shift_1024,
+            rng=rng,
+        )
+        prompts.append(BoxPrompt(z, value, *(float(c) for c in box)))
     return prompts

@@ -1,40 +1,82 @@
 """Make a prompt set for a preprocessed dataset: ``results/prompts/{dataset}/{name}/prompts.tsv``.
 
-``prompts.tsv`` has one row per box prompt: ``case_id, split, z, label, x_min, y_min,
-x_max, y_max``; the box is ``XYXY`` in pixel coordinates of axial slice ``z`` (x =
-column, inclusive corners, floats after jitter). Rows come in case order of the
-preprocessed manifest, then z, then label value.
+``prompts.tsv`` has one row per drawn prompt: ``case_id, split, z, label, prompt_id,
+repeat, component, x_min, y_min, x_max, y_max, points``.
+
+- ``z``: the axial slice (array axis 0); ``label``: the label value the prompt targets;
+- ``prompt_id``: the object within the case (0, 1, ...), shared by its ``repeat`` draws
+  (0..repeats-1), which methods combine by voting;
+- ``component``: the object's index among the label's 8-connected components on the
+  slice (largest first), or -1 for their union;
+- ``x_min..y_max``: ``XYXY`` box in pixel coordinates of slice ``z`` (x = column,
+  inclusive corners, floats after jitter), ``NaN`` when the prompt has no box;
+- ``points``: JSON list of ``[x, y, label]`` pixel indices (label 1 positive,
+  0 negative), ``[]`` when the prompt has no point.
+
+Rows come in case order of the preprocessed manifest, then z, then label value, then
+component, then repeat.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
 from medsegflow.datasets.canonical import label_path, read_label_map
-from medsegflow.errors import ConfigError
+from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import atomic_path, read_volume
-from medsegflow.prompts.boxes import gt_box_prompts
+from medsegflow.prompts.sampling import PROMPT_TYPES, PromptSpec, gt_prompts
 from medsegflow.seeding import case_rng
 from medsegflow.stages.preprocess import read_preprocessed_manifest, read_table
 
 log = logging.getLogger(__name__)
 
-PROMPT_COLUMNS = ("case_id", "split", "z", "label", "x_min", "y_min", "x_max", "y_max")
+BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
+PROMPT_COLUMNS = (
+    "case_id",
+    "split",
+    "z",
+    "label",
+    "prompt_id",
+    "repeat",
+    "component",
+    *BOX_COLUMNS,
+    "points",
+)
 PROMPT_SOURCES = ("gt",)
-PROMPT_TYPES = ("box",)
-PROMPT_DEFAULTS: dict[str, Any] = {"source": "gt", "type": "box", "jitter": 20}
+PROMPT_DEFAULTS: dict[str, Any] = {
+    "source": "gt",
+    "type": "box",
+    "jitter": 20,
+    "n_positive": 1,
+    "n_negative": 0,
+    "erosion_px": 2,
+    "ring_px": [3, 15],
+    "components": "union",
+    "repeats": 1,
+}
+_COUNTS = ("n_positive", "n_negative", "repeats")
+
+
+def _check_number(key: str, value: Any, *, integer: bool = False) -> None:
+    """:class:`ConfigError` naming ``key`` unless ``value`` is a number (integer) >= 0."""
+    kinds = int if integer else int | float
+    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= 0:
+        raise ConfigError(
+            f"{key}: {value!r} must be {'an integer' if integer else 'a number'} >= 0"
+        )
 
 
 def parse_prompt_config(prompt: Mapping[str, Any], prompt_name: str) -> dict[str, Any]:
-    """Fill defaults (source ``gt``, type ``box``, jitter 20) and check a prompt config.
+    """Fill defaults (:data:`PROMPT_DEFAULTS`) and check a prompt config.
 
     ``jitter`` is the largest outward shift per box side in pixels at SAM's 1024 scale.
     Raises :class:`ConfigError` naming ``prompts.<prompt_name>.<key>``.
@@ -46,27 +88,92 @@ def parse_prompt_config(prompt: Mapping[str, Any], prompt_name: str) -> dict[str
                 f"prompts.{prompt_name}.{key}: unknown key; allowed: {', '.join(PROMPT_DEFAULTS)}"
             )
         config[key] = value
+    key = f"prompts.{prompt_name}"
     if config["source"] not in PROMPT_SOURCES:
-        raise ConfigError(
-            f"prompts.{prompt_name}.source: {config['source']!r} is not one of {PROMPT_SOURCES}"
-        )
+        raise ConfigError(f"{key}.source: {config['source']!r} is not one of {PROMPT_SOURCES}")
     if config["type"] not in PROMPT_TYPES:
+        raise ConfigError(f"{key}.type: {config['type']!r} is not one of {PROMPT_TYPES}")
+    if (
+        isinstance(config["jitter"], bool)
+        or not isinstance(config["jitter"], int | float)
+        or not (config["jitter"] >= 0)
+    ):
         raise ConfigError(
-            f"prompts.{prompt_name}.type: {config['type']!r} is not one of {PROMPT_TYPES}"
+            f"{key}.jitter: {config['jitter']!r} must be a number >= 0 (pixels at the 1024 scale)"
         )
-    jitter = config["jitter"]
-    if isinstance(jitter, bool) or not isinstance(jitter, int | float) or not jitter >= 0:
-        raise ConfigError(
-            f"prompts.{prompt_name}.jitter: {jitter!r} must be a number >= 0 "
-            "(pixels at the 1024 scale)"
-        )
+    _check_number(f"{key}.erosion_px", config["erosion_px"])
+    for name in _COUNTS:
+        _check_number(f"{key}.{name}", config[name], integer=True)
+    ring = config["ring_px"]
+    if not isinstance(ring, list | tuple) or len(ring) != 2:
+        raise ConfigError(f"{key}.ring_px: {ring!r} must be [inner, outer] in pixels")
+    for value in ring:
+        _check_number(f"{key}.ring_px", value)
+    try:
+        PromptSpec.from_config(config)
+    except ValueError as err:
+        raise ConfigError(f"{key}: {err}") from None
     return config
 
 
+def format_points(points_xyl: np.ndarray) -> str:
+    """JSON text of ``[x, y, label]`` rows, e.g. ``[[12, 30, 1], [40, 5, 0]]``."""
+    return json.dumps(np.asarray(points_xyl, dtype=np.int64).reshape(-1, 3).tolist())
+
+
+def parse_points(text: str, *, source: str = "prompts") -> np.ndarray:
+    """int64 ``(N, 3)`` ``[x, y, label]`` from :func:`format_points` text; :class:`InputError`
+    naming ``source`` when it is not such a list."""
+    try:
+        points = np.asarray(json.loads(text) if text else [], dtype=np.int64).reshape(-1, 3)
+    except (ValueError, TypeError):
+        raise InputError(f"{source}: points {text!r} is not a JSON list of [x, y, label]") from None
+    if points.size and not np.isin(points[:, 2], (0, 1)).all():
+        raise InputError(f"{source}: points {text!r} has a label other than 0 or 1")
+    return points
+
+
 def read_prompts(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a ``prompts.tsv`` (case ids as strings); :class:`InputError` naming the file
-    when it is missing or lacks a column."""
-    return read_table(path, columns=PROMPT_COLUMNS)
+    """Read a ``prompts.tsv``: case ids as strings, box columns as float64 (NaN: no box),
+    ``points`` as JSON text (see :func:`parse_points`). :class:`InputError` naming the
+    file when it is missing, lacks a column, or has a non-numeric box value."""
+    table = read_table(path, columns=PROMPT_COLUMNS)
+    for column in BOX_COLUMNS:
+        try:
+            values = table[column]
+            if not pd.api.types.is_numeric_dtype(values):
+                values = values.astype(str).str.strip().replace("", "nan")
+            table[column] = values.astype(np.float64)
+        except (ValueError, TypeError):
+            raise InputError(
+                f"{path}: column {column} holds a value that is not a number"
+            ) from None
+    table["points"] = table["points"].astype(str)
+    return table
+
+
+def _case_rows(case: Mapping[str, Any], label_zyx: np.ndarray, **kwargs: Any) -> list[dict]:
+    """The prompt rows of one case (``kwargs``: ``label_values, spec, rng`` of
+    :func:`~medsegflow.prompts.sampling.gt_prompts`)."""
+    rows: list[dict[str, Any]] = []
+    objects: dict[tuple[int, int, int], int] = {}
+    for z, value, prompt in gt_prompts(label_zyx, **kwargs):
+        prompt_id = objects.setdefault((z, value, prompt.component), len(objects))
+        box = prompt.box_xyxy if prompt.box_xyxy is not None else np.full(4, np.nan)
+        rows.append(
+            {
+                "case_id": case["case_id"],
+                "split": case["split"],
+                "z": z,
+                "label": value,
+                "prompt_id": prompt_id,
+                "repeat": prompt.repeat,
+                "component": prompt.component,
+                **dict(zip(BOX_COLUMNS, (float(c) for c in box), strict=True)),
+                "points": format_points(prompt.points_xyl),
+            }
+        )
+    return rows
 
 
 def make_prompts(
@@ -77,39 +184,46 @@ def make_prompts(
     seed: int,
     prompt_name: str,
 ) -> pd.DataFrame:
-    """Oracle box prompts from the cleaned labels of every case (all splits).
+    """Oracle prompts from the cleaned labels of every case (all splits).
 
-    One box per (slice, label) present, jittered with
-    ``case_rng(seed, case_id, "prompts", prompt_name)`` (see
-    :func:`~medsegflow.prompts.boxes.gt_box_prompts`); labels are every non-background
-    value of ``labels.json``. Writes ``out_path`` atomically and returns the table.
+    Prompts of every (slice, label) present, drawn with
+    ``case_rng(seed, case_id, "prompts", prompt_name)`` as
+    :func:`~medsegflow.prompts.sampling.gt_prompts` describes (a box-only, union,
+    single-repeat set gives the boxes of :func:`~medsegflow.prompts.boxes.gt_box_prompts`);
+    labels are every non-background value of ``labels.json``. Writes ``out_path``
+    atomically and returns the table (as :func:`read_prompts` reads it back).
     """
     config = parse_prompt_config(prompt, prompt_name)
+    spec = PromptSpec.from_config(config)
     cases = read_preprocessed_manifest(preprocessed_dir)
     label_values = sorted(v for v in read_label_map(preprocessed_dir).values() if v != 0)
     rows: list[dict[str, Any]] = []
     for case in tqdm(cases.to_dict("records"), desc=f"prompts {prompt_name}", unit="case"):
         case_id = case["case_id"]
         label = read_volume(label_path(preprocessed_dir, case_id))
-        boxes = gt_box_prompts(
+        case_rows = _case_rows(
+            case,
             label.array_zyx,
             label_values=label_values,
-            max_shift_1024=config["jitter"],
+            spec=spec,
             rng=case_rng(seed, case_id, "prompts", prompt_name),
         )
-        rows.extend({"case_id": case_id, "split": case["split"], **asdict(b)} for b in boxes)
-        if not boxes:
+        rows.extend(case_rows)
+        if not case_rows:
             log.info("%s: no foreground, no prompts", case_id)
     table = pd.DataFrame(rows, columns=list(PROMPT_COLUMNS))
+    table = table.astype({c: np.float64 for c in BOX_COLUMNS})
     with atomic_path(Path(out_path)) as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
+        table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
     log.info(
-        "prompt set %s (%s %s, jitter %g): %d boxes for %d cases",
+        "prompt set %s (%s %s, %s, %d repeats): %d prompts, %d objects, %d cases",
         prompt_name,
         config["source"],
         config["type"],
-        config["jitter"],
+        config["components"],
+        config["repeats"],
         len(table),
+        table.groupby(["case_id", "prompt_id"]).ngroups if len(table) else 0,
         len(cases),
     )
     return table

@@ -15,6 +15,16 @@ import yaml
 from medsegflow.io import read_volume
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+METHODS = {
+    "otsu_box",
+    "kmeans_box",
+    "kmeans_box__n_clusters-3",
+    "sam_box",
+    "sam_points",
+    "sam_box_points",
+    "sam_clicks",
+    "nnunet_2d",
+}
 
 
 def reduced_config(repo_root: Path) -> dict:
@@ -23,6 +33,13 @@ def reduced_config(repo_root: Path) -> dict:
     config["datasets"]["phantom_ct"]["params"].update(n_cases=5, shape=[24, 96, 96])
     config["datasets"]["phantom_us"]["params"].update(n_cases=8)
     config["tables"]["bootstrap"] = 200
+    # tiny training budgets: this checks the plumbing, the demo itself trains longer
+    config["sam_models"]["sam_demo"]["train"] = {
+        "iterations": 15,
+        "batch_size": 4,
+        "image_size": 64,
+    }
+    config["methods"]["nnunet_2d"].update(epochs=1, iterations_per_epoch=5, val_iterations=1)
     return config
 
 
@@ -58,9 +75,9 @@ def test_all_csv_has_one_row_per_test_case_class_and_method(demo):
         test_ids = set(cases.loc[cases["split"] == "test", "case_id"])
         assert test_ids
         sub = rows[rows["dataset"] == dataset]
-        assert set(sub["method"]) == {"otsu_box", "kmeans_box", "kmeans_box__n_clusters-3"}
+        assert set(sub["method"]) == METHODS
         assert set(sub["case_id"]) == test_ids
-        assert len(sub) == len(test_ids) * n_classes * 3
+        assert len(sub) == len(test_ids) * n_classes * len(METHODS)
         assert set(sub["split"]) == {"test"}
     assert rows["dsc"].between(0, 1).all()
     assert not rows["dsc"].isna().any()

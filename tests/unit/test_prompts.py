@@ -3,7 +3,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medsegflow.prompts.boxes import BoxPrompt, box_from_mask, gt_box_prompts, jitter_box
+from medsegflow.prompts.boxes import (
+    BoxPrompt,
+    box_from_mask,
+    gt_box_prompts,
+    jitter_box,
+    slice_objects,
+)
 
 
 def test_box_from_mask_exact_values():
@@ -95,3 +101,12 @@ def test_gt_box_prompts_deterministic_and_exact_without_jitter():
     np.testing.assert_array_equal(exact[0].box_xyxy, [10, 5, 39, 29])
     with pytest.raises(ValueError, match="background"):
         gt_box_prompts(label, label_values=[0], max_shift_1024=0, rng=np.random.default_rng(0))
+
+
+def test_slice_objects_order_and_masks():
+    label = _two_label_volume()
+    objects = list(slice_objects(label, label_values=[2, 1]))
+    assert [(z, v) for z, v, _ in objects] == [(1, 1), (2, 2), (2, 1), (3, 2), (3, 1)]
+    z, value, mask = objects[3]
+    np.testing.assert_array_equal(mask, label[3] == 2)
+    assert mask.dtype == bool and mask.sum() == 6 * 6 + 3 * 2

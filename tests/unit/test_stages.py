@@ -7,11 +7,17 @@ import pandas as pd
 import pytest
 
 from medsegflow.datasets.canonical import CanonicalCase, image_path, write_canonical_dataset
-from medsegflow.errors import ConfigError
+from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, read_volume
 from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
 from medsegflow.stages.preprocess import MANIFEST_COLUMNS, SLICES_COLUMNS, preprocess_dataset
-from medsegflow.stages.prompts import PROMPT_COLUMNS, make_prompts, read_prompts
+from medsegflow.stages.prompts import (
+    BOX_COLUMNS,
+    PROMPT_COLUMNS,
+    make_prompts,
+    parse_points,
+    read_prompts,
+)
 
 LABEL_MAP = {"background": 0, "organ": 1, "lesion": 2}
 CLEANING = {"min_voxels_3d": 100, "min_pixels_2d": 20}
@@ -150,6 +156,47 @@ def test_prompts_table(pipeline):
     pd.testing.assert_frame_equal(again, pipeline["prompts"])
 
 
+def test_point_prompt_table_round_trips_and_respects_the_objects(pipeline):
+    path = pipeline["root"] / "prompts" / "pts" / "prompts.tsv"
+    made = make_prompts(
+        preprocessed_dir=pipeline["pre"],
+        out_path=path,
+        prompt={
+            "type": "points",
+            "n_positive": 2,
+            "n_negative": 1,
+            "ring_px": [2, 6],
+            "components": "each",
+            "repeats": 2,
+        },
+        seed=0,
+        prompt_name="pts",
+    )
+    table = read_prompts(path)
+    pd.testing.assert_frame_equal(table, made)
+    assert table[list(BOX_COLUMNS)].isna().all().all()  # points only: no box
+    ct01 = table[table.case_id == "ct01"]
+    assert len(ct01) == 2 * 10 and (ct01["component"] == 0).all()  # one component each
+    assert ct01.groupby("prompt_id")["repeat"].apply(list).tolist() == [[0, 1]] * 10
+    label = read_volume(pipeline["pre"] / "labels" / "ct01.nii.gz").array_zyx
+    for row in ct01.itertuples():
+        points = parse_points(row.points)
+        np.testing.assert_array_equal(points[:, 2], [1, 1, 0])
+        target = label[row.z] == row.label
+        assert target[points[:2, 1], points[:2, 0]].all()
+        assert not target[points[2, 1], points[2, 0]]
+    # the classical family uses box rows only: nothing to segment here
+    predicted = predict_dataset(
+        family="classical",
+        method={"family": "classical", "algorithm": "otsu", "prompts": "pts"},
+        method_name="otsu_pts",
+        inputs={"preprocessed": pipeline["pre"] / "manifest.tsv", "prompts": path},
+        out_dir=pipeline["root"] / "pred_pts",
+    )
+    assert predicted["n_prompts"].tolist() == [0, 0]
+    assert not read_volume(pipeline["root"] / "pred_pts" / "ct01.nii.gz").array_zyx.any()
+
+
 def test_predictions_keep_geometry_and_find_the_objects(pipeline):
     pred, data = pipeline["pred"], pipeline["data"]
     manifest = pd.read_csv(pred / "manifest.tsv", sep="\t", dtype={"case_id": str})
@@ -195,6 +242,21 @@ def test_config_errors_name_the_key(pipeline, tmp_path):
             seed=0,
             prompt_name="p",
         )
+    for bad, key in (
+        ({"n_positive": -1}, "n_positive"),
+        ({"ring_px": [4, 1]}, "ring_px"),
+        ({"ring_px": [4]}, "ring_px"),
+        ({"type": "points", "n_positive": 0}, "n_positive"),
+        ({"components": "largest"}, "components"),
+    ):
+        with pytest.raises(ConfigError, match=rf"prompts\.p\b.*{key}"):
+            make_prompts(
+                preprocessed_dir=pipeline["pre"],
+                out_path=tmp_path / "p.tsv",
+                prompt=bad,
+                seed=0,
+                prompt_name="p",
+            )
     with pytest.raises(ConfigError, match=r"prompts\.p\.type"):
         make_prompts(
             preprocessed_dir=pipeline["pre"],
@@ -214,3 +276,17 @@ def test_config_errors_name_the_key(pipeline, tmp_path):
         preprocess_dataset(data_dir=pipeline["data"], out_dir=pre, n_empty_slices=-1, seed=0)
     assert not pre.exists()
     assert not (tmp_path / "pred").exists() and not (tmp_path / "p.tsv").exists()
+
+
+def test_bad_prompt_values_name_the_file(pipeline, tmp_path):
+    table = read_prompts(pipeline["prompts_path"])
+    bad = tmp_path / "bad.tsv"
+    table.assign(x_min=["abc"] + table["x_min"].tolist()[1:]).to_csv(bad, sep="\t", index=False)
+    with pytest.raises(InputError, match=rf"{bad}: column x_min"):
+        read_prompts(bad)
+    with pytest.raises(InputError, match=r"p\.tsv: points '\[\[1, 2\]\]'"):
+        parse_points("[[1, 2]]", source="p.tsv")
+    with pytest.raises(InputError, match="label other than 0 or 1"):
+        parse_points("[[1, 2, 3]]", source="p.tsv")
+    np.testing.assert_array_equal(parse_points("[[4, 5, 1], [6, 7, 0]]"), [[4, 5, 1], [6, 7, 0]])
+    assert parse_points("[]").shape == (0, 3)

@@ -32,13 +32,19 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     )
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # 2 datasets x 3 methods (otsu, kmeans, kmeans ablation with 3 clusters), 1 prompt set.
+    # 2 datasets x 9 methods: otsu, kmeans, kmeans ablation (3 clusters), 4 SAM methods on
+    # one demo SAM (trained once, embeddings once per dataset), nnU-Net 2d; 3 prompt sets.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
-        "make_prompts": 2,
-        "predict_method": 6,
-        "score_method": 6,
+        "make_prompts": 6,
+        "train_demo_sam": 1,
+        "embed_images": 2,
+        "convert_nnunet_dataset": 2,
+        "plan_nnunet_dataset": 2,
+        "train_nnunet": 2,
+        "predict_method": 16,
+        "score_method": 16,
         "collect_tables": 1,
         "summarise_tables": 1,
         "plot_metric": 2,
@@ -60,9 +66,11 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    assert counts["predict_method"] == (2 + 6) + 1
-    assert counts["score_method"] == 9
-    assert counts["make_prompts"] == 2
+    # phantom_ct: 7 configured methods + 6 grid points; phantom_us: otsu_box only
+    assert counts["predict_method"] == (7 + 6) + 1
+    assert counts["score_method"] == 14
+    assert counts["make_prompts"] == 3 + 1
+    assert counts["embed_images"] == 1
 
 
 def test_single_figure_is_its_own_target(repo_root, tmp_path):
@@ -80,7 +88,7 @@ def test_single_figure_is_its_own_target(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     assert counts["plot_qualitative"] == 1
-    assert "prepare_dataset" in counts and counts["prepare_dataset"] == 1
+    assert counts["train_demo_sam"] == 1  # the demo SAM trains on both datasets
     assert "collect_tables" not in counts
 
 

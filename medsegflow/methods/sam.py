@@ -1,0 +1,316 @@
+"""The SAM family: prompted prediction from cached image embeddings.
+
+For each case of the requested splits, the case's cached embeddings
+(``results/embeddings/{dataset}/{model}/{case_id}.npz``) are loaded and every prompt of
+the prompt set is decoded on its slice (:mod:`medsegflow.methods.sam_predict`), a 3D
+volume slice by slice with per-slice prompts. Per object (``prompt_id``):
+
+1. each repeated draw is decoded (``multimask``: 3 masks, the highest predicted IoU wins);
+2. optionally refined by ``clicks.rounds`` simulated corrective clicks against the
+   cleaned reference label of that slice (oracle, like the prompts);
+3. the repeats are combined by ``voting`` (:mod:`medsegflow.prompts.voting`).
+
+Objects are painted into a label volume of the original image geometry (larger masks
+first, so small objects inside large ones win) by the shared loop of
+:mod:`medsegflow.methods.box_prompted`. The model's architecture comes from the cache's
+``model.json``; torch and segment_anything are imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medsegflow.errors import ConfigError, InputError
+from medsegflow.methods.box_prompted import (
+    CaseInput,
+    ObjectMask,
+    paint_objects,
+    predict_prompted_cases,
+)
+from medsegflow.methods.sam_predict import SamPrompt, decode_prompts, refine_with_clicks
+from medsegflow.models.sam_cache import (
+    MODEL_INFO_FILE,
+    case_embeddings_path,
+    load_case_embeddings,
+    read_model_info,
+)
+from medsegflow.prompts.clicks import CLICK_MODES
+from medsegflow.prompts.points import connected_components
+from medsegflow.prompts.voting import VOTING_RULES, vote
+from medsegflow.seeding import case_rng
+from medsegflow.stages.prompts import BOX_COLUMNS, parse_points
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from segment_anything.modeling import Sam
+
+log = logging.getLogger(__name__)
+
+CONFIG_KEYS = ("family", "model", "prompts", "multimask", "voting", "clicks", "batch_size")
+
+
+@dataclass(frozen=True)
+class SamConfig:
+    """A parsed ``family: sam`` method (see ``$defs/method_sam`` in the config schema)."""
+
+    multimask: bool = True
+    voting: str = "average"
+    click_rounds: int = 0
+    click_mode: str = "center"
+    click_mask_input: bool = True
+    batch_size: int = 64
+
+
+def parse_sam_config(method: Mapping[str, Any], method_name: str) -> SamConfig:
+    """Check a SAM method and fill defaults; :class:`ConfigError` naming
+    ``methods.<method_name>.<key>``."""
+
+    def key(name: str) -> str:
+        return f"methods.{method_name}.{name}"
+
+    for name in method:
+        if name not in CONFIG_KEYS:
+            raise ConfigError(f"{key(name)}: unknown key; allowed: {', '.join(CONFIG_KEYS)}")
+    for name in ("model", "prompts"):
+        if not method.get(name):
+            raise ConfigError(f"{key(name)}: required for the sam family")
+    multimask = method.get("multimask", True)
+    if not isinstance(multimask, bool):
+        raise ConfigError(f"{key('multimask')}: {multimask!r} must be true or false")
+    voting = method.get("voting", "average")
+    if voting not in VOTING_RULES:
+        raise ConfigError(f"{key('voting')}: {voting!r} is not one of {VOTING_RULES}")
+    clicks = dict(method.get("clicks") or {})
+    unknown = sorted(set(clicks) - {"rounds", "mode", "mask_input"})
+    if unknown:
+        raise ConfigError(
+            f"{key('clicks')}.{unknown[0]}: unknown key; allowed: rounds, mode, mask_input"
+        )
+    rounds, mode = clicks.get("rounds", 0), clicks.get("mode", "center")
+    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
+        raise ConfigError(f"{key('clicks.rounds')}: {rounds!r} must be an integer >= 0")
+    if mode not in CLICK_MODES:
+        raise ConfigError(f"{key('clicks.mode')}: {mode!r} is not one of {CLICK_MODES}")
+    feed = clicks.get("mask_input", True)
+    if not isinstance(feed, bool):
+        raise ConfigError(f"{key('clicks.mask_input')}: {feed!r} must be true or false")
+    batch = method.get("batch_size", 64)
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"{key('batch_size')}: {batch!r} must be an integer >= 1")
+    return SamConfig(multimask, voting, rounds, mode, feed, batch)
+
+
+def row_prompt(row: Mapping[str, Any], *, source: str) -> SamPrompt:
+    """A :class:`SamPrompt` from one ``prompts.tsv`` row (NaN box: none)."""
+    box = np.array([row[c] for c in BOX_COLUMNS], dtype=np.float64)
+    points = parse_points(row["points"], source=source)
+    has_box = bool(np.isfinite(box).all())
+    if not has_box and not len(points):
+        raise InputError(
+            f"{source}: case {row['case_id']}, z {row['z']}: prompt has no box and no point"
+        )
+    return SamPrompt(box if has_box else None, points)
+
+
+def object_target(label_yx: np.ndarray, *, label: int, component: int) -> np.ndarray:
+    """Reference mask of a prompt's object: the label's union (``component`` -1) or its
+    ``component``-th 8-connected component, largest first (as the prompts were made)."""
+    mask_yx = label_yx == label
+    if component < 0:
+        return mask_yx
+    parts = connected_components(mask_yx)
+    return parts[component] if component < len(parts) else np.zeros_like(mask_yx)
+
+
+def _slice_objects(
+    model: Sam,
+    embedding_chw: np.ndarray,
+    rows: pd.DataFrame,
+    *,
+    config: SamConfig,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    label_yx: np.ndarray | None,
+    rng: np.random.Generator,
+    source: str,
+) -> list[ObjectMask]:
+    """Decode, refine (clicks against ``label_yx``) and vote the prompts of one slice.
+
+    Args:
+        rows: the prompt rows of one slice ``z``.
+        sizes: ``(original_size, input_size)`` of the cached embedding.
+    """
+    records = rows.to_dict("records")
+    prompts = [row_prompt(r, source=source) for r in records]
+    original_size, input_size = sizes
+    decoded = decode_prompts(
+        model,
+        embedding_chw,
+        prompts,
+        original_size=original_size,
+        input_size=input_size,
+        multimask=config.multimask,
+        batch_size=config.batch_size,
+    )
+    if config.click_rounds:
+        targets = np.stack(
+            [
+                object_target(label_yx, label=int(r["label"]), component=int(r["component"]))
+                for r in records
+            ]
+        )
+        decoded, _ = refine_with_clicks(
+            model,
+            embedding_chw,
+            prompts,
+            first=decoded,
+            targets_pyx=targets,
+            rounds=config.click_rounds,
+            mode=config.click_mode,
+            mask_input=config.click_mask_input,
+            rng=rng,
+            sizes=sizes,
+            batch_size=config.batch_size,
+        )
+    masks, probs = decoded.masks_pyx, decoded.probs_pyx
+    ids = rows["prompt_id"].to_numpy()
+    objects = []
+    for prompt_id in dict.fromkeys(ids.tolist()):
+        idx = np.flatnonzero(ids == prompt_id)
+        mask_yx = vote(config.voting, masks_ryx=masks[idx], probs_ryx=probs[idx])
+        label = int(records[idx[0]]["label"])
+        z = int(records[idx[0]]["z"])
+        objects.append(ObjectMask(z, label, mask_yx, float(mask_yx.sum())))
+    return objects
+
+
+def segment_sam_case(
+    case: CaseInput,
+    *,
+    model: Sam,
+    config: SamConfig,
+    embeddings_dir: str | os.PathLike,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Label volume ``(Z, Y, X)`` of one case from its cached embeddings and prompts.
+
+    Slices without prompts stay background. Raises :class:`InputError` naming the
+    embedding file when its slice size or encoder input size does not match.
+    """
+    shape_zyx = case.image.array_zyx.shape
+    if case.prompts.empty:
+        return paint_objects(shape_zyx, [])
+    path = case_embeddings_path(embeddings_dir, case.case_id)
+    cached = load_case_embeddings(path)
+    if tuple(cached.original_size) != tuple(shape_zyx[1:]):
+        raise InputError(
+            f"{path}: embedded slices are {cached.original_size} (H, W), the image's are "
+            f"{tuple(shape_zyx[1:])}"
+        )
+    if cached.image_size != model.image_encoder.img_size:
+        raise InputError(
+            f"{path}: embedded at input size {cached.image_size}, the model takes "
+            f"{model.image_encoder.img_size}"
+        )
+    label_zyx = case.read_label_zyx() if config.click_rounds else None
+    objects: list[ObjectMask] = []
+    for z, rows in case.prompts.groupby("z", sort=True):
+        objects += _slice_objects(
+            model,
+            cached.embeddings[cached.index_of(int(z))],
+            rows,
+            config=config,
+            sizes=(cached.original_size, cached.input_size),
+            label_yx=None if label_zyx is None else label_zyx[int(z)],
+            rng=rng,
+            source=case.source,
+        )
+    return paint_objects(shape_zyx, objects)
+
+
+def predict_sam_cases(
+    *,
+    model: Sam,
+    config: SamConfig,
+    preprocessed_dir: str | os.PathLike,
+    prompts_path: str | os.PathLike,
+    embeddings_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    splits: Sequence[str],
+    seed: int = 0,
+    stream: str = "sam",
+) -> pd.DataFrame:
+    """Predict every case of ``splits`` with a loaded ``model``; write volumes and manifest.
+
+    Random clicks of a case draw from ``case_rng(seed, case_id, "clicks", stream)``.
+    Returns the manifest (see :func:`~medsegflow.methods.box_prompted.predict_prompted_cases`).
+    """
+
+    def segment_case(case: CaseInput) -> np.ndarray:
+        return segment_sam_case(
+            case,
+            model=model,
+            config=config,
+            embeddings_dir=embeddings_dir,
+            rng=case_rng(seed, case.case_id, "clicks", stream),
+        )
+
+    return predict_prompted_cases(
+        segment_case=segment_case,
+        preprocessed_dir=preprocessed_dir,
+        prompts_path=prompts_path,
+        out_dir=out_dir,
+        splits=splits,
+    )
+
+
+def predict_sam(
+    *,
+    method: Mapping[str, Any],
+    method_name: str,
+    inputs: Mapping[str, str | os.PathLike],
+    out_dir: str | os.PathLike,
+    splits: Sequence[str],
+    device: str | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """The family predictor (``FAMILIES["sam"]``): load the model, decode every case.
+
+    ``inputs``: ``preprocessed`` (manifest), ``prompts`` (prompts.tsv), ``embeddings``
+    (the cache's manifest; ``model.json`` beside it gives the arch) and ``checkpoint``
+    (loaded with :func:`medsegflow.models.sam_loader.load_sam_model`). Runs on ``device``
+    (default: CUDA when available), with autocast on GPU.
+    """
+    from medsegflow.models.sam_loader import autocast, load_sam_model
+
+    config = parse_sam_config(method, method_name)
+    for name in ("prompts", "embeddings", "checkpoint"):
+        if not inputs.get(name):
+            raise ConfigError(f"methods.{method_name}: the sam family needs the '{name}' input")
+    embeddings_dir = Path(inputs["embeddings"]).parent
+    info = read_model_info(embeddings_dir)
+    if Path(str(info["checkpoint"])).resolve() != Path(inputs["checkpoint"]).resolve():
+        raise InputError(
+            f"{embeddings_dir / MODEL_INFO_FILE}: embeddings were made with {info['checkpoint']}, "
+            f"not with {inputs['checkpoint']}; recompute them"
+        )
+    model, chosen = load_sam_model(inputs["checkpoint"], arch=str(info["arch"]), device=device)
+    log.info("%s: SAM %s on %s, %s", method_name, info["arch"], chosen, config)
+    with autocast(chosen):
+        return predict_sam_cases(
+            model=model,
+            config=config,
+            preprocessed_dir=Path(inputs["preprocessed"]).parent,
+            prompts_path=inputs["prompts"],
+            embeddings_dir=embeddings_dir,
+            out_dir=out_dir,
+            splits=splits,
+            seed=seed,
+            stream=method_name,
+        )

@@ -1,0 +1,212 @@
+"""The embedding stage: SAM image embeddings of every selected slice, computed once.
+
+``results/embeddings/{dataset}/{model}/`` (``out_dir``), see
+:mod:`medsegflow.models.sam_cache`::
+
+    {case_id}.npz   float16 (N, C, h, w) image-encoder outputs of the case's slices
+    model.json      {"arch", "checkpoint", "image_size"}: what the predictor loads
+    manifest.tsv    case_id, split, n_slices, seconds (written last: the file target)
+
+The slices are those of the preprocessed ``slices.tsv`` (every foreground slice plus the
+selected empty ones). Each is turned into SAM input exactly as segment_anything's
+``SamPredictor.set_image`` does: grey ``uint8`` to 3 channels, ``ResizeLongestSide`` on
+the ``H x W x 3`` image (longest side = the encoder's input size), to a ``3 x h x w``
+tensor, then ``Sam.preprocess`` (pixel normalisation, zero padding to a square).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+from medsegflow.datasets.canonical import image_path
+from medsegflow.errors import InputError
+from medsegflow.io import atomic_path, read_volume
+from medsegflow.models.sam_cache import (
+    EMBEDDINGS_MANIFEST_COLUMNS,
+    CaseEmbeddings,
+    case_embeddings_path,
+    resize_transform,
+    save_case_embeddings,
+    write_model_info,
+)
+from medsegflow.models.sam_loader import autocast, load_sam_model
+from medsegflow.stages.preprocess import SLICES_COLUMNS, read_preprocessed_manifest, read_table
+
+if TYPE_CHECKING:
+    import torch
+    from segment_anything.modeling import Sam
+
+log = logging.getLogger(__name__)
+
+
+def grey_to_rgb_resized(image_yx: np.ndarray, *, image_size: int) -> np.ndarray:
+    """A grey slice as SAM's predictor resizes it.
+
+    Args:
+        image_yx: ``(H, W)`` uint8 slice.
+        image_size: the encoder's square input side (1024 for the official models).
+
+    Returns:
+        ``(h, w, 3)`` uint8, longest side ``image_size`` (``ResizeLongestSide.apply_image``,
+        bilinear via PIL), the grey value repeated in the 3 channels.
+    """
+    if image_yx.ndim != 2 or image_yx.dtype != np.uint8:
+        raise ValueError(f"expected an (H, W) uint8 slice, got {image_yx.dtype} {image_yx.shape}")
+    rgb_yxc = np.repeat(image_yx[:, :, None], 3, axis=2)
+    return resize_transform(image_size).apply_image(rgb_yxc)
+
+
+def model_input(
+    images_yxc: Sequence[np.ndarray], *, model: Sam, device: torch.device
+) -> torch.Tensor:
+    """``(B, 3, S, S)`` float32 encoder input: ``Sam.preprocess`` of each resized image.
+
+    Args:
+        images_yxc: ``(h, w, 3)`` uint8 images from :func:`grey_to_rgb_resized`.
+        model: supplies pixel mean/std and ``S = model.image_encoder.img_size``.
+        device: where the batch is built.
+    """
+    import torch
+
+    tensors = [
+        model.preprocess(torch.as_tensor(img, device=device).permute(2, 0, 1).float())
+        for img in images_yxc
+    ]
+    return torch.stack(tensors)
+
+
+def encode_slices(
+    slices_zyx: np.ndarray, *, model: Sam, device: torch.device, batch_size: int
+) -> np.ndarray:
+    """Image embeddings of ``N`` slices, in batches of ``batch_size``.
+
+    Args:
+        slices_zyx: ``(N, H, W)`` uint8 slices.
+
+    Returns:
+        ``(N, C, h, w)`` float16 (``C = model.prompt_encoder.embed_dim``, ``(h, w) =
+        model.prompt_encoder.image_embedding_size``; 256 x 64 x 64 for official models).
+    """
+    import torch
+
+    size = model.image_encoder.img_size
+    out = [
+        np.zeros(
+            (0, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size),
+            dtype=np.float16,
+        )
+    ]
+    with torch.inference_mode(), autocast(device):
+        for start in range(0, len(slices_zyx), batch_size):
+            chunk = slices_zyx[start : start + batch_size]
+            resized = [grey_to_rgb_resized(s, image_size=size) for s in chunk]
+            features = model.image_encoder(model_input(resized, model=model, device=device))
+            out.append(features.float().cpu().numpy().astype(np.float16))
+    return np.concatenate(out)
+
+
+def _case_slices(slices: pd.DataFrame, case_id: str, *, n_z: int, source: Path) -> np.ndarray:
+    """Sorted slice indices listed for ``case_id``; :class:`InputError` if out of range."""
+    z = np.sort(slices.loc[slices["case_id"] == case_id, "z"].to_numpy(dtype=np.int64))
+    if z.size and (z[0] < 0 or z[-1] >= n_z):
+        raise InputError(f"{source}: case {case_id} lists slice z={z[-1]} outside 0..{n_z - 1}")
+    return z
+
+
+def _read_uint8(path: Path) -> np.ndarray:
+    image = read_volume(path)
+    if image.array_zyx.dtype != np.uint8:
+        raise InputError(f"{path}: preprocessed image is {image.array_zyx.dtype}, expected uint8")
+    return image.array_zyx
+
+
+def embed_dataset(
+    *,
+    preprocessed_dir: str | os.PathLike,
+    checkpoint: str | os.PathLike,
+    arch: str,
+    out_dir: str | os.PathLike,
+    splits: Sequence[str],
+    device: str | None = None,
+    batch_size: int = 8,
+    threads: int | None = None,
+) -> pd.DataFrame:
+    """Embed every listed slice of every case of ``splits``; write the cache folder.
+
+    Args:
+        preprocessed_dir: a preprocessed dataset (``manifest.tsv``, ``slices.tsv``,
+            ``images/`` of uint8 volumes).
+        checkpoint: official-format SAM state dict (see
+            :func:`~medsegflow.models.sam_loader.load_sam_model`).
+        arch: ``vit_b``, ``vit_l``, ``vit_h`` or ``demo``.
+        out_dir: the cache folder; ``manifest.tsv`` is written last.
+        splits: case splits to embed (the workflow passes the scored splits plus val).
+        device: None for CUDA when available, else CPU; autocast (bf16/fp16) on CUDA.
+        batch_size: slices per encoder call.
+        threads: torch CPU threads (None: torch's default).
+
+    Returns:
+        The manifest: ``case_id, split, n_slices, seconds``.
+    """
+    import torch
+
+    if threads:
+        torch.set_num_threads(int(threads))
+    pre, out_dir = Path(preprocessed_dir), Path(out_dir)
+    cases = read_preprocessed_manifest(pre, splits=splits)
+    if cases.empty:
+        raise InputError(f"{pre / 'manifest.tsv'}: no cases in splits {list(splits)}")
+    slices = read_table(pre / "slices.tsv", columns=SLICES_COLUMNS)
+    model, chosen = load_sam_model(checkpoint, arch=arch, device=device)
+    size = int(model.image_encoder.img_size)
+    transform = resize_transform(size)
+    write_model_info(out_dir, arch=arch, checkpoint=checkpoint, image_size=size)
+    rows: list[dict[str, Any]] = []
+    encode_seconds = 0.0
+    for case in tqdm(cases.to_dict("records"), desc="embed", unit="case"):
+        start = time.perf_counter()
+        image_zyx = _read_uint8(image_path(pre, case["case_id"]))
+        z = _case_slices(slices, case["case_id"], n_z=image_zyx.shape[0], source=pre / "slices.tsv")
+        tic = time.perf_counter()
+        embeddings = encode_slices(image_zyx[z], model=model, device=chosen, batch_size=batch_size)
+        encode_seconds += time.perf_counter() - tic
+        original_size = (int(image_zyx.shape[1]), int(image_zyx.shape[2]))
+        cached = CaseEmbeddings(
+            case_id=case["case_id"],
+            z=z,
+            embeddings=embeddings,
+            original_size=original_size,
+            input_size=transform.get_preprocess_shape(*original_size, size),
+            image_size=size,
+        )
+        save_case_embeddings(case_embeddings_path(out_dir, case["case_id"]), cached)
+        rows.append(
+            {
+                "case_id": case["case_id"],
+                "split": case["split"],
+                "n_slices": int(z.size),
+                "seconds": round(time.perf_counter() - start, 3),
+            }
+        )
+    manifest = pd.DataFrame(rows, columns=list(EMBEDDINGS_MANIFEST_COLUMNS))
+    with atomic_path(out_dir / "manifest.tsv") as tmp:
+        manifest.to_csv(tmp, sep="\t", index=False)
+    n = int(manifest["n_slices"].sum())
+    log.info(
+        "embedded %d slices of %d cases with %s on %s: %.2f images/s (encoder only)",
+        n,
+        len(manifest),
+        arch,
+        chosen,
+        n / encode_seconds if encode_seconds > 0 else float("nan"),
+    )
+    return manifest

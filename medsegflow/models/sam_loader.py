@@ -1,0 +1,323 @@
+"""Build SAM models from segment_anything's own classes and load official checkpoints.
+
+Official checkpoints (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``,
+``sam_vit_h_4b8939.pth`` and MedSAM's ``medsam_vit_b.pth``) are plain state dicts as
+``torch.save(model.state_dict())`` writes them, keyed ``image_encoder.*``,
+``prompt_encoder.*``, ``mask_decoder.*``. They are read with ``map_location="cpu"`` and
+``weights_only=True`` (segment_anything's own builders call ``torch.load`` without
+``map_location``, which fails on CPU-only machines) and loaded strictly.
+
+The demo model (arch ``"demo"``) is the same architecture, smaller; its hyper-parameters
+are stored in ``sam.json`` next to its ``sam.pth`` (see :func:`write_arch_json`).
+torch and segment_anything are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from medsegflow.errors import InputError
+from medsegflow.io import write_text
+
+if TYPE_CHECKING:
+    import torch
+    from segment_anything.modeling import Sam
+
+log = logging.getLogger(__name__)
+
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+PIXEL_STD = (58.395, 57.12, 57.375)
+
+_COMMON = {
+    "img_size": 1024,
+    "patch_size": 16,
+    "mlp_ratio": 4.0,
+    "window_size": 14,
+    "out_chans": 256,
+    "decoder_depth": 2,
+    "decoder_mlp_dim": 2048,
+    "decoder_num_heads": 8,
+    "iou_head_hidden_dim": 256,
+    "mask_in_chans": 16,
+    "pixel_mean": list(PIXEL_MEAN),
+    "pixel_std": list(PIXEL_STD),
+}
+
+OFFICIAL_ARCHS: dict[str, dict[str, Any]] = {
+    "vit_b": {
+        **_COMMON,
+        "embed_dim": 768,
+        "depth": 12,
+        "num_heads": 12,
+        "global_attn_indexes": [2, 5, 8, 11],
+    },
+    "vit_l": {
+        **_COMMON,
+        "embed_dim": 1024,
+        "depth": 24,
+        "num_heads": 16,
+        "global_attn_indexes": [5, 11, 17, 23],
+    },
+    "vit_h": {
+        **_COMMON,
+        "embed_dim": 1280,
+        "depth": 32,
+        "num_heads": 16,
+        "global_attn_indexes": [7, 15, 23, 31],
+    },
+}
+"""Hyper-parameters of the official ViT-B/L/H SAM (segment_anything's ``build_sam.py``)."""
+
+DEMO_ARCH: dict[str, Any] = {
+    **_COMMON,
+    "img_size": 256,
+    "embed_dim": 192,
+    "depth": 4,
+    "num_heads": 6,
+    "global_attn_indexes": [3],
+    "window_size": 8,
+    "out_chans": 128,
+    "decoder_mlp_dim": 512,
+    "iou_head_hidden_dim": 128,
+}
+"""The small SAM trained inside the pipeline (about 2.9 M parameters, input 256 x 256)."""
+
+ARCH_FILE = "sam.json"
+"""Architecture sidecar of a demo checkpoint, in the checkpoint's folder."""
+
+
+def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Complete hyper-parameters: an official arch name, ``"demo"``, or a mapping.
+
+    A mapping overrides :data:`DEMO_ARCH` key by key; unknown keys raise ``ValueError``.
+    """
+    if isinstance(arch, str):
+        if arch == "demo":
+            return json.loads(json.dumps(DEMO_ARCH))
+        if arch not in OFFICIAL_ARCHS:
+            raise ValueError(f"unknown SAM arch '{arch}'; known: vit_b, vit_l, vit_h, demo")
+        return json.loads(json.dumps(OFFICIAL_ARCHS[arch]))
+    unknown = sorted(set(arch) - set(DEMO_ARCH))
+    if unknown:
+        raise ValueError(f"unknown SAM architecture keys {unknown}; allowed: {sorted(DEMO_ARCH)}")
+    spec = {**json.loads(json.dumps(DEMO_ARCH)), **dict(arch)}
+    if spec["img_size"] % spec["patch_size"]:
+        raise ValueError(
+            f"img_size {spec['img_size']} is not a multiple of patch_size {spec['patch_size']}"
+        )
+    if any(not 0 <= i < spec["depth"] for i in spec["global_attn_indexes"]):
+        raise ValueError(
+            f"global_attn_indexes {spec['global_attn_indexes']} must lie in 0..{spec['depth'] - 1}"
+        )
+    return spec
+
+
+def build_sam(arch: str | Mapping[str, Any]) -> Sam:
+    """A randomly initialised SAM (segment_anything's classes) in eval mode, on the
+    current default device (use ``with torch.device("meta"):`` to build without memory).
+
+    Args:
+        arch: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (official hyper-parameters, input
+            1024 x 1024, image embedding 256 x 64 x 64), ``"demo"`` or a mapping of
+            :data:`DEMO_ARCH` keys (see :func:`arch_spec`).
+    """
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
+
+    spec = arch_spec(arch)
+    grid = spec["img_size"] // spec["patch_size"]
+    dim = spec["out_chans"]
+    encoder = ImageEncoderViT(
+        depth=spec["depth"],
+        embed_dim=spec["embed_dim"],
+        img_size=spec["img_size"],
+        mlp_ratio=spec["mlp_ratio"],
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=spec["num_heads"],
+        patch_size=spec["patch_size"],
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=tuple(spec["global_attn_indexes"]),
+        window_size=spec["window_size"],
+        out_chans=dim,
+    )
+    prompt_encoder = PromptEncoder(
+        embed_dim=dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(spec["img_size"], spec["img_size"]),
+        mask_in_chans=spec["mask_in_chans"],
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(
+            depth=spec["decoder_depth"],
+            embedding_dim=dim,
+            mlp_dim=spec["decoder_mlp_dim"],
+            num_heads=spec["decoder_num_heads"],
+        ),
+        transformer_dim=dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=spec["iou_head_hidden_dim"],
+    )
+    model = Sam(encoder, prompt_encoder, decoder, spec["pixel_mean"], spec["pixel_std"])
+    return model.eval()
+
+
+def write_arch_json(path: str | os.PathLike, arch: str | Mapping[str, Any]) -> None:
+    """Write the complete hyper-parameters of ``arch`` as JSON, atomically."""
+    write_text(path, json.dumps(arch_spec(arch), indent=2) + "\n")
+
+
+def read_arch_json(path: str | os.PathLike) -> dict[str, Any]:
+    """Hyper-parameters from a ``sam.json``; :class:`InputError` naming the file if unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: architecture file not found (written with the demo checkpoint)")
+    try:
+        return arch_spec(json.loads(path.read_text()))
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{path}: not a SAM architecture file ({err})") from None
+
+
+def select_device(device: str | None = None) -> torch.device:
+    """``device`` as a ``torch.device``; None or ``"auto"``: CUDA when available, else CPU.
+
+    Raises ``ValueError`` when CUDA is asked for and not available.
+    """
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    chosen = torch.device(device)
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device '{device}' requested but CUDA is not available")
+    return chosen
+
+
+def autocast(device: torch.device | str) -> contextlib.AbstractContextManager:
+    """Mixed precision for inference on ``device``: bfloat16 on CUDA when supported, else
+    float16; a no-op on any other device (CPU runs in float32)."""
+    import torch
+
+    device = torch.device(device)
+    if device.type != "cuda":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast("cuda", dtype=dtype)
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    import torch
+
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint file not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch.load raises many types for damaged files
+        reason = " ".join(str(err).split())[:200]
+        raise InputError(f"{path}: cannot read checkpoint ({reason})") from None
+    if not isinstance(state, Mapping) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        got = type(state).__name__
+        if isinstance(state, Mapping):
+            got = f"a mapping with non-tensor entries, keys {list(state)[:5]}"
+            if isinstance(state.get("model"), Mapping):
+                got += "; its 'model' entry may be the state dict (save that entry alone)"
+        raise InputError(
+            f"{path}: not a SAM state dict (expected parameter names mapped to tensors, got {got})"
+        )
+    return dict(state)
+
+
+def _guess_arch(state: Mapping[str, torch.Tensor]) -> str:
+    """A short description of the encoder stored in ``state``, for error messages."""
+    weight = state.get("image_encoder.patch_embed.proj.weight")
+    if weight is None:
+        return "no SAM image encoder found"
+    depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
+    known = {(s["embed_dim"], s["depth"]): n for n, s in OFFICIAL_ARCHS.items()}
+    name = known.get((int(weight.shape[0]), depth), "")
+    return f"file holds embed dim {int(weight.shape[0])}, {depth} blocks" + (
+        f" (looks like {name})" if name else ""
+    )
+
+
+def _check_state_dict(
+    path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, Any], *, arch: str
+) -> None:
+    """One-line :class:`InputError` for missing/unexpected keys or a shape mismatch."""
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys ({', '.join(missing[:3])})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})")
+        raise InputError(
+            f"{path}: not a SAM {arch} checkpoint: {'; '.join(parts)}; {_guess_arch(state)}"
+        )
+    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        shown = ", ".join(
+            f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:3]
+        )
+        raise InputError(
+            f"{path}: shape mismatch for a SAM {arch} checkpoint in {len(wrong)} tensors "
+            f"(file != expected): {shown}; {_guess_arch(state)}"
+        )
+
+
+def load_sam_model(
+    checkpoint_path: str | os.PathLike, *, arch: str, device: str | None = None
+) -> tuple[Sam, torch.device]:
+    """Load a SAM checkpoint in the official format, in eval mode, on ``device``.
+
+    Args:
+        checkpoint_path: a state dict file as ``torch.save(sam.state_dict())`` writes it.
+        arch: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"demo"`` (architecture read
+            from ``sam.json`` beside the checkpoint).
+        device: see :func:`select_device`.
+
+    The model is built on the meta device and the checkpoint's tensors (as float32) are
+    assigned to it, so no memory is spent on a random initialisation.
+
+    Raises:
+        InputError: one line naming the file: missing, unreadable, not a state dict,
+            missing or unexpected keys, or tensor shapes of another architecture.
+    """
+    import torch
+
+    path = Path(checkpoint_path)
+    spec = read_arch_json(path.parent / ARCH_FILE) if arch == "demo" else arch_spec(arch)
+    state = _read_state_dict(path)
+    with torch.device("meta"):
+        model = build_sam(spec)
+    _check_state_dict(path, state, model.state_dict(), arch=arch)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+    model.load_state_dict(state, strict=True, assign=True)
+    model.pixel_mean = torch.tensor(spec["pixel_mean"], dtype=torch.float32).view(-1, 1, 1)
+    model.pixel_std = torch.tensor(spec["pixel_std"], dtype=torch.float32).view(-1, 1, 1)
+    on_meta = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if on_meta:
+        raise RuntimeError(f"{path}: tensors left unloaded: {on_meta[:3]}")
+    chosen = select_device(device)
+    model = model.to(chosen).eval()
+    n_params = sum(p.numel() for p in model.parameters())
+    log.info("loaded SAM %s (%.1f M parameters) from %s on %s", arch, n_params / 1e6, path, chosen)
+    return model, chosen

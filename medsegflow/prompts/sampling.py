@@ -1,0 +1,193 @@
+"""Prompt sampling for one object or a whole label volume, pure numpy.
+
+A prompt for one object is a box, points, or both (``PromptSpec.type``):
+
+- box: the object's tight box with MedSAM-style jitter (:func:`~.boxes.jitter_box`);
+- points: ``n_positive`` points inside the object eroded by ``erosion_px`` and
+  ``n_negative`` points in the ring ``ring_px`` around it (:mod:`.points`).
+
+An "object" is the union of a label's pixels on a slice (``components: union``, MedSAM's
+protocol) or each of its 8-connected components (``components: each``), and every object
+gets ``repeats`` independent draws (for voting over jittered prompts). Coordinates are
+pixel indices of the slice, x = column, boxes ``XYXY`` inclusive, points
+``[x, y, label]`` with label 1 = positive, 0 = negative.
+
+Random draws for one object come in the order box (4 integers), positives, negatives,
+repeat after repeat, object after object, so a box-only, union, single-repeat spec draws
+exactly what :func:`~.boxes.gt_box_prompts` draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from medsegflow.prompts.boxes import box_from_mask, jitter_box, slice_objects
+from medsegflow.prompts.points import connected_components, negative_points, positive_points
+
+PROMPT_TYPES = ("box", "points", "box_points")
+COMPONENT_MODES = ("union", "each")
+UNION = -1
+"""``component`` of a prompt made for the union of all components."""
+
+
+@dataclass(frozen=True)
+class PromptSpec:
+    """How to draw a prompt; the keys of a ``prompts:`` config entry besides ``source``."""
+
+    type: str = "box"
+    jitter: float = 20.0
+    n_positive: int = 1
+    n_negative: int = 0
+    erosion_px: float = 2.0
+    ring_px: tuple[float, float] = (3.0, 15.0)
+    components: str = "union"
+    repeats: int = 1
+
+    def __post_init__(self) -> None:
+        if self.type not in PROMPT_TYPES:
+            raise ValueError(f"type {self.type!r} is not one of {PROMPT_TYPES}")
+        if self.components not in COMPONENT_MODES:
+            raise ValueError(f"components {self.components!r} is not one of {COMPONENT_MODES}")
+        if self.repeats < 1 or self.n_positive < 0 or self.n_negative < 0:
+            raise ValueError("repeats must be >= 1, n_positive and n_negative >= 0")
+        if self.type == "points" and self.n_positive + self.n_negative == 0:
+            raise ValueError("type 'points' needs n_positive + n_negative >= 1")
+        if len(self.ring_px) != 2 or not 0 <= self.ring_px[0] <= self.ring_px[1]:
+            raise ValueError(
+                f"ring_px {list(self.ring_px)} must be [inner, outer], 0 <= inner <= outer"
+            )
+        if self.jitter < 0 or self.erosion_px < 0:
+            raise ValueError("jitter and erosion_px must be >= 0")
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> PromptSpec:
+        """A spec from a prompt config (extra keys such as ``source`` are ignored)."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in config.items() if k in known}
+        if "ring_px" in values:
+            values["ring_px"] = tuple(float(v) for v in values["ring_px"])
+        return cls(**values)
+
+    @property
+    def has_box(self) -> bool:
+        return self.type in ("box", "box_points")
+
+    @property
+    def has_points(self) -> bool:
+        return self.type in ("points", "box_points")
+
+
+@dataclass(frozen=True)
+class ObjectPrompt:
+    """One drawn prompt for one object of one slice.
+
+    Attributes:
+        component: index of the object among the slice's components of its label
+            (largest first, see :func:`~.points.connected_components`), or
+            :data:`UNION` (-1) for the union of all of them.
+        repeat: 0..repeats-1.
+        box_xyxy: float64 ``(4,)`` ``[x_min, y_min, x_max, y_max]``, or None.
+        points_xyl: int64 ``(N, 3)`` ``[x, y, label]`` rows, positives first (N may be 0).
+    """
+
+    component: int
+    repeat: int
+    box_xyxy: np.ndarray | None
+    points_xyl: np.ndarray
+
+
+def sample_prompt(
+    object_yx: np.ndarray,
+    *,
+    spec: PromptSpec,
+    rng: np.random.Generator,
+    allowed_yx: np.ndarray | None = None,
+) -> tuple[np.ndarray | None, np.ndarray]:
+    """One draw for one object: ``(box_xyxy or None, points_xyl)``.
+
+    ``allowed_yx`` restricts negative points (default: anywhere off the object), e.g. to
+    the background of the whole label when the object is one of its components.
+    """
+    box = None
+    if spec.has_box:
+        box = jitter_box(
+            box_from_mask(object_yx),
+            image_shape_yx=object_yx.shape,
+            max_shift_1024=spec.jitter,
+            rng=rng,
+        )
+    parts = [np.zeros((0, 3), dtype=np.int64)]
+    if spec.has_points:
+        pos = positive_points(object_yx, n=spec.n_positive, erosion_px=spec.erosion_px, rng=rng)
+        neg = negative_points(
+            object_yx, n=spec.n_negative, ring_px=spec.ring_px, rng=rng, allowed_yx=allowed_yx
+        )
+        parts += [np.column_stack([pos, np.ones(len(pos), np.int64)])]
+        parts += [np.column_stack([neg, np.zeros(len(neg), np.int64)])]
+    return box, np.concatenate(parts).astype(np.int64)
+
+
+def mask_prompts(
+    mask_yx: np.ndarray, *, spec: PromptSpec, rng: np.random.Generator, k: int | None = None
+) -> list[ObjectPrompt]:
+    """Prompts for the objects of one 2D mask (all components, or the ``k`` largest).
+
+    With ``components: union`` one object is the union of the (top-``k``) components;
+    with ``each`` every one of them is an object, largest first. Each object gets
+    ``spec.repeats`` draws. An empty mask gives no prompt.
+    """
+    mask_yx = np.asarray(mask_yx).astype(bool)
+    if k is not None and k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if k is None and spec.components == "union":
+        targets = [(UNION, mask_yx)] if mask_yx.any() else []
+    else:
+        parts = connected_components(mask_yx)[:k]
+        if spec.components == "union":
+            targets = [(UNION, np.logical_or.reduce(parts))] if parts else []
+        else:
+            targets = list(enumerate(parts))
+    allowed = ~mask_yx if spec.components == "each" else None
+    out = []
+    for component, object_yx in targets:
+        for repeat in range(spec.repeats):
+            box, points = sample_prompt(object_yx, spec=spec, rng=rng, allowed_yx=allowed)
+            out.append(ObjectPrompt(component, repeat, box, points))
+    return out
+
+
+def prompts_from_mask(
+    mask_yx: np.ndarray, *, type: str, k: int, rng: np.random.Generator, **options: Any
+) -> list[ObjectPrompt]:
+    """Prompts of kind ``type`` from the ``k`` largest components of a (coarse) mask.
+
+    The path for masks that are not ground truth (e.g. text-driven coarse masks): one
+    prompt per component (``components="each"``, the default here) or one for the union
+    of the top ``k``. ``options`` are the other :class:`PromptSpec` fields (``jitter``,
+    ``n_positive``, ``n_negative``, ``erosion_px``, ``ring_px``, ``components``,
+    ``repeats``).
+    """
+    options.setdefault("components", "each")
+    return mask_prompts(mask_yx, spec=PromptSpec(type=type, **options), rng=rng, k=k)
+
+
+def gt_prompts(
+    label_zyx: np.ndarray,
+    *,
+    label_values: Sequence[int],
+    spec: PromptSpec,
+    rng: np.random.Generator,
+) -> list[tuple[int, int, ObjectPrompt]]:
+    """Oracle prompts for every (slice, label) of a label volume: ``(z, label, prompt)``.
+
+    Objects come in the order of :func:`~.boxes.slice_objects` (z, then
+    ``label_values``), then component, then repeat.
+    """
+    out = []
+    for z, value, mask_yx in slice_objects(label_zyx, label_values=label_values):
+        out.extend((z, value, p) for p in mask_prompts(mask_yx, spec=spec, rng=rng))
+    return out

@@ -1,0 +1,168 @@
+"""The reduced demo through a real one-node SLURM cluster with the slurm profile.
+
+The fixture starts munged, slurmctld and slurmd on this machine (``slurm_cluster.py``;
+needs root and ``apt-get install slurm-wlm munge``) and fails, not skips, when it cannot.
+One prediction job is made to fail on its first attempt (``debug.fail_first_attempt``) so
+that the profile's retries are exercised; the tables must equal a local run's.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from slurm_cluster import SlurmCluster, SlurmStartError  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+FAULTY = "predict_method:phantom_us:otsu_box"
+KEYS = ["dataset", "method", "case_id", "label"]
+TARGET = "results/tables/summary.csv"  # the tables; figures add a level of jobs, not news
+
+
+def study_config(repo_root: Path) -> dict:
+    """The demo on phantom_us only (8 cases), two baselines."""
+    with open(repo_root / "config.yaml") as handle:
+        config = yaml.safe_load(handle)
+    config["datasets"] = {"phantom_us": config["datasets"]["phantom_us"]}
+    config["datasets"]["phantom_us"]["params"]["n_cases"] = 8
+    config["ablations"] = {}
+    config["tables"]["bootstrap"] = 200
+    config["debug"] = {"fail_first_attempt": [FAULTY]}
+    return config
+
+
+def run(cmd: list[str], workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
+    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    root = Path(tempfile.mkdtemp(prefix="msf-slurm-"))  # short: munge's socket path
+    cluster = SlurmCluster(root, cpus=2, memory_mb=32000)
+    try:
+        cluster.start()
+    except SlurmStartError as err:
+        cluster.stop()
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.fail(f"cannot start the test SLURM cluster: {err}")
+    yield cluster
+    cluster.stop()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def runs(cluster, repo_root, tmp_path_factory):
+    """The same study run locally and through SLURM: ``(local dir, slurm dir, output)``."""
+    config = yaml.safe_dump(study_config(repo_root))
+    local, slurm = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
+    for workdir in (local, slurm):
+        (workdir / "config.yaml").write_text(config)
+    snakefile = ["-s", str(repo_root / "Snakefile"), TARGET]
+    run(
+        [SNAKEMAKE, *snakefile, "--cores", "2", "--retries", "1", "--configfile", "config.yaml"],
+        local,
+    )
+    cmd = [
+        SNAKEMAKE,
+        *snakefile,
+        "--profile",
+        str(repo_root / "profiles/slurm"),
+        "--jobs",
+        "4",
+        "--latency-wait",
+        "5",
+        "--max-status-checks-per-second",
+        "10",
+        "--slurm-status-command",
+        "squeue",
+        "--slurm-init-seconds-before-status-checks",
+        "4",
+        "--slurm-keep-successful-logs",
+        "--configfile",
+        "config.yaml",
+    ]
+    result = run(cmd, slurm, env=cluster.env)
+    return local, slurm, result.stdout + result.stderr
+
+
+def test_every_job_went_through_slurm(runs, cluster):
+    _, slurm, output = runs
+    submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", output)
+    assert len(submitted) == 9 + 1, output[-3000:]  # 9 jobs, one of them retried once
+    jobs = {job["job_id"]: job for job in cluster.squeue()}
+    assert set(submitted) <= set(jobs)
+    run_ids = {jobs[j]["name"] for j in submitted}
+    assert len(run_ids) == 1, run_ids  # every job carries the run's uuid as its name
+    rules = {re.match(r"rule_([a-z_]+?)(_wildcards_|$)", jobs[j]["comment"])[1] for j in jobs}
+    assert rules == {
+        "prepare_dataset",
+        "preprocess_dataset",
+        "make_prompts",
+        "predict_method",
+        "score_method",
+        "collect_tables",
+        "summarise_tables",
+    }
+    states = {j: jobs[j]["state"] for j in submitted}
+    assert sorted(states.values()).count("FAILED") == 1, states
+    assert set(states.values()) == {"COMPLETED", "FAILED"}, states
+    for slurm_id in submitted:
+        logs = list((slurm / ".snakemake/slurm_logs").rglob(f"{slurm_id}.log"))
+        assert len(logs) == 1, f"no SLURM log for job {slurm_id}"
+    ctld = cluster.ctld_log.read_text()
+    for slurm_id in submitted:
+        assert f"JobId={slurm_id} " in ctld
+
+
+def test_tables_equal_a_local_run(runs):
+    local, slurm, _ = runs
+    for table in ("all", "summary"):
+        expected = pd.read_csv(local / f"results/tables/{table}.csv", dtype={"case_id": str})
+        found = pd.read_csv(slurm / f"results/tables/{table}.csv", dtype={"case_id": str})
+        keys = [k for k in (*KEYS, "metric") if k in expected.columns]
+        expected = expected.sort_values(keys).reset_index(drop=True)
+        found = found.sort_values(keys).reset_index(drop=True)
+        pd.testing.assert_frame_equal(found, expected, check_exact=False, rtol=1e-12)
+    rows = pd.read_csv(slurm / "results/tables/all.csv", dtype={"case_id": str})
+    assert len(rows) >= 2 * 2 and rows["dsc"].notna().all()
+    assert (rows["dsc"] > 0.3).mean() > 0.8
+
+
+def test_failed_attempt_was_retried_with_nothing_lost_or_duplicated(runs, cluster):
+    _, slurm, output = runs
+    jobs = cluster.squeue()
+    faulty = [
+        j for j in jobs if j["comment"] == "rule_predict_method_wildcards_phantom_us_otsu_box"
+    ]
+    assert sorted(j["state"] for j in faulty) == ["COMPLETED", "FAILED"], faulty
+    failed_id = next(j["job_id"] for j in faulty if j["state"] == "FAILED")
+    failed_log = next((slurm / ".snakemake/slurm_logs").rglob(f"{failed_id}.log")).read_text()
+    assert "InjectedFault" in failed_log and "fails on attempt 1" in failed_log
+    for workdir in runs[:2]:  # the local run retried it too (--retries 1)
+        job_log = (workdir / "logs/predict_method/phantom_us/otsu_box.log").read_text()
+        assert "runs normally on attempt 2" in job_log
+    cases = pd.read_csv(slurm / "results/data/phantom_us/cases.tsv", sep="\t", dtype=str)
+    test_ids = sorted(cases.loc[cases["split"] == "test", "case_id"])
+    folder = slurm / "results/predictions/phantom_us/otsu_box"
+    manifest = pd.read_csv(folder / "manifest.tsv", sep="\t", dtype={"case_id": str})
+    assert sorted(manifest["case_id"]) == test_ids
+    assert sorted(p.name for p in folder.iterdir()) == sorted(
+        [f"{c}.nii.gz" for c in test_ids] + ["manifest.tsv"]
+    )
+    rows = pd.read_csv(slurm / "results/tables/all.csv", dtype={"case_id": str})
+    assert not rows.duplicated(KEYS).any()
+    otsu = rows[rows["method"] == "otsu_box"]
+    assert sorted(otsu["case_id"]) == test_ids  # one lesion class per case

@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medsegflow.datasets.canonical import image_path
+from medsegflow.datasets.registry import prepare_dataset
+from medsegflow.errors import InputError
+from medsegflow.io import read_volume
+from medsegflow.models.sam_cache import (
+    EMBEDDINGS_MANIFEST_COLUMNS,
+    load_case_embeddings,
+    read_model_info,
+)
+from medsegflow.models.sam_embed import embed_dataset, grey_to_rgb_resized
+from medsegflow.models.sam_loader import build_sam, write_arch_json
+from medsegflow.stages.preprocess import preprocess_dataset
+from medsegflow.workflow import embedding_splits
+
+torch.set_num_threads(1)
+
+TINY = {
+    "img_size": 64,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "window_size": 2,
+    "global_attn_indexes": [1],
+    "out_chans": 32,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
+NO_CLEANING = {"min_voxels_3d": 0, "min_pixels_2d": 0}
+
+
+def _phantom(root, name, params):
+    prepare_dataset(adapter="phantom", params=params, seed=7, out_dir=root / "data" / name)
+    preprocess_dataset(
+        data_dir=root / "data" / name,
+        out_dir=root / "pre" / name,
+        cleaning=NO_CLEANING,
+        n_empty_slices=1,
+        seed=7,
+    )
+    return root / "pre" / name
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """3-case CT (16 x 40 x 48) and ultrasound (40 x 56) phantoms, one case per split, and
+    a tiny SAM checkpoint with its sam.json."""
+    root = tmp_path_factory.mktemp("embed")
+    ct = _phantom(root, "ct", {"kind": "ct", "n_cases": 3, "shape": [16, 40, 48]})
+    us = _phantom(root, "us", {"kind": "us", "n_cases": 3, "shape": [40, 56]})
+    torch.manual_seed(0)
+    model = build_sam(TINY)
+    (root / "model").mkdir()
+    torch.save(model.state_dict(), root / "model" / "sam.pth")
+    write_arch_json(root / "model" / "sam.json", TINY)
+    return {"root": root, "ct": ct, "us": us, "model": model, "ckpt": root / "model" / "sam.pth"}
+
+
+def _embed(setup, dataset, out, **kwargs):
+    return embed_dataset(
+        preprocessed_dir=setup[dataset],
+        checkpoint=setup["ckpt"],
+        arch="demo",
+        out_dir=setup["root"] / out,
+        **kwargs,
+    )
+
+
+def test_embeds_every_listed_slice_of_the_requested_splits(setup):
+    manifest = _embed(setup, "ct", "emb_ct", splits=["val", "test"], batch_size=5)
+    assert tuple(manifest.columns) == EMBEDDINGS_MANIFEST_COLUMNS
+    slices = pd.read_csv(setup["ct"] / "slices.tsv", sep="\t", dtype={"case_id": str})
+    cases = pd.read_csv(setup["ct"] / "manifest.tsv", sep="\t", dtype={"case_id": str})
+    wanted = cases[cases["split"].isin(["val", "test"])]
+    assert list(manifest["case_id"]) == list(wanted["case_id"])
+    assert sorted(manifest["split"]) == ["test", "val"]
+    out = setup["root"] / "emb_ct"
+    on_disk = pd.read_csv(out / "manifest.tsv", sep="\t", dtype={"case_id": str})
+    pd.testing.assert_frame_equal(on_disk, manifest)
+    train_case = cases.loc[cases["split"] == "train", "case_id"].item()
+    assert not (out / f"{train_case}.npz").exists()
+    for row in manifest.itertuples():
+        z = np.sort(slices.loc[slices["case_id"] == row.case_id, "z"].to_numpy())
+        cached = load_case_embeddings(out / f"{row.case_id}.npz")
+        assert row.n_slices == len(z) == 16
+        np.testing.assert_array_equal(cached.z, z)
+        assert cached.embeddings.dtype == np.float16
+        assert cached.embeddings.shape == (16, 32, 4, 4)
+        assert cached.original_size == (40, 48)
+        assert cached.input_size == (53, 64)  # 40 * 64 / 48 = 53.3 rounds to 53
+        assert cached.image_size == 64
+    info = read_model_info(out)
+    assert info == {"arch": "demo", "checkpoint": str(setup["ckpt"]), "image_size": 64}
+    assert json.loads((out / "model.json").read_text())["arch"] == "demo"
+
+
+def test_cached_embeddings_equal_sam_predictor_features_and_ignore_batching(setup):
+    from segment_anything import SamPredictor
+
+    _embed(setup, "us", "emb_us_b1", splits=["test"], batch_size=1)
+    case_id = pd.read_csv(setup["us"] / "manifest.tsv", sep="\t").query("split == 'test'")
+    case_id = case_id["case_id"].item()
+    cached = load_case_embeddings(setup["root"] / "emb_us_b1" / f"{case_id}.npz")
+    assert cached.embeddings.shape == (1, 32, 4, 4)
+    assert (cached.original_size, cached.input_size) == ((40, 56), (46, 64))
+
+    image_yx = read_volume(image_path(setup["us"], case_id)).array_zyx[0]
+    predictor = SamPredictor(setup["model"])
+    with torch.no_grad():
+        predictor.set_image(np.repeat(image_yx[:, :, None], 3, axis=2))
+    assert predictor.input_size == cached.input_size
+    assert predictor.original_size == cached.original_size
+    expected = predictor.features.numpy()
+    np.testing.assert_allclose(cached.embeddings.astype(np.float32), expected, atol=5e-3, rtol=1e-2)
+
+    ct = _embed(setup, "ct", "emb_ct_b1", splits=["test"], batch_size=1)
+    case = ct["case_id"].item()
+    one = load_case_embeddings(setup["root"] / "emb_ct_b1" / f"{case}.npz").embeddings
+    many = load_case_embeddings(setup["root"] / "emb_ct" / f"{case}.npz").embeddings
+    np.testing.assert_allclose(one.astype(np.float32), many.astype(np.float32), atol=2e-3)
+
+
+def test_grey_to_rgb_resized_matches_resize_longest_side():
+    image_yx = np.arange(30 * 20, dtype=np.uint16).reshape(30, 20).astype(np.uint8)
+    rgb = grey_to_rgb_resized(image_yx, image_size=96)
+    assert rgb.shape == (96, 64, 3)
+    assert rgb.dtype == np.uint8
+    assert np.array_equal(rgb[..., 0], rgb[..., 2])
+    with pytest.raises(ValueError, match="uint8"):
+        grey_to_rgb_resized(image_yx.astype(np.float32), image_size=96)
+
+
+def test_no_case_in_the_splits_and_bad_checkpoints_are_one_line_errors(setup, tmp_path):
+    with pytest.raises(InputError, match=r"manifest.tsv: no cases in splits \['nope'\]"):
+        _embed(setup, "ct", "emb_none", splits=["nope"])
+    junk = tmp_path / "sam.pth"
+    junk.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="cannot read checkpoint"):
+        embed_dataset(
+            preprocessed_dir=setup["ct"],
+            checkpoint=junk,
+            arch="vit_b",
+            out_dir=tmp_path / "out",
+            splits=["test"],
+        )
+    assert not (tmp_path / "out" / "manifest.tsv").exists()
+
+
+def test_embedding_splits_are_the_scored_splits_plus_val():
+    assert embedding_splits({"metrics": {"splits": ["test"]}}) == ["val", "test"]
+    assert embedding_splits({"metrics": {"splits": ["test", "train"]}}) == [
+        "train",
+        "val",
+        "test",
+    ]
+    assert embedding_splits({"metrics": {"splits": ["val"]}}) == ["val"]

@@ -1,0 +1,384 @@
+"""SAM family prediction: multimask choice, click rounds, voting and 3D reassembly.
+
+Uses a tiny SAM (segment_anything's own classes, random weights, input 64 x 64).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medsegflow.datasets.canonical import CanonicalCase, write_canonical_dataset
+from medsegflow.errors import ConfigError, InputError
+from medsegflow.io import Geometry, Volume, read_volume
+from medsegflow.methods.sam import (
+    SamConfig,
+    object_target,
+    parse_sam_config,
+    predict_sam_cases,
+    row_prompt,
+)
+from medsegflow.methods.sam_predict import SamPrompt, decode_prompts, refine_with_clicks
+from medsegflow.models.sam_cache import (
+    load_case_embeddings,
+    resize_transform,
+    save_case_embeddings,
+)
+from medsegflow.models.sam_embed import embed_dataset
+from medsegflow.models.sam_loader import build_sam, write_arch_json
+from medsegflow.prompts.voting import average_vote
+from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
+from medsegflow.stages.preprocess import preprocess_dataset
+from medsegflow.stages.prompts import make_prompts, read_prompts
+
+TINY_ARCH = {
+    "img_size": 64,
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "global_attn_indexes": [0],
+    "window_size": 4,
+    "out_chans": 32,
+    "decoder_depth": 1,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
+SHAPE = (3, 37, 53)  # (Z, Y, X): 3 slices, non-square odd slices
+GEOMETRY = Geometry((0.7, 0.7, 3.0), (5.0, -2.0, 1.0))
+SIZES = ((37, 53), resize_transform(64).get_preprocess_shape(37, 53, 64))
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    return build_sam(TINY_ARCH)
+
+
+def _fake_decoder(model, monkeypatch, *, values, iou) -> list[dict]:
+    """Decoder whose output c is the constant ``values[c]`` with predicted IoU ``iou``."""
+    calls: list[dict] = []
+
+    def fake(**kwargs):
+        n, multimask = kwargs["sparse_prompt_embeddings"].shape[0], kwargs["multimask_output"]
+        calls.append({"n": n, "multimask": multimask})
+        channels = slice(0, 3) if multimask else slice(0, 1)
+        low = torch.tensor(values, dtype=torch.float32)[channels][None, :, None, None]
+        return low.repeat(n, 1, 16, 16), torch.tensor(iou, dtype=torch.float32)[:n, channels]
+
+    monkeypatch.setattr(model.mask_decoder, "forward", fake)
+    return calls
+
+
+def test_multimask_keeps_the_mask_with_the_highest_predicted_iou(model, monkeypatch):
+    calls = _fake_decoder(
+        model, monkeypatch, values=[-3.0, 2.0, 5.0], iou=[[0.1, 0.9, 0.3], [0.2, 0.1, 0.8]]
+    )
+    box = np.array([5.0, 5.0, 30.0, 20.0])
+    prompts = [SamPrompt(box, np.zeros((0, 3))), SamPrompt(box, np.zeros((0, 3)))]
+    kwargs = {"original_size": SIZES[0], "input_size": SIZES[1], "batch_size": 8}
+    decoded = decode_prompts(model, np.zeros((32, 4, 4)), prompts, multimask=True, **kwargs)
+    np.testing.assert_allclose(decoded.iou_p, [0.9, 0.8])
+    np.testing.assert_allclose(decoded.logits_pyx[0], 2.0, atol=1e-5)  # mask 1 of prompt 0
+    np.testing.assert_allclose(decoded.logits_pyx[1], 5.0, atol=1e-5)  # mask 2 of prompt 1
+    np.testing.assert_allclose(decoded.low_res_pchw[:, 0, 0, 0], [2.0, 5.0])
+    assert decoded.masks_pyx.all()
+    single = decode_prompts(model, np.zeros((32, 4, 4)), prompts, multimask=False, **kwargs)
+    np.testing.assert_allclose(single.logits_pyx, -3.0, atol=1e-5)  # output 0
+    assert not single.masks_pyx.any()
+    assert calls == [{"n": 2, "multimask": True}, {"n": 2, "multimask": False}]
+
+
+def _spy(model, monkeypatch) -> list[dict]:
+    """Record every prompt-encoder input and decoder output of the real tiny model."""
+    calls: list[dict] = []
+    encode, decode = model.prompt_encoder.forward, model.mask_decoder.forward
+
+    def spy_encoder(points, boxes, masks):
+        calls.append({"points": points, "masks": None if masks is None else masks.clone()})
+        return encode(points, boxes, masks)
+
+    def spy_decoder(**kwargs):
+        low_res, iou = decode(**kwargs)
+        calls[-1].update(
+            low_res=low_res.clone(), iou=iou.clone(), multimask=kwargs["multimask_output"]
+        )
+        return low_res, iou
+
+    monkeypatch.setattr(model.prompt_encoder, "forward", spy_encoder)
+    monkeypatch.setattr(model.mask_decoder, "forward", spy_decoder)
+    return calls
+
+
+def _chosen(call) -> torch.Tensor:
+    best = call["iou"].argmax(dim=1) if call["multimask"] else torch.zeros(1, dtype=torch.long)
+    return call["low_res"][torch.arange(len(best)), best][:, None]
+
+
+def test_click_rounds_feed_back_the_previous_low_res_logits(model, monkeypatch):
+    calls = _spy(model, monkeypatch)
+    embedding = np.random.default_rng(0).normal(size=(32, 4, 4)).astype(np.float16)
+    prompts = [SamPrompt(None, np.array([[26, 18, 1]]))]
+    target = np.zeros((1, *SIZES[0]), dtype=bool)
+    target[0, 10:28, 15:40] = True
+    first = decode_prompts(
+        model, embedding, prompts, original_size=SIZES[0], input_size=SIZES[1], multimask=True
+    )
+    final, clicked = refine_with_clicks(
+        model,
+        embedding,
+        prompts,
+        first=first,
+        targets_pyx=target,
+        rounds=3,
+        mode="center",
+        rng=np.random.default_rng(0),
+        sizes=SIZES,
+    )
+    assert len(calls) == 3 + 1  # the first decoding and one per round
+    assert calls[0]["masks"] is None and calls[0]["multimask"]
+    for k in range(1, 4):
+        assert calls[k]["masks"].shape == (1, 1, 16, 16)  # 4 x the 4 x 4 embedding
+        torch.testing.assert_close(calls[k]["masks"], _chosen(calls[k - 1]))
+        assert not calls[k]["multimask"]
+        assert calls[k]["points"][0].shape == (1, 1 + k, 2)  # one click more per round
+    np.testing.assert_allclose(final.low_res_pchw, _chosen(calls[-1]).numpy(), atol=1e-6)
+    assert clicked[0].points_xyl.shape == (4, 3) and prompts[0].points_xyl.shape == (1, 3)
+    for x, y, label in clicked[0].points_xyl[1:]:
+        assert label in (0, 1) and target[0, y, x] == bool(label)  # click on its error type
+
+
+def test_clicks_without_mask_input_decode_the_points_alone(model, monkeypatch):
+    calls = _spy(model, monkeypatch)
+    embedding = np.random.default_rng(0).normal(size=(32, 4, 4)).astype(np.float16)
+    box = np.array([10.0, 6.0, 45.0, 30.0])
+    prompts = [SamPrompt(box, np.zeros((0, 3), dtype=np.int64))]
+    target = np.zeros((1, *SIZES[0]), dtype=bool)
+    target[0, 10:28, 15:40] = True
+    first = decode_prompts(
+        model, embedding, prompts, original_size=SIZES[0], input_size=SIZES[1], multimask=False
+    )
+    final, clicked = refine_with_clicks(
+        model,
+        embedding,
+        prompts,
+        first=first,
+        targets_pyx=target,
+        rounds=2,
+        mode="center",
+        rng=np.random.default_rng(0),
+        sizes=SIZES,
+        mask_input=False,
+    )
+    assert len(calls) == 3 and all(c["masks"] is None for c in calls)
+    assert [c["points"] is None for c in calls] == [True, False, False]
+    assert clicked[0].points_xyl.shape == (2, 3)
+    # the last round equals decoding box + both clicks from scratch with one output mask
+    alone = decode_prompts(
+        model, embedding, clicked, original_size=SIZES[0], input_size=SIZES[1], multimask=False
+    )
+    np.testing.assert_allclose(final.logits_pyx, alone.logits_pyx, atol=1e-5)
+
+
+def test_no_click_once_the_mask_is_right(model, monkeypatch):
+    calls = _spy(model, monkeypatch)
+    embedding = np.random.default_rng(1).normal(size=(32, 4, 4)).astype(np.float16)
+    prompts = [SamPrompt(np.array([4.0, 4.0, 40.0, 30.0]), np.zeros((0, 3)))]
+    first = decode_prompts(
+        model, embedding, prompts, original_size=SIZES[0], input_size=SIZES[1], multimask=False
+    )
+    final, _ = refine_with_clicks(
+        model,
+        embedding,
+        prompts,
+        first=first,
+        targets_pyx=first.masks_pyx,
+        rounds=5,
+        mode="random",
+        rng=np.random.default_rng(0),
+        sizes=SIZES,
+    )
+    assert len(calls) == 1
+    np.testing.assert_array_equal(final.logits_pyx, first.logits_pyx)
+
+
+def _dataset(root):
+    """One 3-slice case: label 1 on slices 0 and 2, a small label 2 on slice 2, nothing on
+    slice 1; images in HU with the objects bright."""
+    label = np.zeros(SHAPE, dtype=np.uint8)
+    label[0, 8:30, 10:40] = 1
+    label[2, 5:25, 20:50] = 1
+    label[2, 12:17, 30:36] = 2
+    label[2, 28:33, 4:8] = 2  # a second component of label 2
+    rng = np.random.default_rng(3)
+    hu = np.where(label > 0, 120.0 + 60 * label, -80.0) + rng.normal(0, 15, SHAPE)
+    case = CanonicalCase(
+        "vol01", "test", "CT", Volume(hu.astype(np.int16), GEOMETRY), Volume(label, GEOMETRY)
+    )
+    write_canonical_dataset(
+        [case], label_map={"background": 0, "organ": 1, "lesion": 2}, out_dir=root / "data"
+    )
+    preprocess_dataset(
+        data_dir=root / "data",
+        out_dir=root / "pre",
+        cleaning={"min_voxels_3d": 0, "min_pixels_2d": 0},
+        n_empty_slices=0,
+        seed=0,
+    )
+    return label
+
+
+@pytest.fixture(scope="module")
+def volume_case(model, tmp_path_factory):
+    root = tmp_path_factory.mktemp("sam3d")
+    label = _dataset(root)
+    prompt = {"type": "box_points", "jitter": 30, "n_negative": 1, "repeats": 2}
+    make_prompts(
+        preprocessed_dir=root / "pre",
+        out_path=root / "prompts.tsv",
+        prompt=prompt,
+        seed=0,
+        prompt_name="bp",
+    )
+    checkpoint = root / "model" / "sam.pth"
+    checkpoint.parent.mkdir()
+    torch.save(model.state_dict(), checkpoint)
+    write_arch_json(checkpoint.parent / "sam.json", TINY_ARCH)
+    embed_dataset(
+        preprocessed_dir=root / "pre",
+        checkpoint=checkpoint,
+        arch="demo",
+        out_dir=root / "emb",
+        splits=["test"],
+        device="cpu",
+    )
+    inputs = {
+        "preprocessed": root / "pre" / "manifest.tsv",
+        "prompts": root / "prompts.tsv",
+        "embeddings": root / "emb" / "manifest.tsv",
+        "checkpoint": checkpoint,
+    }
+    return {"root": root, "label": label, "inputs": inputs}
+
+
+def test_3d_case_keeps_the_original_shape_and_unprompted_slices_stay_empty(model, volume_case):
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    prompts = read_prompts(inputs["prompts"])
+    assert sorted(prompts["z"].unique()) == [0, 2]
+    assert len(prompts) == 3 * 2  # (z0 organ, z2 organ, z2 lesion union) x 2 repeats
+    assert prompts.groupby("prompt_id").size().tolist() == [2, 2, 2]
+    manifest = predict_dataset(
+        family="sam",
+        method={"family": "sam", "model": "tiny", "prompts": "bp", "voting": "average"},
+        method_name="sam_bp",
+        inputs=inputs,
+        out_dir=root / "pred",
+    )
+    assert tuple(manifest.columns) == PREDICTION_COLUMNS
+    assert manifest[["case_id", "n_prompts"]].values.tolist() == [["vol01", len(prompts)]]
+    out = read_volume(root / "pred" / "vol01.nii.gz")
+    assert out.array_zyx.shape == SHAPE and out.array_zyx.dtype == np.uint8
+    assert out.geometry.matches(GEOMETRY)
+    assert not out.array_zyx[1].any()  # no prompt on slice 1
+    assert (out.array_zyx[0] == 1).any() and (out.array_zyx[2] == 2).any()
+    assert set(np.unique(out.array_zyx)) <= {0, 1, 2}
+
+    # slice 0 holds one object (label 1): its two repeats, decoded, averaged
+    cached = load_case_embeddings(root / "emb" / "vol01.npz")
+    rows = prompts[prompts["z"] == 0]
+    decoded = decode_prompts(
+        model,
+        cached.embeddings[cached.index_of(0)],
+        [row_prompt(r, source="t") for r in rows.to_dict("records")],
+        original_size=cached.original_size,
+        input_size=cached.input_size,
+        multimask=True,
+    )
+    np.testing.assert_array_equal(out.array_zyx[0] == 1, average_vote(decoded.probs_pyx))
+
+    again = predict_sam_cases(
+        model=model,
+        config=SamConfig(voting="average"),
+        preprocessed_dir=root / "pre",
+        prompts_path=inputs["prompts"],
+        embeddings_dir=root / "emb",
+        out_dir=root / "pred_again",
+        splits=("test",),
+    )
+    assert again["n_prompts"].tolist() == [len(prompts)]
+    np.testing.assert_array_equal(
+        read_volume(root / "pred_again" / "vol01.nii.gz").array_zyx, out.array_zyx
+    )
+
+
+def test_clicks_and_staple_run_on_the_volume(model, volume_case):
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    predict_sam_cases(
+        model=model,
+        config=SamConfig(voting="staple", click_rounds=2, click_mode="random", batch_size=2),
+        preprocessed_dir=root / "pre",
+        prompts_path=inputs["prompts"],
+        embeddings_dir=root / "emb",
+        out_dir=root / "pred_clicks",
+        splits=("test",),
+        seed=1,
+    )
+    out = read_volume(root / "pred_clicks" / "vol01.nii.gz").array_zyx
+    assert out.shape == SHAPE and not out[1].any()
+
+
+def test_object_target_matches_the_prompt_components():
+    label_yx = np.zeros((20, 20), dtype=np.uint8)
+    label_yx[2:10, 2:10] = 2  # 64 px: component 0
+    label_yx[15:18, 15:18] = 2  # 9 px: component 1
+    label_yx[0, 15:20] = 1
+    assert object_target(label_yx, label=2, component=-1).sum() == 73
+    assert object_target(label_yx, label=2, component=1).sum() == 9
+    assert object_target(label_yx, label=2, component=5).sum() == 0
+
+
+def test_sam_config_and_input_errors(model, volume_case, tmp_path):
+    base = {"family": "sam", "model": "tiny", "prompts": "bp"}
+    assert parse_sam_config(base, "m") == SamConfig()
+    full = {**base, "multimask": False, "voting": "staple", "batch_size": 8}
+    full["clicks"] = {"rounds": 2, "mode": "random", "mask_input": False}
+    assert parse_sam_config(full, "m") == SamConfig(False, "staple", 2, "random", False, 8)
+    for extra, key in (
+        ({"voting": "mean"}, "voting"),
+        ({"clicks": {"rounds": -1}}, r"clicks\.rounds"),
+        ({"clicks": {"mode": "edge"}}, r"clicks\.mode"),
+        ({"clicks": {"every": 1}}, r"clicks\.every"),
+        ({"clicks": {"mask_input": 1}}, r"clicks\.mask_input"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"multimask": "yes"}, "multimask"),
+        ({"algorithm": "otsu"}, "algorithm"),
+    ):
+        with pytest.raises(ConfigError, match=rf"methods\.m\.{key}"):
+            parse_sam_config({**base, **extra}, "m")
+    inputs = dict(volume_case["inputs"])
+    inputs["checkpoint"] = tmp_path / "other.pth"
+    with pytest.raises(InputError, match=r"model\.json: embeddings were made with"):
+        predict_dataset(
+            family="sam", method=base, method_name="m", inputs=inputs, out_dir=tmp_path / "p"
+        )
+    cached = load_case_embeddings(volume_case["root"] / "emb" / "vol01.npz")
+    cached.original_size = (37, 52)
+    save_case_embeddings(tmp_path / "emb" / "vol01.npz", cached)
+    with pytest.raises(InputError, match=r"vol01\.npz: embedded slices are \(37, 52\)"):
+        predict_sam_cases(
+            model=model,
+            config=SamConfig(),
+            preprocessed_dir=volume_case["root"] / "pre",
+            prompts_path=inputs["prompts"],
+            embeddings_dir=tmp_path / "emb",
+            out_dir=tmp_path / "p",
+            splits=("test",),
+        )
+    bad = pd.DataFrame([{"case_id": "c", "z": 0, "x_min": np.nan, "y_min": np.nan,
+                         "x_max": np.nan, "y_max": np.nan, "points": "[]"}])  # fmt: skip
+    with pytest.raises(InputError, match="no box and no point"):
+        row_prompt(bad.iloc[0].to_dict(), source="p.tsv")
+    assert not (tmp_path / "p").exists()

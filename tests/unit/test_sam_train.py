@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medsegflow.datasets.registry import prepare_dataset
+from medsegflow.errors import ConfigError, InputError
+from medsegflow.models.sam_loader import load_sam_model
+from medsegflow.models.sam_train import decode_all_masks, train_demo_sam
+from medsegflow.models.sam_train_data import augment_slice, load_training_pairs
+from medsegflow.stages.preprocess import preprocess_dataset
+from medsegflow.workflow import demo_sam_training_inputs
+
+torch.set_num_threads(1)
+
+TRAIN = {
+    "iterations": 20,
+    "batch_size": 4,
+    "lr": 3e-3,
+    "jitter": 20,
+    "image_size": 64,
+    "threads": 1,
+}
+
+
+def _phantom(root, name, params):
+    prepare_dataset(adapter="phantom", params=params, seed=3, out_dir=root / "data" / name)
+    preprocess_dataset(
+        data_dir=root / "data" / name,
+        out_dir=root / "pre" / name,
+        cleaning={"min_voxels_3d": 0, "min_pixels_2d": 20},
+        n_empty_slices=1,
+        seed=3,
+    )
+    return root / "pre" / name
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    ct = _phantom(root, "ct", {"kind": "ct", "n_cases": 3, "shape": [16, 40, 48]})
+    us = _phantom(root, "us", {"kind": "us", "n_cases": 3, "shape": [48, 48]})
+    return [ct, us]
+
+
+@pytest.fixture(scope="module")
+def trained(datasets, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "sam.pth"
+    stats = train_demo_sam(preprocessed_dirs=datasets, out_checkpoint=out, train=TRAIN, seed=5)
+    return out, stats
+
+
+def test_training_pairs_come_from_train_foreground_only(datasets):
+    pairs = load_training_pairs(datasets)
+    counts = pairs.counts()
+    assert set(counts) == {"ct", "us"}
+    assert counts["us"] == 1  # one train image with one lesion
+    ct_slices = pd.read_csv(datasets[0] / "slices.tsv", sep="\t", dtype={"case_id": str})
+    n_train_fg = ((ct_slices["split"] == "train") & (ct_slices["kind"] == "foreground")).sum()
+    assert len(pairs.datasets[0].images) == n_train_fg
+    assert counts["ct"] >= n_train_fg  # every foreground slice holds one or more labels
+    rng = np.random.default_rng(0)
+    for _ in range(10):
+        image_yx, masks_kyx = pairs.sample(rng)
+        assert image_yx.dtype == np.uint8 and masks_kyx.dtype == bool
+        assert masks_kyx.shape[1:] == image_yx.shape
+        # every label of the slice, each once, none empty and no two overlapping
+        assert masks_kyx.reshape(len(masks_kyx), -1).any(axis=1).all()
+        assert masks_kyx.sum(axis=0).max() == 1
+    sizes = {len(pairs.sample(rng)[1]) for _ in range(40)}
+    assert 1 in sizes and max(sizes) >= 2  # the ultrasound lesion alone, CT organs together
+
+
+def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(trained):
+    path, stats = trained
+    folder = path.parent
+    assert stats["iterations"] == 20
+    assert stats["n_parameters"] == 2_865_664  # the demo architecture at input 64
+    history = pd.read_csv(folder / "train_log.csv")
+    assert list(history.columns) == ["iteration", "loss", "seconds"]
+    assert list(history["iteration"]) == list(range(1, 21))
+    assert history["loss"].iloc[-3:].mean() < 0.85 * history["loss"].iloc[:3].mean()
+    assert json.loads((folder / "sam.json").read_text())["img_size"] == 64
+
+    model, _ = load_sam_model(path, arch="demo")
+    assert model.image_encoder.img_size == 64
+    with torch.no_grad():
+        embeddings = model.image_encoder(torch.zeros(2, 3, 64, 64))
+        boxes = [torch.tensor([[4.0, 4, 40, 30]]), torch.tensor([[0.0, 0, 9, 9], [5, 5, 60, 60]])]
+        low_res, iou = decode_all_masks(model, embeddings, boxes)
+    assert embeddings.shape == (2, 128, 4, 4)
+    assert low_res.shape == (3, 4, 16, 16)
+    assert iou.shape == (3, 4)
+
+
+def test_training_is_deterministic_given_the_seed(datasets, trained, tmp_path):
+    path, _ = trained
+    short = {**TRAIN, "iterations": 3}
+    a = train_demo_sam(
+        preprocessed_dirs=datasets, out_checkpoint=tmp_path / "a" / "sam.pth", train=short, seed=5
+    )
+    b = train_demo_sam(
+        preprocessed_dirs=datasets, out_checkpoint=tmp_path / "b" / "sam.pth", train=short, seed=9
+    )
+    first = pd.read_csv(path.parent / "train_log.csv")["loss"].iloc[:3].to_numpy()
+    again = pd.read_csv(tmp_path / "a" / "train_log.csv")["loss"].to_numpy()
+    other = pd.read_csv(tmp_path / "b" / "train_log.csv")["loss"].to_numpy()
+    np.testing.assert_array_equal(again, first)
+    assert not np.array_equal(other, first)
+    assert a["loss_first"] == pytest.approx(first[0])
+    assert b["iterations"] == 3
+    twice = train_demo_sam(
+        preprocessed_dirs=datasets, out_checkpoint=tmp_path / "c" / "sam.pth", train=short, seed=5
+    )
+    assert twice == {**a, "seconds": twice["seconds"]}
+    state_a = torch.load(tmp_path / "a" / "sam.pth", weights_only=True)
+    state_c = torch.load(tmp_path / "c" / "sam.pth", weights_only=True)
+    assert all(torch.equal(state_a[k], state_c[k]) for k in state_a)
+
+
+def test_bad_training_input_stops_with_one_line(datasets, tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown keys \['epochs'\]"):
+        train_demo_sam(
+            preprocessed_dirs=datasets,
+            out_checkpoint=tmp_path / "sam.pth",
+            train={"epochs": 3},
+            seed=0,
+        )
+    pre = tmp_path / "empty"
+    pre.mkdir()
+    manifest = pd.read_csv(datasets[1] / "manifest.tsv", sep="\t")
+    manifest.assign(split="test").to_csv(pre / "manifest.tsv", sep="\t", index=False)
+    (pre / "slices.tsv").write_text((datasets[1] / "slices.tsv").read_text())
+    with pytest.raises(InputError, match="no train case with foreground"):
+        train_demo_sam(
+            preprocessed_dirs=[pre], out_checkpoint=tmp_path / "sam.pth", train=TRAIN, seed=0
+        )
+    assert not (tmp_path / "sam.pth").exists()
+
+
+def test_only_demo_models_are_trained_by_the_workflow():
+    config = {
+        "datasets": {"a": {}, "b": {}},
+        "sam_models": {
+            "demo_sam": {"arch": "demo", "train": {"datasets": ["b"]}},
+            "medsam": {"arch": "vit_b", "weights": "medsam_vit_b", "train": {}},
+        },
+    }
+    assert demo_sam_training_inputs(config, "demo_sam") == ["results/preprocessed/b/manifest.tsv"]
+    with pytest.raises(ConfigError, match="sam_models.medsam.arch: 'vit_b' uses downloaded"):
+        demo_sam_training_inputs(config, "medsam")
+
+
+def test_augmentation_keeps_the_drawn_object_whole_and_aligned():
+    image_yx = np.tile(np.arange(60, dtype=np.uint8) * 4, (50, 1))  # x-ramp 0..236
+    masks_kyx = np.zeros((2, 50, 60), dtype=bool)
+    masks_kyx[0, 20:30, 25:40] = True  # 150 pixels, must survive every crop
+    masks_kyx[1, 0:3, 0:3] = True  # corner object, often cropped away
+    rng = np.random.default_rng(1)
+    shapes, kept = set(), []
+    for _ in range(50):
+        image, masks = augment_slice(image_yx, masks_kyx, rng=rng)
+        assert image.dtype == np.uint8 and masks.dtype == bool
+        assert masks.shape[1:] == image.shape
+        assert 35 <= image.shape[0] <= 50 and 42 <= image.shape[1] <= 60
+        assert masks[0].sum() == 150
+        # intensities are kept: a crop of the x-ramp, flipped or not
+        step = np.diff(image[0].astype(int))
+        assert (step == 4).all() or (step == -4).all()
+        shapes.add(image.shape)
+        kept.append(len(masks))
+    assert len(shapes) > 5
+    assert set(kept) == {1, 2}
