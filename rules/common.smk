@@ -66,6 +66,10 @@ def get_embedding_splits(wildcards):
     return wf.embedding_splits(config)
 
 
+def get_demo_sam_threads(wildcards):
+    return config["sam_models"][wildcards.model]["train"]["threads"]
+
+
 # Cluster resources and conda envs (medsegflow.workflow): resource callables receive the
 # job's rule name and attempt, so `gpu=get_gpu_count` works unchanged in any rule.
 

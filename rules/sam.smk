@@ -15,7 +15,7 @@ rule train_demo_sam:
         "benchmarks/train_demo_sam/{model}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: get_demo_sam_threads
     resources:
         mem_mb=get_mem_mb,
         runtime=get_runtime,

@@ -31,10 +31,13 @@ TARGET = "results/tables/summary.csv"  # the tables; figures add a level of jobs
 
 
 def study_config(repo_root: Path) -> dict:
-    """The demo on phantom_us only (8 cases), two baselines."""
+    """The demo on phantom_us only (8 cases), its two classical baselines."""
     with open(repo_root / "config.yaml") as handle:
         config = yaml.safe_load(handle)
     config["datasets"] = {"phantom_us": config["datasets"]["phantom_us"]}
+    config["methods"] = {
+        name: spec for name, spec in config["methods"].items() if spec["family"] == "classical"
+    }
     config["datasets"]["phantom_us"]["params"]["n_cases"] = 8
     config["ablations"] = {}
     config["tables"]["bootstrap"] = 200
