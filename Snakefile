@@ -7,13 +7,18 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The demo config, unless a study is given with --configfile (then it stands alone:
+# Snakemake would otherwise merge the demo's datasets and methods into it).
+if not workflow.overwrite_configfiles:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/preprocess.smk"
 include: "rules/prompts.smk"
+include: "rules/saliency.smk"
 include: "rules/sam.smk"
 include: "rules/predict.smk"
 include: "rules/metrics.smk"

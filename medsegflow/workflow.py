@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from medsegflow import workflow_text as wft
 from medsegflow.errors import ConfigError
 
 RESULTS = "results"
@@ -75,6 +76,8 @@ def wildcard_patterns(config: Mapping[str, Any]) -> dict[str, str]:
         "metric": alternation(config["figures"]["metrics"]),
         "model": alternation(config.get("sam_models", {})),
         "labels": alternation(nnunet_label_sources(config)),
+        "clip": alternation(config.get("clip_models", {})),
+        **{stage: alternation(keys) for stage, keys in wft.text_keys(config).items()},
     }
 
 
@@ -111,9 +114,11 @@ def predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict
     inputs = {"preprocessed": f"{preprocessed_dir(dataset)}/manifest.tsv"}
     if spec.get("prompts"):
         inputs["prompts"] = prompts_file(dataset, spec["prompts"])
-    if spec["family"] == "sam":
+    if spec["family"] in ("sam", "sam_auto"):
         inputs["embeddings"] = embeddings_manifest(dataset, spec["model"])
         inputs["checkpoint"] = sam_checkpoint(config, spec["model"])
+    if spec["family"] == wft.TEXT_FAMILY:
+        inputs.update(wft.text_predict_inputs(config, dataset, method))
     if spec["family"] == "nnunet":
         inputs["data"] = f"{data_dir(dataset)}/cases.tsv"
         inputs["model"] = nnunet_training_marker(dataset, method)
@@ -164,11 +169,18 @@ def embeddings_manifest(dataset: str, model: str) -> str:
     return f"{RESULTS}/embeddings/{dataset}/{model}/manifest.tsv"
 
 
+SAM_FAMILIES = frozenset({"sam", "sam_auto", wft.TEXT_FAMILY})
+"""Families whose ``model`` is a key of ``sam_models`` (optional for ``text_sam``)."""
+
+
 def sam_models_used(config: Mapping[str, Any]) -> list[str]:
+    methods = {m for _, m in dataset_method_pairs(config)}
+    for dataset in config["datasets"]:
+        methods |= wft.pseudo_label_sources(config, dataset)
     used = {
-        config["methods"][m]["model"]
-        for _, m in dataset_method_pairs(config)
-        if config["methods"][m]["family"] == "sam"
+        config["methods"][m].get("model")
+        for m in methods
+        if config["methods"][m]["family"] in SAM_FAMILIES
     }
     return [m for m in config.get("sam_models", {}) if m in used]
 
@@ -182,7 +194,7 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
 
     from medsegflow.models.sam_registry import OFFICIAL_SAM_WEIGHTS
 
-    lines = []
+    lines = wft.missing_clip_weights(config)
     for model in sam_models_used(config):
         spec = config["sam_models"][model]
         if spec["arch"] == "demo":
@@ -214,10 +226,15 @@ def demo_sam_training_inputs(config: Mapping[str, Any], model: str) -> list[str]
     return [f"{preprocessed_dir(d)}/manifest.tsv" for d in datasets]
 
 
-def embedding_splits(config: Mapping[str, Any]) -> list[str]:
+def embedding_splits(config: Mapping[str, Any], dataset: str, model: str) -> list[str]:
     """Splits whose images get SAM embeddings: the scored splits (``metrics.splits``)
-    plus ``val``, which tuning reads; in train, val, test order."""
+    plus ``val``, which tuning reads, plus ``train`` when a method on SAM ``model`` makes
+    pseudo-labels for an nnU-Net method on ``dataset``; in train, val, test order."""
     wanted = {*config["metrics"]["splits"], "val"}
+    for source in wft.pseudo_label_sources(config, dataset):
+        spec = config["methods"][source]
+        if spec["family"] in SAM_FAMILIES and spec.get("model") == model:
+            wanted |= {"train", "val"}
     return [s for s in ("train", "val", "test") if s in wanted]
 
 
@@ -240,6 +257,7 @@ FAMILY_RUNTIMES: dict[str, FamilyRuntime] = {
     "classical": FamilyRuntime("base", gpu=False),
     "sam": FamilyRuntime("torch", gpu=True),
     "text_sam": FamilyRuntime("torch", gpu=True),
+    "sam_auto": FamilyRuntime("torch", gpu=True),
     "samed": FamilyRuntime("torch", gpu=True),
     "medsa": FamilyRuntime("torch", gpu=True),
     "sam3d": FamilyRuntime("torch", gpu=True),
@@ -250,10 +268,10 @@ FAMILY_RUNTIMES: dict[str, FamilyRuntime] = {
 DEFAULT_FAMILY_RUNTIME = FamilyRuntime("torch", gpu=True)
 """For a family missing from :data:`FAMILY_RUNTIMES`: every model family is torch-based."""
 
-GPU_VERBS = frozenset({"embed", "train", "finetune"})
+GPU_VERBS = frozenset({"embed", "train", "finetune", "compute", "tune"})
 """Rule-name verbs whose every job runs a torch model (image encoders, training)."""
 
-LIGHT_VERBS = frozenset({"make", "collect", "summarise", "plot"})
+LIGHT_VERBS = frozenset({"make", "collect", "summarise", "plot", "gather"})
 """Rule-name verbs of small table, prompt and figure jobs."""
 
 

@@ -2,6 +2,7 @@
 # The logic lives in medsegflow.config and medsegflow.workflow (covered by pytest).
 
 from medsegflow import workflow as wf
+from medsegflow import workflow_text as wft
 from medsegflow.config import load_config
 from medsegflow.errors import ConfigError
 
@@ -63,7 +64,7 @@ def get_sam_model_config(wildcards):
 
 
 def get_embedding_splits(wildcards):
-    return wf.embedding_splits(config)
+    return wf.embedding_splits(config, wildcards.dataset, wildcards.model)
 
 
 def get_demo_sam_threads(wildcards):
@@ -118,3 +119,74 @@ def get_nnunet_train_inputs(wildcards):
 
 def get_nnunet_threads(wildcards):
     return wf.nnunet_threads(config, wildcards.method)
+
+
+# MedCLIP-SAMv2 text-driven stages (medsegflow.workflow_text)
+
+
+def get_clip_model_config(wildcards):
+    return config["clip_models"][wildcards.clip]
+
+
+def get_clip_caption_inputs(wildcards):
+    return wft.clip_caption_inputs(config, wildcards.clip)
+
+
+def get_clip_finetune_inputs(wildcards):
+    return wft.clip_finetune_inputs(config, wildcards.clip)
+
+
+def get_clip_threads(wildcards):
+    return wft.clip_training(config, wildcards.clip)["threads"]
+
+
+def get_clip_words(wildcards):
+    return wft.clip_vocabulary_words(config, wildcards.clip)
+
+
+def get_tuning_inputs(wildcards):
+    return wft.tuning_inputs(config, wildcards.dataset, wildcards.method)
+
+
+def get_method_clip_config(wildcards):
+    return wft.clip_spec(config, config["methods"][wildcards.method]["clip"])
+
+
+def get_method_text_prompts(wildcards):
+    return wft.method_text_prompts(config, wildcards.dataset, wildcards.method)
+
+
+def get_saliency_inputs(wildcards):
+    return wft.saliency_inputs(config, wildcards.dataset, wildcards.sal)
+
+
+def get_saliency_method(wildcards):
+    return wft.stage_method(config, "sal", wildcards.sal)
+
+
+def get_saliency_clip_config(wildcards):
+    return wft.clip_spec(config, config["methods"][wildcards.sal]["clip"])
+
+
+def get_saliency_text_prompts(wildcards):
+    return wft.method_text_prompts(config, wildcards.dataset, wildcards.sal)
+
+
+def get_saliency_splits(wildcards):
+    return wft.stage_splits(config, wildcards.dataset, "sal", wildcards.sal)
+
+
+def get_coarse_inputs(wildcards):
+    return wft.coarse_inputs(config, wildcards.dataset, wildcards.crs)
+
+
+def get_coarse_method(wildcards):
+    return wft.stage_method(config, "crs", wildcards.crs)
+
+
+def get_mask_prompt_inputs(wildcards):
+    return wft.mask_prompt_inputs(config, wildcards.dataset, wildcards.tpk)
+
+
+def get_mask_prompt_method(wildcards):
+    return wft.stage_method(config, "tpk", wildcards.tpk)

@@ -1,22 +1,29 @@
-rule predict_method:
-    input:
-        unpack(get_predict_inputs),
-    output:
-        "results/predictions/{dataset}/{method}/manifest.tsv",
-    log:
-        "logs/predict_method/{dataset}/{method}.log",
-    benchmark:
-        "benchmarks/predict_method/{dataset}/{method}.tsv"
-    conda:
-        get_method_env
-    threads: 1
-    resources:
-        mem_mb=get_mem_mb,
-        runtime=get_runtime,
-        gpu=get_gpu_count,
-        attempt=get_attempt,
-    params:
-        method=get_method_config,
-        splits=config["metrics"]["splits"],
-    script:
-        "../scripts/predict_method.py"
+# Predictions of one (dataset, method). scale.predict_shards (or --set-scatter predict=N)
+# is the number of prediction jobs per (dataset, method):
+#   1: predict_method writes every case and manifest.tsv (predict_single.smk);
+#   N > 1: N predict_method_shard jobs write the cases of their shard (round robin in
+#     preprocessed-manifest order, medsegflow.stages.predict) into the same folder, and
+#     gather_predictions writes manifest.tsv from their manifests (predict_shards.smk).
+
+
+scattergather:
+    predict=config["scale"]["predict_shards"],
+
+
+PREDICT_SHARDS = workflow.resource_settings.overwrite_scatter.get(
+    "predict", config["scale"]["predict_shards"]
+)
+if not isinstance(PREDICT_SHARDS, int) or PREDICT_SHARDS < 1:
+    raise ConfigError(
+        f"scale.predict_shards (or --set-scatter predict=N): {PREDICT_SHARDS!r} "
+        "must be an integer >= 1"
+    )
+
+
+if PREDICT_SHARDS == 1:
+
+    include: "predict_single.smk"
+
+else:
+
+    include: "predict_shards.smk"

@@ -2,7 +2,14 @@ from pathlib import Path
 
 from medsegflow.debug import inject_faults
 from medsegflow.logs import log_to
-from medsegflow.stages.predict import predict_dataset
+from medsegflow.stages.predict import parse_scatteritem, predict_dataset
+
+# predict_method writes out_dir/manifest.tsv; predict_method_shard (scale.predict_shards > 1)
+# writes out_dir/shards/{scatteritem}.tsv and only that shard's cases.
+item = snakemake.wildcards.get("scatteritem")
+shard = parse_scatteritem(item) if item else None
+manifest = Path(snakemake.output[0])
+out_dir = manifest.parent if shard is None else manifest.parent.parent
 
 with log_to(snakemake.log[0]):
     inject_faults(snakemake)
@@ -11,6 +18,7 @@ with log_to(snakemake.log[0]):
         method=snakemake.params.method,
         method_name=snakemake.wildcards.method,
         inputs=dict(snakemake.input.items()),
-        out_dir=Path(snakemake.output[0]).parent,
+        out_dir=out_dir,
         splits=tuple(snakemake.params.splits),
+        shard=shard,
     )

@@ -44,8 +44,22 @@ def _sam(**kwargs: Any) -> pd.DataFrame:
     return predict_sam(**kwargs)
 
 
+def _sam_auto(**kwargs: Any) -> pd.DataFrame:
+    from medsegflow.methods.sam_auto import predict_sam_auto
+
+    return predict_sam_auto(**kwargs)
+
+
+def _text_sam(**kwargs: Any) -> pd.DataFrame:
+    from medsegflow.methods.text_sam import predict_text_sam
+
+    return predict_text_sam(**kwargs)
+
+
 FAMILIES: dict[str, FamilyPredictor] = {
     "classical": _classical,
     "nnunet": _nnunet,
     "sam": _sam,
+    "sam_auto": _sam_auto,
+    "text_sam": _text_sam,
 }

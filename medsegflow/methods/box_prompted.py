@@ -26,8 +26,13 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import InputError
-from medsegflow.io import Volume, atomic_path, read_volume, write_volume
-from medsegflow.stages.predict import PREDICTION_COLUMNS
+from medsegflow.io import Volume, read_volume, write_volume
+from medsegflow.stages.predict import (
+    PREDICTION_COLUMNS,
+    active_shard,
+    select_cases,
+    write_prediction_manifest,
+)
 from medsegflow.stages.preprocess import read_preprocessed_manifest
 from medsegflow.stages.prompts import BOX_COLUMNS, read_prompts
 
@@ -169,14 +174,17 @@ def predict_prompted_cases(
     slice indices, calls ``segment_case`` and writes ``out_dir/{case_id}.nii.gz`` with
     the preprocessed image's geometry, which is the canonical image's. A case without
     prompts is still passed on (families return an all-background volume).
-    ``manifest.tsv`` is written last.
+    ``manifest.tsv`` is written last. Inside a sharded ``predict_dataset`` call only the
+    shard's cases are predicted and the shard manifest is written instead
+    (:func:`medsegflow.stages.predict.select_cases`).
     """
     out_dir = Path(out_dir)
-    cases = read_preprocessed_manifest(preprocessed_dir, splits=splits)
-    if cases.empty:
-        raise InputError(
-            f"{Path(preprocessed_dir) / 'manifest.tsv'}: no cases in splits {list(splits)}"
-        )
+    cases = select_cases(
+        read_preprocessed_manifest(preprocessed_dir),
+        splits,
+        active_shard(),
+        source=Path(preprocessed_dir) / "manifest.tsv",
+    )
     prompts = read_prompts(prompts_path)
     prompts = select(prompts) if select is not None else prompts
     by_case = {case_id: rows for case_id, rows in prompts.groupby("case_id", sort=False)}
@@ -217,9 +225,8 @@ def predict_prompted_cases(
         )
         log.info("%s: %d prompts, %.2f s", case_id, len(case_prompts), seconds)
     manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
-    with atomic_path(out_dir / "manifest.tsv") as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
-    log.info("predicted %d cases into %s", len(manifest), out_dir)
+    path = write_prediction_manifest(manifest, out_dir)
+    log.info("predicted %d cases into %s (%s)", len(manifest), out_dir, path.name)
     return manifest
 
 

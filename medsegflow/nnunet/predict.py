@@ -24,12 +24,17 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path
 from medsegflow.errors import InputError
-from medsegflow.io import Volume, atomic_path, read_volume, write_volume
+from medsegflow.io import Volume, read_volume, write_volume
 from medsegflow.nnunet.convert import labels_to_original
 from medsegflow.nnunet.env import pick_device, process_output_to_log
 from medsegflow.nnunet.plan import read_marker
 from medsegflow.nnunet.trainer import schedule_trainer
-from medsegflow.stages.predict import PREDICTION_COLUMNS
+from medsegflow.stages.predict import (
+    PREDICTION_COLUMNS,
+    active_shard,
+    select_cases,
+    write_prediction_manifest,
+)
 from medsegflow.stages.preprocess import read_preprocessed_manifest
 
 log = logging.getLogger(__name__)
@@ -136,9 +141,12 @@ def predict_nnunet(
     """
     out_dir = Path(out_dir)
     training = read_marker(inputs["model"])
-    cases = read_preprocessed_manifest(Path(inputs["preprocessed"]).parent, splits=splits)
-    if cases.empty:
-        raise InputError(f"{inputs['preprocessed']}: no cases in splits {list(splits)}")
+    cases = select_cases(
+        read_preprocessed_manifest(Path(inputs["preprocessed"]).parent),
+        splits,
+        active_shard(),
+        source=inputs["preprocessed"],
+    )
     data_dir = Path(inputs["data"]).parent
     rows: list[dict[str, Any]] = []
     with process_output_to_log():
@@ -164,7 +172,6 @@ def predict_nnunet(
             )
             log.info("%s: %.2f s", case["case_id"], seconds)
     manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
-    with atomic_path(out_dir / "manifest.tsv") as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
+    write_prediction_manifest(manifest, out_dir)  # manifest.tsv, or the shard's manifest
     log.info("predicted %d cases with %s into %s", len(manifest), method_name, out_dir)
     return manifest

@@ -15,6 +15,10 @@ repeat, component, x_min, y_min, x_max, y_max, points``.
 
 Rows come in case order of the preprocessed manifest, then z, then label value, then
 component, then repeat.
+
+:func:`make_prompts` draws oracle prompts from the cleaned labels;
+:func:`make_mask_prompts` draws them, with the same sampling, from other label volumes
+such as text-driven coarse masks (``results/coarse/...``), in the order of their manifest.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +67,12 @@ PROMPT_DEFAULTS: dict[str, Any] = {
     "components": "union",
     "repeats": 1,
 }
+MASK_PROMPT_DEFAULTS: dict[str, Any] = {
+    **{k: v for k, v in PROMPT_DEFAULTS.items() if k != "source"},
+    "jitter": 0,
+}
+"""Defaults of prompts drawn from coarse masks: the GT keys without ``source``, and no
+jitter (MedCLIP-SAMv2 prompts SAM with the coarse mask's tight box)."""
 _COUNTS = ("n_positive", "n_negative", "repeats")
 
 
@@ -81,15 +91,25 @@ def parse_prompt_config(prompt: Mapping[str, Any], prompt_name: str) -> dict[str
     ``jitter`` is the largest outward shift per box side in pixels at SAM's 1024 scale.
     Raises :class:`ConfigError` naming ``prompts.<prompt_name>.<key>``.
     """
-    config = dict(PROMPT_DEFAULTS)
-    for key, value in prompt.items():
-        if key not in PROMPT_DEFAULTS:
-            raise ConfigError(
-                f"prompts.{prompt_name}.{key}: unknown key; allowed: {', '.join(PROMPT_DEFAULTS)}"
-            )
-        config[key] = value
-    key = f"prompts.{prompt_name}"
-    if config["source"] not in PROMPT_SOURCES:
+    return _parse_prompt_keys(prompt, f"prompts.{prompt_name}", PROMPT_DEFAULTS)
+
+
+def parse_mask_prompt_config(prompt: Mapping[str, Any] | None, key_prefix: str) -> dict[str, Any]:
+    """Fill defaults (:data:`MASK_PROMPT_DEFAULTS`) and check the prompt config of prompts
+    drawn from (coarse) masks; :class:`ConfigError` naming ``<key_prefix>.<key>``."""
+    return _parse_prompt_keys(prompt or {}, key_prefix, MASK_PROMPT_DEFAULTS)
+
+
+def _parse_prompt_keys(
+    prompt: Mapping[str, Any], key: str, defaults: Mapping[str, Any]
+) -> dict[str, Any]:
+    """``defaults`` updated with ``prompt`` and checked; errors name ``<key>.<name>``."""
+    config = dict(defaults)
+    for name, value in prompt.items():
+        if name not in defaults:
+            raise ConfigError(f"{key}.{name}: unknown key; allowed: {', '.join(defaults)}")
+        config[name] = value
+    if "source" in config and config["source"] not in PROMPT_SOURCES:
         raise ConfigError(f"{key}.source: {config['source']!r} is not one of {PROMPT_SOURCES}")
     if config["type"] not in PROMPT_TYPES:
         raise ConfigError(f"{key}.type: {config['type']!r} is not one of {PROMPT_TYPES}")
@@ -176,6 +196,57 @@ def _case_rows(case: Mapping[str, Any], label_zyx: np.ndarray, **kwargs: Any) ->
     return rows
 
 
+def _write_prompt_table(
+    cases: pd.DataFrame,
+    *,
+    read_labels: Callable[[str], np.ndarray],
+    label_values: Callable[[np.ndarray], Sequence[int]],
+    spec: PromptSpec,
+    seed: int,
+    prompt_name: str,
+    out_path: str | os.PathLike,
+) -> pd.DataFrame:
+    """The loop shared by GT and mask prompts: the prompt rows of every case of ``cases``
+    (``read_labels(case_id)``: its label volume; ``label_values(volume)``: the values to
+    prompt), drawn with ``case_rng(seed, case_id, "prompts", prompt_name)``; writes
+    ``out_path`` atomically and returns the table."""
+    rows: list[dict[str, Any]] = []
+    for case in tqdm(cases.to_dict("records"), desc=f"prompts {prompt_name}", unit="case"):
+        case_id = case["case_id"]
+        label_zyx = read_labels(case_id)
+        case_rows = _case_rows(
+            case,
+            label_zyx,
+            label_values=label_values(label_zyx),
+            spec=spec,
+            rng=case_rng(seed, case_id, "prompts", prompt_name),
+        )
+        rows.extend(case_rows)
+        if not case_rows:
+            log.info("%s: no foreground, no prompts", case_id)
+    table = pd.DataFrame(rows, columns=list(PROMPT_COLUMNS))
+    table = table.astype({c: np.float64 for c in BOX_COLUMNS})
+    with atomic_path(Path(out_path)) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
+    return table
+
+
+def _log_prompt_set(
+    prompt_name: str, source: str, config: Mapping[str, Any], table: pd.DataFrame, n_cases: int
+) -> None:
+    log.info(
+        "prompt set %s (%s %s, %s, %d repeats): %d prompts, %d objects, %d cases",
+        prompt_name,
+        source,
+        config["type"],
+        config["components"],
+        config["repeats"],
+        len(table),
+        table.groupby(["case_id", "prompt_id"]).ngroups if len(table) else 0,
+        n_cases,
+    )
+
+
 def make_prompts(
     *,
     preprocessed_dir: str | os.PathLike,
@@ -197,33 +268,62 @@ def make_prompts(
     spec = PromptSpec.from_config(config)
     cases = read_preprocessed_manifest(preprocessed_dir)
     label_values = sorted(v for v in read_label_map(preprocessed_dir).values() if v != 0)
-    rows: list[dict[str, Any]] = []
-    for case in tqdm(cases.to_dict("records"), desc=f"prompts {prompt_name}", unit="case"):
-        case_id = case["case_id"]
-        label = read_volume(label_path(preprocessed_dir, case_id))
-        case_rows = _case_rows(
-            case,
-            label.array_zyx,
-            label_values=label_values,
-            spec=spec,
-            rng=case_rng(seed, case_id, "prompts", prompt_name),
-        )
-        rows.extend(case_rows)
-        if not case_rows:
-            log.info("%s: no foreground, no prompts", case_id)
-    table = pd.DataFrame(rows, columns=list(PROMPT_COLUMNS))
-    table = table.astype({c: np.float64 for c in BOX_COLUMNS})
-    with atomic_path(Path(out_path)) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
-    log.info(
-        "prompt set %s (%s %s, %s, %d repeats): %d prompts, %d objects, %d cases",
-        prompt_name,
-        config["source"],
-        config["type"],
-        config["components"],
-        config["repeats"],
-        len(table),
-        table.groupby(["case_id", "prompt_id"]).ngroups if len(table) else 0,
-        len(cases),
+    table = _write_prompt_table(
+        cases,
+        read_labels=lambda case_id: read_volume(label_path(preprocessed_dir, case_id)).array_zyx,
+        label_values=lambda _: label_values,
+        spec=spec,
+        seed=seed,
+        prompt_name=prompt_name,
+        out_path=out_path,
     )
+    _log_prompt_set(prompt_name, config["source"], config, table, len(cases))
+    return table
+
+
+def make_mask_prompts(
+    *,
+    mask_dir: str | os.PathLike,
+    cases_manifest: str | os.PathLike,
+    out_path: str | os.PathLike,
+    prompt: Mapping[str, Any] | None,
+    seed: int,
+    prompt_name: str,
+    key_prefix: str | None = None,
+) -> pd.DataFrame:
+    """Prompts drawn from (coarse) label volumes, in the format of :func:`make_prompts`.
+
+    For every case of ``cases_manifest`` (a TSV with ``case_id, split``: the coarse-mask
+    manifest), ``mask_dir/{case_id}.nii.gz`` is read and every (slice, label value)
+    present gets its prompts exactly as GT prompts are drawn
+    (:func:`~medsegflow.prompts.sampling.gt_prompts`, same keys, defaults
+    :data:`MASK_PROMPT_DEFAULTS`: no jitter unless ``jitter`` is set), with
+    ``case_rng(seed, case_id, "prompts", prompt_name)``. A (slice, label) whose mask is
+    empty gets no prompt. Errors name ``<key_prefix>.<key>`` (default
+    ``prompts.<prompt_name>``). Writes ``out_path`` atomically and returns the table.
+    """
+    config = parse_mask_prompt_config(prompt, key_prefix or f"prompts.{prompt_name}")
+    spec = PromptSpec.from_config(config)
+    cases = read_table(cases_manifest, columns=("case_id", "split"))
+
+    def read_labels(case_id: str) -> np.ndarray:
+        path = Path(mask_dir) / f"{case_id}.nii.gz"
+        label_zyx = read_volume(path).array_zyx
+        if not np.issubdtype(label_zyx.dtype, np.integer):
+            raise InputError(f"{path}: mask volume is {label_zyx.dtype}, expected integer labels")
+        return label_zyx
+
+    def present(label_zyx: np.ndarray) -> list[int]:
+        return [int(v) for v in np.unique(label_zyx) if v != 0]
+
+    table = _write_prompt_table(
+        cases,
+        read_labels=read_labels,
+        label_values=present,
+        spec=spec,
+        seed=seed,
+        prompt_name=prompt_name,
+        out_path=out_path,
+    )
+    _log_prompt_set(prompt_name, f"masks of {mask_dir}", config, table, len(cases))
     return table

@@ -155,11 +155,29 @@ def test_no_case_in_the_splits_and_bad_checkpoints_are_one_line_errors(setup, tm
     assert not (tmp_path / "out" / "manifest.tsv").exists()
 
 
+def _splits_config(splits, methods=None):
+    return {
+        "metrics": {"splits": splits},
+        "datasets": {"d": {}},
+        "methods": methods or {"s": {"family": "sam", "model": "m"}},
+    }
+
+
 def test_embedding_splits_are_the_scored_splits_plus_val():
-    assert embedding_splits({"metrics": {"splits": ["test"]}}) == ["val", "test"]
-    assert embedding_splits({"metrics": {"splits": ["test", "train"]}}) == [
+    assert embedding_splits(_splits_config(["test"]), "d", "m") == ["val", "test"]
+    assert embedding_splits(_splits_config(["test", "train"]), "d", "m") == [
         "train",
         "val",
         "test",
     ]
-    assert embedding_splits({"metrics": {"splits": ["val"]}}) == ["val"]
+    assert embedding_splits(_splits_config(["val"]), "d", "m") == ["val"]
+
+
+def test_embedding_splits_add_train_for_pseudo_labels_of_that_model():
+    methods = {
+        "txt": {"family": "text_sam", "model": "m", "clip": "c", "text_prompts": "p"},
+        "weak": {"family": "nnunet", "labels_from": "txt"},
+    }
+    config = _splits_config(["test"], methods)
+    assert embedding_splits(config, "d", "m") == ["train", "val", "test"]
+    assert embedding_splits(config, "d", "other") == ["val", "test"]

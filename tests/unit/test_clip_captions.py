@@ -1,0 +1,137 @@
+"""Caption pairs for CLIP training: what is paired, captions from train labels only."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medsegflow.clip.captions import (
+    MIN_PIXELS,
+    caption_prefix,
+    make_caption_table,
+    make_clip_captions,
+    structures_phrase,
+)
+from medsegflow.datasets.canonical import label_path, read_cases
+from medsegflow.errors import ConfigError
+from medsegflow.io import read_raster, read_volume
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from clip_fixtures import make_phantom_datasets  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def phantoms(tmp_path_factory):
+    return make_phantom_datasets(tmp_path_factory.mktemp("phantoms"))
+
+
+def test_phrases():
+    assert caption_prefix("Axial abdominal CT with one lesion.", "CT") == "Axial abdominal CT"
+    assert caption_prefix("Chest X-ray.", "XR") == "Chest X-ray"
+    assert caption_prefix("", "MR") == "MR"
+    long = "A long free-text report that names many findings in detail."
+    assert caption_prefix(long, "") == "Medical image"
+    assert structures_phrase([]) == "no labelled structure"
+    assert structures_phrase(["liver"]) == "the liver"
+    assert structures_phrase(["liver", "left_kidney", "lesion"]) == (
+        "the liver, the left kidney and the lesion"
+    )
+
+
+def test_pairs_of_2d_images_and_3d_slices(phantoms, tmp_path):
+    (ct_data, ct_pre), (us_data, us_pre) = phantoms
+    table = make_caption_table(datasets=phantoms, out_dir=tmp_path, seed=1)
+    saved = pd.read_csv(tmp_path / "captions.csv", keep_default_na=False)
+    assert list(saved.columns[:2]) == ["image", "caption"] and len(saved) == len(table)
+    assert set(table["split"]) == {"train"}
+    for image in table["image"]:
+        assert read_raster(tmp_path / image).dtype == np.uint8
+
+    us = table[table["dataset"] == "us"]
+    cases = read_cases(us_data).set_index("case_id")
+    assert (us["kind"] == "image").all()
+    assert list(us["caption"]) == [cases.loc[c, "caption"] for c in us["case_id"]]
+
+    ct = table[table["dataset"] == "ct"]
+    slices = pd.read_csv(ct_pre / "slices.tsv", sep="\t", dtype={"case_id": str})
+    assert len(ct) == int((slices["split"] == "train").sum())
+    assert ct["caption"].str.startswith("Axial abdominal CT slice showing ").all()
+    row = ct.iloc[len(ct) // 2]
+    label_yx = read_volume(label_path(ct_pre, row["case_id"])).array_zyx[row["z"]]
+    names = {1: "liver", 2: "spleen", 3: "kidney", 4: "lesion"}
+    shown = [n for v, n in names.items() if (label_yx == v).sum() >= MIN_PIXELS]
+    assert row["caption"] == f"Axial abdominal CT slice showing {structures_phrase(shown)}."
+    image = read_raster(tmp_path / row["image"])
+    expected = read_volume(ct_pre / "images" / f"{row['case_id']}.nii.gz").array_zyx[row["z"]]
+    assert np.array_equal(image, expected)
+
+
+def test_crops_are_seeded_and_captioned_by_what_they_show(phantoms, tmp_path):
+    first = make_caption_table(datasets=phantoms, out_dir=tmp_path / "a", seed=7, crops_per_image=2)
+    second = make_caption_table(
+        datasets=phantoms, out_dir=tmp_path / "b", seed=7, crops_per_image=2
+    )
+    pd.testing.assert_frame_equal(first, second)
+    crops = first[first["kind"] == "crop"]
+    assert len(crops) == 2 * int((first["kind"] != "crop").sum())
+    assert crops["caption"].str.contains(" crop showing ").all()
+    assert crops["caption"].nunique() > 2  # some crops show a structure, some others
+    for image in crops["image"].iloc[:5]:
+        a, b = read_raster(tmp_path / "a" / image), read_raster(tmp_path / "b" / image)
+        assert a.shape == (24, 24) and np.array_equal(a, b)
+
+
+def test_test_labels_are_never_read(phantoms, tmp_path):
+    copies = []
+    for data_dir, pre_dir in phantoms:
+        root = tmp_path / pre_dir.name
+        shutil.copytree(data_dir, root / "data")
+        shutil.copytree(pre_dir, root / "pre" / pre_dir.name)
+        for case_id in read_cases(data_dir).query("split == 'test'")["case_id"]:
+            label_path(root / "pre" / pre_dir.name, case_id).unlink()
+            label_path(root / "data", case_id).unlink()
+        copies.append((root / "data", root / "pre" / pre_dir.name))
+    table = make_caption_table(
+        datasets=copies,
+        out_dir=tmp_path / "out",
+        splits=("train", "val"),
+        seed=1,
+        crops_per_image=1,
+    )
+    assert set(table["split"]) == {"train", "val"}
+    with pytest.raises(ConfigError, match="must be among"):
+        make_caption_table(datasets=copies, out_dir=tmp_path / "x", splits=("test",), seed=1)
+
+
+def test_caption_job_of_a_clip_models_entry(phantoms, tmp_path):
+    cases = [str(d / "cases.tsv") for d, _ in phantoms]
+    manifests = [str(p / "manifest.tsv") for _, p in phantoms]
+    demo = make_clip_captions(
+        spec={"arch": "demo"},
+        cases=cases,
+        manifests=manifests,
+        out_csv=tmp_path / "demo" / "captions.csv",
+        seed=1,
+    )
+    assert (demo["kind"] == "crop").sum() == 2 * (demo["kind"] != "crop").sum()
+    tuned = make_clip_captions(
+        spec={"arch": "biomedclip", "finetune": {"splits": ["train", "val"]}},
+        cases=cases,
+        manifests=manifests,
+        out_csv=tmp_path / "ft" / "captions.csv",
+        seed=1,
+    )
+    assert not (tuned["kind"] == "crop").any() and set(tuned["split"]) == {"train", "val"}
+    with pytest.raises(ValueError, match="different datasets"):
+        make_clip_captions(
+            spec={"arch": "demo"},
+            cases=cases,
+            manifests=manifests[::-1],
+            out_csv=tmp_path / "x" / "captions.csv",
+            seed=1,
+        )

@@ -1,0 +1,92 @@
+"""Dry-runs of sharded prediction: scale.predict_shards and --set-scatter predict=N."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def dry_run(repo_root: Path, workdir: Path, shards: int | None, *args: str) -> str:
+    with open(repo_root / "config.yaml") as handle:
+        config = yaml.safe_load(handle)
+    if shards is not None:
+        config["scale"] = {"predict_shards": shards}
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--cores", "1", *args]
+    cmd += ["--configfile", "config.yaml"]
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result.stdout
+
+
+def job_counts(output: str) -> dict[str, int]:
+    table = output.split("Job stats:")[1]
+    return {
+        m.group(1): int(m.group(2))
+        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)
+        if m.group(1) != "total"
+    }
+
+
+def job_blocks(output: str, rule: str) -> list[str]:
+    return re.findall(rf"^rule {rule}:\n((?:    .*\n)+)", output, flags=re.M)
+
+
+@pytest.fixture(scope="module")
+def unsharded(repo_root, tmp_path_factory) -> dict[str, int]:
+    counts = job_counts(dry_run(repo_root, tmp_path_factory.mktemp("one"), None))
+    assert counts["predict_method"] > 0
+    assert "predict_method_shard" not in counts and "gather_predictions" not in counts
+    return counts
+
+
+def test_one_shard_is_the_unsharded_dag(repo_root, tmp_path, unsharded):
+    assert job_counts(dry_run(repo_root, tmp_path, 1)) == unsharded
+
+
+def test_three_shards_and_one_gather_per_dataset_and_method(repo_root, tmp_path, unsharded):
+    output = dry_run(repo_root, tmp_path, 3)
+    counts = job_counts(output)
+    pairs = unsharded["predict_method"]
+    expected = {k: v for k, v in unsharded.items() if k != "predict_method"}
+    expected |= {"predict_method_shard": 3 * pairs, "gather_predictions": pairs}
+    assert counts == expected
+    shards = job_blocks(output, "predict_method_shard")
+    items = [re.search(r"scatteritem=(\S+)", b).group(1) for b in shards]
+    assert sorted(set(items)) == ["1-of-3", "2-of-3", "3-of-3"]
+    outputs = [re.search(r"output: (\S+)", b).group(1) for b in shards]
+    assert len(set(outputs)) == len(outputs)
+    assert all(
+        re.fullmatch(r"results/predictions/[^/]+/[^/]+/shards/\d-of-3\.tsv", o) for o in outputs
+    )
+    # shard jobs ask for what predict_method asks: a GPU for torch families only
+    gpus = {re.search(r"gpu=(\d)", b).group(1) for b in shards}
+    assert gpus == {"0", "1"}
+    gathers = job_blocks(output, "gather_predictions")
+    assert all("gpu=0" in b and "mem_mb=2000" in b and "runtime=30" in b for b in gathers)
+    inputs = [re.search(r"input: (.*)", b).group(1).split(", ") for b in gathers]
+    assert all(len([i for i in b if "/shards/" in i]) == 3 for b in inputs)
+
+
+def test_set_scatter_overrides_the_config(repo_root, tmp_path, unsharded):
+    counts = job_counts(dry_run(repo_root, tmp_path, 3, "--set-scatter", "predict=2"))
+    assert counts["predict_method_shard"] == 2 * unsharded["predict_method"]
+    assert counts["gather_predictions"] == unsharded["predict_method"]
+
+
+def test_zero_shards_is_a_config_error(repo_root, tmp_path):
+    with open(repo_root / "config.yaml") as handle:
+        config = yaml.safe_load(handle)
+    config["scale"] = {"predict_shards": 0}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--configfile", "config.yaml"]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "predict_shards" in result.stdout + result.stderr
