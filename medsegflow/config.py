@@ -161,9 +161,10 @@ def _check_references(config: Mapping[str, Any]) -> None:
                 f"{', '.join(sorted(prompts)) or 'none (add a prompts: block)'}"
             )
     for dname, dataset in config["datasets"].items():
-        for method in dataset.get("methods", []) or []:
-            if method not in config["methods"]:
-                raise ConfigError(f"datasets.{dname}.methods: unknown method '{method}'")
+        for key in ("methods", "exclude_methods"):
+            for method in dataset.get(key, []) or []:
+                if method not in config["methods"]:
+                    raise ConfigError(f"datasets.{dname}.{key}: unknown method '{method}'")
 
 
 def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -20,9 +20,12 @@ RESULTS = "results"
 
 
 def methods_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """Methods run on ``dataset``: its ``methods:`` list, or every configured method."""
-    chosen = config["datasets"][dataset].get("methods")
-    return list(chosen) if chosen else list(config["methods"])
+    """Methods run on ``dataset``: its ``methods:`` list (default every configured
+    method) without its ``exclude_methods:``."""
+    spec = config["datasets"][dataset]
+    chosen = spec.get("methods") or list(config["methods"])
+    excluded = set(spec.get("exclude_methods") or ())
+    return [m for m in chosen if m not in excluded]
 
 
 def dataset_method_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:

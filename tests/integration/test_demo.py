@@ -15,16 +15,13 @@ import yaml
 from medsegflow.io import read_volume
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-METHODS = {
-    "otsu_box",
-    "kmeans_box",
-    "kmeans_box__n_clusters-3",
-    "sam_box",
-    "sam_points",
-    "sam_box_points",
-    "sam_clicks",
-    "nnunet_2d",
-}
+
+
+def expected_methods(config: dict, dataset: str) -> set[str]:
+    from medsegflow.config import load_config
+    from medsegflow.workflow import methods_for_dataset
+
+    return set(methods_for_dataset(load_config(config), dataset))
 
 
 def reduced_config(repo_root: Path) -> dict:
@@ -40,6 +37,11 @@ def reduced_config(repo_root: Path) -> dict:
         "image_size": 64,
     }
     config["methods"]["nnunet_2d"].update(epochs=1, iterations_per_epoch=5, val_iterations=1)
+    config["methods"]["nnunet_weak"].update(epochs=1, iterations_per_epoch=5, val_iterations=1)
+    config["clip_models"]["clip_demo"]["train"] = {"epochs": 2, "crops_per_image": 1}
+    for method in ("medclip_coarse", "medclip_sam", "medclip_sam_tuned"):
+        config["methods"][method].setdefault("saliency", {}).update(steps=3, samples=3)
+    config["methods"]["medclip_sam_tuned"]["tune"]["grid"]["saliency.vlayer"] = [7, 8]
     return config
 
 
@@ -68,16 +70,19 @@ def demo(repo_root, tmp_path_factory):
 
 def test_all_csv_has_one_row_per_test_case_class_and_method(demo):
     rows = pd.read_csv(demo / "results/tables/all.csv", dtype={"case_id": str})
+    config = yaml.safe_load((demo / "config.yaml").read_text())
     for dataset, n_classes in (("phantom_ct", 4), ("phantom_us", 1)):
+        methods = expected_methods(config, dataset)
+        assert {"medclip_coarse", "medclip_sam"} <= methods
         cases = pd.read_csv(
             demo / f"results/data/{dataset}/cases.tsv", sep="\t", dtype={"case_id": str}
         )
         test_ids = set(cases.loc[cases["split"] == "test", "case_id"])
         assert test_ids
         sub = rows[rows["dataset"] == dataset]
-        assert set(sub["method"]) == METHODS
+        assert set(sub["method"]) == methods
         assert set(sub["case_id"]) == test_ids
-        assert len(sub) == len(test_ids) * n_classes * len(METHODS)
+        assert len(sub) == len(test_ids) * n_classes * len(methods)
         assert set(sub["split"]) == {"test"}
     assert rows["dsc"].between(0, 1).all()
     assert not rows["dsc"].isna().any()
@@ -132,6 +137,30 @@ def test_figures_are_real_images(demo):
         image = mpimg.imread(demo / f"results/figures/{name}.png")
         assert image.shape[0] > 200 and image.shape[1] > 200
         assert float(np.std(image)) > 0.01
+
+
+def test_text_driven_rows_and_their_stages(demo):
+    """MedCLIP-SAMv2 in the demo: text -> saliency -> coarse mask (-> SAM), tuned on val
+    only, and nnU-Net trained on its train/val masks."""
+    import json
+
+    rows = pd.read_csv(demo / "results/tables/all.csv")
+    us = rows[rows["dataset"] == "phantom_us"]
+    for method in ("medclip_coarse", "medclip_sam", "medclip_sam_tuned", "sam_auto"):
+        assert us.loc[us["method"] == method, "dsc"].between(0, 1).all(), method
+    # one saliency job serves medclip_coarse, medclip_sam and the post-processing grid
+    maps = sorted((demo / "results/saliency/phantom_us/medclip_coarse/maps").iterdir())
+    assert len(maps) == 8  # every case: medclip_sam also labels train/val for nnunet_weak
+    saliency = read_volume(maps[0]).array_zyx
+    assert saliency.dtype == np.float32 and saliency.min() == 0.0 and saliency.max() == 1.0
+    chosen = json.loads(
+        (demo / "results/tuning/phantom_us/medclip_sam_tuned/chosen.json").read_text()
+    )
+    assert chosen["split"] == "val" and chosen["saliency"]["vlayer"] in (7, 8)
+    assert chosen["coarse"]["method"] in ("kmeans", "threshold")
+    weak = pd.read_csv(demo / "results/pseudolabels/phantom_us/medclip_sam/manifest.tsv", sep="\t")
+    assert set(weak["split"]) == {"train", "val"}
+    assert (us["method"] == "nnunet_weak").any()
 
 
 def test_rerun_is_a_no_op(demo, repo_root):

@@ -32,19 +32,29 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     )
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # 2 datasets x 9 methods: otsu, kmeans, kmeans ablation (3 clusters), 4 SAM methods on
-    # one demo SAM (trained once, embeddings once per dataset), nnU-Net 2d; 3 prompt sets.
+    # phantom_us: 18 methods (otsu, kmeans + 1 grid point, 4 SAM methods on one demo SAM,
+    # SAM without text, 3 text-driven methods + 5 grid points, nnU-Net 2d and weak);
+    # phantom_ct: 15 (no sam_auto, tuned text method, weak nnU-Net). 3 GT prompt sets;
+    # 7 saliency jobs (US: base, 2 prompt sets, tuned; CT: base, 2 prompt sets), 13
+    # coarse-mask jobs, 3 prompt files from coarse masks.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
         "make_prompts": 6,
         "train_demo_sam": 1,
         "embed_images": 2,
-        "convert_nnunet_dataset": 2,
-        "plan_nnunet_dataset": 2,
-        "train_nnunet": 2,
-        "predict_method": 16,
-        "score_method": 16,
+        "make_clip_captions": 1,
+        "finetune_clip": 1,
+        "tune_text_method": 1,
+        "compute_saliency": 7,
+        "make_coarse_masks": 13,
+        "make_mask_prompts": 3,
+        "predict_pseudolabels": 1,
+        "convert_nnunet_dataset": 3,
+        "plan_nnunet_dataset": 3,
+        "train_nnunet": 3,
+        "predict_method": 33,
+        "score_method": 33,
         "collect_tables": 1,
         "summarise_tables": 1,
         "plot_metric": 2,
@@ -66,9 +76,9 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_ct: 7 configured methods + 6 grid points; phantom_us: otsu_box only
-    assert counts["predict_method"] == (7 + 6) + 1
-    assert counts["score_method"] == 14
+    # phantom_ct: 9 configured methods + 6 k-means and 5 text grid points; phantom_us: otsu_box
+    assert counts["predict_method"] == (9 + 6 + 5) + 1
+    assert counts["score_method"] == 21
     assert counts["make_prompts"] == 3 + 1
     assert counts["embed_images"] == 1
 
