@@ -39,19 +39,17 @@ from medsegflow.errors import InputError
 from medsegflow.io import Volume, atomic_path, read_volume, write_volume
 from medsegflow.methods.box_prompted import ObjectMask, paint_objects
 from medsegflow.stages.preprocess import read_table
+from medsegflow.stages.saliency import (
+    SALIENCY_MANIFEST_COLUMNS,
+    SALIENCY_TARGET_COLUMNS,
+    saliency_map_path,
+)
 
 log = logging.getLogger(__name__)
 
-SALIENCY_MANIFEST_COLUMNS = ("case_id", "split", "n_targets", "seconds")
-SALIENCY_TARGET_COLUMNS = ("case_id", "split", "z", "label", "seconds")
 COARSE_COLUMNS = ("case_id", "split", "n_targets", "n_empty", "seconds")
 RANGE_TOLERANCE = 1e-3
 """How far outside [0, 1] a saliency value may lie (rounding) before the map is refused."""
-
-
-def saliency_map_path(saliency_dir: str | os.PathLike, case_id: str, label: int) -> Path:
-    """``saliency_dir/maps/{case_id}_label{label}.nii.gz``."""
-    return Path(saliency_dir) / "maps" / f"{case_id}_label{int(label)}.nii.gz"
 
 
 def _read_map(path: Path, shape_zyx: tuple[int, ...]) -> np.ndarray:

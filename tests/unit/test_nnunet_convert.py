@@ -264,9 +264,11 @@ def test_workflow_inputs_of_nnunet_jobs(raw_config: dict) -> None:
         ("phantom_ct", "gt"),
         ("phantom_ct", "otsu_box"),
         ("phantom_us", "gt"),
+        ("phantom_us", "medclip_sam"),  # the demo's nnunet_weak (US only)
         ("phantom_us", "otsu_box"),
     ]
-    assert wf.wildcard_patterns(config)["labels"] in ("otsu_box|gt", "gt|otsu_box")
+    labels = wf.wildcard_patterns(config)["labels"]
+    assert sorted(labels.split("|")) == ["gt", "medclip_sam", "otsu_box"]
 
 
 @pytest.mark.parametrize(
