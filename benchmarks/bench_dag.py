@@ -58,6 +58,13 @@ def study_config(n_datasets: int, n_cases: int) -> dict:
         for i in range(n_datasets)
     }
     config["ablations"] = {"kmeans_grid": {"base": "kmeans_box", "grid": ABLATION_GRID}}
+    # the generated datasets have no text prompt sets: keep the box-, point- and
+    # GT-trained methods (experiments/medclip_samv2.yaml is the text-driven study's plan)
+    config["methods"] = {
+        name: spec
+        for name, spec in config["methods"].items()
+        if spec["family"] not in ("text_sam", "sam_auto") and not spec.get("labels_from")
+    }
     return config
 
 

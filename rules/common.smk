@@ -13,6 +13,7 @@ if missing := wf.missing_weights(config):
         + "\n".join(missing)
     )
 wf.check_nnunet(config)
+wft.check_text_config(config)
 
 
 wildcard_constraints:

@@ -1,10 +1,11 @@
 """The per-case loop shared by every prompted family (classical baselines, SAM, ...).
 
-:func:`predict_prompted_cases` reads the shared prompt file and the preprocessed images,
-asks the family for each case's label volume, writes it in the original image geometry
-(``out_dir/{case_id}.nii.gz``) and then ``manifest.tsv`` (``case_id, split, n_prompts,
-seconds``), as :mod:`medsegflow.stages.predict` describes. :func:`paint_objects` is the
-shared painting of per-slice object masks into a label volume.
+:func:`predict_cases` reads each case's preprocessed image, asks the family for its
+label volume, writes it in the original image geometry (``out_dir/{case_id}.nii.gz``) and
+then ``manifest.tsv`` (``case_id, split, n_prompts, seconds``), as
+:mod:`medsegflow.stages.predict` describes; every family's predictor runs on it.
+:func:`predict_prompted_cases` adds the shared prompt file on top. :func:`paint_objects`
+is the shared painting of per-slice object masks into a label volume.
 
 The classical family supplies one function that segments one slice from one box
 (:func:`predict_box_prompts`); the SAM family decodes all prompts of a case at once.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path, label_path
-from medsegflow.errors import InputError
+from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Volume, read_volume, write_volume
 from medsegflow.stages.predict import (
     PREDICTION_COLUMNS,
@@ -40,6 +41,23 @@ log = logging.getLogger(__name__)
 
 BoxSegmenter = Callable[[np.ndarray, np.ndarray], np.ndarray]
 """``segment(image_yx uint8 (H, W), box_xyxy float64 (4,)) -> bool (H, W) mask``."""
+
+
+def check_method_keys(
+    method: Mapping[str, Any], method_name: str, *, allowed: Sequence[str], family: str
+) -> Callable[[str], str]:
+    """:class:`ConfigError` for a key of ``method`` not in ``allowed``; returns ``key``,
+    which names a method key in messages (``key("x")`` is ``methods.<method_name>.x``)."""
+
+    def key(name: str) -> str:
+        return f"methods.{method_name}.{name}"
+
+    for name in method:
+        if name not in allowed:
+            raise ConfigError(
+                f"{key(name)}: unknown key for the {family} family; allowed: {', '.join(allowed)}"
+            )
+    return key
 
 
 @dataclass(frozen=True)
@@ -128,13 +146,15 @@ class CaseInput:
 
     def read_label_zyx(self) -> np.ndarray:
         """The cleaned label volume ``(Z, Y, X)``; :class:`InputError` if its shape differs."""
-        label_zyx = read_volume(self.label_file).array_zyx
-        if label_zyx.shape != self.image.array_zyx.shape:
-            raise InputError(
-                f"{self.label_file}: shape {label_zyx.shape} differs from the image's "
-                f"{self.image.array_zyx.shape}"
-            )
-        return label_zyx
+        return read_label_volume(self.label_file, self.image.array_zyx.shape)
+
+
+def read_label_volume(path: str | os.PathLike, shape_zyx: tuple[int, ...]) -> np.ndarray:
+    """The label volume at ``path``; :class:`InputError` naming it unless of ``shape_zyx``."""
+    label_zyx = read_volume(path).array_zyx
+    if label_zyx.shape != tuple(shape_zyx):
+        raise InputError(f"{path}: shape {label_zyx.shape} differs from the image's {shape_zyx}")
+    return label_zyx
 
 
 CaseSegmenter = Callable[[CaseInput], np.ndarray]
@@ -158,6 +178,69 @@ def _check_slices(prompts: pd.DataFrame, n_z: int, *, source: str, case_id: str)
         )
 
 
+CaseRunner = Callable[[dict[str, Any], Volume], tuple[np.ndarray, int]]
+"""``segment(case_row, image) -> ((Z, Y, X) label volume, n_prompts)`` for one case.
+
+``case_row`` is the case's row of the preprocessed manifest (``case_id``, ``split``, ...);
+``image`` its preprocessed ``uint8`` image."""
+
+
+def predict_cases(
+    *,
+    segment: CaseRunner,
+    preprocessed_dir: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    splits: Sequence[str],
+    desc: str = "predict",
+) -> pd.DataFrame:
+    """Run ``segment`` on every case of ``splits``; write the volumes, then the manifest.
+
+    For each case: reads the preprocessed ``uint8`` image, calls ``segment``, checks the
+    label volume's shape and writes ``out_dir/{case_id}.nii.gz`` with the preprocessed
+    image's geometry, which is the canonical image's; the manifest row records the
+    ``n_prompts`` that ``segment`` returns and the seconds the case took. ``manifest.tsv``
+    is written last. Inside a sharded ``predict_dataset`` call only the shard's cases are
+    predicted and the shard manifest is written instead
+    (:func:`medsegflow.stages.predict.select_cases`). ``desc`` labels the progress bar.
+    """
+    out_dir = Path(out_dir)
+    cases = select_cases(
+        read_preprocessed_manifest(preprocessed_dir),
+        splits,
+        active_shard(),
+        source=Path(preprocessed_dir) / "manifest.tsv",
+    )
+    rows: list[dict[str, Any]] = []
+    n_empty = 0
+    for case in tqdm(cases.to_dict("records"), desc=desc, unit="case"):
+        start = time.perf_counter()
+        case_id = case["case_id"]
+        image = _read_uint8_image(image_path(preprocessed_dir, case_id))
+        label_zyx, n_prompts = segment(case, image)
+        if label_zyx.shape != image.array_zyx.shape:
+            raise ValueError(
+                f"case {case_id}: predicted shape {label_zyx.shape} differs from the "
+                f"image's {image.array_zyx.shape}"
+            )
+        n_empty += not label_zyx.any()
+        write_volume(out_dir / f"{case_id}.nii.gz", Volume(label_zyx, image.geometry))
+        seconds = round(time.perf_counter() - start, 3)
+        rows.append(
+            {"case_id": case_id, "split": case["split"], "n_prompts": n_prompts, "seconds": seconds}
+        )
+        log.info("%s: %d prompts, %.2f s", case_id, n_prompts, seconds)
+    manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+    path = write_prediction_manifest(manifest, out_dir)
+    log.info(
+        "predicted %d cases into %s (%s; %d all background)",
+        len(manifest),
+        out_dir,
+        path.name,
+        n_empty,
+    )
+    return manifest
+
+
 def predict_prompted_cases(
     *,
     segment_case: CaseSegmenter,
@@ -167,37 +250,23 @@ def predict_prompted_cases(
     splits: Sequence[str],
     select: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Run ``segment_case`` on every case of ``splits``; write the volumes, then the manifest.
+    """Run ``segment_case`` on every case of ``splits`` with its prompts (:func:`predict_cases`).
 
-    For each case: reads the preprocessed ``uint8`` image and the case's prompt rows
-    (``select`` filters the whole prompt table first, e.g. to box rows), checks their
-    slice indices, calls ``segment_case`` and writes ``out_dir/{case_id}.nii.gz`` with
-    the preprocessed image's geometry, which is the canonical image's. A case without
-    prompts is still passed on (families return an all-background volume).
-    ``manifest.tsv`` is written last. Inside a sharded ``predict_dataset`` call only the
-    shard's cases are predicted and the shard manifest is written instead
-    (:func:`medsegflow.stages.predict.select_cases`).
+    Each case gets its rows of the prompt file (``select`` filters the whole prompt table
+    first, e.g. to box rows), whose slice indices are checked first. A case without
+    prompts is still passed on (families return an all-background volume); ``n_prompts``
+    is the case's number of prompt rows.
     """
-    out_dir = Path(out_dir)
-    cases = select_cases(
-        read_preprocessed_manifest(preprocessed_dir),
-        splits,
-        active_shard(),
-        source=Path(preprocessed_dir) / "manifest.tsv",
-    )
+    source = str(prompts_path)
     prompts = read_prompts(prompts_path)
     prompts = select(prompts) if select is not None else prompts
     by_case = {case_id: rows for case_id, rows in prompts.groupby("case_id", sort=False)}
     empty = prompts.iloc[0:0]
-    rows: list[dict[str, Any]] = []
-    for case in tqdm(cases.to_dict("records"), desc="predict", unit="case"):
-        start = time.perf_counter()
+
+    def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
         case_id = case["case_id"]
-        image = _read_uint8_image(image_path(preprocessed_dir, case_id))
         case_prompts = by_case.get(case_id, empty)
-        _check_slices(
-            case_prompts, image.array_zyx.shape[0], source=str(prompts_path), case_id=case_id
-        )
+        _check_slices(case_prompts, image.array_zyx.shape[0], source=source, case_id=case_id)
         label_zyx = segment_case(
             CaseInput(
                 case_id=case_id,
@@ -205,29 +274,14 @@ def predict_prompted_cases(
                 image=image,
                 prompts=case_prompts,
                 label_file=label_path(preprocessed_dir, case_id),
-                source=str(prompts_path),
+                source=source,
             )
         )
-        if label_zyx.shape != image.array_zyx.shape:
-            raise ValueError(
-                f"case {case_id}: predicted shape {label_zyx.shape} differs from the "
-                f"image's {image.array_zyx.shape}"
-            )
-        write_volume(out_dir / f"{case_id}.nii.gz", Volume(label_zyx, image.geometry))
-        seconds = round(time.perf_counter() - start, 3)
-        rows.append(
-            {
-                "case_id": case_id,
-                "split": case["split"],
-                "n_prompts": len(case_prompts),
-                "seconds": seconds,
-            }
-        )
-        log.info("%s: %d prompts, %.2f s", case_id, len(case_prompts), seconds)
-    manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
-    path = write_prediction_manifest(manifest, out_dir)
-    log.info("predicted %d cases into %s (%s)", len(manifest), out_dir, path.name)
-    return manifest
+        return label_zyx, len(case_prompts)
+
+    return predict_cases(
+        segment=segment, preprocessed_dir=preprocessed_dir, out_dir=out_dir, splits=splits
+    )
 
 
 def predict_box_prompts(

@@ -19,7 +19,7 @@ import numpy as np
 from scipy import ndimage
 
 from medsegflow.errors import ConfigError
-from medsegflow.methods.box_prompted import predict_box_prompts
+from medsegflow.methods.box_prompted import check_method_keys, predict_box_prompts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -261,16 +261,7 @@ class ClassicalConfig:
 def parse_classical_config(method: Mapping[str, Any], method_name: str) -> ClassicalConfig:
     """Check a classical method's config; raise :class:`ConfigError` naming
     ``methods.<method_name>.<key>`` for an unknown key or a bad value."""
-
-    def key(name: str) -> str:
-        return f"methods.{method_name}.{name}"
-
-    for name in method:
-        if name not in CONFIG_KEYS:
-            raise ConfigError(
-                f"{key(name)}: unknown key for the classical family; "
-                f"allowed: {', '.join(CONFIG_KEYS)}"
-            )
+    key = check_method_keys(method, method_name, allowed=CONFIG_KEYS, family="classical")
     if not isinstance(method.get("prompts", ""), str):
         raise ConfigError(f"{key('prompts')}: {method['prompts']!r} must be a prompt set name")
     algorithm = method.get("algorithm")

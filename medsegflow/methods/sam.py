@@ -23,7 +23,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
@@ -31,12 +31,14 @@ from medsegflow.errors import ConfigError, InputError
 from medsegflow.methods.box_prompted import (
     CaseInput,
     ObjectMask,
+    check_method_keys,
     paint_objects,
     predict_prompted_cases,
 )
 from medsegflow.methods.sam_predict import SamPrompt, decode_prompts, refine_with_clicks
 from medsegflow.models.sam_cache import (
     MODEL_INFO_FILE,
+    CaseEmbeddings,
     case_embeddings_path,
     load_case_embeddings,
     read_model_info,
@@ -49,6 +51,7 @@ from medsegflow.stages.prompts import BOX_COLUMNS, parse_points
 
 if TYPE_CHECKING:
     import pandas as pd
+    import torch
     from segment_anything.modeling import Sam
 
 log = logging.getLogger(__name__)
@@ -71,13 +74,7 @@ class SamConfig:
 def parse_sam_config(method: Mapping[str, Any], method_name: str) -> SamConfig:
     """Check a SAM method and fill defaults; :class:`ConfigError` naming
     ``methods.<method_name>.<key>``."""
-
-    def key(name: str) -> str:
-        return f"methods.{method_name}.{name}"
-
-    for name in method:
-        if name not in CONFIG_KEYS:
-            raise ConfigError(f"{key(name)}: unknown key; allowed: {', '.join(CONFIG_KEYS)}")
+    key = check_method_keys(method, method_name, allowed=CONFIG_KEYS, family="sam")
     for name in ("model", "prompts"):
         if not method.get(name):
             raise ConfigError(f"{key(name)}: required for the sam family")
@@ -190,6 +187,69 @@ def _slice_objects(
     return objects
 
 
+class CachedModel(NamedTuple):
+    """A SAM model loaded for the embedding cache it is to decode (:func:`load_cached_model`)."""
+
+    model: Sam
+    device: torch.device
+    embeddings_dir: Path
+    info: dict[str, object]
+
+
+def require_inputs(
+    inputs: Mapping[str, Any], names: Sequence[str], *, method_name: str, family: str
+) -> None:
+    """:class:`ConfigError` naming the first of ``names`` missing from ``inputs``."""
+    for name in names:
+        if not inputs.get(name):
+            raise ConfigError(
+                f"methods.{method_name}: the {family} family needs the '{name}' input"
+            )
+
+
+def load_cached_model(
+    inputs: Mapping[str, str | os.PathLike], *, device: str | None = None
+) -> CachedModel:
+    """The SAM model of ``inputs["checkpoint"]`` for the cache of ``inputs["embeddings"]``.
+
+    The architecture comes from the cache's ``model.json``, which must name the same
+    checkpoint (:class:`InputError` naming it otherwise); loaded with
+    :func:`medsegflow.models.sam_loader.load_sam_model` on ``device`` (default: CUDA when
+    available).
+    """
+    from medsegflow.models.sam_loader import load_sam_model
+
+    embeddings_dir = Path(inputs["embeddings"]).parent
+    info = read_model_info(embeddings_dir)
+    if Path(str(info["checkpoint"])).resolve() != Path(inputs["checkpoint"]).resolve():
+        raise InputError(
+            f"{embeddings_dir / MODEL_INFO_FILE}: embeddings were made with {info['checkpoint']}, "
+            f"not with {inputs['checkpoint']}; recompute them"
+        )
+    model, chosen = load_sam_model(inputs["checkpoint"], arch=str(info["arch"]), device=device)
+    return CachedModel(model, chosen, embeddings_dir, info)
+
+
+def load_checked_embeddings(
+    embeddings_dir: str | os.PathLike, case_id: str, *, model: Sam, shape_zyx: tuple[int, ...]
+) -> CaseEmbeddings:
+    """A case's cached embeddings; :class:`InputError` naming the file when its slice size
+    differs from the image's (``shape_zyx``) or its encoder input size from ``model``'s."""
+    path = case_embeddings_path(embeddings_dir, case_id)
+    cached = load_case_embeddings(path)
+    if tuple(cached.original_size) != tuple(shape_zyx[1:]):
+        raise InputError(
+            f"{path}: embedded slices are {cached.original_size} (H, W), the image's are "
+            f"{tuple(shape_zyx[1:])}"
+        )
+    if cached.image_size != model.image_encoder.img_size:
+        raise InputError(
+            f"{path}: embedded at input size {cached.image_size}, the model takes "
+            f"{model.image_encoder.img_size}"
+        )
+    return cached
+
+
 def segment_sam_case(
     case: CaseInput,
     *,
@@ -206,18 +266,7 @@ def segment_sam_case(
     shape_zyx = case.image.array_zyx.shape
     if case.prompts.empty:
         return paint_objects(shape_zyx, [])
-    path = case_embeddings_path(embeddings_dir, case.case_id)
-    cached = load_case_embeddings(path)
-    if tuple(cached.original_size) != tuple(shape_zyx[1:]):
-        raise InputError(
-            f"{path}: embedded slices are {cached.original_size} (H, W), the image's are "
-            f"{tuple(shape_zyx[1:])}"
-        )
-    if cached.image_size != model.image_encoder.img_size:
-        raise InputError(
-            f"{path}: embedded at input size {cached.image_size}, the model takes "
-            f"{model.image_encoder.img_size}"
-        )
+    cached = load_checked_embeddings(embeddings_dir, case.case_id, model=model, shape_zyx=shape_zyx)
     label_zyx = case.read_label_zyx() if config.click_rounds else None
     objects: list[ObjectMask] = []
     for z, rows in case.prompts.groupby("z", sort=True):
@@ -287,28 +336,21 @@ def predict_sam(
     (loaded with :func:`medsegflow.models.sam_loader.load_sam_model`). Runs on ``device``
     (default: CUDA when available), with autocast on GPU.
     """
-    from medsegflow.models.sam_loader import autocast, load_sam_model
+    from medsegflow.models.sam_loader import autocast
 
     config = parse_sam_config(method, method_name)
-    for name in ("prompts", "embeddings", "checkpoint"):
-        if not inputs.get(name):
-            raise ConfigError(f"methods.{method_name}: the sam family needs the '{name}' input")
-    embeddings_dir = Path(inputs["embeddings"]).parent
-    info = read_model_info(embeddings_dir)
-    if Path(str(info["checkpoint"])).resolve() != Path(inputs["checkpoint"]).resolve():
-        raise InputError(
-            f"{embeddings_dir / MODEL_INFO_FILE}: embeddings were made with {info['checkpoint']}, "
-            f"not with {inputs['checkpoint']}; recompute them"
-        )
-    model, chosen = load_sam_model(inputs["checkpoint"], arch=str(info["arch"]), device=device)
-    log.info("%s: SAM %s on %s, %s", method_name, info["arch"], chosen, config)
-    with autocast(chosen):
+    require_inputs(
+        inputs, ("prompts", "embeddings", "checkpoint"), method_name=method_name, family="sam"
+    )
+    loaded = load_cached_model(inputs, device=device)
+    log.info("%s: SAM %s on %s, %s", method_name, loaded.info["arch"], loaded.device, config)
+    with autocast(loaded.device):
         return predict_sam_cases(
-            model=model,
+            model=loaded.model,
             config=config,
             preprocessed_dir=Path(inputs["preprocessed"]).parent,
             prompts_path=inputs["prompts"],
-            embeddings_dir=embeddings_dir,
+            embeddings_dir=loaded.embeddings_dir,
             out_dir=out_dir,
             splits=splits,
             seed=seed,

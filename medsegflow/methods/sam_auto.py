@@ -44,38 +44,30 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-from tqdm import tqdm
 
-from medsegflow.datasets.canonical import image_path, label_path, read_label_map
-from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Volume, read_volume, write_volume
-from medsegflow.methods.box_prompted import ObjectMask, paint_objects
+from medsegflow.datasets.canonical import label_path, read_label_map
+from medsegflow.errors import ConfigError
+from medsegflow.io import Volume
+from medsegflow.methods.box_prompted import (
+    ObjectMask,
+    check_method_keys,
+    paint_objects,
+    predict_cases,
+    read_label_volume,
+)
+from medsegflow.methods.sam import load_cached_model, load_checked_embeddings, require_inputs
 from medsegflow.methods.sam_predict import SamPrompt, decode_prompts
-from medsegflow.models.sam_cache import (
-    MODEL_INFO_FILE,
-    CaseEmbeddings,
-    case_embeddings_path,
-    load_case_embeddings,
-    read_model_info,
-)
+from medsegflow.models.sam_cache import CaseEmbeddings
 from medsegflow.prompts.boxes import box_from_mask
-from medsegflow.stages.predict import (
-    PREDICTION_COLUMNS,
-    active_shard,
-    select_cases,
-    write_prediction_manifest,
-)
-from medsegflow.stages.preprocess import read_preprocessed_manifest
 
 if TYPE_CHECKING:
+    import pandas as pd
     from segment_anything.modeling import Sam
 
 log = logging.getLogger(__name__)
@@ -114,13 +106,7 @@ class SamAutoConfig:
 def parse_sam_auto_config(method: Mapping[str, Any], method_name: str) -> SamAutoConfig:
     """Check a ``sam_auto`` method and fill defaults; :class:`ConfigError` naming
     ``methods.<method_name>.<key>``."""
-
-    def key(name: str) -> str:
-        return f"methods.{method_name}.{name}"
-
-    for name in method:
-        if name not in CONFIG_KEYS:
-            raise ConfigError(f"{key(name)}: unknown key; allowed: {', '.join(CONFIG_KEYS)}")
+    key = check_method_keys(method, method_name, allowed=CONFIG_KEYS, family="sam_auto")
     if not method.get("model"):
         raise ConfigError(f"{key('model')}: required for the sam_auto family")
     values: dict[str, Any] = {}
@@ -334,23 +320,6 @@ def automatic_masks(
     return [candidates[i] for i in kept]
 
 
-def _case_embeddings(embeddings_dir: str | os.PathLike, case_id: str, *, model: Sam, shape_zyx):
-    """The case's cache; :class:`InputError` naming it when its sizes do not match."""
-    path = case_embeddings_path(embeddings_dir, case_id)
-    cached = load_case_embeddings(path)
-    if tuple(cached.original_size) != tuple(shape_zyx[1:]):
-        raise InputError(
-            f"{path}: embedded slices are {cached.original_size} (H, W), the image's are "
-            f"{tuple(shape_zyx[1:])}"
-        )
-    if cached.image_size != model.image_encoder.img_size:
-        raise InputError(
-            f"{path}: embedded at input size {cached.image_size}, the model takes "
-            f"{model.image_encoder.img_size}"
-        )
-    return cached
-
-
 def target_slices(cached: CaseEmbeddings, label_zyx: np.ndarray | None, value: int) -> list[int]:
     """Slices to segment: the embedded ones, for 3D only where ``value`` is in the label."""
     z = sorted(int(v) for v in cached.z)
@@ -371,14 +340,8 @@ def segment_auto_case(
 ) -> tuple[np.ndarray, int]:
     """Label volume of one case and the number of grid points decoded."""
     shape_zyx = image.array_zyx.shape
-    cached = _case_embeddings(embeddings_dir, case_id, model=model, shape_zyx=shape_zyx)
-    label_zyx = None
-    if shape_zyx[0] > 1:
-        label_zyx = read_volume(label_file).array_zyx
-        if label_zyx.shape != shape_zyx:
-            raise InputError(
-                f"{label_file}: shape {label_zyx.shape} differs from the image's {shape_zyx}"
-            )
+    cached = load_checked_embeddings(embeddings_dir, case_id, model=model, shape_zyx=shape_zyx)
+    label_zyx = read_label_volume(label_file, shape_zyx) if shape_zyx[0] > 1 else None
     slices = target_slices(cached, label_zyx, label_value)
     objects = []
     for z in slices:
@@ -414,45 +377,27 @@ def predict_sam_auto_cases(
 ) -> pd.DataFrame:
     """Segment every case of ``splits`` (of the active shard, see
     :mod:`medsegflow.stages.predict`); write ``out_dir/{case_id}.nii.gz`` (the
-    preprocessed image's geometry, which is the original one), then the manifest."""
-    out_dir = Path(out_dir)
-    cases = select_cases(
-        read_preprocessed_manifest(preprocessed_dir),
-        splits,
-        active_shard(),
-        source=Path(preprocessed_dir) / "manifest.tsv",
-    )
-    rows: list[dict[str, Any]] = []
-    n_empty = 0
-    for case in tqdm(cases.to_dict("records"), desc="sam_auto", unit="case"):
-        start = time.perf_counter()
-        case_id = case["case_id"]
-        path = image_path(preprocessed_dir, case_id)
-        image = read_volume(path)
-        if image.array_zyx.dtype != np.uint8:
-            raise InputError(
-                f"{path}: preprocessed image is {image.array_zyx.dtype}, expected uint8"
-            )
-        label_zyx, n_points = segment_auto_case(
+    preprocessed image's geometry, which is the original one), then the manifest
+    (:func:`~medsegflow.methods.box_prompted.predict_cases`)."""
+
+    def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
+        return segment_auto_case(
             image,
-            case_id=case_id,
+            case_id=case["case_id"],
             model=model,
             config=config,
             label_value=label_value,
             embeddings_dir=embeddings_dir,
-            label_file=label_path(preprocessed_dir, case_id),
+            label_file=label_path(preprocessed_dir, case["case_id"]),
         )
-        n_empty += not label_zyx.any()
-        write_volume(out_dir / f"{case_id}.nii.gz", Volume(label_zyx, image.geometry))
-        seconds = round(time.perf_counter() - start, 3)
-        rows.append(
-            {"case_id": case_id, "split": case["split"], "n_prompts": n_points, "seconds": seconds}
-        )
-        log.info("%s: %d grid points, %.2f s", case_id, n_points, seconds)
-    manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
-    write_prediction_manifest(manifest, out_dir)
-    log.info("predicted %d cases into %s (%d all background)", len(manifest), out_dir, n_empty)
-    return manifest
+
+    return predict_cases(
+        segment=segment,
+        preprocessed_dir=preprocessed_dir,
+        out_dir=out_dir,
+        splits=splits,
+        desc="sam_auto",
+    )
 
 
 def predict_sam_auto(
@@ -471,14 +416,10 @@ def predict_sam_auto(
     :func:`medsegflow.models.sam_loader.load_sam_model`, as the SAM family does). Runs on
     ``device`` (default: CUDA when available), with autocast on GPU.
     """
-    from medsegflow.models.sam_loader import autocast, load_sam_model
+    from medsegflow.models.sam_loader import autocast
 
     config = parse_sam_auto_config(method, method_name)
-    for name in ("embeddings", "checkpoint"):
-        if not inputs.get(name):
-            raise ConfigError(
-                f"methods.{method_name}: the sam_auto family needs the '{name}' input"
-            )
+    require_inputs(inputs, ("embeddings", "checkpoint"), method_name=method_name, family="sam_auto")
     preprocessed_dir = Path(inputs["preprocessed"]).parent
     label_value = target_label(
         read_label_map(preprocessed_dir),
@@ -486,24 +427,22 @@ def predict_sam_auto(
         method_name=method_name,
         source=str(preprocessed_dir / "labels.json"),
     )
-    embeddings_dir = Path(inputs["embeddings"]).parent
-    info = read_model_info(embeddings_dir)
-    if Path(str(info["checkpoint"])).resolve() != Path(inputs["checkpoint"]).resolve():
-        raise InputError(
-            f"{embeddings_dir / MODEL_INFO_FILE}: embeddings were made with {info['checkpoint']}, "
-            f"not with {inputs['checkpoint']}; recompute them"
-        )
-    model, chosen = load_sam_model(inputs["checkpoint"], arch=str(info["arch"]), device=device)
+    loaded = load_cached_model(inputs, device=device)
     log.info(
-        "%s: SAM %s on %s, label %d, %s", method_name, info["arch"], chosen, label_value, config
+        "%s: SAM %s on %s, label %d, %s",
+        method_name,
+        loaded.info["arch"],
+        loaded.device,
+        label_value,
+        config,
     )
-    with autocast(chosen):
+    with autocast(loaded.device):
         return predict_sam_auto_cases(
-            model=model,
+            model=loaded.model,
             config=config,
             label_value=label_value,
             preprocessed_dir=preprocessed_dir,
-            embeddings_dir=embeddings_dir,
+            embeddings_dir=loaded.embeddings_dir,
             out_dir=out_dir,
             splits=splits,
         )

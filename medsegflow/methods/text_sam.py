@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from tqdm import tqdm
+import numpy as np
 
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import read_volume, write_volume
-from medsegflow.stages.predict import (
-    PREDICTION_COLUMNS,
-    active_shard,
-    select_cases,
-    write_prediction_manifest,
-)
-from medsegflow.stages.preprocess import read_preprocessed_manifest, read_table
+from medsegflow.io import Volume
+from medsegflow.methods.box_prompted import predict_cases, read_label_volume
+from medsegflow.stages.preprocess import read_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -57,47 +53,31 @@ def copy_coarse_masks(
 ) -> pd.DataFrame:
     """Write the coarse mask of every case of ``splits`` as its prediction, then the manifest.
 
+    Masks are written in the preprocessed image's geometry (:func:`predict_cases`).
     :class:`InputError` names the coarse manifest when a case of ``splits`` is missing
     from it, and a coarse mask whose shape differs from the preprocessed image's.
     """
-    coarse_dir, out_dir = Path(coarse_dir), Path(out_dir)
-    cases = select_cases(
-        read_preprocessed_manifest(preprocessed_dir),
-        splits,
-        active_shard(),
-        source=Path(preprocessed_dir) / "manifest.tsv",
-    )
+    coarse_dir = Path(coarse_dir)
     coarse = read_table(coarse_dir / "manifest.tsv", columns=("case_id", "n_targets"))
     n_targets = dict(zip(coarse["case_id"].astype(str), coarse["n_targets"], strict=True))
-    rows = []
-    for case in tqdm(cases.to_dict("records"), desc="coarse masks", unit="case"):
-        start = time.perf_counter()
+
+    def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
         case_id = str(case["case_id"])
         if case_id not in n_targets:
             raise InputError(
                 f"{coarse_dir / 'manifest.tsv'}: case {case_id} ({case['split']}) is missing; "
                 "the coarse-mask job did not cover this split"
             )
-        mask = read_volume(coarse_dir / f"{case_id}.nii.gz")
-        image = read_volume(Path(preprocessed_dir) / "images" / f"{case_id}.nii.gz")
-        if mask.array_zyx.shape != image.array_zyx.shape:
-            raise InputError(
-                f"{coarse_dir / f'{case_id}.nii.gz'}: shape {mask.array_zyx.shape} differs "
-                f"from the image's {image.array_zyx.shape}"
-            )
-        write_volume(out_dir / f"{case_id}.nii.gz", mask)
-        rows.append(
-            {
-                "case_id": case_id,
-                "split": case["split"],
-                "n_prompts": int(n_targets[case_id]),
-                "seconds": round(time.perf_counter() - start, 3),
-            }
-        )
-    manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
-    write_prediction_manifest(manifest, out_dir)
-    log.info("wrote the coarse masks of %d cases into %s", len(manifest), out_dir)
-    return manifest
+        mask_zyx = read_label_volume(coarse_dir / f"{case_id}.nii.gz", image.array_zyx.shape)
+        return mask_zyx, int(n_targets[case_id])
+
+    return predict_cases(
+        segment=segment,
+        preprocessed_dir=preprocessed_dir,
+        out_dir=out_dir,
+        splits=splits,
+        desc="coarse masks",
+    )
 
 
 def predict_text_sam(
