@@ -28,6 +28,16 @@ def methods_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
     return [m for m in chosen if m not in excluded]
 
 
+DATASET_SOURCE_KEYS = ("adapter", "params", "window")
+"""Keys of a dataset's config that change its prepared and preprocessed data."""
+
+
+def dataset_source(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """The part of ``datasets.<dataset>`` that the data jobs read (:data:`DATASET_SOURCE_KEYS`)."""
+    spec = config["datasets"][dataset]
+    return {k: spec[k] for k in DATASET_SOURCE_KEYS if k in spec}
+
+
 def dataset_method_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(d, m) for d in config["datasets"] for m in methods_for_dataset(config, d)]
 

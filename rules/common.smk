@@ -25,7 +25,9 @@ def get_final_output():
 
 
 def get_dataset_config(wildcards):
-    return config["datasets"][wildcards.dataset]
+    # only what shapes the data: methods, exclusions and text prompts may change freely
+    # without invalidating the prepared and preprocessed datasets (Snakemake's params check)
+    return wf.dataset_source(config, wildcards.dataset)
 
 
 def get_method_config(wildcards):
