@@ -111,8 +111,9 @@ def _label_folder(
 
 def _write_training_case(
     case_id: str, *, data_dir: Path, label_file: Path, folder: Path, mapping: Mapping[int, int]
-) -> None:
-    """imagesTr + labelsTr files of one case; the label takes the image's geometry."""
+) -> bool:
+    """imagesTr + labelsTr files of one case; the label takes the image's geometry.
+    Returns whether the label has foreground."""
     src = image_path(data_dir, case_id)
     if not label_file.is_file():
         raise InputError(f"{src}: image has no label file (expected {label_file})")
@@ -127,6 +128,7 @@ def _write_training_case(
     remapped = remap_labels(label.array_zyx, mapping, source=str(label_file))
     _copy_atomic(src, folder / "imagesTr" / f"{case_id}_0000{FILE_ENDING}")
     write_volume(folder / "labelsTr" / f"{case_id}{FILE_ENDING}", Volume(remapped, image.geometry))
+    return bool(remapped.any())
 
 
 def _dataset_json(
@@ -180,13 +182,21 @@ def convert_dataset(
     name = dataset_name(dataset, labels)
     folder = nnunet_roots(nnunet_dir).raw / name
     shutil.rmtree(folder, ignore_errors=True)
+    with_foreground = 0
     for case_id in tqdm(train_ids, desc=f"nnU-Net imagesTr {name}", unit="case"):
-        _write_training_case(
+        with_foreground += _write_training_case(
             case_id,
             data_dir=data_dir,
             label_file=label_dir / f"{case_id}{FILE_ENDING}",
             folder=folder,
             mapping={original: new for new, original in to_original.items()},
+        )
+    if not with_foreground:
+        # nnU-Net's fingerprint fails on this with an unrelated IndexError
+        source = pseudolabels if labels != GT_LABELS else label_dir
+        raise InputError(
+            f"{source}: all {len(train_ids)} training labels of {dataset} ({labels}) are "
+            "empty; nnU-Net cannot train on them"
         )
     (folder / "imagesTs").mkdir(parents=True, exist_ok=True)
     for case_id in test_ids:

@@ -198,6 +198,18 @@ def test_pseudolabels_replace_the_ground_truth(canonical: Path, tmp_path: Path) 
     assert not any(n.startswith(("c3", "c4")) for n in names)
 
 
+def test_all_empty_pseudolabels_are_refused_naming_the_manifest(
+    canonical: Path, tmp_path: Path
+) -> None:
+    manifest = _pseudolabels(canonical, tmp_path / "pseudo", ["c0", "c1", "c2"])
+    for case_id in ("c0", "c1", "c2"):
+        path = tmp_path / "pseudo" / f"{case_id}.nii.gz"
+        pred = read_volume(path)
+        write_volume(path, Volume(np.zeros_like(pred.array_zyx), pred.geometry))
+    with pytest.raises(InputError, match=r"manifest\.tsv: all 3 training labels of .* are empty"):
+        _convert(canonical, tmp_path, labels="otsu_box", pseudolabels=manifest)
+
+
 def test_pseudolabel_manifest_must_cover_every_training_case(
     canonical: Path, tmp_path: Path
 ) -> None:
