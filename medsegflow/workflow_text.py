@@ -262,10 +262,6 @@ def tuning_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[
     }
 
 
-def tuned_methods(config: Mapping[str, Any]) -> list[str]:
-    return [m for m in text_methods(config) if config["methods"][m].get("tune")]
-
-
 def text_predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
     """Inputs of a ``text_sam`` prediction job beside the preprocessed manifest: SAM's
     prompts, embeddings and checkpoint, or only the coarse masks without ``model``."""
