@@ -6,12 +6,11 @@ import json
 import shutil
 
 import numpy as np
-import open_clip
 import pandas as pd
 import pytest
 import torch
+from test_m2ib import native_clip
 
-from medsegflow.clip.bundle import ClipBundle
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, read_volume, write_volume
 from medsegflow.saliency.m2ib import M2IBParams, image_saliency
@@ -44,15 +43,7 @@ TEXTS = {
 @pytest.fixture(scope="module")
 def bundle():
     """A tiny CLIP with open_clip's native towers (32 px input, 4 x 4 patches)."""
-    torch.manual_seed(0)
-    model = open_clip.CLIP(
-        embed_dim=16,
-        vision_cfg={"image_size": 32, "patch_size": 8, "width": 32, "layers": 3, "head_width": 16},
-        text_cfg={"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 3},
-    )
-    tokenizer = open_clip.SimpleTokenizer(context_length=16)
-    mean, std = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-    return ClipBundle(model.eval(), tokenizer, 32, mean, std, name="tiny", kind="openai")
+    return native_clip()
 
 
 def _case(pre, case_id, image, label, geometry):

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+from test_dag import job_counts, run_snakemake
 
 
 def dry_run(repo_root: Path, workdir: Path, shards: int | None, *args: str) -> str:
@@ -19,20 +16,11 @@ def dry_run(repo_root: Path, workdir: Path, shards: int | None, *args: str) -> s
     if shards is not None:
         config["scale"] = {"predict_shards": shards}
     (workdir / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--cores", "1", *args]
-    cmd += ["--configfile", "config.yaml"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120)
+    result = run_snakemake(
+        repo_root, workdir, "-n", "--cores", "1", *args, "--configfile", "config.yaml"
+    )
     assert result.returncode == 0, result.stderr + result.stdout
     return result.stdout
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1]
-    return {
-        m.group(1): int(m.group(2))
-        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)
-        if m.group(1) != "total"
-    }
 
 
 def job_blocks(output: str, rule: str) -> list[str]:
@@ -86,7 +74,6 @@ def test_zero_shards_is_a_config_error(repo_root, tmp_path):
         config = yaml.safe_load(handle)
     config["scale"] = {"predict_shards": 0}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
-    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--configfile", "config.yaml"]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = run_snakemake(repo_root, tmp_path, "-n", "--configfile", "config.yaml")
     assert result.returncode != 0
     assert "predict_shards" in result.stdout + result.stderr
