@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -225,6 +225,59 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
                 f"weights.{key}: file not found at {path} (needed by sam_models.{model}); {source}"
             )
     return lines
+
+
+def dry_run_requested(argv: Sequence[str]) -> bool:
+    """Whether the Snakemake command line ``argv`` (``sys.argv``) asks for a dry-run.
+
+    Parsed by Snakemake's own argument parser, so ``-n``, ``--dry-run`` and combined short
+    flags such as ``-np`` all count; an unparsable command line counts as a real run.
+    """
+    from snakemake.cli import get_argument_parser
+
+    try:
+        args, _ = get_argument_parser().parse_known_args(list(argv[1:]))
+    except (SystemExit, Exception):  # argparse exits; Snakemake's own checks raise
+        return False
+    return bool(getattr(args, "dryrun", False))
+
+
+def check_weights(config: Mapping[str, Any], *, dry_run: bool) -> str | None:
+    """Stop a run whose weight files are missing (:func:`missing_weights`).
+
+    Raises :class:`ConfigError` listing every missing file; for a dry-run returns the same
+    text as a warning instead (the plan is still shown), or None when nothing is missing.
+    """
+    missing = missing_weights(config)
+    if not missing:
+        return None
+    message = "missing weight files (download them or change weights: in the config):\n" + (
+        "\n".join(missing)
+    )
+    if not dry_run:
+        raise ConfigError(message)
+    return message + "\n(dry-run: the jobs are planned anyway; a real run stops here)"
+
+
+def missing_weight_paths(config: Mapping[str, Any]) -> set[str]:
+    """The configured ``weights:`` paths (files or folders) that do not exist."""
+    from pathlib import Path
+
+    return {
+        str(path)
+        for path in config.get("weights", {}).values()
+        if not Path(str(path)).expanduser().exists()
+    }
+
+
+def without_paths(inputs: Any, skip: set[str]) -> Any:
+    """``inputs`` (one path, or a dict of named paths) without the paths in ``skip``: what
+    a dry-run without weight files plans (see ``rules/common.smk``)."""
+    if not skip:
+        return inputs
+    if isinstance(inputs, Mapping):
+        return {name: path for name, path in inputs.items() if str(path) not in skip}
+    return [] if str(inputs) in skip else inputs
 
 
 def demo_sam_training_inputs(config: Mapping[str, Any], model: str) -> list[str]:

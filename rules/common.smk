@@ -1,17 +1,21 @@
 # Config validation, ablation expansion, wildcard constraints, then small get_* functions.
 # The logic lives in medsegflow.config and medsegflow.workflow (covered by pytest).
 
+import sys
+
 from medsegflow import workflow as wf
 from medsegflow import workflow_text as wft
 from medsegflow.config import load_config
 from medsegflow.errors import ConfigError
 
 config = load_config(config)
-if missing := wf.missing_weights(config):
-    raise ConfigError(
-        "missing weight files (download them or change weights: in the config):\n"
-        + "\n".join(missing)
-    )
+# A real run stops here naming every missing weight file. A dry-run warns and plans every
+# job anyway, leaving the missing weight paths out of the jobs' inputs (PLAN_WITHOUT).
+PLAN_WITHOUT = set()
+if wf.missing_weights(config):
+    if warning := wf.check_weights(config, dry_run=wf.dry_run_requested(sys.argv)):
+        print(f"WARNING: {warning}", file=sys.stderr)
+        PLAN_WITHOUT = wf.missing_weight_paths(config)
 wf.check_nnunet(config)
 wft.check_text_config(config)
 
@@ -39,7 +43,9 @@ def get_prompt_config(wildcards):
 
 
 def get_predict_inputs(wildcards):
-    return wf.predict_inputs(config, wildcards.dataset, wildcards.method)
+    return wf.without_paths(
+        wf.predict_inputs(config, wildcards.dataset, wildcards.method), PLAN_WITHOUT
+    )
 
 
 def get_metrics_files(wildcards):
@@ -55,7 +61,7 @@ def get_dataset_predictions(wildcards):
 
 
 def get_sam_checkpoint(wildcards):
-    return wf.sam_checkpoint(config, wildcards.model)
+    return wf.without_paths(wf.sam_checkpoint(config, wildcards.model), PLAN_WITHOUT)
 
 
 def get_demo_sam_training_inputs(wildcards):
@@ -136,7 +142,9 @@ def get_clip_caption_inputs(wildcards):
 
 
 def get_clip_finetune_inputs(wildcards):
-    return wft.clip_finetune_inputs(config, wildcards.clip)
+    return wf.without_paths(
+        wft.clip_finetune_inputs(config, wildcards.clip), PLAN_WITHOUT
+    )
 
 
 def get_clip_threads(wildcards):
@@ -148,7 +156,9 @@ def get_clip_words(wildcards):
 
 
 def get_tuning_inputs(wildcards):
-    return wft.tuning_inputs(config, wildcards.dataset, wildcards.method)
+    return wf.without_paths(
+        wft.tuning_inputs(config, wildcards.dataset, wildcards.method), PLAN_WITHOUT
+    )
 
 
 def get_method_clip_config(wildcards):
@@ -160,7 +170,9 @@ def get_method_text_prompts(wildcards):
 
 
 def get_saliency_inputs(wildcards):
-    return wft.saliency_inputs(config, wildcards.dataset, wildcards.sal)
+    return wf.without_paths(
+        wft.saliency_inputs(config, wildcards.dataset, wildcards.sal), PLAN_WITHOUT
+    )
 
 
 def get_saliency_method(wildcards):

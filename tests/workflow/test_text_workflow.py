@@ -140,3 +140,51 @@ def test_full_study_dry_run_plans_the_comparison_and_ablation_grid(repo_root, tm
     assert counts["predict_pseudolabels"] == 4
     assert counts["train_nnunet"] == 4 * 2
     assert sum(counts.values()) == 855
+
+
+@pytest.mark.parametrize(
+    ("argv", "dry"),
+    [
+        (["snakemake", "-n"], True),
+        (["snakemake", "-np", "--cores", "2"], True),
+        (["snakemake", "all", "--dry-run", "--configfile", "study.yaml"], True),
+        (["snakemake", "--cores", "2", "results/tables/all.csv"], False),
+        (["snakemake", "--cores", "two"], False),  # unparsable: a real run
+    ],
+)
+def test_dry_run_is_read_from_snakemakes_own_command_line(argv, dry):
+    assert wf.dry_run_requested(argv) is dry
+
+
+def test_missing_weights_stop_a_run_and_only_warn_in_a_dry_run(repo_root, tmp_path):
+    config = _config(repo_root, "experiments/medclip_samv2.yaml")
+    present = tmp_path / "vit.pt"
+    present.touch()
+    config["weights"] = {**config["weights"], "clip_vit_b16": str(present)}
+    missing = wf.missing_weight_paths(config)
+    assert missing == {config["weights"]["sam_vit_b"], config["weights"]["biomedclip"]}
+    with pytest.raises(ConfigError, match=r"^missing weight files .*\nweights\.biomedclip"):
+        wf.check_weights(config, dry_run=False)
+    warning = wf.check_weights(config, dry_run=True)
+    assert "weights.sam_vit_b" in warning and "clip_vit_b16" not in warning
+    assert warning.endswith("a real run stops here)")
+    inputs = {"preprocessed": "m.tsv", "checkpoint": config["weights"]["sam_vit_b"]}
+    assert wf.without_paths(inputs, missing) == {"preprocessed": "m.tsv"}
+    assert wf.without_paths(config["weights"]["sam_vit_b"], missing) == []
+    assert wf.without_paths(str(present), missing) == str(present)
+    assert wf.without_paths(inputs, set()) is inputs
+
+
+def test_full_study_dry_run_without_weights_plans_the_same_jobs(repo_root):
+    """A researcher can see the plan before downloading weights; a real run still stops
+    before any job, naming every missing file."""
+    study = str(repo_root / "experiments" / "medclip_samv2.yaml")
+    dry = run_snakemake(repo_root, repo_root, "-n", "--cores", "2", "--configfile", study)
+    assert dry.returncode == 0, dry.stderr + dry.stdout
+    assert "WARNING: missing weight files" in dry.stderr
+    assert "weights.sam_vit_b" in dry.stderr and "weights.biomedclip" in dry.stderr
+    assert sum(job_counts(dry.stdout).values()) == 855  # as with the weights present
+    real = run_snakemake(repo_root, repo_root, "nothing", "--cores", "1", "--configfile", study)
+    assert real.returncode != 0
+    assert "ConfigError" in real.stderr and "missing weight files" in real.stderr
+    assert "weights.clip_vit_b16" in real.stderr and "MissingRule" not in real.stderr
