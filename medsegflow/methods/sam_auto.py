@@ -8,7 +8,8 @@ to segment, from the case's cached image embedding
    crop layer): a regular grid of ``points_per_side`` x ``points_per_side`` single
    positive points (SAM's ``build_point_grid`` scaled to the slice, continuous
    coordinates), decoded in batches of ``batch_size`` points with multimask output by
-   :func:`~medsegflow.methods.sam_predict.decode_prompts`. Masks are kept when their
+   :func:`~medsegflow.methods.sam_predict.decode_prompts`; all 3 outputs of every point are
+   candidates, as in SAM's generator. Masks are kept when their
    predicted IoU is ``> pred_iou_thresh`` and their stability score is
    ``>= stability_score_thresh`` (SAM's comparisons). The stability score is SAM's
    ``calculate_stability_score``: the IoU of the mask logits (original slice frame)
@@ -16,17 +17,16 @@ to segment, from the case's cached image embedding
    dropped, then greedy box non-maximum suppression at ``box_nms_thresh`` (boxes of the
    masks, scored by predicted IoU) removes duplicates.
 
-   Difference from SAM: ``decode_prompts`` keeps, per point, the one of the 3 multimask
-   outputs with the highest predicted IoU (the SAM family's rule), where SAM's generator
-   keeps all three as candidates; so each grid point gives at most one candidate. Box
-   IoU counts pixels (inclusive corners, ``x_max - x_min + 1``) where torchvision uses
-   ``x_max - x_min``. No crop layers and no small-region post-processing (SAM's defaults).
+   Differences from SAM: box IoU counts pixels (inclusive corners, ``x_max - x_min + 1``)
+   where torchvision uses ``x_max - x_min``. No crop layers and no small-region
+   post-processing (SAM's defaults).
 
 2. **Choice** (:func:`choose_mask`; there is no text and no label to say which candidate is
    the target): among candidates whose area is between ``min_area_frac`` and
    ``max_area_frac`` of the slice (inclusive) and that touch at most one of the four image
    borders, the one with the highest predicted IoU; ties go to the higher stability
-   score, then to the larger area, then to the earlier grid point. No such candidate: the
+   score, then to the larger area, then to the earlier candidate (grid point, then output
+   index). No such candidate: the
    slice stays empty.
 
 Slices: the embedded slices of each case. For a 3D case (more than one slice) only those
@@ -303,6 +303,7 @@ def automatic_masks(
             input_size=input_size,
             multimask=True,
             batch_size=config.batch_size,
+            all_masks=True,
         )
         keep = decoded.iou_p > config.pred_iou_thresh
         stability = stability_scores(decoded.logits_pyx, decoded.threshold)

@@ -56,7 +56,8 @@ class SamPrompt:
 
 @dataclass
 class Decoded:
-    """Decoder output for ``P`` prompts of one slice, for the chosen mask of each.
+    """Decoder output for ``P`` prompts of one slice, for the chosen mask of each (or for
+    all 3 outputs of each, ``3 P`` rows, with ``decode_prompts(..., all_masks=True)``).
 
     Attributes:
         logits_pyx: float32 ``(P, H, W)`` mask logits in the original slice frame.
@@ -90,8 +91,13 @@ def _decode_batch(
     sizes: tuple[tuple[int, int], tuple[int, int]],
     multimask: bool,
     mask_input: np.ndarray | None,
+    all_masks: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Decode prompts of one signature; returns (logits, low-res logits, iou) as numpy."""
+    """Decode prompts of one signature; returns (logits, low-res logits, iou) as numpy.
+
+    With ``all_masks`` (and ``multimask``) the rows are every output of every prompt,
+    prompt-major (row ``3 * i + j`` is output ``j`` of prompt ``i``).
+    """
     import torch
 
     original_size, input_size = sizes
@@ -118,15 +124,16 @@ def _decode_batch(
         dense_prompt_embeddings=dense,
         multimask_output=multimask,
     )
-    choice = iou.argmax(dim=1) if multimask else torch.zeros(len(prompts), dtype=torch.long)
-    rows = torch.arange(len(prompts), device=low_res.device)
-    chosen = low_res[rows, choice.to(low_res.device)][:, None].float()
+    if all_masks:
+        chosen = low_res.reshape(-1, 1, *low_res.shape[-2:]).float()
+        chosen_iou = iou.reshape(-1)
+    else:
+        choice = iou.argmax(dim=1) if multimask else torch.zeros(len(prompts), dtype=torch.long)
+        rows = torch.arange(len(prompts), device=low_res.device)
+        chosen = low_res[rows, choice.to(low_res.device)][:, None].float()
+        chosen_iou = iou[rows, choice.to(iou.device)]
     logits = model.postprocess_masks(chosen, input_size, original_size)[:, 0].float()
-    return (
-        logits.cpu().numpy(),
-        chosen.cpu().numpy(),
-        iou[rows, choice.to(iou.device)].float().cpu().numpy(),
-    )
+    return logits.cpu().numpy(), chosen.cpu().numpy(), chosen_iou.float().cpu().numpy()
 
 
 def decode_prompts(
@@ -139,6 +146,7 @@ def decode_prompts(
     multimask: bool,
     batch_size: int = 64,
     mask_inputs: np.ndarray | None = None,
+    all_masks: bool = False,
 ) -> Decoded:
     """Decode every prompt of one slice against its cached image embedding.
 
@@ -152,20 +160,27 @@ def decode_prompts(
             IoU; False keeps the single output (mask 0).
         batch_size: most prompts per decoder call.
         mask_inputs: optional float ``(P, 1, 4h, 4w)`` low-res logits of a previous round.
+        all_masks: with ``multimask``, keep all 3 outputs of every prompt instead of the
+            best one (SAM's automatic mask generator does): ``3 P`` rows, row ``3 i + j``
+            is output ``j`` of prompt ``i``.
 
     Returns:
-        :class:`Decoded` for the ``P`` prompts, in order.
+        :class:`Decoded` for the ``P`` prompts (``3 P`` rows with ``all_masks``), in order.
     """
     import torch
 
     if not prompts:
         raise ValueError("decode_prompts: no prompts")
+    if all_masks and not multimask:
+        raise ValueError("decode_prompts: all_masks needs multimask=True")
+    per_prompt = 3 if all_masks else 1
+    rows = len(prompts) * per_prompt
     height, width = (int(s) for s in original_size)
     grid = 4 * np.array(model.prompt_encoder.image_embedding_size)
     out = Decoded(
-        np.zeros((len(prompts), height, width), np.float32),
-        np.zeros((len(prompts), 1, *grid), np.float32),
-        np.zeros(len(prompts), np.float32),
+        np.zeros((rows, height, width), np.float32),
+        np.zeros((rows, 1, *grid), np.float32),
+        np.zeros(rows, np.float32),
         float(model.mask_threshold),
     )
     groups: dict[tuple[bool, int], list[int]] = {}
@@ -183,8 +198,11 @@ def decode_prompts(
                     sizes=((height, width), tuple(int(s) for s in input_size)),
                     multimask=multimask,
                     mask_input=None if mask_inputs is None else mask_inputs[idx],
+                    all_masks=all_masks,
                 )
-                out.logits_pyx[idx], out.low_res_pchw[idx], out.iou_p[idx] = logits, low_res, iou
+                out_rows = [per_prompt * i + j for i in idx for j in range(per_prompt)]
+                out.logits_pyx[out_rows], out.low_res_pchw[out_rows] = logits, low_res
+                out.iou_p[out_rows] = iou
     return out
 
 

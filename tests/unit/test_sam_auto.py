@@ -196,29 +196,34 @@ def volume_case(model, tmp_path_factory):
 
 
 MASK_A = (slice(5, 20), slice(8, 30))  # 15 x 22 = 330 px, no border
+MASK_B = (slice(30, 35), slice(2, 10))  # 5 x 8 = 40 px, apart from A
 MASK_C = (slice(24, 30), slice(38, 46))  # 6 x 8 = 48 px
 
 
 def _fake_decode(calls: list[int]):
-    """decode_prompts stand-in: points left of x = 26 give mask A (IoU 0.95, stable);
-    right and below y = 20 give mask C (IoU 0.92, stable); right and above give a large
-    unstable mask (IoU 0.99); nothing else survives."""
+    """decode_prompts stand-in, 3 outputs per point: points left of x = 26 give mask A
+    (output 0, IoU 0.95, stable) and mask B (output 1, IoU 0.90, stable); right and below
+    y = 20 give mask C (output 0, IoU 0.92, stable); right and above give a large unstable
+    mask (output 0, IoU 0.99); every other output is empty with IoU 0."""
 
-    def fake(model, embedding, prompts, *, original_size, input_size, multimask, batch_size):
-        assert multimask and len(prompts) <= batch_size
+    def fake(
+        model, embedding, prompts, *, original_size, input_size, multimask, batch_size, all_masks
+    ):
+        assert multimask and all_masks and len(prompts) <= batch_size
         calls.append(len(prompts))
-        n = len(prompts)
+        n = 3 * len(prompts)
         logits = np.full((n, *original_size), -8.0, dtype=np.float32)
         iou = np.zeros(n, dtype=np.float32)
         for i, prompt in enumerate(prompts):
             x, y, label = prompt.points_xyl[0]
             assert prompt.box_xyxy is None and label == 1 and prompt.points_xyl.shape == (1, 3)
             if x < 26:
-                logits[i][MASK_A], iou[i] = 6.0, 0.95
+                logits[3 * i][MASK_A], iou[3 * i] = 6.0, 0.95
+                logits[3 * i + 1][MASK_B], iou[3 * i + 1] = 6.0, 0.90
             elif y > 20:
-                logits[i][MASK_C], iou[i] = 6.0, 0.92
+                logits[3 * i][MASK_C], iou[3 * i] = 6.0, 0.92
             else:
-                logits[i][2:30, 2:50], iou[i] = 0.5, 0.99  # stability 0
+                logits[3 * i][2:30, 2:50], iou[3 * i] = 0.5, 0.99  # stability 0
         return Decoded(logits, np.zeros((n, 1, 16, 16), np.float32), iou, 0.0)
 
     return fake
@@ -231,12 +236,13 @@ def test_automatic_masks_filter_and_deduplicate(model, monkeypatch):
     config = SamAutoConfig(points_per_side=4, batch_size=6)
     candidates = automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=config)
     assert calls == [6, 6, 4]  # 16 grid points in batches of 6
-    assert [c.pred_iou for c in candidates] == pytest.approx([0.95, 0.92])  # NMS: 1 of each
-    assert [c.area for c in candidates] == [330, 48]
+    # NMS keeps 1 of each; B is a second output of the same points as A (all 3 are kept)
+    assert [c.pred_iou for c in candidates] == pytest.approx([0.95, 0.92, 0.90])
+    assert [c.area for c in candidates] == [330, 48, 40]
     assert all(c.stability == 1.0 for c in candidates)
     loose = SamAutoConfig(points_per_side=4, stability_score_thresh=0.0)
     candidates = automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=loose)
-    assert [c.pred_iou for c in candidates] == pytest.approx([0.99, 0.95, 0.92])
+    assert [c.pred_iou for c in candidates] == pytest.approx([0.99, 0.95, 0.92, 0.90])
     strict = SamAutoConfig(points_per_side=4, pred_iou_thresh=0.95)
     assert automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=strict) == []
 

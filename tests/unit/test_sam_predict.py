@@ -90,6 +90,17 @@ def test_multimask_keeps_the_mask_with_the_highest_predicted_iou(model, monkeypa
     np.testing.assert_allclose(single.logits_pyx, -3.0, atol=1e-5)  # output 0
     assert not single.masks_pyx.any()
     assert calls == [{"n": 2, "multimask": True}, {"n": 2, "multimask": False}]
+    every = decode_prompts(
+        model, np.zeros((32, 4, 4)), prompts, multimask=True, all_masks=True, **kwargs
+    )
+    np.testing.assert_allclose(every.iou_p, [0.1, 0.9, 0.3, 0.2, 0.1, 0.8])  # prompt-major
+    np.testing.assert_allclose(every.logits_pyx[:, 0, 0], [-3.0, 2.0, 5.0] * 2, atol=1e-5)
+    np.testing.assert_allclose(every.low_res_pchw[:, 0, 0, 0], [-3.0, 2.0, 5.0] * 2)
+    assert every.logits_pyx.shape == (6, *SIZES[0]) and every.low_res_pchw.shape == (6, 1, 16, 16)
+    with pytest.raises(ValueError, match="all_masks needs multimask"):
+        decode_prompts(
+            model, np.zeros((32, 4, 4)), prompts, multimask=False, all_masks=True, **kwargs
+        )
 
 
 def _spy(model, monkeypatch) -> list[dict]:
