@@ -12,9 +12,11 @@ leaves a half-written file that a later job would read.
 from __future__ import annotations
 
 import contextlib
+import glob
 import gzip
 import math
 import os
+import re
 import tempfile
 import zlib
 from collections.abc import Iterator
@@ -61,18 +63,34 @@ class Volume:
         return self.geometry.spacing_zyx
 
 
+def stale_temporaries(path: str | os.PathLike, suffix: str) -> list[Path]:
+    """Temporary files of :func:`atomic_path` for ``path`` left by a killed writer.
+
+    Their names are ``.<stem>.<8 random characters><suffix>`` (``tempfile.mkstemp``'s
+    names) in ``path``'s folder; nothing else matches.
+    """
+    path = Path(path)
+    stem = path.name.split(".")[0]
+    name = re.compile(rf"\.{re.escape(stem)}\.[a-z0-9_]{{8}}{re.escape(suffix)}")
+    return sorted(p for p in path.parent.glob(f".{glob.escape(stem)}.*") if name.fullmatch(p.name))
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     The temporary name keeps the file's full suffix (``.nii.gz``, ``.csv``) so that
     writers choosing a format by extension still work. On error the temporary
-    file is removed and ``path`` is left untouched.
+    file is removed and ``path`` is left untouched. Temporaries of ``path`` that a
+    killed earlier writer left (:func:`stale_temporaries`; one job writes a given path
+    at a time) are removed first, so a resumed run leaves none behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes) or ".tmp"
+    for leftover in stale_temporaries(path, suffix):
+        leftover.unlink(missing_ok=True)
     fd, tmp_name = tempfile.mkstemp(
         prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent
     )

@@ -116,6 +116,9 @@ def resumed(repo_root, tmp_path_factory):
         command(repo_root, "--unlock"), cwd=workdir, capture_output=True, timeout=300
     )
     assert unlock.returncode == 0
+    # a temporary that a killed writer left, whatever the kill itself left (it may be none)
+    first_case = at_kill["files"][0].name.split(".")[0]
+    (workdir / PREDICTIONS / f".{first_case}.stale_00.nii.gz").write_bytes(b"half-written")
     rerun = subprocess.run(
         command(repo_root, "--rerun-incomplete"),
         cwd=workdir,
@@ -144,6 +147,8 @@ def test_rerun_finishes_the_stage_and_later_ones(resumed):
     assert "rule preprocess_dataset:" not in output
     manifest = pd.read_csv(workdir / PREDICTIONS / "manifest.tsv", sep="\t", dtype=str)
     assert len(manifest) == N_CASES and manifest["case_id"].is_unique
+    # every case was rewritten, removing the temporaries the killed run left behind
+    assert sorted(p.name for p in (workdir / PREDICTIONS).glob(".*")) == []
 
 
 def test_tables_equal_an_uninterrupted_run(resumed, reference):
