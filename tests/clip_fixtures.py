@@ -72,9 +72,12 @@ def _write_bert_tokenizer(folder: Path, vocab: list[str]) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
 
 
-def write_tiny_biomedclip(folder: Path, *, seed: int = 0) -> dict[str, torch.Tensor]:
+def write_tiny_biomedclip(
+    folder: Path, *, seed: int = 0, with_pooler: bool = False
+) -> dict[str, torch.Tensor]:
     """Write a tiny BiomedCLIP-layout folder; returns the state dict saved (with the stale
-    ``text.transformer.embeddings.position_ids`` entry)."""
+    ``text.transformer.embeddings.position_ids`` entry and, ``with_pooler``, the BERT
+    pooler's weights that the model does not use)."""
     import open_clip
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -92,6 +95,10 @@ def write_tiny_biomedclip(folder: Path, *, seed: int = 0) -> dict[str, torch.Ten
         model = open_clip.CustomTextCLIP(**cfg, text_cfg=text_cfg)
     state = dict(model.state_dict())
     state["text.transformer.embeddings.position_ids"] = torch.arange(64)[None]
+    if with_pooler:
+        width = TINY_BERT["hidden_size"]
+        state["text.transformer.pooler.dense.weight"] = torch.randn(width, width)
+        state["text.transformer.pooler.dense.bias"] = torch.randn(width)
     torch.save(state, folder / "open_clip_pytorch_model.bin")
     config = {
         "model_cfg": BIOMEDCLIP_MODEL_CFG,

@@ -101,8 +101,12 @@ _DROPPABLE = {
     "context_length",
     "vocab_size",
     "attn_mask",
+    "text.transformer.pooler.dense.weight",
+    "text.transformer.pooler.dense.bias",
 }
-"""Buffers that older files store and current models do not (dropped when unexpected)."""
+"""Tensors a file may hold that the model does not use (dropped only when unexpected):
+buffers of older versions, and the BERT pooler, which open_clip builds only for
+``hf_pooler_type: cls_pooler`` (BiomedCLIP pools with ``cls_last_hidden_state_pooler``)."""
 
 
 @contextlib.contextmanager

@@ -72,6 +72,16 @@ def test_biomedclip_folder_loads_offline_with_its_tokenizer(biomed):
         assert bundle.model.encode_text(tokens).shape == (2, 32)
 
 
+def test_unused_bert_pooler_weights_in_the_file_are_ignored(biomed, tmp_path):
+    saved = write_tiny_biomedclip(tmp_path / "with_pooler", with_pooler=True)
+    bundle = load_clip(BIOMED, name="bmc", weights={"bmc": str(tmp_path / "with_pooler")})
+    loaded = bundle.model.state_dict()
+    assert not any("pooler" in k for k in loaded)
+    _same_state(
+        loaded, {k: v for k, v in saved.items() if "position_ids" not in k and "pooler" not in k}
+    )
+
+
 def test_loaded_model_round_trips_through_the_folder_layout(biomed, tmp_path):
     bundle = load_clip(BIOMED, name="bmc", weights={"bmc": str(biomed[0])})
     out = write_clip_folder(bundle, tmp_path / "copy", extra_files={"note.txt": "x"})
