@@ -11,7 +11,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_sam_predict import GEOMETRY, SHAPE, TINY_ARCH, _dataset
+from test_sam_predict import GEOMETRY, SHAPE, TINY_SAM, _dataset
 
 import medsegflow.methods.sam_auto as sam_auto
 from medsegflow.errors import ConfigError, InputError
@@ -168,7 +168,7 @@ def test_config_and_label_rules():
 def model():
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    return build_sam(TINY_ARCH)
+    return build_sam(TINY_SAM)
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +178,7 @@ def volume_case(model, tmp_path_factory):
     checkpoint = root / "model" / "sam.pth"
     checkpoint.parent.mkdir()
     torch.save(model.state_dict(), checkpoint)
-    write_arch_json(checkpoint.parent / "sam.json", TINY_ARCH)
+    write_arch_json(checkpoint.parent / "sam.json", TINY_SAM)
     embed_dataset(
         preprocessed_dir=root / "pre",
         checkpoint=checkpoint,

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,20 +23,11 @@ from medsegflow.models.sam_loader import build_sam, write_arch_json
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.workflow import embedding_splits
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sam_fixtures import TINY_SAM_2BLOCK  # noqa: E402
+
 torch.set_num_threads(1)
 
-TINY = {
-    "img_size": 64,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "window_size": 2,
-    "global_attn_indexes": [1],
-    "out_chans": 32,
-    "decoder_mlp_dim": 64,
-    "decoder_num_heads": 2,
-    "iou_head_hidden_dim": 32,
-}
 NO_CLEANING = {"min_voxels_3d": 0, "min_pixels_2d": 0}
 
 
@@ -58,10 +51,10 @@ def setup(tmp_path_factory):
     ct = _phantom(root, "ct", {"kind": "ct", "n_cases": 3, "shape": [16, 40, 48]})
     us = _phantom(root, "us", {"kind": "us", "n_cases": 3, "shape": [40, 56]})
     torch.manual_seed(0)
-    model = build_sam(TINY)
+    model = build_sam(TINY_SAM_2BLOCK)
     (root / "model").mkdir()
     torch.save(model.state_dict(), root / "model" / "sam.pth")
-    write_arch_json(root / "model" / "sam.json", TINY)
+    write_arch_json(root / "model" / "sam.json", TINY_SAM_2BLOCK)
     return {"root": root, "ct": ct, "us": us, "model": model, "ckpt": root / "model" / "sam.pth"}
 
 

@@ -6,6 +6,9 @@ A tiny SAM (segment_anything's own classes, random weights, input 64 x 64, embed
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -20,19 +23,9 @@ from medsegflow.models.sam_cache import (
 from medsegflow.models.sam_embed import encode_slices
 from medsegflow.models.sam_loader import build_sam
 
-TINY_ARCH = {
-    "img_size": 64,
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "global_attn_indexes": [0],
-    "window_size": 4,
-    "out_chans": 32,
-    "decoder_depth": 1,
-    "decoder_mlp_dim": 64,
-    "decoder_num_heads": 2,
-    "iou_head_hidden_dim": 32,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sam_fixtures import TINY_SAM  # noqa: E402
+
 SIZES = [(37, 53), (101, 64)]  # (H, W): wide and tall, odd
 
 
@@ -40,7 +33,7 @@ SIZES = [(37, 53), (101, 64)]  # (H, W): wide and tall, odd
 def model():
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    return build_sam(TINY_ARCH)
+    return build_sam(TINY_SAM)
 
 
 def _image(shape_yx, seed=0) -> np.ndarray:

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,21 +18,11 @@ from medsegflow.models.sam_loader import (
     write_arch_json,
 )
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sam_fixtures import TINY_SAM_2BLOCK  # noqa: E402
+
 torch.set_num_threads(1)
 
-TINY = {
-    "img_size": 64,
-    "patch_size": 16,
-    "embed_dim": 32,
-    "depth": 2,
-    "num_heads": 2,
-    "window_size": 2,
-    "global_attn_indexes": [1],
-    "out_chans": 32,
-    "decoder_mlp_dim": 64,
-    "decoder_num_heads": 2,
-    "iou_head_hidden_dim": 32,
-}
 
 # (parameters, state-dict tensors, embed dim, blocks) of the official models
 OFFICIAL = {
@@ -92,10 +84,10 @@ def test_arch_spec_rejects_unknown_names_keys_and_bad_values():
 
 def _tiny_checkpoint(folder, *, seed=0):
     torch.manual_seed(seed)
-    model = build_sam(TINY)
+    model = build_sam(TINY_SAM_2BLOCK)
     path = folder / "sam.pth"
     torch.save(model.state_dict(), path)
-    write_arch_json(folder / "sam.json", TINY)
+    write_arch_json(folder / "sam.json", TINY_SAM_2BLOCK)
     return model, path
 
 
@@ -120,7 +112,7 @@ def test_demo_checkpoint_round_trip_gives_the_same_model(tmp_path):
 
 def test_official_arch_names_load_their_state_dict(tmp_path, monkeypatch):
     """The vit_b path, with the official table shrunk so that the file stays small."""
-    monkeypatch.setitem(sam_loader.OFFICIAL_ARCHS, "vit_b", arch_spec(TINY))
+    monkeypatch.setitem(sam_loader.OFFICIAL_ARCHS, "vit_b", arch_spec(TINY_SAM_2BLOCK))
     model, path = _tiny_checkpoint(tmp_path, seed=3)
     (tmp_path / "sam.json").unlink()  # official checkpoints have no sidecar
     loaded, _ = load_sam_model(path, arch="vit_b")

@@ -5,6 +5,9 @@ Uses a tiny SAM (segment_anything's own classes, random weights, input 64 x 64).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -33,19 +36,9 @@ from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.stages.prompts import make_prompts, read_prompts
 
-TINY_ARCH = {
-    "img_size": 64,
-    "embed_dim": 32,
-    "depth": 1,
-    "num_heads": 2,
-    "global_attn_indexes": [0],
-    "window_size": 4,
-    "out_chans": 32,
-    "decoder_depth": 1,
-    "decoder_mlp_dim": 64,
-    "decoder_num_heads": 2,
-    "iou_head_hidden_dim": 32,
-}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from sam_fixtures import TINY_SAM  # noqa: E402
+
 SHAPE = (3, 37, 53)  # (Z, Y, X): 3 slices, non-square odd slices
 GEOMETRY = Geometry((0.7, 0.7, 3.0), (5.0, -2.0, 1.0))
 SIZES = ((37, 53), resize_transform(64).get_preprocess_shape(37, 53, 64))
@@ -55,7 +48,7 @@ SIZES = ((37, 53), resize_transform(64).get_preprocess_shape(37, 53, 64))
 def model():
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    return build_sam(TINY_ARCH)
+    return build_sam(TINY_SAM)
 
 
 def _fake_decoder(model, monkeypatch, *, values, iou) -> list[dict]:
@@ -257,7 +250,7 @@ def volume_case(model, tmp_path_factory):
     checkpoint = root / "model" / "sam.pth"
     checkpoint.parent.mkdir()
     torch.save(model.state_dict(), checkpoint)
-    write_arch_json(checkpoint.parent / "sam.json", TINY_ARCH)
+    write_arch_json(checkpoint.parent / "sam.json", TINY_SAM)
     embed_dataset(
         preprocessed_dir=root / "pre",
         checkpoint=checkpoint,

@@ -1,0 +1,35 @@
+"""Tiny SAMs shared by the tests: segment_anything's own classes, random weights, 64 x 64
+input (:func:`medsegflow.models.sam_loader.build_sam` takes these dicts as ``arch``)."""
+
+from __future__ import annotations
+
+TINY_SAM = {
+    "img_size": 64,
+    "embed_dim": 32,
+    "depth": 1,
+    "num_heads": 2,
+    "global_attn_indexes": [0],
+    "window_size": 4,
+    "out_chans": 32,
+    "decoder_depth": 1,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
+"""One encoder block and one decoder block: the prediction tests."""
+
+TINY_SAM_2BLOCK = {
+    "img_size": 64,
+    "patch_size": 16,
+    "embed_dim": 32,
+    "depth": 2,
+    "num_heads": 2,
+    "window_size": 2,
+    "global_attn_indexes": [1],
+    "out_chans": 32,
+    "decoder_mlp_dim": 64,
+    "decoder_num_heads": 2,
+    "iou_head_hidden_dim": 32,
+}
+"""A windowed and a global encoder block (SAM's layout in small), SAM's 2-block decoder:
+the loader and embedding tests."""
