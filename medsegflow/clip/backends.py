@@ -50,6 +50,7 @@ from medsegflow.clip.registry import (
     is_trained_clip,
 )
 from medsegflow.errors import ConfigError, InputError
+from medsegflow.models.state_dicts import state_dict_mismatch
 
 if TYPE_CHECKING:
     import torch
@@ -297,24 +298,8 @@ def load_state_checked(
     scale = state.get("logit_scale")
     if scale is not None and "logit_scale" in expected:
         state["logit_scale"] = scale.reshape(expected["logit_scale"].shape)
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})")
-        raise InputError(f"{path}: not a {what} checkpoint: {'; '.join(parts)}")
-    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if wrong:
-        shown = ", ".join(
-            f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:3]
-        )
-        raise InputError(
-            f"{path}: shape mismatch for a {what} checkpoint in {len(wrong)} tensors "
-            f"(file != model): {shown}"
-        )
+    if problem := state_dict_mismatch(state, expected, what=what):
+        raise InputError(f"{path}: {problem}")
     model.load_state_dict(state, strict=True)
 
 

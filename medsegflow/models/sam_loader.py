@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from medsegflow.errors import InputError
 from medsegflow.io import write_text
+from medsegflow.models.state_dicts import state_dict_mismatch
 
 if TYPE_CHECKING:
     import torch
@@ -261,26 +262,8 @@ def _check_state_dict(
     path: Path, state: Mapping[str, torch.Tensor], expected: Mapping[str, Any], *, arch: str
 ) -> None:
     """One-line :class:`InputError` for missing/unexpected keys or a shape mismatch."""
-    missing = [k for k in expected if k not in state]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys ({', '.join(missing[:3])})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:3])})")
-        raise InputError(
-            f"{path}: not a SAM {arch} checkpoint: {'; '.join(parts)}; {_guess_arch(state)}"
-        )
-    wrong = [k for k in expected if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if wrong:
-        shown = ", ".join(
-            f"{k} {tuple(state[k].shape)} != {tuple(expected[k].shape)}" for k in wrong[:3]
-        )
-        raise InputError(
-            f"{path}: shape mismatch for a SAM {arch} checkpoint in {len(wrong)} tensors "
-            f"(file != expected): {shown}; {_guess_arch(state)}"
-        )
+    if problem := state_dict_mismatch(state, expected, what=f"SAM {arch}"):
+        raise InputError(f"{path}: {problem}; {_guess_arch(state)}")
 
 
 def load_sam_model(
