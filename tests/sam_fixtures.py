@@ -3,6 +3,8 @@ input (:func:`medsegflow.models.sam_loader.build_sam` takes these dicts as ``arc
 
 from __future__ import annotations
 
+from pathlib import Path
+
 TINY_SAM = {
     "img_size": 64,
     "embed_dim": 32,
@@ -33,3 +35,31 @@ TINY_SAM_2BLOCK = {
 }
 """A windowed and a global encoder block (SAM's layout in small), SAM's 2-block decoder:
 the loader and embedding tests."""
+
+
+def embedded_sam_inputs(model, root: Path, *, arch: dict = TINY_SAM) -> dict[str, Path]:
+    """Save ``model`` as ``root/model/sam.pth`` (with its ``sam.json``), embed the test
+    split of the preprocessed dataset ``root/pre`` into ``root/emb``; return the prediction
+    job's inputs (``preprocessed``, ``embeddings``, ``checkpoint``)."""
+    import torch
+
+    from medsegflow.models.sam_embed import embed_dataset
+    from medsegflow.models.sam_loader import write_arch_json
+
+    checkpoint = root / "model" / "sam.pth"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), checkpoint)
+    write_arch_json(checkpoint.parent / "sam.json", arch)
+    embed_dataset(
+        preprocessed_dir=root / "pre",
+        checkpoint=checkpoint,
+        arch="demo",
+        out_dir=root / "emb",
+        splits=["test"],
+        device="cpu",
+    )
+    return {
+        "preprocessed": root / "pre" / "manifest.tsv",
+        "embeddings": root / "emb" / "manifest.tsv",
+        "checkpoint": checkpoint,
+    }

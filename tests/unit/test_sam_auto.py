@@ -11,7 +11,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_sam_predict import GEOMETRY, SHAPE, TINY_SAM, _dataset
+from sam_fixtures import TINY_SAM, embedded_sam_inputs
+from test_sam_predict import GEOMETRY, SHAPE, _dataset
 
 import medsegflow.methods.sam_auto as sam_auto
 from medsegflow.errors import ConfigError, InputError
@@ -31,8 +32,7 @@ from medsegflow.methods.sam_auto import (
     target_label,
 )
 from medsegflow.methods.sam_predict import Decoded
-from medsegflow.models.sam_embed import embed_dataset
-from medsegflow.models.sam_loader import build_sam, write_arch_json
+from medsegflow.models.sam_loader import build_sam
 from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
 
 
@@ -175,23 +175,7 @@ def model():
 def volume_case(model, tmp_path_factory):
     root = tmp_path_factory.mktemp("sam_auto")
     label = _dataset(root)
-    checkpoint = root / "model" / "sam.pth"
-    checkpoint.parent.mkdir()
-    torch.save(model.state_dict(), checkpoint)
-    write_arch_json(checkpoint.parent / "sam.json", TINY_SAM)
-    embed_dataset(
-        preprocessed_dir=root / "pre",
-        checkpoint=checkpoint,
-        arch="demo",
-        out_dir=root / "emb",
-        splits=["test"],
-        device="cpu",
-    )
-    inputs = {
-        "preprocessed": root / "pre" / "manifest.tsv",
-        "embeddings": root / "emb" / "manifest.tsv",
-        "checkpoint": checkpoint,
-    }
+    inputs = embedded_sam_inputs(model, root)
     return {"root": root, "label": label, "inputs": inputs}
 
 

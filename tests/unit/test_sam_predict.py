@@ -29,15 +29,14 @@ from medsegflow.models.sam_cache import (
     resize_transform,
     save_case_embeddings,
 )
-from medsegflow.models.sam_embed import embed_dataset
-from medsegflow.models.sam_loader import build_sam, write_arch_json
+from medsegflow.models.sam_loader import build_sam
 from medsegflow.prompts.voting import average_vote
 from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.stages.prompts import make_prompts, read_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sam_fixtures import TINY_SAM  # noqa: E402
+from sam_fixtures import TINY_SAM, embedded_sam_inputs  # noqa: E402
 
 SHAPE = (3, 37, 53)  # (Z, Y, X): 3 slices, non-square odd slices
 GEOMETRY = Geometry((0.7, 0.7, 3.0), (5.0, -2.0, 1.0))
@@ -247,24 +246,7 @@ def volume_case(model, tmp_path_factory):
         seed=0,
         prompt_name="bp",
     )
-    checkpoint = root / "model" / "sam.pth"
-    checkpoint.parent.mkdir()
-    torch.save(model.state_dict(), checkpoint)
-    write_arch_json(checkpoint.parent / "sam.json", TINY_SAM)
-    embed_dataset(
-        preprocessed_dir=root / "pre",
-        checkpoint=checkpoint,
-        arch="demo",
-        out_dir=root / "emb",
-        splits=["test"],
-        device="cpu",
-    )
-    inputs = {
-        "preprocessed": root / "pre" / "manifest.tsv",
-        "prompts": root / "prompts.tsv",
-        "embeddings": root / "emb" / "manifest.tsv",
-        "checkpoint": checkpoint,
-    }
+    inputs = {**embedded_sam_inputs(model, root), "prompts": root / "prompts.tsv"}
     return {"root": root, "label": label, "inputs": inputs}
 
 
