@@ -7,7 +7,7 @@ prompt variants each (alternately a jittered box and a positive + negative point
 - naive path, as the original per-prompt scripts do: ``SamPredictor.set_image`` and then
   ``predict`` for every variant, so the image encoder runs once per variant;
 - cached path, as MedSegFlow does: each image is encoded once
-  (:func:`medsegflow.models.sam_embed.encode_slices`, stored float16 like the cache),
+  (:func:`medsegflow.models.sam_encode.encode_slices`, stored float16 like the cache),
   then the prompt encoder and mask decoder run for all variants in two batched calls.
 
 It logs both wall times, their ratio (which approaches the number of variants, because
@@ -32,7 +32,7 @@ import torch
 from segment_anything import SamPredictor
 
 from medsegflow.models.sam_cache import resize_transform
-from medsegflow.models.sam_embed import encode_slices
+from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import build_sam
 
 LOG = logging.getLogger("bench_sam_cache")

@@ -1,7 +1,8 @@
-"""Config validation against ``schemas/config.schema.yaml`` and ablation-grid expansion.
+"""Loading a study's config: schema validation, ablation-grid expansion, cross-references.
 
-``load_config(raw)`` returns a new, complete config: schema defaults filled in, ablation
-grids expanded into ordinary methods, cross-references checked. Every problem raises a
+``load_config(raw)`` returns a new, complete config: schema defaults filled in (the
+schema files under ``schemas/`` are the only place a default lives), ablation grids
+expanded into ordinary methods, cross-references checked. Every problem raises a
 :class:`~medsegflow.errors.ConfigError` whose message starts with the dotted config key.
 """
 
@@ -10,60 +11,28 @@ from __future__ import annotations
 import copy
 import itertools
 from collections.abc import Iterator, Mapping
-from functools import cache
-from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
 from medsegflow.errors import ConfigError
+from medsegflow.families.registry import complete_method, method_schema
+from medsegflow.schema import CONFIG_SCHEMA, first_problem, read_schema
+from medsegflow.workflow import check_config
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "config.schema.yaml"
 ABLATION_SEPARATOR = "__"
 
 
-@cache
-def load_schema(path: str | None = None) -> dict[str, Any]:
-    """The config JSON schema (YAML file), parsed once per process."""
-    with open(path or SCHEMA_PATH) as handle:
-        return yaml.safe_load(handle)
+def config_schema() -> dict[str, Any]:
+    """The config schema (``schemas/config.schema.yaml``) with its ``method`` definition
+    generated from the family registry (:func:`medsegflow.families.method_schema`)."""
+    schema = copy.deepcopy(read_schema(CONFIG_SCHEMA))
+    schema["$defs"]["method"] = method_schema()
+    return schema
 
 
-def _with_defaults(validator_class: type) -> type:
-    """A validator class that also fills ``default:`` values of declared properties."""
-    validate_properties = validator_class.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, subschema in properties.items():
-                if "default" in subschema and name not in instance:
-                    instance[name] = copy.deepcopy(subschema["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(jsonschema.Draft202012Validator)
-
-
-def _key(path: Any) -> str:
-    return ".".join(str(p) for p in path) or "<config>"
-
-
-def _first_error(validator: Any, instance: Any) -> str | None:
-    """The most relevant schema violation as one line: the dotted key, then the problem."""
-    error = jsonschema.exceptions.best_match(validator.iter_errors(instance))
-    if error is None:
-        return None
-    message = " ".join(error.message.split())
-    return f"{_key(error.absolute_path)}: {message}"
-
-
-def validate_config(config: Mapping[str, Any], schema_path: str | None = None) -> dict[str, Any]:
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of ``config`` validated against the schema with defaults filled in."""
     config = copy.deepcopy(dict(config))
-    problem = _first_error(_Validator(load_schema(schema_path)), config)
+    problem = first_problem(config_schema(), config)
     if problem:
         raise ConfigError(f"invalid config: {problem}")
     return config
@@ -125,35 +94,9 @@ def expand_ablations(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     return methods
 
 
-def _check_method(name: str, method: dict[str, Any], *, origin: str) -> dict[str, Any]:
-    """Validate one (possibly generated) method against the method schema."""
-    schema = load_schema()
-    sub = {"$defs": schema["$defs"], "$ref": "#/$defs/method"}
-    method = copy.deepcopy(method)
-    problem = _first_error(_Validator(sub), method)
-    if problem:
-        raise ConfigError(f"invalid config: {origin}: generated method '{name}': {problem}")
-    return method
-
-
 def _check_references(config: Mapping[str, Any]) -> None:
     prompts = config.get("prompts", {})
-    for name, model in config.get("sam_models", {}).items():
-        key = model.get("weights")
-        if model["arch"] != "demo" and key not in config.get("weights", {}):
-            raise ConfigError(
-                f"sam_models.{name}.weights: '{key}' is not a key under weights:; "
-                f"known: {', '.join(sorted(config.get('weights', {}))) or 'none'}"
-            )
-        for dataset in model.get("train", {}).get("datasets", []):
-            if dataset not in config["datasets"]:
-                raise ConfigError(f"sam_models.{name}.train.datasets: unknown dataset '{dataset}'")
     for name, method in config["methods"].items():
-        if method["family"] == "sam" and method["model"] not in config.get("sam_models", {}):
-            raise ConfigError(
-                f"methods.{name}.model: unknown SAM model '{method['model']}'; "
-                f"known: {', '.join(sorted(config.get('sam_models', {}))) or 'none'}"
-            )
         ref = method.get("prompts")
         if ref is not None and ref not in prompts:
             raise ConfigError(
@@ -162,7 +105,7 @@ def _check_references(config: Mapping[str, Any]) -> None:
             )
     for dname, dataset in config["datasets"].items():
         for key in ("methods", "exclude_methods"):
-            for method in dataset.get(key, []) or []:
+            for method in dataset.get(key) or []:
                 if method not in config["methods"]:
                     raise ConfigError(f"datasets.{dname}.{key}: unknown method '{method}'")
 
@@ -175,9 +118,14 @@ def load_config(raw: Mapping[str, Any]) -> dict[str, Any]:
     config = validate_config(raw)
     expanded = expand_ablations(config)
     for name in set(expanded) - set(config["methods"]):
-        expanded[name] = _check_method(name, expanded[name], origin="ablations")
+        origin = ablation_origins(config).get(name, ("?", "?"))[0]
+        try:
+            expanded[name] = complete_method(expanded[name], name)
+        except ConfigError as err:
+            raise ConfigError(f"{err} (generated by ablations.{origin})") from None
     config["methods"] = expanded
     _check_references(config)
+    check_config(config)
     return config
 
 

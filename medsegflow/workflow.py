@@ -1,8 +1,10 @@
-"""Pure workflow logic for the Snakefile: target lists, method lookup, per-rule inputs.
+"""The workflow's plan for the Snakefile: targets, wildcards, prediction inputs, weights.
 
 ``rules/common.smk`` binds these functions to wildcards; keeping them here lets pytest
 cover them. Nothing here reads data: targets depend on the config only, never on the
-cases of a dataset, so building the DAG does not scale with the number of cases.
+cases of a dataset, so building the DAG does not scale with the number of cases. Nothing
+here names a family either: what differs between families comes from the registry
+(:mod:`medsegflow.families`).
 """
 
 from __future__ import annotations
@@ -10,42 +12,23 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from medsegflow import workflow_text as wft
+from medsegflow import paths
 from medsegflow.errors import ConfigError
-
-RESULTS = "results"
-
-
-def methods_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """Methods run on ``dataset``: its ``methods:`` list (default every configured
-    method) without its ``exclude_methods:``."""
-    spec = config["datasets"][dataset]
-    chosen = spec.get("methods") or list(config["methods"])
-    excluded = set(spec.get("exclude_methods") or ())
-    return [m for m in chosen if m not in excluded]
-
-
-DATASET_SOURCE_KEYS = ("adapter", "params", "window")
-"""Keys of a dataset's config that change its prepared and preprocessed data."""
-
-
-def dataset_source(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
-    """The part of ``datasets.<dataset>`` that the data jobs read (:data:`DATASET_SOURCE_KEYS`)."""
-    spec = config["datasets"][dataset]
-    return {k: spec[k] for k in DATASET_SOURCE_KEYS if k in spec}
-
-
-def dataset_method_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    return [(d, m) for d in config["datasets"] for m in methods_for_dataset(config, d)]
-
-
-def prompt_sets_used(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """Prompt sets needed by the methods of ``dataset``, in config order."""
-    used = {config["methods"][m].get("prompts") for m in methods_for_dataset(config, dataset)}
-    return [p for p in config.get("prompts", {}) if p in used]
+from medsegflow.families.registry import FAMILIES, family_of
+from medsegflow.planning import (
+    SPLIT_ORDER,
+    check_sam_models,
+    dataset_method_pairs,
+    method_splits,
+    methods_for_dataset,
+    methods_planned,
+    sam_checkpoint,
+    sam_model,
+    sam_models_with_bases,
+)
 
 
 def alternation(names: Iterable[str]) -> str:
@@ -81,121 +64,103 @@ def _prefix_branches(names: list[str]) -> list[str]:
 
 
 def wildcard_patterns(config: Mapping[str, Any]) -> dict[str, str]:
-    """Tight wildcard constraints, built from the names in the config."""
-    return {
-        "dataset": alternation(config["datasets"]),
-        "method": alternation(config["methods"]),
-        "prompt": alternation(config.get("prompts", {})),
-        "metric": alternation(config["figures"]["metrics"]),
-        "model": alternation(config.get("sam_models", {})),
-        "labels": alternation(nnunet_label_sources(config)),
-        "clip": alternation(config.get("clip_models", {})),
-        **{stage: alternation(keys) for stage, keys in wft.text_keys(config).items()},
+    """Tight wildcard constraints, built from the names in the config and the families'
+    own wildcards (:attr:`medsegflow.families.Family.wildcards`)."""
+    values: dict[str, list[str]] = {
+        "dataset": list(config["datasets"]),
+        "method": list(config["methods"]),
+        "prompt": list(config.get("prompts", {})),
+        "metric": list(config["figures"]["metrics"]),
+        "model": list(config.get("sam_models", {})),
     }
+    for family in FAMILIES.values():
+        for wildcard, names in (family.wildcards(config) if family.wildcards else {}).items():
+            values.setdefault(wildcard, []).extend(names)
+    return {wildcard: alternation(names) for wildcard, names in values.items()}
 
 
-def method_config(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    try:
-        return dict(config["methods"][method])
-    except KeyError:
-        raise ConfigError(f"methods.{method}: unknown method") from None
+def check_config(config: Mapping[str, Any]) -> None:
+    """Cross-reference checks beyond the schema: SAM models, the SAM model of every method
+    of an embedding-cache family, then each family's own (:class:`ConfigError`)."""
+    check_sam_models(config)
+    for name, spec in config["methods"].items():
+        model = spec.get("model")
+        reads_sam = family_of(config, name).cache == "sam_embeddings"
+        if reads_sam and model and model not in config.get("sam_models", {}):
+            known = ", ".join(sorted(config.get("sam_models", {}))) or "none"
+            raise ConfigError(f"methods.{name}.model: unknown SAM model '{model}'; known: {known}")
+    for family in FAMILIES.values():
+        if family.check:
+            family.check(config)
 
 
-def data_dir(dataset: str) -> str:
-    return f"{RESULTS}/data/{dataset}"
-
-
-def preprocessed_dir(dataset: str) -> str:
-    return f"{RESULTS}/preprocessed/{dataset}"
-
-
-def prompts_file(dataset: str, prompt: str) -> str:
-    return f"{RESULTS}/prompts/{dataset}/{prompt}/prompts.tsv"
-
-
-def predictions_manifest(dataset: str, method: str) -> str:
-    return f"{RESULTS}/predictions/{dataset}/{method}/manifest.tsv"
-
-
-def metrics_file(dataset: str, method: str) -> str:
-    return f"{RESULTS}/metrics/{dataset}/{method}.csv"
-
-
-def predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
-    """Named input files of the prediction job of (``dataset``, ``method``)."""
-    spec = method_config(config, method)
-    inputs = {"preprocessed": f"{preprocessed_dir(dataset)}/manifest.tsv"}
-    if spec.get("prompts"):
-        inputs["prompts"] = prompts_file(dataset, spec["prompts"])
-    if spec["family"] in ("sam", "sam_auto"):
-        inputs["embeddings"] = embeddings_manifest(dataset, spec["model"])
-        inputs["checkpoint"] = sam_checkpoint(config, spec["model"])
-    if spec["family"] == wft.TEXT_FAMILY:
-        inputs.update(wft.text_predict_inputs(config, dataset, method))
-    if spec["family"] == "nnunet":
-        inputs["data"] = f"{data_dir(dataset)}/cases.tsv"
-        inputs["model"] = nnunet_training_marker(dataset, method)
-    return inputs
+# --- targets ------------------------------------------------------------------------------
 
 
 def metrics_files(config: Mapping[str, Any]) -> list[str]:
-    return [metrics_file(d, m) for d, m in dataset_method_pairs(config)]
+    return [paths.fill(paths.METRICS, dataset=d, method=m) for d, m in dataset_method_pairs(config)]
 
 
 def metrics_files_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
-    return [metrics_file(dataset, m) for m in methods_for_dataset(config, dataset)]
+    return [
+        paths.fill(paths.METRICS, dataset=dataset, method=m)
+        for m in methods_for_dataset(config, dataset)
+    ]
 
 
 def predictions_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
-    return [predictions_manifest(dataset, m) for m in methods_for_dataset(config, dataset)]
+    return [
+        paths.fill(paths.PREDICTIONS, dataset=dataset, method=m)
+        for m in methods_for_dataset(config, dataset)
+    ]
 
 
 def figure_files(config: Mapping[str, Any]) -> list[str]:
-    metric_figures = [f"{RESULTS}/figures/{m}_by_method.png" for m in config["figures"]["metrics"]]
-    qualitative = [f"{RESULTS}/figures/qualitative_{d}.png" for d in config["datasets"]]
-    return metric_figures + qualitative
+    metric = [paths.fill(paths.METRIC_FIGURE, metric=m) for m in config["figures"]["metrics"]]
+    qualitative = [paths.fill(paths.QUALITATIVE_FIGURE, dataset=d) for d in config["datasets"]]
+    return metric + qualitative
 
 
 def final_outputs(config: Mapping[str, Any]) -> list[str]:
     """Everything ``rule all`` builds: the tables and every figure."""
-    tables = [f"{RESULTS}/tables/{name}.csv" for name in ("all", "summary", "stats")]
+    tables = [paths.fill(paths.TABLE, table=name) for name in paths.TABLES]
     return tables + figure_files(config)
 
 
-# --- SAM family ---------------------------------------------------------------------------
+def predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
+    """Named input files of the prediction job of (``dataset``, ``method``): its family's
+    (:attr:`medsegflow.families.Family.inputs`)."""
+    return family_of(config, method).inputs(config, dataset, method)
 
 
-def sam_checkpoint(config: Mapping[str, Any], model: str) -> str:
-    """Checkpoint of SAM model ``model``: a weights path, or the demo model's training output."""
-    spec = config["sam_models"][model]
-    if spec["arch"] == "demo":
-        return f"{RESULTS}/models/{model}/sam.pth"
-    key = spec.get("weights")
-    if not key:
-        raise ConfigError(f"sam_models.{model}.weights: required for arch '{spec['arch']}'")
-    if key not in config.get("weights", {}):
-        raise ConfigError(f"sam_models.{model}.weights: '{key}' is not a key under weights:")
-    return str(config["weights"][key])
+# --- SAM-family models: embeddings and weights ---------------------------------------------
 
 
-def embeddings_manifest(dataset: str, model: str) -> str:
-    return f"{RESULTS}/embeddings/{dataset}/{model}/manifest.tsv"
-
-
-SAM_FAMILIES = frozenset({"sam", "sam_auto", wft.TEXT_FAMILY})
-"""Families whose ``model`` is a key of ``sam_models`` (optional for ``text_sam``)."""
+def _sam_decoders(config: Mapping[str, Any], dataset: str) -> list[tuple[str, str]]:
+    """(method, SAM model) of the methods predicting on ``dataset`` that read embeddings."""
+    return [
+        (m, config["methods"][m]["model"])
+        for m in methods_planned(config, dataset)
+        if family_of(config, m).cache == "sam_embeddings" and config["methods"][m].get("model")
+    ]
 
 
 def sam_models_used(config: Mapping[str, Any]) -> list[str]:
-    methods = {m for _, m in dataset_method_pairs(config)}
-    for dataset in config["datasets"]:
-        methods |= wft.pseudo_label_sources(config, dataset)
-    used = {
-        config["methods"][m].get("model")
-        for m in methods
-        if config["methods"][m]["family"] in SAM_FAMILIES
+    """SAM models whose embeddings some method decodes, and the bases they train from."""
+    used = [model for d in config["datasets"] for _, model in _sam_decoders(config, d)]
+    return sam_models_with_bases(config, list(dict.fromkeys(used)))
+
+
+def embedding_splits(config: Mapping[str, Any], dataset: str, model: str) -> list[str]:
+    """Splits whose images get ``model``'s embeddings on ``dataset``: the splits of every
+    method that decodes them (:func:`medsegflow.planning.method_splits`)."""
+    wanted = {
+        split
+        for method, used in _sam_decoders(config, dataset)
+        if used == model
+        for split in method_splits(config, dataset, method)
     }
-    return [m for m in config.get("sam_models", {}) if m in used]
+    return [s for s in SPLIT_ORDER if s in wanted] or list(config["metrics"]["splits"])
 
 
 def missing_weights(config: Mapping[str, Any]) -> list[str]:
@@ -203,18 +168,18 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
 
     Each line names the config key, the expected path and the official source.
     """
-    from pathlib import Path
-
     from medsegflow.models.sam_registry import OFFICIAL_SAM_WEIGHTS
 
-    lines = wft.missing_clip_weights(config)
+    lines = []
+    for family in FAMILIES.values():
+        if family.missing_weights:
+            lines += family.missing_weights(config)
     for model in sam_models_used(config):
-        spec = config["sam_models"][model]
-        if spec["arch"] == "demo":
+        if sam_model(config, model)["train"] is not None:
             continue
         path = sam_checkpoint(config, model)
         if not Path(path).expanduser().is_file():
-            key = spec["weights"]
+            key = config["sam_models"][model]["weights"]
             official = OFFICIAL_SAM_WEIGHTS.get(key)
             source = (
                 f"official file {official.filename}: {official.source}"
@@ -261,8 +226,6 @@ def check_weights(config: Mapping[str, Any], *, dry_run: bool) -> str | None:
 
 def missing_weight_paths(config: Mapping[str, Any]) -> set[str]:
     """The configured ``weights:`` paths (files or folders) that do not exist."""
-    from pathlib import Path
-
     return {
         str(path)
         for path in config.get("weights", {}).values()
@@ -278,237 +241,3 @@ def without_paths(inputs: Any, skip: set[str]) -> Any:
     if isinstance(inputs, Mapping):
         return {name: path for name, path in inputs.items() if str(path) not in skip}
     return [] if str(inputs) in skip else inputs
-
-
-def demo_sam_training_inputs(config: Mapping[str, Any], model: str) -> list[str]:
-    """Preprocessed manifests of the datasets the demo SAM ``model`` trains on."""
-    spec = config["sam_models"][model]
-    if spec["arch"] != "demo":
-        raise ConfigError(
-            f"sam_models.{model}.arch: '{spec['arch']}' uses downloaded weights; "
-            "only arch demo is trained by the pipeline"
-        )
-    datasets = spec["train"].get("datasets") or list(config["datasets"])
-    return [f"{preprocessed_dir(d)}/manifest.tsv" for d in datasets]
-
-
-def embedding_splits(config: Mapping[str, Any], dataset: str, model: str) -> list[str]:
-    """Splits whose images get SAM embeddings: the scored splits (``metrics.splits``)
-    plus ``val``, which tuning reads, plus ``train`` when a method on SAM ``model`` makes
-    pseudo-labels for an nnU-Net method on ``dataset``; in train, val, test order."""
-    wanted = {*config["metrics"]["splits"], "val"}
-    for source in wft.pseudo_label_sources(config, dataset):
-        spec = config["methods"][source]
-        if spec["family"] in SAM_FAMILIES and spec.get("model") == model:
-            wanted |= {"train", "val"}
-    return [s for s in ("train", "val", "test") if s in wanted]
-
-
-# --- Cluster resources and conda envs -----------------------------------------------------
-# rules/common.smk binds these to each job's rule name, wildcards and attempt (get_gpu_count,
-# get_mem_mb, get_runtime, get_method_env), so a rule added later gets sensible SLURM
-# requests from its name alone: ``<verb>_<noun>`` with a GPU verb asks for a GPU, and a
-# ``predict_*`` job asks for one when its method's family runs a torch model.
-
-
-@dataclass(frozen=True)
-class FamilyRuntime:
-    """Where a method family's prediction jobs run: conda env (``envs/<env>.yaml``), GPU."""
-
-    env: str
-    gpu: bool
-
-
-FAMILY_RUNTIMES: dict[str, FamilyRuntime] = {
-    "classical": FamilyRuntime("base", gpu=False),
-    "sam": FamilyRuntime("torch", gpu=True),
-    "text_sam": FamilyRuntime("torch", gpu=True),
-    "sam_auto": FamilyRuntime("torch", gpu=True),
-    "samed": FamilyRuntime("torch", gpu=True),
-    "medsa": FamilyRuntime("torch", gpu=True),
-    "sam3d": FamilyRuntime("torch", gpu=True),
-    "nnunet": FamilyRuntime("nnunet", gpu=True),
-}
-"""Every family of the config schema (tests/workflow/test_envs.py checks it)."""
-
-DEFAULT_FAMILY_RUNTIME = FamilyRuntime("torch", gpu=True)
-"""For a family missing from :data:`FAMILY_RUNTIMES`: every model family is torch-based."""
-
-GPU_VERBS = frozenset({"embed", "train", "finetune", "compute", "tune"})
-"""Rule-name verbs whose every job runs a torch model (image encoders, training)."""
-
-LIGHT_VERBS = frozenset({"make", "collect", "summarise", "plot", "gather"})
-"""Rule-name verbs of small table, prompt and figure jobs."""
-
-
-@dataclass(frozen=True)
-class JobResources:
-    """Requests of a job's first attempt: memory (MB) and wall time (minutes)."""
-
-    mem_mb: int
-    runtime_min: int
-
-    def for_attempt(self, attempt: int) -> JobResources:
-        """Both requests times ``attempt`` (a job killed for memory or time gets more)."""
-        if attempt < 1:
-            raise ValueError(f"attempt must be >= 1, got {attempt}")
-        return JobResources(self.mem_mb * attempt, self.runtime_min * attempt)
-
-
-LIGHT_JOB = JobResources(mem_mb=2000, runtime_min=30)
-CPU_JOB = JobResources(mem_mb=4000, runtime_min=120)
-GPU_JOB = JobResources(mem_mb=16000, runtime_min=360)
-TRAIN_JOB = JobResources(mem_mb=32000, runtime_min=1440)
-
-
-def _verb(rule: str) -> str:
-    return rule.split("_", 1)[0]
-
-
-def family_runtime(config: Mapping[str, Any], method: str) -> FamilyRuntime:
-    """Conda env and GPU need of the prediction jobs of ``method`` (by its family)."""
-    family = method_config(config, method)["family"]
-    return FAMILY_RUNTIMES.get(family, DEFAULT_FAMILY_RUNTIME)
-
-
-def gpu_count(config: Mapping[str, Any], rule: str, method: str | None = None) -> int:
-    """GPUs for one job of ``rule``: 1 for GPU verbs and torch-family predictions, else 0.
-
-    ``method`` is the job's ``{method}`` wildcard, if it has one. On a cluster without
-    GPUs, override with ``--set-resources <rule>:gpu=0``.
-    """
-    if _verb(rule) in GPU_VERBS:
-        return 1
-    if _verb(rule) == "predict" and method is not None:
-        return int(family_runtime(config, method).gpu)
-    return 0
-
-
-def job_resources(config: Mapping[str, Any], rule: str, method: str | None = None) -> JobResources:
-    """First-attempt memory and wall time of a job of ``rule``; see :func:`gpu_count`.
-
-    Training jobs get :data:`TRAIN_JOB`, other GPU jobs :data:`GPU_JOB`, table, prompt and
-    figure jobs :data:`LIGHT_JOB`, the rest :data:`CPU_JOB`; scale with ``for_attempt``.
-    """
-    if _verb(rule) in ("train", "finetune"):
-        base = TRAIN_JOB
-    elif gpu_count(config, rule, method):
-        base = GPU_JOB
-    elif _verb(rule) in LIGHT_VERBS:
-        base = LIGHT_JOB
-    else:
-        base = CPU_JOB
-    return base
-
-
-def family_env(family: str) -> str:
-    """Conda env file of the prediction jobs of ``family``, relative to ``rules/``."""
-    return f"../envs/{FAMILY_RUNTIMES.get(family, DEFAULT_FAMILY_RUNTIME).env}.yaml"
-
-
-def method_env(config: Mapping[str, Any], method: str) -> str:
-    """Conda env file of the prediction jobs of ``method`` (by its family), see ``family_env``."""
-    return family_env(method_config(config, method)["family"])
-
-
-# --- nnU-Net family -----------------------------------------------------------------------
-# A converted nnU-Net dataset is one (dataset, labels) pair: labels "gt" or the method
-# whose train/val predictions are the training labels (``labels_from``).
-
-NNUNET_DIR = f"{RESULTS}/nnunet"
-NNUNET_GT = "gt"  # medsegflow.nnunet.naming.GT_LABELS (that module is kept import-light too)
-
-
-def is_nnunet(config: Mapping[str, Any], method: str) -> bool:
-    return method_config(config, method)["family"] == "nnunet"
-
-
-def nnunet_label_source(config: Mapping[str, Any], method: str) -> str:
-    """Where ``method`` (family nnunet) takes its training labels: ``gt`` or a method name."""
-    return method_config(config, method).get("labels_from") or NNUNET_GT
-
-
-def nnunet_label_sources(config: Mapping[str, Any]) -> list[str]:
-    """``gt`` and every method named by a ``labels_from``, in config order."""
-    used = {m.get("labels_from") for m in config["methods"].values() if m["family"] == "nnunet"}
-    return [NNUNET_GT, *(m for m in config["methods"] if m in used)]
-
-
-def nnunet_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """(dataset, labels) of every nnU-Net dataset the config trains on, without repeats."""
-    pairs = [
-        (d, nnunet_label_source(config, m))
-        for d, m in dataset_method_pairs(config)
-        if is_nnunet(config, m)
-    ]
-    return list(dict.fromkeys(pairs))
-
-
-def check_nnunet(config: Mapping[str, Any]) -> None:
-    """:class:`ConfigError` naming the key for a bad ``labels_from`` (unknown, itself, a
-    method named ``gt``, a cycle) or two nnU-Net datasets with the same derived id."""
-    from medsegflow.nnunet.naming import check_unique_ids
-
-    for name, spec in config["methods"].items():
-        seen = [name]
-        source = spec.get("labels_from") if spec["family"] == "nnunet" else None
-        while source:
-            key = f"methods.{seen[-1]}.labels_from"
-            if source == NNUNET_GT:
-                raise ConfigError(f"{key}: '{NNUNET_GT}' is reserved for the ground truth")
-            if source not in config["methods"]:
-                raise ConfigError(f"{key}: unknown method '{source}'")
-            if source in seen:
-                raise ConfigError(
-                    f"{key}: labels_from forms a cycle {' -> '.join(seen)} -> {source}"
-                )
-            seen.append(source)
-            follow = config["methods"][source]
-            source = follow.get("labels_from") if follow["family"] == "nnunet" else None
-    check_unique_ids(nnunet_pairs(config))
-
-
-def nnunet_converted_marker(dataset: str, labels: str) -> str:
-    return f"{NNUNET_DIR}/converted/{dataset}/{labels}.json"
-
-
-def nnunet_planned_marker(dataset: str, labels: str) -> str:
-    return f"{NNUNET_DIR}/planned/{dataset}/{labels}.json"
-
-
-def nnunet_training_marker(dataset: str, method: str) -> str:
-    return f"{RESULTS}/models/nnunet/{dataset}/{method}/training.json"
-
-
-def pseudolabels_manifest(dataset: str, method: str) -> str:
-    return f"{RESULTS}/pseudolabels/{dataset}/{method}/manifest.tsv"
-
-
-def nnunet_convert_inputs(config: Mapping[str, Any], dataset: str, labels: str) -> dict[str, str]:
-    """Inputs of the conversion of (``dataset``, ``labels``): cases, and pseudo-labels."""
-    inputs = {"cases": f"{data_dir(dataset)}/cases.tsv"}
-    if labels != NNUNET_GT:
-        inputs["pseudolabels"] = pseudolabels_manifest(dataset, labels)
-    return inputs
-
-
-def nnunet_plan_params(config: Mapping[str, Any], dataset: str, labels: str) -> dict[str, Any]:
-    """Configurations to preprocess for (``dataset``, ``labels``) and the process count:
-    the union and the maximum over the nnU-Net methods trained on it."""
-    specs = [
-        method_config(config, m)
-        for d, m in dataset_method_pairs(config)
-        if d == dataset and is_nnunet(config, m) and nnunet_label_source(config, m) == labels
-    ]
-    configurations = sorted({s.get("configuration", "2d") for s in specs}) or ["2d"]
-    processes = max((int(s.get("num_processes", 2)) for s in specs), default=2)
-    return {"configurations": configurations, "num_processes": processes}
-
-
-def nnunet_train_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
-    labels = nnunet_label_source(config, method)
-    return {"planned": nnunet_planned_marker(dataset, labels)}
-
-
-def nnunet_threads(config: Mapping[str, Any], method: str) -> int:
-    return int(method_config(config, method).get("num_processes", 2))

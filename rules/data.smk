@@ -1,6 +1,6 @@
 rule prepare_dataset:
     output:
-        "results/data/{dataset}/cases.tsv",
+        paths.DATA_CASES,
     log:
         "logs/prepare_dataset/{dataset}.log",
     benchmark:

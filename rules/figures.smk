@@ -1,8 +1,8 @@
 rule plot_metric:
     input:
-        "results/tables/summary.csv",
+        paths.fill(paths.TABLE, table="summary"),
     output:
-        "results/figures/{metric}_by_method.png",
+        paths.METRIC_FIGURE,
     log:
         "logs/plot_metric/{metric}.log",
     conda:
@@ -18,11 +18,11 @@ rule plot_metric:
 
 rule plot_qualitative:
     input:
-        preprocessed="results/preprocessed/{dataset}/manifest.tsv",
+        preprocessed=paths.PREPROCESSED,
         predictions=get_dataset_predictions,
         metrics=get_dataset_metrics_files,
     output:
-        "results/figures/qualitative_{dataset}.png",
+        paths.QUALITATIVE_FIGURE,
     log:
         "logs/plot_qualitative/{dataset}.log",
     conda:

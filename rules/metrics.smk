@@ -1,9 +1,9 @@
 rule score_method:
     input:
-        predictions="results/predictions/{dataset}/{method}/manifest.tsv",
-        preprocessed="results/preprocessed/{dataset}/manifest.tsv",
+        predictions=paths.PREDICTIONS,
+        preprocessed=paths.PREPROCESSED,
     output:
-        "results/metrics/{dataset}/{method}.csv",
+        paths.METRICS,
     log:
         "logs/score_method/{dataset}/{method}.log",
     benchmark:
@@ -25,7 +25,7 @@ rule collect_tables:
     input:
         get_metrics_files,
     output:
-        all="results/tables/all.csv",
+        all=paths.fill(paths.TABLE, table="all"),
     log:
         "logs/collect_tables/all.log",
     conda:
@@ -41,10 +41,10 @@ rule collect_tables:
 
 rule summarise_tables:
     input:
-        "results/tables/all.csv",
+        paths.fill(paths.TABLE, table="all"),
     output:
-        summary="results/tables/summary.csv",
-        stats="results/tables/stats.csv",
+        summary=paths.fill(paths.TABLE, table="summary"),
+        stats=paths.fill(paths.TABLE, table="stats"),
     log:
         "logs/summarise_tables/summary.log",
     conda:

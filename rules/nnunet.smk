@@ -7,7 +7,7 @@ rule predict_pseudolabels:
     input:
         unpack(get_predict_inputs),
     output:
-        "results/pseudolabels/{dataset}/{method}/manifest.tsv",
+        paths.PSEUDOLABELS,
     log:
         "logs/predict_pseudolabels/{dataset}/{method}.log",
     benchmark:
@@ -23,6 +23,7 @@ rule predict_pseudolabels:
     params:
         method=get_method_config,
         splits=["train", "val"],
+        seed=config["seed"],
     script:
         "../scripts/predict_method.py"
 
@@ -31,7 +32,7 @@ rule convert_nnunet_dataset:
     input:
         unpack(get_nnunet_convert_inputs),
     output:
-        "results/nnunet/converted/{dataset}/{labels}.json",
+        paths.NNUNET_CONVERTED,
     log:
         "logs/convert_nnunet_dataset/{dataset}/{labels}.log",
     benchmark:
@@ -49,9 +50,9 @@ rule convert_nnunet_dataset:
 
 rule plan_nnunet_dataset:
     input:
-        converted="results/nnunet/converted/{dataset}/{labels}.json",
+        converted=paths.NNUNET_CONVERTED,
     output:
-        "results/nnunet/planned/{dataset}/{labels}.json",
+        paths.NNUNET_PLANNED,
     log:
         "logs/plan_nnunet_dataset/{dataset}/{labels}.log",
     benchmark:
@@ -73,7 +74,7 @@ rule train_nnunet:
     input:
         unpack(get_nnunet_train_inputs),
     output:
-        "results/models/nnunet/{dataset}/{method}/training.json",
+        paths.NNUNET_TRAINED,
     log:
         "logs/train_nnunet/{dataset}/{method}.log",
     benchmark:

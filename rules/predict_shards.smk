@@ -6,7 +6,7 @@ rule predict_method_shard:
     input:
         unpack(get_predict_inputs),
     output:
-        "results/predictions/{dataset}/{method}/shards/{scatteritem}.tsv",
+        paths.PREDICTION_SHARD,
     log:
         "logs/predict_method_shard/{dataset}/{method}/{scatteritem}.log",
     benchmark:
@@ -22,18 +22,17 @@ rule predict_method_shard:
     params:
         method=get_method_config,
         splits=config["metrics"]["splits"],
+        seed=config["seed"],
     script:
         "../scripts/predict_method.py"
 
 
 rule gather_predictions:
     input:
-        shards=gather.predict(
-            "results/predictions/{{dataset}}/{{method}}/shards/{scatteritem}.tsv"
-        ),
-        preprocessed=lambda wildcards: get_predict_inputs(wildcards)["preprocessed"],
+        shards=gather.predict(paths.keep_only(paths.PREDICTION_SHARD, "scatteritem")),
+        preprocessed=get_preprocessed_manifest,
     output:
-        "results/predictions/{dataset}/{method}/manifest.tsv",
+        paths.PREDICTIONS,
     log:
         "logs/gather_predictions/{dataset}/{method}.log",
     benchmark:

@@ -5,7 +5,7 @@ rule predict_method:
     input:
         unpack(get_predict_inputs),
     output:
-        "results/predictions/{dataset}/{method}/manifest.tsv",
+        paths.PREDICTIONS,
     log:
         "logs/predict_method/{dataset}/{method}.log",
     benchmark:
@@ -21,5 +21,6 @@ rule predict_method:
     params:
         method=get_method_config,
         splits=config["metrics"]["splits"],
+        seed=config["seed"],
     script:
         "../scripts/predict_method.py"

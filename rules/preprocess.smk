@@ -1,8 +1,8 @@
 rule preprocess_dataset:
     input:
-        "results/data/{dataset}/cases.tsv",
+        paths.DATA_CASES,
     output:
-        "results/preprocessed/{dataset}/manifest.tsv",
+        paths.PREPROCESSED,
     log:
         "logs/preprocess_dataset/{dataset}.log",
     benchmark:

@@ -1,8 +1,8 @@
 rule make_prompts:
     input:
-        "results/preprocessed/{dataset}/manifest.tsv",
+        paths.PREPROCESSED,
     output:
-        "results/prompts/{dataset}/{prompt}/prompts.tsv",
+        paths.GT_PROMPTS,
     log:
         "logs/make_prompts/{dataset}/{prompt}.log",
     conda:

@@ -8,7 +8,7 @@ rule make_clip_captions:
     input:
         unpack(get_clip_caption_inputs),
     output:
-        "results/clip_data/{clip}/captions.csv",
+        paths.CLIP_CAPTIONS,
     log:
         "logs/make_clip_captions/{clip}.log",
     conda:
@@ -29,7 +29,7 @@ rule finetune_clip:
     input:
         unpack(get_clip_finetune_inputs),
     output:
-        "results/models/{clip}/open_clip_config.json",
+        paths.CLIP_MODEL,
     log:
         "logs/finetune_clip/{clip}.log",
     benchmark:
@@ -55,7 +55,7 @@ rule tune_text_method:
     input:
         unpack(get_tuning_inputs),
     output:
-        "results/tuning/{dataset}/{method}/chosen.json",
+        paths.TUNING,
     log:
         "logs/tune_text_method/{dataset}/{method}.log",
     benchmark:
@@ -82,7 +82,7 @@ rule compute_saliency:
     input:
         unpack(get_saliency_inputs),
     output:
-        "results/saliency/{dataset}/{sal}/manifest.tsv",
+        paths.SALIENCY,
     log:
         "logs/compute_saliency/{dataset}/{sal}.log",
     benchmark:
@@ -110,7 +110,7 @@ rule make_coarse_masks:
     input:
         unpack(get_coarse_inputs),
     output:
-        "results/coarse/{dataset}/{crs}/manifest.tsv",
+        paths.COARSE,
     log:
         "logs/make_coarse_masks/{dataset}/{crs}.log",
     conda:
@@ -130,7 +130,7 @@ rule make_mask_prompts:
     input:
         unpack(get_mask_prompt_inputs),
     output:
-        "results/prompts/{dataset}/{tpk}/prompts.tsv",
+        paths.MASK_PROMPTS,
     log:
         "logs/make_mask_prompts/{dataset}/{tpk}.log",
     conda:

@@ -2,7 +2,8 @@ from pathlib import Path
 
 from medsegflow.debug import inject_faults
 from medsegflow.logs import log_to
-from medsegflow.stages.predict import parse_scatteritem, predict_dataset
+from medsegflow.prediction.job import parse_scatteritem
+from medsegflow.stages.predict import predict_dataset
 
 # predict_method writes out_dir/manifest.tsv; predict_method_shard (scale.predict_shards > 1)
 # writes out_dir/shards/{scatteritem}.tsv and only that shard's cases.
@@ -14,11 +15,11 @@ out_dir = manifest.parent if shard is None else manifest.parent.parent
 with log_to(snakemake.log[0]):
     inject_faults(snakemake)
     predict_dataset(
-        family=snakemake.params.method["family"],
         method=snakemake.params.method,
         method_name=snakemake.wildcards.method,
         inputs=dict(snakemake.input.items()),
         out_dir=out_dir,
         splits=tuple(snakemake.params.splits),
+        seed=snakemake.params.seed,
         shard=shard,
     )

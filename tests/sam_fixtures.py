@@ -37,19 +37,30 @@ TINY_SAM_2BLOCK = {
 the loader and embedding tests."""
 
 
+def save_tiny_sam(model, checkpoint: Path, *, arch: dict = TINY_SAM) -> Path:
+    """Save ``model`` (built from ``arch``) as a pipeline-trained demo model: the state dict
+    at ``checkpoint`` and its model card beside it, as the training stage writes them."""
+    from medsegflow.models.sam_loader import save_sam_model
+
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    save_sam_model(
+        model,
+        checkpoint,
+        model_name="tiny",
+        arch="demo",
+        spec=arch,
+        recipe={"recipe": "scratch"},
+    )
+    return checkpoint
+
+
 def embedded_sam_inputs(model, root: Path, *, arch: dict = TINY_SAM) -> dict[str, Path]:
-    """Save ``model`` as ``root/model/sam.pth`` (with its ``sam.json``), embed the test
+    """Save ``model`` as ``root/model/sam.pth`` (with its model card), embed the test
     split of the preprocessed dataset ``root/pre`` into ``root/emb``; return the prediction
     job's inputs (``preprocessed``, ``embeddings``, ``checkpoint``)."""
-    import torch
+    from medsegflow.stages.embed import embed_dataset
 
-    from medsegflow.models.sam_embed import embed_dataset
-    from medsegflow.models.sam_loader import write_arch_json
-
-    checkpoint = root / "model" / "sam.pth"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), checkpoint)
-    write_arch_json(checkpoint.parent / "sam.json", arch)
+    checkpoint = save_tiny_sam(model, root / "model" / "sam.pth", arch=arch)
     embed_dataset(
         preprocessed_dir=root / "pre",
         checkpoint=checkpoint,

@@ -42,8 +42,8 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import image_path, label_path, read_cases, read_label_map
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import atomic_path, read_volume
+from medsegflow.manifests import SLICES_COLUMNS, read_preprocessed_manifest, read_table
 from medsegflow.seeding import case_rng
-from medsegflow.stages.preprocess import SLICES_COLUMNS, read_preprocessed_manifest, read_table
 
 log = logging.getLogger(__name__)
 
@@ -270,6 +270,7 @@ def make_caption_table(
 def make_clip_captions(
     *,
     spec: Mapping[str, Any],
+    name: str,
     cases: Sequence[str | os.PathLike],
     manifests: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
@@ -279,11 +280,12 @@ def make_clip_captions(
     datasets of ``cases`` (``results/data/{dataset}/cases.tsv``) and ``manifests``
     (``results/preprocessed/{dataset}/manifest.tsv``), in the same order, with ``splits``,
     ``crops_per_image`` and ``crop_fraction`` from the entry's ``train:`` (demo) or
-    ``finetune:`` block. Crops default to 2 per image for the demo CLIP (trained from
-    scratch, it must learn where things are) and to 0 for fine-tuning (MedCLIP-SAMv2
-    fine-tunes on whole images)."""
-    block = spec.get("finetune") or spec.get("train") or {}
-    demo = spec.get("arch") == "demo"
+    ``finetune:`` block (:func:`~medsegflow.clip.finetune.training_block`). Crops default
+    to 2 per image for the demo CLIP (trained from scratch, it must learn where things
+    are) and to 0 for fine-tuning (MedCLIP-SAMv2 fine-tunes on whole images)."""
+    from medsegflow.clip.finetune import training_block
+
+    block = training_block(spec, name)
     if Path(out_csv).name != "captions.csv" or len(cases) != len(manifests):
         raise ValueError(f"{out_csv}: expected .../captions.csv and one manifest per cases.tsv")
     datasets = [(Path(c).parent, Path(m).parent) for c, m in zip(cases, manifests, strict=True)]
@@ -293,8 +295,8 @@ def make_clip_captions(
     return make_caption_table(
         datasets=datasets,
         out_dir=Path(out_csv).parent,
-        splits=tuple(block.get("splits", ("train",))),
+        splits=tuple(block["splits"]),
         seed=seed,
-        crops_per_image=int(block.get("crops_per_image", 2 if demo else 0)),
-        crop_fraction=float(block.get("crop_fraction", 0.5)),
+        crops_per_image=int(block["crops_per_image"]),
+        crop_fraction=float(block["crop_fraction"]),
     )

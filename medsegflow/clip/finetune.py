@@ -32,53 +32,41 @@ from tqdm import tqdm
 
 from medsegflow.clip.bundle import ClipBundle
 from medsegflow.clip.demo import build_demo_clip, write_clip_folder
-from medsegflow.clip.dhn_nce import DEFAULTS as LOSS_DEFAULTS
 from medsegflow.clip.dhn_nce import dhn_nce_loss
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import read_raster
-from medsegflow.models.sam_train import lr_factor
+from medsegflow.schema import complete
+from medsegflow.training.schedule import lr_factor
 
 log = logging.getLogger(__name__)
 
 HISTORY_FILE = "train_log.csv"
-DEMO_TRAINING: dict[str, Any] = {
-    "epochs": 30,
-    "batch_size": 32,
-    "lr": 3e-4,
-    "weight_decay": 0.05,
-    "balance": False,
-    "threads": 1,
-    **LOSS_DEFAULTS,
-}
-"""Training the demo CLIP from scratch (``clip_models.<demo>.train``; the config schema's
-defaults). On the default phantoms (630 pairs with crops, 25 distinct captions) with a
-64 x 64 input: 128 s on one CPU thread, epoch loss 6.65 -> 4.53, top-1 caption retrieval
-on the training pairs 0.55 (majority caption 0.18)."""
-FINETUNING: dict[str, Any] = {
-    **DEMO_TRAINING,
-    **LOSS_DEFAULTS,
-    "epochs": 5,
-    "batch_size": 16,
-    "lr": 1e-5,
-}
+TRAIN_SCHEMA = "config.schema.yaml#/$defs/clip_train"
+"""Training the demo CLIP from scratch (``clip_models.<demo>.train``): its keys and defaults."""
+FINETUNE_SCHEMA = "config.schema.yaml#/$defs/clip_finetune"
 """Fine-tuning downloaded weights (``clip_models.<name>.finetune``): DHN-NCE with
 MedCLIP-SAMv2's loss settings; a small learning rate keeps the pretrained features."""
 CAPTION_KEYS = ("datasets", "splits", "crops_per_image", "crop_fraction")
 """Keys of the same config block used by the caption stage, not by training."""
 ARCH_KEYS = ("image_size",)
-"""Keys of the block that shape the demo CLIP (ignored when fine-tuning: the input size
-of a downloaded model is fixed by its weights)."""
+"""Keys of the block that shape the demo CLIP (there is none when fine-tuning: the input
+size of a downloaded model is fixed by its weights)."""
 
 
-def training_settings(block: Mapping[str, Any] | None, *, demo: bool, key: str) -> dict[str, Any]:
-    """``block`` over the defaults (:data:`DEMO_TRAINING` or :data:`FINETUNING`);
-    :class:`ConfigError` naming ``key`` for an unknown key."""
-    defaults = DEMO_TRAINING if demo else FINETUNING
-    block = dict(block or {})
-    unknown = sorted(set(block) - set(defaults) - set(CAPTION_KEYS) - set(ARCH_KEYS))
-    if unknown:
-        raise ConfigError(f"{key}: unknown keys {unknown}; allowed: {sorted(defaults)}")
-    return {k: block.get(k, v) for k, v in defaults.items()}
+def training_block(spec: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The training block of ``clip_models.<name>`` completed by its schema: ``train:``
+    for the demo arch (trained from scratch), else ``finetune:`` (:class:`ConfigError`
+    naming it when there is none)."""
+    if spec.get("arch") == "demo":
+        return complete(spec.get("train") or {}, TRAIN_SCHEMA, key=f"clip_models.{name}.train")
+    if spec.get("finetune") is None:
+        raise ConfigError(f"clip_models.{name}: nothing to train (no finetune: block)")
+    return complete(spec["finetune"], FINETUNE_SCHEMA, key=f"clip_models.{name}.finetune")
+
+
+def training_settings(block: Mapping[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of :func:`finetune_clip` in a complete training block."""
+    return {k: v for k, v in block.items() if k not in (*CAPTION_KEYS, *ARCH_KEYS)}
 
 
 def read_caption_table(captions_csv: str | os.PathLike) -> tuple[pd.DataFrame, list[np.ndarray]]:
@@ -161,14 +149,14 @@ def finetune_clip(
     epochs: int,
     batch_size: int,
     lr: float,
-    temperature: float = LOSS_DEFAULTS["temperature"],
-    alpha: float = LOSS_DEFAULTS["alpha"],
-    beta1: float = LOSS_DEFAULTS["beta1"],
-    beta2: float = LOSS_DEFAULTS["beta2"],
-    weight_decay: float = 0.05,
-    balance: bool = False,
+    temperature: float,
+    alpha: float,
+    beta1: float,
+    beta2: float,
+    weight_decay: float,
+    balance: bool,
     seed: int,
-    threads: int = 1,
+    threads: int,
 ) -> pd.DataFrame:
     """Train every parameter of ``bundle.model`` (on its device) on ``captions_csv``
     (module docstring) and save it to ``out_dir``; returns the per-epoch history
@@ -237,7 +225,7 @@ def train_demo_clip(
     *,
     captions_csv: str | os.PathLike,
     out_dir: str | os.PathLike,
-    train: Mapping[str, Any] | None = None,
+    train: Mapping[str, Any],
     words: Iterable[str] = (),
     seed: int,
     arch: Mapping[str, int] | None = None,
@@ -247,17 +235,19 @@ def train_demo_clip(
     the captions and ``words``, e.g. the text prompts) and train it on ``captions_csv``.
 
     Args:
-        train: the ``clip_models.<name>.train`` block (:data:`DEMO_TRAINING` keys, and
-            ``image_size``).
+        train: the complete ``clip_models.<name>.train`` block (:func:`training_block`).
         arch: overrides of :data:`~medsegflow.clip.demo.DEMO_ARCH` (over ``image_size``).
     """
-    settings = training_settings(train, demo=True, key="clip_models.<demo>.train")
-    shape = {k: (train or {})[k] for k in ARCH_KEYS if k in (train or {})}
+    shape = {k: train[k] for k in ARCH_KEYS}
     vocabulary = [*caption_words(captions_csv), *words]
     bundle = build_demo_clip(words=vocabulary, seed=int(seed), **{**shape, **dict(arch or {})})
     bundle.model.to(device)
     return finetune_clip(
-        bundle=bundle, captions_csv=captions_csv, out_dir=out_dir, seed=seed, **settings
+        bundle=bundle,
+        captions_csv=captions_csv,
+        out_dir=out_dir,
+        seed=seed,
+        **training_settings(train),
     )
 
 
@@ -283,20 +273,19 @@ def train_clip_model(
 
     device = str(select_device(device))
 
-    extra = {} if threads is None else {"threads": int(threads)}
+    block = training_block(spec, name)
+    if threads is not None:
+        block["threads"] = int(threads)
     if spec.get("arch") == "demo":
         return train_demo_clip(
             captions_csv=captions_csv,
             out_dir=out_dir,
-            train={**dict(spec.get("train") or {}), **extra},
+            train=block,
             words=words,
             seed=seed,
             device=device,
         )
-    if not spec.get("finetune"):
-        raise ConfigError(f"clip_models.{name}: nothing to train (no finetune: block)")
-    key = f"clip_models.{name}.finetune"
-    settings = {**training_settings(spec["finetune"], demo=False, key=key), **extra}
+    settings = training_settings(block)
     bundle = load_clip(spec, name=name, weights=weights, base=True, device=device)
     return finetune_clip(
         bundle=bundle, captions_csv=captions_csv, out_dir=out_dir, seed=seed, **settings

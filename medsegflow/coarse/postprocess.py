@@ -7,7 +7,7 @@ one slice with one of four ``method`` values:
 
 - ``kmeans``: 2-cluster k-means on the saliency values; foreground is the cluster with the
   brighter centroid (MedCLIP-SAMv2's rule). Deterministic: the 1-D k-means of the classical
-  baselines (:func:`~medsegflow.methods.classical.kmeans_1d`, fixed quantile and min/max
+  baselines (:func:`~medsegflow.preprocess.clustering.kmeans_1d`, fixed quantile and min/max
   starts) replaces scikit-learn's ``KMeans(random_state=10)``, and the map is clustered at
   its own resolution (MedCLIP-SAMv2 first resizes it to 256 x 256, nearest neighbour). A
   constant map has no brighter cluster and gives an empty mask.
@@ -35,15 +35,15 @@ pixel). An empty result is valid: the caller logs it.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
-from medsegflow.errors import ConfigError
-from medsegflow.methods.classical import kmeans_1d, kmeans_assign
+from medsegflow.preprocess.clustering import kmeans_1d, kmeans_assign
 from medsegflow.prompts.points import EIGHT_CONNECTED
+from medsegflow.schema import complete
 
 METHODS = ("kmeans", "crf", "threshold", "morphology")
 
@@ -56,61 +56,31 @@ class CoarseConfig:
     ``method`` can share one block.
     """
 
-    method: str = "kmeans"
-    threshold: float = 0.5
-    open_radius: int = 2
-    close_radius: int = 2
-    sxy_gaussian: float = 5.0
-    compat_gaussian: float = 3.0
-    sxy_bilateral: float = 5.0
-    srgb: float = 3.0
-    compat_bilateral: float = 5.0
-    iterations: int = 1
-    tau: float = 1.05
-    epsilon: float = 1e-8
-    fill_holes: bool = True
-    top_k: int = 1
-    min_area: int = 0
+    method: str
+    threshold: float
+    open_radius: int
+    close_radius: int
+    sxy_gaussian: float
+    compat_gaussian: float
+    sxy_bilateral: float
+    srgb: float
+    compat_bilateral: float
+    iterations: int
+    tau: float
+    epsilon: float
+    fill_holes: bool
+    top_k: int
+    min_area: int
 
 
-_INTEGERS = {"open_radius": 0, "close_radius": 0, "iterations": 1, "top_k": 0, "min_area": 0}
-"""Integer keys and their smallest allowed value."""
-_POSITIVE = ("sxy_gaussian", "sxy_bilateral", "srgb", "tau", "epsilon")
-_NON_NEGATIVE = ("compat_gaussian", "compat_bilateral")
+COARSE_SCHEMA = "families/text_sam.schema.yaml#/properties/coarse"
 
 
 def parse_coarse_config(config: Mapping[str, Any] | None, key_prefix: str) -> CoarseConfig:
-    """Check a ``coarse:`` mapping and fill defaults (:class:`CoarseConfig`).
-
-    Raises :class:`ConfigError` naming ``<key_prefix>.<key>`` for an unknown key or a bad
-    value.
-    """
-    allowed = [f.name for f in fields(CoarseConfig)]
-    values: dict[str, Any] = {}
-    for key, value in (config or {}).items():
-        where = f"{key_prefix}.{key}"
-        if key not in allowed:
-            raise ConfigError(f"{where}: unknown key; allowed: {', '.join(allowed)}")
-        if key == "method":
-            if value not in METHODS:
-                raise ConfigError(f"{where}: {value!r} is not one of {METHODS}")
-        elif key == "fill_holes":
-            if not isinstance(value, bool):
-                raise ConfigError(f"{where}: {value!r} must be true or false")
-        elif key in _INTEGERS:
-            low = _INTEGERS[key]
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ConfigError(f"{where}: {value!r} must be an integer >= {low}")
-        else:
-            if isinstance(value, bool) or not isinstance(value, int | float) or not (value >= 0):
-                raise ConfigError(f"{where}: {value!r} must be a number >= 0")
-            if key in _POSITIVE and not value > 0:
-                raise ConfigError(f"{where}: {value!r} must be a number > 0")
-            if key == "threshold" and not value <= 1:
-                raise ConfigError(f"{where}: {value!r} must be in [0, 1] (saliency values)")
-            value = float(value)
-        values[key] = value
-    return CoarseConfig(**values)
+    """A ``coarse:`` mapping completed by its schema (:data:`COARSE_SCHEMA`, which holds
+    the defaults) as a :class:`CoarseConfig`; :class:`ConfigError` naming
+    ``<key_prefix>.<key>`` for an unknown key or a bad value."""
+    return CoarseConfig(**complete(config or {}, COARSE_SCHEMA, key=key_prefix))
 
 
 def disk(radius: int) -> np.ndarray:

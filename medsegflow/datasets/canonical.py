@@ -17,7 +17,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +130,14 @@ def find_case_problems(case: CanonicalCase, label_map: Mapping[str, int]) -> lis
 
 def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+@dataclass
+class AdapterResult:
+    """What an adapter returns: the label map and a lazy stream of cases."""
+
+    label_map: dict[str, int]
+    cases: Iterator[CanonicalCase]
 
 
 def write_canonical_dataset(

@@ -47,8 +47,7 @@ from medsegflow.datasets._params import (
     list_images,
     plan_cases,
 )
-from medsegflow.datasets.canonical import CanonicalCase
-from medsegflow.datasets.registry import AdapterResult
+from medsegflow.datasets.canonical import AdapterResult, CanonicalCase
 from medsegflow.errors import ConfigError
 from medsegflow.io import Volume, read_volume
 

@@ -27,8 +27,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from medsegflow.datasets.canonical import SPLITS, CanonicalCase, assign_splits
-from medsegflow.datasets.registry import AdapterResult
+from medsegflow.datasets.canonical import SPLITS, AdapterResult, CanonicalCase, assign_splits
 from medsegflow.errors import ConfigError
 from medsegflow.io import Geometry, Volume
 from medsegflow.phantoms import (

@@ -54,8 +54,7 @@ from medsegflow.datasets._params import (
     list_images,
     plan_cases,
 )
-from medsegflow.datasets.canonical import CanonicalCase
-from medsegflow.datasets.registry import AdapterResult
+from medsegflow.datasets.canonical import AdapterResult, CanonicalCase
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, read_raster
 

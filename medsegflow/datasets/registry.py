@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
 
-from medsegflow.datasets.canonical import CanonicalCase, write_canonical_dataset
+from medsegflow.datasets.canonical import AdapterResult, write_canonical_dataset
 from medsegflow.errors import ConfigError
-
-
-@dataclass
-class AdapterResult:
-    """What an adapter returns: the label map and a lazy stream of cases."""
-
-    label_map: dict[str, int]
-    cases: Iterator[CanonicalCase]
-
 
 Adapter = Callable[..., AdapterResult]
 """Signature: ``adapter(params: Mapping[str, Any], *, seed: int) -> AdapterResult``."""

@@ -9,126 +9,25 @@ models must beat with the same box.
 from __future__ import annotations
 
 import functools
-import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
 
 from medsegflow.errors import ConfigError
-from medsegflow.methods.box_prompted import check_method_keys, predict_box_prompts
+from medsegflow.prediction.cases import CaseInput, predict_prompted_cases
+from medsegflow.prediction.job import PredictJob
+from medsegflow.prediction.painting import box_rows, paint_box_predictions
+from medsegflow.preprocess.clustering import kmeans_1d, kmeans_assign, otsu_threshold
 
 if TYPE_CHECKING:
     import pandas as pd
 
 ALGORITHMS = ("otsu", "kmeans")
 POLARITIES = ("auto", "bright", "dark")
-CONFIG_KEYS = (
-    "family",
-    "algorithm",
-    "prompts",
-    "n_clusters",
-    "polarity",
-    "keep_largest",
-    "fill_holes",
-    "smoothing_sigma",
-)
 _EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
-
-
-def otsu_threshold(values: np.ndarray) -> int:
-    """Otsu's threshold of ``uint8`` values, from their 256-bin histogram.
-
-    Returns the integer ``t`` that maximises the between-class variance of the classes
-    ``values <= t`` (dark) and ``values > t`` (bright). When several consecutive ``t``
-    tie (an empty gap between two modes), the middle of that run is returned. With a
-    single distinct value, that value is returned (everything is dark).
-    """
-    values = np.asarray(values)
-    if values.dtype != np.uint8:
-        raise ValueError(f"otsu_threshold expects uint8 values, got {values.dtype}")
-    if values.size == 0:
-        raise ValueError("otsu_threshold: no values")
-    p = np.bincount(values.ravel(), minlength=256).astype(np.float64) / values.size
-    omega = np.cumsum(p)
-    mu = np.cumsum(p * np.arange(256))
-    denom = omega * (1.0 - omega)
-    valid = denom > 1e-12
-    sigma_b = np.zeros(256)
-    sigma_b[valid] = (mu[-1] * omega[valid] - mu[valid]) ** 2 / denom[valid]
-    if not valid.any():
-        return int(values.max())
-    best = np.flatnonzero(sigma_b >= sigma_b.max() * (1.0 - 1e-9))
-    run_end = best[0]
-    while run_end + 1 in best:
-        run_end += 1
-    return int((best[0] + run_end) // 2)
-
-
-def kmeans_1d(
-    values: np.ndarray, *, n_clusters: int, max_iter: int = 100, tol: float = 1e-6
-) -> np.ndarray:
-    """Lloyd's k-means on scalar values; returns the cluster centres, sorted ascending.
-
-    Deterministic, without random (k-means++) seeding: Lloyd's iterations run from two
-    fixed starts, the quantiles ``(i + 0.5) / n_clusters`` of the values and
-    ``n_clusters`` evenly spaced values over ``[min, max]``, each until no centre moves
-    more than ``tol`` (or ``max_iter``); the result with the lower within-cluster sum of
-    squares wins. (Quantile starts alone fail on unbalanced clusters, e.g. a small bright
-    lesion, where two starts fall in the dominant background.) A cluster that becomes
-    empty keeps its centre. Works on the distinct values with their counts, so a
-    ``uint8`` image costs at most 256 points per iteration.
-
-    Args:
-        values: any shape, numeric.
-        n_clusters: >= 2.
-
-    Returns:
-        float64 ``(n_clusters,)`` centres.
-    """
-    if n_clusters < 2:
-        raise ValueError(f"kmeans_1d: n_clusters must be >= 2, got {n_clusters}")
-    values = np.asarray(values, dtype=np.float64).ravel()
-    if values.size == 0:
-        raise ValueError("kmeans_1d: no values")
-    points, counts = np.unique(values, return_counts=True)
-    starts = (
-        np.quantile(values, (np.arange(n_clusters) + 0.5) / n_clusters),
-        np.linspace(points[0], points[-1], n_clusters + 2)[1:-1],
-    )
-    best, best_sse = starts[0], np.inf
-    for start in starts:
-        centres = _lloyd(points, counts, start, max_iter=max_iter, tol=tol)
-        sse = float((counts * (points - centres[kmeans_assign(points, centres)]) ** 2).sum())
-        if sse < best_sse - 1e-12:
-            best, best_sse = centres, sse
-    return best
-
-
-def _lloyd(
-    points: np.ndarray, counts: np.ndarray, centres: np.ndarray, *, max_iter: int, tol: float
-) -> np.ndarray:
-    """Weighted 1-D Lloyd iterations from sorted ``centres``."""
-    n_clusters = centres.size
-    for _ in range(max_iter):
-        assign = kmeans_assign(points, centres)
-        weight = np.bincount(assign, weights=counts, minlength=n_clusters)
-        total = np.bincount(assign, weights=points * counts, minlength=n_clusters)
-        updated = np.sort(np.where(weight > 0, total / np.maximum(weight, 1e-300), centres))
-        moved = np.abs(updated - centres).max()
-        centres = updated
-        if moved <= tol:
-            break
-    return centres
-
-
-def kmeans_assign(values: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """Index of the nearest of the sorted ``centres`` for every value (ties go up)."""
-    edges = (centres[:-1] + centres[1:]) / 2.0
-    return np.searchsorted(edges, values, side="right")
 
 
 def _intensity_classes(
@@ -248,86 +147,43 @@ def segment_in_box(
 
 @dataclass(frozen=True)
 class ClassicalConfig:
-    """A validated ``classical`` method config (see :func:`parse_classical_config`)."""
+    """A ``classical`` method's settings (``schemas/families/classical.schema.yaml``)."""
 
     algorithm: str
-    n_clusters: int = 2
-    polarity: str = "auto"
-    keep_largest: bool = True
-    fill_holes: bool = True
-    smoothing_sigma: float = 1.0
+    n_clusters: int
+    polarity: str
+    keep_largest: bool
+    fill_holes: bool
+    smoothing_sigma: float
 
 
 def parse_classical_config(method: Mapping[str, Any], method_name: str) -> ClassicalConfig:
-    """Check a classical method's config; raise :class:`ConfigError` naming
-    ``methods.<method_name>.<key>`` for an unknown key or a bad value."""
-    key = check_method_keys(method, method_name, allowed=CONFIG_KEYS, family="classical")
-    if not isinstance(method.get("prompts", ""), str):
-        raise ConfigError(f"{key('prompts')}: {method['prompts']!r} must be a prompt set name")
-    algorithm = method.get("algorithm")
-    if algorithm not in ALGORITHMS:
-        raise ConfigError(f"{key('algorithm')}: {algorithm!r} is not one of {ALGORITHMS}")
-    n_clusters = method.get("n_clusters", 2)
-    if isinstance(n_clusters, bool) or not isinstance(n_clusters, int) or n_clusters < 2:
-        raise ConfigError(f"{key('n_clusters')}: {n_clusters!r} must be an integer >= 2")
-    if algorithm == "otsu" and n_clusters != 2:
+    """The settings of a complete classical method (schema defaults filled in, see
+    :func:`medsegflow.families.complete_method`); :class:`ConfigError` naming
+    ``methods.<method_name>.n_clusters`` for Otsu with other than 2 classes."""
+    if method["algorithm"] == "otsu" and method["n_clusters"] != 2:
         raise ConfigError(
-            f"{key('n_clusters')}: Otsu splits into 2 classes; use "
-            f"algorithm 'kmeans' for {n_clusters} clusters"
+            f"methods.{method_name}.n_clusters: Otsu splits into 2 classes; use "
+            f"algorithm 'kmeans' for {method['n_clusters']} clusters"
         )
-    polarity = method.get("polarity", "auto")
-    if polarity not in POLARITIES:
-        raise ConfigError(f"{key('polarity')}: {polarity!r} is not one of {POLARITIES}")
-    flags = {name: method.get(name, True) for name in ("keep_largest", "fill_holes")}
-    for name, value in flags.items():
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key(name)}: {value!r} must be true or false")
-    sigma = method.get("smoothing_sigma", 1.0)
-    if isinstance(sigma, bool) or not isinstance(sigma, int | float) or sigma < 0:
-        raise ConfigError(f"{key('smoothing_sigma')}: {sigma!r} must be a number >= 0")
-    return ClassicalConfig(
-        algorithm=algorithm,
-        n_clusters=n_clusters,
-        polarity=polarity,
-        smoothing_sigma=float(sigma),
-        **flags,
-    )
+    return ClassicalConfig(**{f.name: method[f.name] for f in fields(ClassicalConfig)})
 
 
-def predict_classical(
-    *,
-    method: Mapping[str, Any],
-    method_name: str,
-    inputs: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-) -> pd.DataFrame:
-    """Run :func:`segment_in_box` on every box prompt of the cases in ``splits``.
+def predict_classical(job: PredictJob) -> pd.DataFrame:
+    """The family predictor: :func:`segment_in_box` on every box prompt of every case.
 
-    Reads preprocessed ``uint8`` images, writes one label volume per case in the original
-    image geometry and then ``manifest.tsv``; see
-    :func:`medsegflow.methods.box_prompted.predict_box_prompts`.
+    Reads preprocessed ``uint8`` images and the job's ``prompts`` (rows without a box are
+    ignored), paints each case with
+    :func:`~medsegflow.prediction.painting.paint_box_predictions` and writes it in the
+    original image geometry, then the manifest.
     """
-    config = parse_classical_config(method, method_name)
-    preprocessed_dir = Path(inputs["preprocessed"]).parent
-    prompts_path = inputs.get("prompts")
-    if prompts_path is None:
-        raise ConfigError(
-            f"methods.{method_name}.prompts: the classical family needs a box prompt set"
+    config = parse_classical_config(job.method, job.method_name)
+    job.require("prompts", family="classical")
+    segment = functools.partial(segment_in_box, **asdict(config))
+
+    def segment_case(case: CaseInput) -> np.ndarray:
+        return paint_box_predictions(
+            case.image.array_zyx, case.prompts, segment=segment, source=case.source
         )
-    segment = functools.partial(
-        segment_in_box,
-        algorithm=config.algorithm,
-        n_clusters=config.n_clusters,
-        polarity=config.polarity,
-        keep_largest=config.keep_largest,
-        fill_holes=config.fill_holes,
-        smoothing_sigma=config.smoothing_sigma,
-    )
-    return predict_box_prompts(
-        segment=segment,
-        preprocessed_dir=preprocessed_dir,
-        prompts_path=prompts_path,
-        out_dir=out_dir,
-        splits=splits,
-    )
+
+    return predict_prompted_cases(job, segment_case=segment_case, select=box_rows)

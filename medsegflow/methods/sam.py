@@ -2,7 +2,7 @@
 
 For each case of the requested splits, the case's cached embeddings
 (``results/embeddings/{dataset}/{model}/{case_id}.npz``) are loaded and every prompt of
-the prompt set is decoded on its slice (:mod:`medsegflow.methods.sam_predict`), a 3D
+the prompt set is decoded on its slice (:mod:`medsegflow.models.sam_decode`), a 3D
 volume slice by slice with per-slice prompts. Per object (``prompt_id``):
 
 1. each repeated draw is decoded (``multimask``: 3 masks, the highest predicted IoU wins);
@@ -12,7 +12,7 @@ volume slice by slice with per-slice prompts. Per object (``prompt_id``):
 
 Objects are painted into a label volume of the original image geometry (larger masks
 first, so small objects inside large ones win) by the shared loop of
-:mod:`medsegflow.methods.box_prompted`. The model's architecture comes from the cache's
+:mod:`medsegflow.prediction.cases`. The model's architecture comes from the cache's
 ``model.json``; torch and segment_anything are imported lazily.
 """
 
@@ -20,22 +20,15 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from medsegflow.errors import ConfigError, InputError
-from medsegflow.methods.box_prompted import (
-    CaseInput,
-    ObjectMask,
-    check_method_keys,
-    paint_objects,
-    predict_prompted_cases,
-)
-from medsegflow.methods.sam_predict import SamPrompt, decode_prompts, refine_with_clicks
+from medsegflow.errors import InputError
+from medsegflow.manifests import BOX_COLUMNS, parse_points
 from medsegflow.models.sam_cache import (
     MODEL_INFO_FILE,
     CaseEmbeddings,
@@ -43,11 +36,13 @@ from medsegflow.models.sam_cache import (
     load_case_embeddings,
     read_model_info,
 )
-from medsegflow.prompts.clicks import CLICK_MODES
+from medsegflow.models.sam_decode import SamPrompt, decode_prompts, refine_with_clicks
+from medsegflow.prediction.cases import CaseInput, predict_prompted_cases
+from medsegflow.prediction.job import PredictJob
+from medsegflow.prediction.painting import ObjectMask, paint_objects
 from medsegflow.prompts.points import connected_components
-from medsegflow.prompts.voting import VOTING_RULES, vote
+from medsegflow.prompts.voting import vote
 from medsegflow.seeding import case_rng
-from medsegflow.stages.prompts import BOX_COLUMNS, parse_points
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -56,52 +51,31 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEYS = ("family", "model", "prompts", "multimask", "voting", "clicks", "batch_size")
-
 
 @dataclass(frozen=True)
 class SamConfig:
-    """A parsed ``family: sam`` method (see ``$defs/method_sam`` in the config schema)."""
+    """A ``family: sam`` method's decoding settings (``schemas/families/sam.schema.yaml``)."""
 
-    multimask: bool = True
-    voting: str = "average"
-    click_rounds: int = 0
-    click_mode: str = "center"
-    click_mask_input: bool = True
-    batch_size: int = 64
+    multimask: bool
+    voting: str
+    click_rounds: int
+    click_mode: str
+    click_mask_input: bool
+    batch_size: int
 
 
-def parse_sam_config(method: Mapping[str, Any], method_name: str) -> SamConfig:
-    """Check a SAM method and fill defaults; :class:`ConfigError` naming
-    ``methods.<method_name>.<key>``."""
-    key = check_method_keys(method, method_name, allowed=CONFIG_KEYS, family="sam")
-    for name in ("model", "prompts"):
-        if not method.get(name):
-            raise ConfigError(f"{key(name)}: required for the sam family")
-    multimask = method.get("multimask", True)
-    if not isinstance(multimask, bool):
-        raise ConfigError(f"{key('multimask')}: {multimask!r} must be true or false")
-    voting = method.get("voting", "average")
-    if voting not in VOTING_RULES:
-        raise ConfigError(f"{key('voting')}: {voting!r} is not one of {VOTING_RULES}")
-    clicks = dict(method.get("clicks") or {})
-    unknown = sorted(set(clicks) - {"rounds", "mode", "mask_input"})
-    if unknown:
-        raise ConfigError(
-            f"{key('clicks')}.{unknown[0]}: unknown key; allowed: rounds, mode, mask_input"
-        )
-    rounds, mode = clicks.get("rounds", 0), clicks.get("mode", "center")
-    if isinstance(rounds, bool) or not isinstance(rounds, int) or rounds < 0:
-        raise ConfigError(f"{key('clicks.rounds')}: {rounds!r} must be an integer >= 0")
-    if mode not in CLICK_MODES:
-        raise ConfigError(f"{key('clicks.mode')}: {mode!r} is not one of {CLICK_MODES}")
-    feed = clicks.get("mask_input", True)
-    if not isinstance(feed, bool):
-        raise ConfigError(f"{key('clicks.mask_input')}: {feed!r} must be true or false")
-    batch = method.get("batch_size", 64)
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"{key('batch_size')}: {batch!r} must be an integer >= 1")
-    return SamConfig(multimask, voting, rounds, mode, feed, batch)
+def parse_sam_config(method: Mapping[str, Any]) -> SamConfig:
+    """The settings of a complete ``sam`` method (schema defaults filled in, see
+    :func:`medsegflow.families.complete_method`)."""
+    clicks = method["clicks"]
+    return SamConfig(
+        multimask=method["multimask"],
+        voting=method["voting"],
+        click_rounds=clicks["rounds"],
+        click_mode=clicks["mode"],
+        click_mask_input=clicks["mask_input"],
+        batch_size=method["batch_size"],
+    )
 
 
 def row_prompt(row: Mapping[str, Any], *, source: str) -> SamPrompt:
@@ -196,17 +170,6 @@ class CachedModel(NamedTuple):
     info: dict[str, object]
 
 
-def require_inputs(
-    inputs: Mapping[str, Any], names: Sequence[str], *, method_name: str, family: str
-) -> None:
-    """:class:`ConfigError` naming the first of ``names`` missing from ``inputs``."""
-    for name in names:
-        if not inputs.get(name):
-            raise ConfigError(
-                f"methods.{method_name}: the {family} family needs the '{name}' input"
-            )
-
-
 def load_cached_model(
     inputs: Mapping[str, str | os.PathLike], *, device: str | None = None
 ) -> CachedModel:
@@ -284,21 +247,18 @@ def segment_sam_case(
 
 
 def predict_sam_cases(
+    job: PredictJob,
     *,
     model: Sam,
     config: SamConfig,
-    preprocessed_dir: str | os.PathLike,
-    prompts_path: str | os.PathLike,
     embeddings_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-    seed: int = 0,
-    stream: str = "sam",
+    prompts_path: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
-    """Predict every case of ``splits`` with a loaded ``model``; write volumes and manifest.
+    """Predict every case of ``job`` with a loaded ``model``; write volumes and manifest.
 
-    Random clicks of a case draw from ``case_rng(seed, case_id, "clicks", stream)``.
-    Returns the manifest (see :func:`~medsegflow.methods.box_prompted.predict_prompted_cases`).
+    ``prompts_path`` defaults to the job's ``prompts``. Random clicks of a case draw from
+    ``case_rng(job.seed, case_id, "clicks", job.method_name)``. Returns the manifest (see
+    :func:`~medsegflow.prediction.cases.predict_prompted_cases`).
     """
 
     def segment_case(case: CaseInput) -> np.ndarray:
@@ -307,52 +267,38 @@ def predict_sam_cases(
             model=model,
             config=config,
             embeddings_dir=embeddings_dir,
-            rng=case_rng(seed, case.case_id, "clicks", stream),
+            rng=case_rng(job.seed, case.case_id, "clicks", job.method_name),
         )
 
-    return predict_prompted_cases(
-        segment_case=segment_case,
-        preprocessed_dir=preprocessed_dir,
-        prompts_path=prompts_path,
-        out_dir=out_dir,
-        splits=splits,
-    )
+    return predict_prompted_cases(job, segment_case=segment_case, prompts_path=prompts_path)
 
 
-def predict_sam(
-    *,
-    method: Mapping[str, Any],
-    method_name: str,
-    inputs: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-    device: str | None = None,
-    seed: int = 0,
+def predict_with_cached_sam(
+    job: PredictJob, *, config: SamConfig, prompts_path: str | os.PathLike | None = None
 ) -> pd.DataFrame:
-    """The family predictor (``FAMILIES["sam"]``): load the model, decode every case.
-
-    ``inputs``: ``preprocessed`` (manifest), ``prompts`` (prompts.tsv), ``embeddings``
-    (the cache's manifest; ``model.json`` beside it gives the arch) and ``checkpoint``
-    (loaded with :func:`medsegflow.models.sam_loader.load_sam_model`). Runs on ``device``
-    (default: CUDA when available), with autocast on GPU.
-    """
+    """Load the job's SAM model (:func:`load_cached_model`) and run :func:`predict_sam_cases`
+    on ``job.device`` (default: CUDA when available), with autocast on GPU."""
     from medsegflow.models.sam_loader import autocast
 
-    config = parse_sam_config(method, method_name)
-    require_inputs(
-        inputs, ("prompts", "embeddings", "checkpoint"), method_name=method_name, family="sam"
-    )
-    loaded = load_cached_model(inputs, device=device)
-    log.info("%s: SAM %s on %s, %s", method_name, loaded.info["arch"], loaded.device, config)
+    job.require("embeddings", "checkpoint", family=str(job.method["family"]))
+    loaded = load_cached_model(job.inputs, device=job.device)
+    log.info("%s: SAM %s on %s, %s", job.method_name, loaded.info["arch"], loaded.device, config)
     with autocast(loaded.device):
         return predict_sam_cases(
+            job,
             model=loaded.model,
             config=config,
-            preprocessed_dir=Path(inputs["preprocessed"]).parent,
-            prompts_path=inputs["prompts"],
             embeddings_dir=loaded.embeddings_dir,
-            out_dir=out_dir,
-            splits=splits,
-            seed=seed,
-            stream=method_name,
+            prompts_path=prompts_path,
         )
+
+
+def predict_sam(job: PredictJob) -> pd.DataFrame:
+    """The family predictor (``family: sam``): decode every prompt of every case.
+
+    ``job.inputs``: ``preprocessed`` (manifest), ``prompts`` (prompts.tsv), ``embeddings``
+    (the cache's manifest; ``model.json`` beside it gives the arch) and ``checkpoint``
+    (loaded with :func:`medsegflow.models.sam_loader.load_sam_model`).
+    """
+    job.require("prompts", family="sam")
+    return predict_with_cached_sam(job, config=parse_sam_config(job.method))

@@ -8,7 +8,7 @@ to segment, from the case's cached image embedding
    crop layer): a regular grid of ``points_per_side`` x ``points_per_side`` single
    positive points (SAM's ``build_point_grid`` scaled to the slice, continuous
    coordinates), decoded in batches of ``batch_size`` points with multimask output by
-   :func:`~medsegflow.methods.sam_predict.decode_prompts`; all 3 outputs of every point are
+   :func:`~medsegflow.models.sam_decode.decode_prompts`; all 3 outputs of every point are
    candidates, as in SAM's generator. Masks are kept when their
    predicted IoU is ``> pred_iou_thresh`` and their stability score is
    ``>= stability_score_thresh`` (SAM's comparisons). The stability score is SAM's
@@ -45,8 +45,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -54,16 +53,12 @@ import numpy as np
 from medsegflow.datasets.canonical import label_path, read_label_map
 from medsegflow.errors import ConfigError
 from medsegflow.io import Volume
-from medsegflow.methods.box_prompted import (
-    ObjectMask,
-    check_method_keys,
-    paint_objects,
-    predict_cases,
-    read_label_volume,
-)
-from medsegflow.methods.sam import load_cached_model, load_checked_embeddings, require_inputs
-from medsegflow.methods.sam_predict import SamPrompt, decode_prompts
+from medsegflow.methods.sam import load_cached_model, load_checked_embeddings
 from medsegflow.models.sam_cache import CaseEmbeddings
+from medsegflow.models.sam_decode import SamPrompt, decode_prompts
+from medsegflow.prediction.cases import predict_cases, read_label_volume
+from medsegflow.prediction.job import PredictJob
+from medsegflow.prediction.painting import ObjectMask, paint_objects
 from medsegflow.prompts.boxes import box_from_mask
 
 if TYPE_CHECKING:
@@ -72,71 +67,33 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONFIG_KEYS = (
-    "family",
-    "model",
-    "points_per_side",
-    "pred_iou_thresh",
-    "stability_score_thresh",
-    "box_nms_thresh",
-    "min_area_frac",
-    "max_area_frac",
-    "label",
-    "batch_size",
-)
 STABILITY_OFFSET = 1.0
 """SAM's ``stability_score_offset``: logits are thresholded at ``mask_threshold -/+ 1``."""
 
 
 @dataclass(frozen=True)
 class SamAutoConfig:
-    """A parsed ``family: sam_auto`` method. Defaults: SAM's generator (whose grid is 32
-    points per side) except ``points_per_side`` 16 (4 x fewer decoder calls)."""
+    """A ``family: sam_auto`` method's settings (``schemas/families/sam_auto.schema.yaml``)."""
 
-    points_per_side: int = 16
-    pred_iou_thresh: float = 0.88
-    stability_score_thresh: float = 0.95
-    box_nms_thresh: float = 0.7
-    min_area_frac: float = 0.001
-    max_area_frac: float = 0.5
-    label: str | None = None
-    batch_size: int = 64
+    points_per_side: int
+    pred_iou_thresh: float
+    stability_score_thresh: float
+    box_nms_thresh: float
+    min_area_frac: float
+    max_area_frac: float
+    label: str | None
+    batch_size: int
 
 
 def parse_sam_auto_config(method: Mapping[str, Any], method_name: str) -> SamAutoConfig:
-    """Check a ``sam_auto`` method and fill defaults; :class:`ConfigError` naming
-    ``methods.<method_name>.<key>``."""
-    key = check_method_keys(method, method_name, allowed=CONFIG_KEYS, family="sam_auto")
-    if not method.get("model"):
-        raise ConfigError(f"{key('model')}: required for the sam_auto family")
-    values: dict[str, Any] = {}
-    for name in ("points_per_side", "batch_size"):
-        if name in method:
-            value = method[name]
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{key(name)}: {value!r} must be an integer >= 1")
-            values[name] = value
-    for name in (
-        "pred_iou_thresh",
-        "stability_score_thresh",
-        "box_nms_thresh",
-        "min_area_frac",
-        "max_area_frac",
-    ):
-        if name in method:
-            value = method[name]
-            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise ConfigError(f"{key(name)}: {value!r} must be a number in [0, 1]")
-            values[name] = float(value)
-    if "label" in method:
-        if not isinstance(method["label"], str) or not method["label"]:
-            raise ConfigError(f"{key('label')}: {method['label']!r} must be a label name")
-        values["label"] = method["label"]
-    config = SamAutoConfig(**values)
+    """The settings of a complete ``sam_auto`` method (schema defaults filled in, see
+    :func:`medsegflow.families.complete_method`); :class:`ConfigError` naming
+    ``methods.<method_name>.min_area_frac`` when it exceeds ``max_area_frac``."""
+    config = SamAutoConfig(**{f.name: method[f.name] for f in fields(SamAutoConfig)})
     if config.min_area_frac > config.max_area_frac:
         raise ConfigError(
-            f"{key('min_area_frac')}: {config.min_area_frac} is above max_area_frac "
-            f"{config.max_area_frac}"
+            f"methods.{method_name}.min_area_frac: {config.min_area_frac} is above "
+            f"max_area_frac {config.max_area_frac}"
         )
     return config
 
@@ -254,8 +211,8 @@ def choose_mask(
     candidates: Sequence[MaskCandidate],
     shape_yx: tuple[int, int],
     *,
-    min_area_frac: float = SamAutoConfig.min_area_frac,
-    max_area_frac: float = SamAutoConfig.max_area_frac,
+    min_area_frac: float,
+    max_area_frac: float,
 ) -> int | None:
     """Index of the candidate taken as the target, or None (the module docstring's rule).
 
@@ -367,19 +324,16 @@ def segment_auto_case(
 
 
 def predict_sam_auto_cases(
+    job: PredictJob,
     *,
     model: Sam,
     config: SamAutoConfig,
     label_value: int,
-    preprocessed_dir: str | os.PathLike,
     embeddings_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
 ) -> pd.DataFrame:
-    """Segment every case of ``splits`` (of the active shard, see
-    :mod:`medsegflow.stages.predict`); write ``out_dir/{case_id}.nii.gz`` (the
-    preprocessed image's geometry, which is the original one), then the manifest
-    (:func:`~medsegflow.methods.box_prompted.predict_cases`)."""
+    """Segment every case of ``job``; write ``out_dir/{case_id}.nii.gz`` (the preprocessed
+    image's geometry, which is the original one), then the manifest
+    (:func:`~medsegflow.prediction.cases.predict_cases`)."""
 
     def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
         return segment_auto_case(
@@ -389,49 +343,34 @@ def predict_sam_auto_cases(
             config=config,
             label_value=label_value,
             embeddings_dir=embeddings_dir,
-            label_file=label_path(preprocessed_dir, case["case_id"]),
+            label_file=label_path(job.preprocessed_dir, case["case_id"]),
         )
 
-    return predict_cases(
-        segment=segment,
-        preprocessed_dir=preprocessed_dir,
-        out_dir=out_dir,
-        splits=splits,
-        desc="sam_auto",
-    )
+    return predict_cases(job, segment=segment, desc="sam_auto")
 
 
-def predict_sam_auto(
-    *,
-    method: Mapping[str, Any],
-    method_name: str,
-    inputs: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-    device: str | None = None,
-) -> pd.DataFrame:
-    """The family predictor (``FAMILIES["sam_auto"]``).
+def predict_sam_auto(job: PredictJob) -> pd.DataFrame:
+    """The family predictor (``family: sam_auto``).
 
-    ``inputs``: ``preprocessed`` (manifest), ``embeddings`` (the cache's manifest;
+    ``job.inputs``: ``preprocessed`` (manifest), ``embeddings`` (the cache's manifest;
     ``model.json`` beside it gives the arch) and ``checkpoint`` (loaded with
     :func:`medsegflow.models.sam_loader.load_sam_model`, as the SAM family does). Runs on
-    ``device`` (default: CUDA when available), with autocast on GPU.
+    ``job.device`` (default: CUDA when available), with autocast on GPU.
     """
     from medsegflow.models.sam_loader import autocast
 
-    config = parse_sam_auto_config(method, method_name)
-    require_inputs(inputs, ("embeddings", "checkpoint"), method_name=method_name, family="sam_auto")
-    preprocessed_dir = Path(inputs["preprocessed"]).parent
+    config = parse_sam_auto_config(job.method, job.method_name)
+    job.require("embeddings", "checkpoint", family="sam_auto")
     label_value = target_label(
-        read_label_map(preprocessed_dir),
+        read_label_map(job.preprocessed_dir),
         config.label,
-        method_name=method_name,
-        source=str(preprocessed_dir / "labels.json"),
+        method_name=job.method_name,
+        source=str(job.preprocessed_dir / "labels.json"),
     )
-    loaded = load_cached_model(inputs, device=device)
+    loaded = load_cached_model(job.inputs, device=job.device)
     log.info(
         "%s: SAM %s on %s, label %d, %s",
-        method_name,
+        job.method_name,
         loaded.info["arch"],
         loaded.device,
         label_value,
@@ -439,11 +378,9 @@ def predict_sam_auto(
     )
     with autocast(loaded.device):
         return predict_sam_auto_cases(
+            job,
             model=loaded.model,
             config=config,
             label_value=label_value,
-            preprocessed_dir=preprocessed_dir,
             embeddings_dir=loaded.embeddings_dir,
-            out_dir=out_dir,
-            splits=splits,
         )

@@ -1,7 +1,7 @@
 """The text-driven family (``text_sam``): MedCLIP-SAMv2's last step.
 
 The earlier stages (saliency, coarse masks, prompts from the coarse masks) are their own
-jobs (:mod:`medsegflow.workflow_text`). This predictor either
+jobs (:mod:`medsegflow.families.text_stages`). This predictor either
 
 - decodes the prompts drawn from the coarse masks with a SAM model from its cached
   embeddings (``model`` set): the SAM family's own decoding, with optional voting over
@@ -17,45 +17,44 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medsegflow.errors import ConfigError, InputError
+from medsegflow.errors import InputError
 from medsegflow.io import Volume
-from medsegflow.methods.box_prompted import predict_cases, read_label_volume
-from medsegflow.stages.preprocess import read_table
+from medsegflow.manifests import read_table
+from medsegflow.methods.sam import SamConfig, predict_with_cached_sam
+from medsegflow.prediction.cases import predict_cases, read_label_volume
+from medsegflow.prediction.job import PredictJob
 
 if TYPE_CHECKING:
     import pandas as pd
 
 log = logging.getLogger(__name__)
 
-SAM_KEYS = ("multimask", "voting", "batch_size")
-"""Keys of a ``text_sam`` method passed on to the SAM family's decoding."""
+
+def sam_config(method: Mapping[str, Any]) -> SamConfig:
+    """The SAM decoding of a complete ``text_sam`` method: its ``multimask``, ``voting``
+    and ``batch_size``, and no oracle clicks (the text-driven path has no labels)."""
+    return SamConfig(
+        multimask=method["multimask"],
+        voting=method["voting"],
+        click_rounds=0,
+        click_mode="center",
+        click_mask_input=False,
+        batch_size=method["batch_size"],
+    )
 
 
-def sam_method(method: Mapping[str, Any], prompts_name: str) -> dict[str, Any]:
-    """The ``family: sam`` method that decodes a ``text_sam`` method's prompts."""
-    sam = {"family": "sam", "model": method["model"], "prompts": prompts_name}
-    sam.update({k: method[k] for k in SAM_KEYS if k in method})
-    return sam
-
-
-def copy_coarse_masks(
-    *,
-    coarse_dir: str | os.PathLike,
-    preprocessed_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-) -> pd.DataFrame:
-    """Write the coarse mask of every case of ``splits`` as its prediction, then the manifest.
+def copy_coarse_masks(job: PredictJob, *, coarse_dir: str | os.PathLike) -> pd.DataFrame:
+    """Write the coarse mask of every case of ``job`` as its prediction, then the manifest.
 
     Masks are written in the preprocessed image's geometry (:func:`predict_cases`).
-    :class:`InputError` names the coarse manifest when a case of ``splits`` is missing
-    from it, and a coarse mask whose shape differs from the preprocessed image's.
+    :class:`InputError` names the coarse manifest when a case of the job is missing from
+    it, and a coarse mask whose shape differs from the preprocessed image's.
     """
     coarse_dir = Path(coarse_dir)
     coarse = read_table(coarse_dir / "manifest.tsv", columns=("case_id", "n_targets"))
@@ -71,45 +70,17 @@ def copy_coarse_masks(
         mask_zyx = read_label_volume(coarse_dir / f"{case_id}.nii.gz", image.array_zyx.shape)
         return mask_zyx, int(n_targets[case_id])
 
-    return predict_cases(
-        segment=segment,
-        preprocessed_dir=preprocessed_dir,
-        out_dir=out_dir,
-        splits=splits,
-        desc="coarse masks",
-    )
+    return predict_cases(job, segment=segment, desc="coarse masks")
 
 
-def predict_text_sam(
-    *,
-    method: Mapping[str, Any],
-    method_name: str,
-    inputs: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-) -> pd.DataFrame:
-    """The family predictor (``FAMILIES["text_sam"]``).
+def predict_text_sam(job: PredictJob) -> pd.DataFrame:
+    """The family predictor (``family: text_sam``).
 
-    ``inputs``: ``preprocessed`` and ``coarse`` (manifests); with ``model`` also
+    ``job.inputs``: ``preprocessed`` and ``coarse`` (manifests); with ``model`` also
     ``prompts`` (drawn from the coarse masks), ``embeddings`` and ``checkpoint``.
     """
-    preprocessed_dir = Path(inputs["preprocessed"]).parent
-    if not method.get("model"):
-        if not inputs.get("coarse"):
-            raise ConfigError(f"methods.{method_name}: the text_sam family needs 'coarse'")
-        return copy_coarse_masks(
-            coarse_dir=Path(inputs["coarse"]).parent,
-            preprocessed_dir=preprocessed_dir,
-            out_dir=out_dir,
-            splits=splits,
-        )
-    from medsegflow.methods.sam import predict_sam
-
-    prompts_name = Path(inputs["prompts"]).parent.name
-    return predict_sam(
-        method=sam_method(method, prompts_name),
-        method_name=method_name,
-        inputs=inputs,
-        out_dir=out_dir,
-        splits=splits,
-    )
+    if not job.method["model"]:
+        job.require("coarse", family="text_sam")
+        return copy_coarse_masks(job, coarse_dir=Path(job.inputs["coarse"]).parent)
+    job.require("prompts", family="text_sam")
+    return predict_with_cached_sam(job, config=sam_config(job.method))

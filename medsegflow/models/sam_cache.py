@@ -105,7 +105,7 @@ def resize_transform(image_size: int):
     return ResizeLongestSide(image_size)
 
 
-# --- cache folder layout (written by medsegflow.models.sam_embed.embed_dataset) -------------
+# --- cache folder layout (written by medsegflow.stages.embed.embed_dataset) -------------
 
 EMBEDDINGS_MANIFEST_COLUMNS = ("case_id", "split", "n_slices", "seconds")
 MODEL_INFO_FILE = "model.json"

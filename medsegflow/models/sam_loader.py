@@ -7,8 +7,12 @@ Official checkpoints (``sam_vit_b_01ec64.pth``, ``sam_vit_l_0b3195.pth``,
 ``weights_only=True`` (segment_anything's own builders call ``torch.load`` without
 ``map_location``, which fails on CPU-only machines) and loaded strictly.
 
-The demo model (arch ``"demo"``) is the same architecture, smaller; its hyper-parameters
-are stored in ``sam.json`` next to its ``sam.pth`` (see :func:`write_arch_json`).
+A model trained by the pipeline (the demo model, arch ``"demo"``, is the same
+architecture, smaller; fine-tuned models keep their base's) is saved by
+:func:`save_sam_model` as the same kind of state dict plus its model card (``model.json``
+beside it, :mod:`medsegflow.models.model_card`): the loader builds the card's
+architecture, adds the modules its recipe added (:mod:`medsegflow.models.sam_modules`)
+and loads the weights strictly, through the same code as an official checkpoint.
 torch and segment_anything are imported inside the functions.
 """
 
@@ -18,12 +22,14 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from medsegflow.errors import InputError
-from medsegflow.io import write_text
+from medsegflow.io import atomic_path
+from medsegflow.models.model_card import card_path, read_card, write_card
+from medsegflow.models.sam_modules import apply_modules
 from medsegflow.models.state_dicts import state_dict_mismatch
 
 if TYPE_CHECKING:
@@ -88,9 +94,6 @@ DEMO_ARCH: dict[str, Any] = {
     "iou_head_hidden_dim": 128,
 }
 """The small SAM trained inside the pipeline (about 2.9 M parameters, input 256 x 256)."""
-
-ARCH_FILE = "sam.json"
-"""Architecture sidecar of a demo checkpoint, in the checkpoint's folder."""
 
 
 def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -178,22 +181,6 @@ def build_sam(arch: str | Mapping[str, Any]) -> Sam:
     return model.eval()
 
 
-def write_arch_json(path: str | os.PathLike, arch: str | Mapping[str, Any]) -> None:
-    """Write the complete hyper-parameters of ``arch`` as JSON, atomically."""
-    write_text(path, json.dumps(arch_spec(arch), indent=2) + "\n")
-
-
-def read_arch_json(path: str | os.PathLike) -> dict[str, Any]:
-    """Hyper-parameters from a ``sam.json``; :class:`InputError` naming the file if unusable."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: architecture file not found (written with the demo checkpoint)")
-    try:
-        return arch_spec(json.loads(path.read_text()))
-    except (ValueError, TypeError) as err:
-        raise InputError(f"{path}: not a SAM architecture file ({err})") from None
-
-
 def select_device(device: str | None = None) -> torch.device:
     """``device`` as a ``torch.device``; None or ``"auto"``: CUDA when available, else CPU.
 
@@ -266,6 +253,74 @@ def _check_state_dict(
         raise InputError(f"{path}: {problem}; {_guess_arch(state)}")
 
 
+def model_architecture(
+    checkpoint_path: str | os.PathLike, *, arch: str
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Hyper-parameters and recipe modules of the network a checkpoint needs.
+
+    With a model card beside the checkpoint (a model trained by the pipeline) they are
+    the card's; otherwise those of the official ``arch``. :class:`InputError` names the
+    card when its arch is not ``arch``, and the checkpoint when arch ``demo`` has no card.
+    """
+    path = Path(checkpoint_path)
+    card = read_card(path)
+    if card is None:
+        if arch == "demo":
+            raise InputError(
+                f"{path}: arch demo is trained by the pipeline; its model card "
+                f"{card_path(path)} is missing"
+            )
+        return arch_spec(arch), []
+    if card["arch"] != arch:
+        raise InputError(
+            f"{card_path(path)}: the model card says arch {card['arch']!r}, not {arch!r}"
+        )
+    try:
+        return arch_spec(card["spec"]), list(card["modules"])
+    except (ValueError, TypeError) as err:
+        raise InputError(f"{card_path(path)}: not a SAM architecture ({err})") from None
+
+
+def save_sam_model(
+    model: Sam,
+    weights_path: str | os.PathLike,
+    *,
+    model_name: str,
+    arch: str,
+    spec: Mapping[str, Any],
+    recipe: Mapping[str, Any],
+    base: Mapping[str, Any] | None = None,
+    modules: Sequence[Mapping[str, Any]] = (),
+    training: Mapping[str, Any] | None = None,
+) -> None:
+    """Save a model trained by the pipeline: its card, then (last, the job's target) its
+    state dict in the official key layout, both atomically.
+
+    Args:
+        model: a SAM built by :func:`build_sam` from ``spec`` with ``modules`` added.
+        arch: its base architecture name (``demo``, ``vit_b``, ...).
+        spec: the hyper-parameters it was built from (:func:`arch_spec`).
+        recipe: the complete ``train:`` block that trained it.
+        base: where its start weights came from (None: from scratch).
+        modules: the modules its recipe added (card entries).
+        training: statistics for the card (iterations, seconds, parameters, ...).
+    """
+    import torch
+
+    write_card(
+        weights_path,
+        model=model_name,
+        arch=arch,
+        spec=arch_spec(spec),
+        modules=modules,
+        recipe=recipe,
+        base=base,
+        training=training or {},
+    )
+    with atomic_path(weights_path) as tmp:
+        torch.save(model.state_dict(), tmp)
+
+
 def load_sam_model(
     checkpoint_path: str | os.PathLike, *, arch: str, device: str | None = None
 ) -> tuple[Sam, torch.device]:
@@ -273,8 +328,8 @@ def load_sam_model(
 
     Args:
         checkpoint_path: a state dict file as ``torch.save(sam.state_dict())`` writes it.
-        arch: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"demo"`` (architecture read
-            from ``sam.json`` beside the checkpoint).
+        arch: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"demo"``; a model trained by
+            the pipeline is rebuilt from its card (:func:`model_architecture`).
         device: see :func:`select_device`.
 
     The model is built on the meta device and the checkpoint's tensors (as float32) are
@@ -287,10 +342,10 @@ def load_sam_model(
     import torch
 
     path = Path(checkpoint_path)
-    spec = read_arch_json(path.parent / ARCH_FILE) if arch == "demo" else arch_spec(arch)
     state = _read_state_dict(path)
+    spec, modules = model_architecture(path, arch=arch)
     with torch.device("meta"):
-        model = build_sam(spec)
+        model = apply_modules(build_sam(spec), modules, source=str(card_path(path)))
     _check_state_dict(path, state, model.state_dict(), arch=arch)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)

@@ -30,9 +30,9 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import image_path, read_cases, read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import Volume, atomic_path, read_volume, write_text, write_volume
+from medsegflow.manifests import read_table
 from medsegflow.nnunet.env import nnunet_roots, portable
 from medsegflow.nnunet.naming import GT_LABELS, dataset_id, dataset_name
-from medsegflow.stages.preprocess import read_table
 
 log = logging.getLogger(__name__)
 

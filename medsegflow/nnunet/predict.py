@@ -1,6 +1,6 @@
 """Predict a split with a trained nnU-Net method; masks in the canonical image geometry.
 
-The family predictor of ``nnunet`` methods (:data:`medsegflow.methods.FAMILIES`). It
+The family predictor of ``nnunet`` methods (:mod:`medsegflow.families.nnunet`). It
 reads the model tree named in ``training.json`` (``plans.json``, ``dataset.json``,
 ``fold_<f>/checkpoint_final.pth``), builds the network with the same trainer class that
 trained it and hands it to ``nnUNetPredictor.manual_initialization`` (no lookup of the
@@ -13,29 +13,24 @@ image's geometry; ``manifest.tsv`` (``case_id, split, n_prompts (0), seconds``) 
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-from tqdm import tqdm
+import numpy as np
 
 from medsegflow.datasets.canonical import image_path
 from medsegflow.errors import InputError
-from medsegflow.io import Volume, read_volume, write_volume
+from medsegflow.io import Volume, read_volume
 from medsegflow.nnunet.convert import labels_to_original
 from medsegflow.nnunet.env import pick_device, process_output_to_log
 from medsegflow.nnunet.plan import read_marker
 from medsegflow.nnunet.trainer import schedule_trainer
-from medsegflow.stages.predict import (
-    PREDICTION_COLUMNS,
-    active_shard,
-    select_cases,
-    write_prediction_manifest,
-)
-from medsegflow.stages.preprocess import read_preprocessed_manifest
+from medsegflow.prediction.cases import predict_cases
+from medsegflow.prediction.job import PredictJob
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -125,53 +120,33 @@ def predict_case(predictor: Any, image_file: Path, nnunet_to_original: Mapping[A
     return Volume(labels_to_original(segmentation, nnunet_to_original), geometry)
 
 
-def predict_nnunet(
-    *,
-    method: Mapping[str, Any],
-    method_name: str,
-    inputs: Mapping[str, str | os.PathLike],
-    out_dir: str | os.PathLike,
-    splits: Sequence[str],
-) -> pd.DataFrame:
-    """Predict every case of ``splits`` (``FAMILIES`` signature); write volumes, manifest last.
+def predict_nnunet(job: PredictJob) -> pd.DataFrame:
+    """The family predictor (``family: nnunet``): every case of ``job`` through the shared
+    per-case loop (:func:`~medsegflow.prediction.cases.predict_cases`).
 
-    ``inputs``: ``preprocessed`` (manifest: which cases), ``data`` (canonical
-    ``cases.tsv``: the images, in HU for CT as nnU-Net was trained) and ``model``
-    (the method's ``training.json``).
+    ``job.inputs``: ``preprocessed`` (manifest: which cases), ``data`` (canonical
+    ``cases.tsv``: the images, in HU for CT as nnU-Net was trained) and ``model`` (the
+    method's ``training.json``).
     """
-    out_dir = Path(out_dir)
-    training = read_marker(inputs["model"])
-    cases = select_cases(
-        read_preprocessed_manifest(Path(inputs["preprocessed"]).parent),
-        splits,
-        active_shard(),
-        source=inputs["preprocessed"],
-    )
-    data_dir = Path(inputs["data"]).parent
-    rows: list[dict[str, Any]] = []
+    job.require("data", "model", family="nnunet")
+    training = read_marker(job.inputs["model"])
+    data_dir = Path(job.inputs["data"]).parent
     with process_output_to_log():
         predictor = load_predictor(
             training,
-            threads=int(method.get("num_processes", 2)),
-            mirroring=bool(method.get("mirroring", True)),
+            threads=int(job.method["num_processes"]),
+            mirroring=bool(job.method["mirroring"]),
         )
-        for case in tqdm(cases.to_dict("records"), desc=f"nnU-Net {method_name}", unit="case"):
-            start = time.perf_counter()
+
+        def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
             volume = predict_case(
                 predictor, image_path(data_dir, case["case_id"]), training["nnunet_to_original"]
             )
-            write_volume(out_dir / f"{case['case_id']}.nii.gz", volume)
-            seconds = round(time.perf_counter() - start, 3)
-            rows.append(
-                {
-                    "case_id": case["case_id"],
-                    "split": case["split"],
-                    "n_prompts": 0,
-                    "seconds": seconds,
-                }
-            )
-            log.info("%s: %.2f s", case["case_id"], seconds)
-    manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
-    write_prediction_manifest(manifest, out_dir)  # manifest.tsv, or the shard's manifest
-    log.info("predicted %d cases with %s into %s", len(manifest), method_name, out_dir)
-    return manifest
+            if not volume.geometry.matches(image.geometry):
+                raise InputError(
+                    f"{image_path(data_dir, case['case_id'])}: geometry differs from the "
+                    "preprocessed image's; prepare and preprocess the dataset again"
+                )
+            return volume.array_zyx, 0
+
+        return predict_cases(job, segment=segment, desc=f"nnU-Net {job.method_name}")

@@ -31,26 +31,17 @@ from medsegflow.nnunet.env import (
 )
 from medsegflow.nnunet.plan import read_marker
 from medsegflow.nnunet.trainer import schedule_trainer
+from medsegflow.schema import complete
 
 log = logging.getLogger(__name__)
 
-DEFAULTS: dict[str, Any] = {
-    "configuration": "2d",
-    "trainer": "nnUNetTrainer",
-    "epochs": 1000,
-    "iterations_per_epoch": 250,
-    "val_iterations": 50,
-    "fold": "all",
-    "num_processes": 2,
-    "augmentation_processes": None,
-    "batch_size": None,
-}
-"""nnU-Net's own defaults (1000 epochs of 250 iterations); the schema sets the same."""
+NNUNET_SCHEMA = "families/nnunet.schema.yaml"
 
 
-def method_settings(method: Mapping[str, Any]) -> dict[str, Any]:
-    """The method's nnU-Net settings with :data:`DEFAULTS` filled in."""
-    return {key: method.get(key, default) for key, default in DEFAULTS.items()}
+def method_settings(method: Mapping[str, Any], method_name: str = "<method>") -> dict[str, Any]:
+    """The method's nnU-Net settings, completed by the family schema (nnU-Net's own
+    defaults: 1000 epochs of 250 iterations); :class:`ConfigError` naming a bad key."""
+    return complete(dict(method), NNUNET_SCHEMA, key=f"methods.{method_name}")
 
 
 def _check_plan(planned: Mapping[str, Any], settings: Mapping[str, Any], method_name: str) -> None:
@@ -126,7 +117,7 @@ def train_nnunet(
     method_name: str,
     nnunet_dir: str | os.PathLike,
     out_marker: str | os.PathLike,
-    seed: int = 0,
+    seed: int,
 ) -> dict[str, Any]:
     """Train ``method`` on the dataset of the ``planned`` marker; write ``out_marker`` last.
 
@@ -136,7 +127,7 @@ def train_nnunet(
     folder, checkpoint, schedule, device, seconds and the last epoch's losses.
     """
     info = read_marker(planned)
-    settings = method_settings(method)
+    settings = method_settings(method, method_name)
     _check_plan(info, settings, method_name)
     trainer_class = schedule_trainer(
         settings["trainer"],

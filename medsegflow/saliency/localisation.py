@@ -22,7 +22,7 @@ from scipy.stats import rankdata
 
 from medsegflow.datasets.canonical import label_path
 from medsegflow.io import read_volume
-from medsegflow.stages.saliency import read_saliency_map, read_saliency_targets
+from medsegflow.saliency.maps import read_saliency_map, read_saliency_targets
 
 LOCALISATION_COLUMNS = ("case_id", "split", "z", "label", "n_target", "n_background", "auc")
 

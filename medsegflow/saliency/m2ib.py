@@ -68,13 +68,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medsegflow.errors import ConfigError
 from medsegflow.saliency.blocks import TowerBlocks, check_layer, text_blocks, vision_blocks
+from medsegflow.schema import complete
 
 if TYPE_CHECKING:
     import torch
@@ -85,9 +86,7 @@ INITIAL_ALPHA = 5.0
 """Initial ``α`` (λ = sigmoid(5) ≈ 0.993), as in IBA and M2IB."""
 COSINE_EPS = 1e-6
 
-_LAYERS = ("vlayer", "tlayer")
-_POSITIVE = ("vbeta", "vvar", "tbeta", "tvar", "lr")
-_COUNTS = ("steps", "samples")
+SALIENCY_SCHEMA = "families/text_sam.schema.yaml#/properties/saliency"
 
 
 @dataclass(frozen=True)
@@ -103,41 +102,30 @@ class M2IBParams:
         samples: noise draws per step (M2IB's batch size).
     """
 
-    vlayer: int = 9
-    vbeta: float = 0.1
-    vvar: float = 1.0
-    tlayer: int = 9
-    tbeta: float = 0.3
-    tvar: float = 1.0
-    steps: int = 10
-    lr: float = 1.0
-    samples: int = 10
+    vlayer: int
+    vbeta: float
+    vvar: float
+    tlayer: int
+    tbeta: float
+    tvar: float
+    steps: int
+    lr: float
+    samples: int
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any] | None, *, key_prefix: str) -> M2IBParams:
-        """Defaults overridden by ``config`` (a ``saliency:`` block).
+        """A ``saliency:`` block completed by its schema (:data:`SALIENCY_SCHEMA`, which
+        holds the defaults: M2IB's and MedCLIP-SAMv2's).
 
         Raises:
             ConfigError: naming ``<key_prefix>.<key>`` for an unknown key, a layer that is
                 not an integer >= 0, a count that is not an integer >= 1, or a weight,
-                variance or learning rate that is not a finite number > 0.
+                variance or learning rate that is not a number > 0.
         """
-        values = asdict(cls())
-        for key, value in (config or {}).items():
-            name = f"{key_prefix}.{key}"
-            if key not in values:
-                raise ConfigError(f"{name}: unknown key; allowed: {', '.join(values)}")
-            is_int = isinstance(value, int) and not isinstance(value, bool)
-            if key in _LAYERS and not (is_int and value >= 0):
-                raise ConfigError(f"{name}: {value!r} must be an integer block index >= 0")
-            if key in _COUNTS and not (is_int and value >= 1):
-                raise ConfigError(f"{name}: {value!r} must be an integer >= 1")
-            if key in _POSITIVE:
-                number = isinstance(value, int | float) and not isinstance(value, bool)
-                if not (number and math.isfinite(value) and value > 0):
-                    raise ConfigError(f"{name}: {value!r} must be a number > 0")
-                value = float(value)
-            values[key] = value
+        values = complete(config or {}, SALIENCY_SCHEMA, key=key_prefix)
+        for name, value in values.items():
+            if not math.isfinite(value):
+                raise ConfigError(f"{key_prefix}.{name}: {value!r} must be a finite number")
         return cls(**values)
 
 

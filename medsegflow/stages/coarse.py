@@ -15,7 +15,7 @@ and writes (``out_dir``)::
 Each coarse mask comes from its map slice and the preprocessed image slice
 (:func:`~medsegflow.coarse.postprocess.coarse_mask`). Masks of one slice are painted
 largest first, so a smaller mask wins where two overlap
-(:func:`~medsegflow.methods.box_prompted.paint_objects`). A (z, label) whose mask is empty
+(:func:`~medsegflow.prediction.painting.paint_objects`). A (z, label) whose mask is empty
 leaves nothing (``n_empty`` counts them). No label file is read: coarse masks use the
 image and the text-driven maps only.
 """
@@ -37,9 +37,9 @@ from medsegflow.coarse.postprocess import coarse_mask, parse_coarse_config
 from medsegflow.datasets.canonical import image_path
 from medsegflow.errors import InputError
 from medsegflow.io import Volume, atomic_path, read_volume, write_volume
-from medsegflow.methods.box_prompted import ObjectMask, paint_objects
-from medsegflow.stages.preprocess import read_table
-from medsegflow.stages.saliency import (
+from medsegflow.manifests import read_table
+from medsegflow.prediction.painting import ObjectMask, paint_objects
+from medsegflow.saliency.maps import (
     SALIENCY_MANIFEST_COLUMNS,
     SALIENCY_TARGET_COLUMNS,
     saliency_map_path,

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from medsegflow.datasets.canonical import (
 )
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Volume, atomic_path, read_volume, write_text, write_volume
+from medsegflow.manifests import MANIFEST_COLUMNS, SLICES_COLUMNS
 from medsegflow.preprocess.cleaning import CleaningReport, LabelCleaning, clean_label
 from medsegflow.preprocess.intensity import (
     WindowSpec,
@@ -40,44 +41,10 @@ from medsegflow.preprocess.intensity import (
     resolve_window,
 )
 from medsegflow.preprocess.slices import select_slices
+from medsegflow.schema import complete
 from medsegflow.seeding import case_rng
 
 log = logging.getLogger(__name__)
-
-MANIFEST_COLUMNS = (
-    "case_id",
-    "split",
-    "modality",
-    "intensity",
-    "n_components_removed_3d",
-    "n_components_removed_2d",
-    "voxels_removed",
-)
-SLICES_COLUMNS = ("case_id", "split", "z", "n_foreground", "kind")
-CLEANING_DEFAULTS = {"min_voxels_3d": 1000, "min_pixels_2d": 100}
-
-
-def read_table(path: str | os.PathLike, *, columns: Sequence[str]) -> pd.DataFrame:
-    """Read a stage's TSV with ``case_id`` as strings; :class:`InputError` naming the file
-    when it is missing or lacks one of ``columns``."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: file not found")
-    table = pd.read_csv(path, sep="\t", dtype={"case_id": str}, keep_default_na=False)
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise InputError(f"{path}: missing columns {missing}")
-    return table
-
-
-def read_preprocessed_manifest(
-    preprocessed_dir: str | os.PathLike, *, splits: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """The ``manifest.tsv`` of a preprocessed dataset, optionally only rows of ``splits``."""
-    table = read_table(Path(preprocessed_dir) / "manifest.tsv", columns=MANIFEST_COLUMNS)
-    if splits is not None:
-        table = table[table["split"].isin(list(splits))].reset_index(drop=True)
-    return table
 
 
 def _check_count(key: str, value: Any) -> None:
@@ -86,18 +53,13 @@ def _check_count(key: str, value: Any) -> None:
         raise ConfigError(f"{key}: {value!r} must be an integer >= 0")
 
 
+CLEANING_SCHEMA = "config.schema.yaml#/properties/preprocess/properties/cleaning"
+
+
 def _cleaning_params(cleaning: Mapping[str, Any] | None) -> dict[str, int]:
-    """The cleaning thresholds with defaults filled; unknown keys or bad values raise
-    :class:`ConfigError` naming ``preprocess.cleaning.<key>``."""
-    params = dict(CLEANING_DEFAULTS)
-    for key, value in (cleaning or {}).items():
-        if key not in CLEANING_DEFAULTS:
-            raise ConfigError(
-                f"preprocess.cleaning.{key}: unknown key; allowed: {', '.join(CLEANING_DEFAULTS)}"
-            )
-        _check_count(f"preprocess.cleaning.{key}", value)
-        params[key] = value
-    return params
+    """The cleaning thresholds completed by the config schema (its defaults); unknown keys
+    or bad values raise :class:`ConfigError` naming ``preprocess.cleaning.<key>``."""
+    return complete(cleaning or {}, CLEANING_SCHEMA, key="preprocess.cleaning")
 
 
 def _preprocess_case(

@@ -23,7 +23,6 @@ such as text-driven coarse masks (``results/coarse/...``), in the order of their
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -37,139 +36,46 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import label_path, read_label_map
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import atomic_path, read_volume
-from medsegflow.prompts.sampling import PROMPT_TYPES, PromptSpec, gt_prompts
+from medsegflow.manifests import (
+    BOX_COLUMNS,
+    PROMPT_COLUMNS,
+    format_points,
+    read_preprocessed_manifest,
+    read_table,
+)
+from medsegflow.prompts.sampling import PromptSpec, gt_prompts
+from medsegflow.schema import complete
 from medsegflow.seeding import case_rng
-from medsegflow.stages.preprocess import read_preprocessed_manifest, read_table
 
 log = logging.getLogger(__name__)
 
-BOX_COLUMNS = ("x_min", "y_min", "x_max", "y_max")
-PROMPT_COLUMNS = (
-    "case_id",
-    "split",
-    "z",
-    "label",
-    "prompt_id",
-    "repeat",
-    "component",
-    *BOX_COLUMNS,
-    "points",
-)
-PROMPT_SOURCES = ("gt",)
-PROMPT_DEFAULTS: dict[str, Any] = {
-    "source": "gt",
-    "type": "box",
-    "jitter": 20,
-    "n_positive": 1,
-    "n_negative": 0,
-    "erosion_px": 2,
-    "ring_px": [3, 15],
-    "components": "union",
-    "repeats": 1,
-}
-MASK_PROMPT_DEFAULTS: dict[str, Any] = {
-    **{k: v for k, v in PROMPT_DEFAULTS.items() if k != "source"},
-    "jitter": 0,
-}
-"""Defaults of prompts drawn from coarse masks: the GT keys without ``source``, and no
-jitter (MedCLIP-SAMv2 prompts SAM with the coarse mask's tight box)."""
-_COUNTS = ("n_positive", "n_negative", "repeats")
-
-
-def _check_number(key: str, value: Any, *, integer: bool = False) -> None:
-    """:class:`ConfigError` naming ``key`` unless ``value`` is a number (integer) >= 0."""
-    kinds = int if integer else int | float
-    if isinstance(value, bool) or not isinstance(value, kinds) or not value >= 0:
-        raise ConfigError(
-            f"{key}: {value!r} must be {'an integer' if integer else 'a number'} >= 0"
-        )
+GT_PROMPT_SCHEMA = "common.schema.yaml#/$defs/gt_prompt"
+MASK_PROMPT_SCHEMA = "common.schema.yaml#/$defs/mask_prompt"
 
 
 def parse_prompt_config(prompt: Mapping[str, Any], prompt_name: str) -> dict[str, Any]:
-    """Fill defaults (:data:`PROMPT_DEFAULTS`) and check a prompt config.
+    """A ``prompts:`` entry completed by its schema (:data:`GT_PROMPT_SCHEMA`, which holds
+    the defaults) and checked; :class:`ConfigError` naming ``prompts.<prompt_name>.<key>``.
 
     ``jitter`` is the largest outward shift per box side in pixels at SAM's 1024 scale.
-    Raises :class:`ConfigError` naming ``prompts.<prompt_name>.<key>``.
     """
-    return _parse_prompt_keys(prompt, f"prompts.{prompt_name}", PROMPT_DEFAULTS)
+    key = f"prompts.{prompt_name}"
+    return _checked(complete(prompt, GT_PROMPT_SCHEMA, key=key), key)
 
 
 def parse_mask_prompt_config(prompt: Mapping[str, Any] | None, key_prefix: str) -> dict[str, Any]:
-    """Fill defaults (:data:`MASK_PROMPT_DEFAULTS`) and check the prompt config of prompts
-    drawn from (coarse) masks; :class:`ConfigError` naming ``<key_prefix>.<key>``."""
-    return _parse_prompt_keys(prompt or {}, key_prefix, MASK_PROMPT_DEFAULTS)
+    """The prompt config of prompts drawn from (coarse) masks, completed by its schema
+    (:data:`MASK_PROMPT_SCHEMA`: no jitter by default); errors name ``<key_prefix>.<key>``."""
+    return _checked(complete(prompt or {}, MASK_PROMPT_SCHEMA, key=key_prefix), key_prefix)
 
 
-def _parse_prompt_keys(
-    prompt: Mapping[str, Any], key: str, defaults: Mapping[str, Any]
-) -> dict[str, Any]:
-    """``defaults`` updated with ``prompt`` and checked; errors name ``<key>.<name>``."""
-    config = dict(defaults)
-    for name, value in prompt.items():
-        if name not in defaults:
-            raise ConfigError(f"{key}.{name}: unknown key; allowed: {', '.join(defaults)}")
-        config[name] = value
-    if "source" in config and config["source"] not in PROMPT_SOURCES:
-        raise ConfigError(f"{key}.source: {config['source']!r} is not one of {PROMPT_SOURCES}")
-    if config["type"] not in PROMPT_TYPES:
-        raise ConfigError(f"{key}.type: {config['type']!r} is not one of {PROMPT_TYPES}")
-    if (
-        isinstance(config["jitter"], bool)
-        or not isinstance(config["jitter"], int | float)
-        or not (config["jitter"] >= 0)
-    ):
-        raise ConfigError(
-            f"{key}.jitter: {config['jitter']!r} must be a number >= 0 (pixels at the 1024 scale)"
-        )
-    _check_number(f"{key}.erosion_px", config["erosion_px"])
-    for name in _COUNTS:
-        _check_number(f"{key}.{name}", config[name], integer=True)
-    ring = config["ring_px"]
-    if not isinstance(ring, list | tuple) or len(ring) != 2:
-        raise ConfigError(f"{key}.ring_px: {ring!r} must be [inner, outer] in pixels")
-    for value in ring:
-        _check_number(f"{key}.ring_px", value)
+def _checked(config: dict[str, Any], key: str) -> dict[str, Any]:
+    """``config`` once the sampling accepts it (the checks the schema cannot state)."""
     try:
         PromptSpec.from_config(config)
     except ValueError as err:
         raise ConfigError(f"{key}: {err}") from None
     return config
-
-
-def format_points(points_xyl: np.ndarray) -> str:
-    """JSON text of ``[x, y, label]`` rows, e.g. ``[[12, 30, 1], [40, 5, 0]]``."""
-    return json.dumps(np.asarray(points_xyl, dtype=np.int64).reshape(-1, 3).tolist())
-
-
-def parse_points(text: str, *, source: str = "prompts") -> np.ndarray:
-    """int64 ``(N, 3)`` ``[x, y, label]`` from :func:`format_points` text; :class:`InputError`
-    naming ``source`` when it is not such a list."""
-    try:
-        points = np.asarray(json.loads(text) if text else [], dtype=np.int64).reshape(-1, 3)
-    except (ValueError, TypeError):
-        raise InputError(f"{source}: points {text!r} is not a JSON list of [x, y, label]") from None
-    if points.size and not np.isin(points[:, 2], (0, 1)).all():
-        raise InputError(f"{source}: points {text!r} has a label other than 0 or 1")
-    return points
-
-
-def read_prompts(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a ``prompts.tsv``: case ids as strings, box columns as float64 (NaN: no box),
-    ``points`` as JSON text (see :func:`parse_points`). :class:`InputError` naming the
-    file when it is missing, lacks a column, or has a non-numeric box value."""
-    table = read_table(path, columns=PROMPT_COLUMNS)
-    for column in BOX_COLUMNS:
-        try:
-            values = table[column]
-            if not pd.api.types.is_numeric_dtype(values):
-                values = values.astype(str).str.strip().replace("", "nan")
-            table[column] = values.astype(np.float64)
-        except (ValueError, TypeError):
-            raise InputError(
-                f"{path}: column {column} holds a value that is not a number"
-            ) from None
-    table["points"] = table["points"].astype(str)
-    return table
 
 
 def _case_rows(case: Mapping[str, Any], label_zyx: np.ndarray, **kwargs: Any) -> list[dict]:
@@ -297,7 +203,7 @@ def make_mask_prompts(
     manifest), ``mask_dir/{case_id}.nii.gz`` is read and every (slice, label value)
     present gets its prompts exactly as GT prompts are drawn
     (:func:`~medsegflow.prompts.sampling.gt_prompts`, same keys, defaults
-    :data:`MASK_PROMPT_DEFAULTS`: no jitter unless ``jitter`` is set), with
+    :data:`MASK_PROMPT_SCHEMA`: no jitter unless ``jitter`` is set), with
     ``case_rng(seed, case_id, "prompts", prompt_name)``. A (slice, label) whose mask is
     empty gets no prompt. Errors name ``<key_prefix>.<key>`` (default
     ``prompts.<prompt_name>``). Writes ``out_path`` atomically and returns the table.

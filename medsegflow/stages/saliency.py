@@ -32,8 +32,14 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Volume, atomic_path, read_volume, write_volume
+from medsegflow.manifests import read_preprocessed_manifest
+from medsegflow.saliency.maps import (
+    SALIENCY_LAYOUT,
+    SALIENCY_MANIFEST_COLUMNS,
+    SALIENCY_TARGET_COLUMNS,
+    saliency_map_path,
+)
 from medsegflow.seeding import case_rng
-from medsegflow.stages.preprocess import read_preprocessed_manifest, read_table
 
 if TYPE_CHECKING:
     from medsegflow.clip.bundle import ClipBundle
@@ -41,49 +47,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-SALIENCY_LAYOUT = """\
-maps/{case_id}_label{value}.nii.gz   float32 saliency in [0, 1] of one label, geometry and
-                                     shape of the preprocessed image; slices that are not
-                                     targets are 0 (only labels with a target get a file)
-targets.tsv                          case_id, split, z, label, seconds: the computed
-                                     (slice, label) pairs
-manifest.tsv                         case_id, split, n_targets, seconds (written last:
-                                     the file target)
-"""
-SALIENCY_MANIFEST_COLUMNS = ("case_id", "split", "n_targets", "seconds")
-SALIENCY_TARGET_COLUMNS = ("case_id", "split", "z", "label", "seconds")
 SLICE_MODES = ("labelled", "all")
 
 if __doc__:  # None under python -OO
     __doc__ += "\nLayout of ``out_dir``::\n\n" + "\n".join(
         f"    {line}" for line in SALIENCY_LAYOUT.splitlines()
     )
-
-
-def saliency_map_path(saliency_dir: str | os.PathLike, case_id: str, label: int) -> Path:
-    """``saliency_dir/maps/{case_id}_label{label}.nii.gz``."""
-    return Path(saliency_dir) / "maps" / f"{case_id}_label{int(label)}.nii.gz"
-
-
-def read_saliency_manifest(saliency_dir: str | os.PathLike) -> pd.DataFrame:
-    """The ``manifest.tsv`` of a saliency folder (:class:`InputError` naming it if missing
-    or incomplete)."""
-    return read_table(Path(saliency_dir) / "manifest.tsv", columns=SALIENCY_MANIFEST_COLUMNS)
-
-
-def read_saliency_targets(saliency_dir: str | os.PathLike) -> pd.DataFrame:
-    """The ``targets.tsv`` of a saliency folder: one row per computed (slice, label)."""
-    return read_table(Path(saliency_dir) / "targets.tsv", columns=SALIENCY_TARGET_COLUMNS)
-
-
-def read_saliency_map(saliency_dir: str | os.PathLike, case_id: str, label: int) -> Volume:
-    """The float32 ``zyx`` saliency volume of ``case_id`` and ``label``.
-
-    Raises:
-        InputError: naming the file when it is missing or unreadable.
-    """
-    volume = read_volume(saliency_map_path(saliency_dir, case_id, label))
-    return Volume(volume.array_zyx.astype(np.float32, copy=False), volume.geometry)
 
 
 def _case_texts(

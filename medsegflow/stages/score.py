@@ -16,8 +16,8 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
+from medsegflow.manifests import read_table
 from medsegflow.metrics import compute_metrics
-from medsegflow.stages.preprocess import read_table
 from medsegflow.tables import ROW_COLUMNS, write_csv_atomic
 
 log = logging.getLogger(__name__)

@@ -36,9 +36,9 @@ from medsegflow.clip.bundle import ClipBundle
 from medsegflow.datasets.canonical import label_path
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import atomic_path, read_volume, write_text
+from medsegflow.manifests import read_preprocessed_manifest
 from medsegflow.saliency.m2ib import M2IBParams
 from medsegflow.stages.coarse import make_coarse_masks
-from medsegflow.stages.preprocess import read_preprocessed_manifest
 from medsegflow.stages.saliency import compute_saliency
 
 log = logging.getLogger(__name__)

@@ -139,7 +139,7 @@ class SlurmCluster:
         return bin_dir
 
     def _run(self, step: str, cmd: list[str]) -> None:
-        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=60)
+        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
             raise SlurmStartError(
                 f"{step} failed ({' '.join(cmd)}): {result.stderr.strip() or result.stdout}"
@@ -182,7 +182,7 @@ class SlurmCluster:
                 env=self.env,
                 capture_output=True,
                 text=True,
-                timeout=30,
+                timeout=300,
             )
             state = (result.stdout or result.stderr).strip()
             if result.returncode == 0 and state in ("idle", "mixed", "allocated"):
@@ -203,7 +203,7 @@ class SlurmCluster:
             env=self.env,
             capture_output=True,
             text=True,
-            timeout=30,
+            timeout=300,
             check=True,
         )
         keys = ("job_id", "name", "state", "comment")
@@ -217,7 +217,7 @@ class SlurmCluster:
         """Cancel leftover jobs, then stop the daemons (by their pid files), newest first."""
         if self.env and (self.root / "run" / "slurmctld.pid").is_file():
             subprocess.run(
-                ["scancel", "--user", "root"], env=self.env, capture_output=True, timeout=30
+                ["scancel", "--user", "root"], env=self.env, capture_output=True, timeout=300
             )
         for pid_file in ("run/slurmd.pid", "run/slurmctld.pid", "munge/munged.pid"):
             path = self.root / pid_file

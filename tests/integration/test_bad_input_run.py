@@ -48,7 +48,7 @@ def test_corrupt_dataset_fails_alone(repo_root, shared_data, tmp_path):
         "--configfile",
         str(tmp_path / "config.yaml"),
     ]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode != 0
     log = (tmp_path / "logs/prepare_dataset/broken.log").read_text()
     assert "case1_0000.nii.gz: cannot read image (corrupt or truncated file)" in log

@@ -53,7 +53,7 @@ def tiny_config(repo_root: Path) -> dict:
 def snakemake(workdir: Path, repo_root: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "--cores", "2", *args]
     cmd += ["--configfile", str(workdir / "config.yaml")]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
 
 
 @pytest.fixture(scope="module")

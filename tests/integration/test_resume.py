@@ -96,9 +96,7 @@ def kill_during_prediction(repo_root: Path, workdir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference(repo_root, tmp_path_factory):
     workdir = workdir_with_config(tmp_path_factory, "uninterrupted")
-    result = subprocess.run(
-        command(repo_root), cwd=workdir, capture_output=True, text=True, timeout=600
-    )
+    result = subprocess.run(command(repo_root), cwd=workdir, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir
 
@@ -109,12 +107,8 @@ def resumed(repo_root, tmp_path_factory):
     at_kill = kill_during_prediction(repo_root, workdir)
     for path in at_kill["files"]:  # finished files are complete even after SIGKILL
         assert read_volume(path).array_zyx.shape == (1, 96, 96)
-    locked = subprocess.run(
-        command(repo_root), cwd=workdir, capture_output=True, text=True, timeout=300
-    )
-    unlock = subprocess.run(
-        command(repo_root, "--unlock"), cwd=workdir, capture_output=True, timeout=300
-    )
+    locked = subprocess.run(command(repo_root), cwd=workdir, capture_output=True, text=True)
+    unlock = subprocess.run(command(repo_root, "--unlock"), cwd=workdir, capture_output=True)
     assert unlock.returncode == 0
     # a temporary that a killed writer left, whatever the kill itself left (it may be none)
     first_case = at_kill["files"][0].name.split(".")[0]
@@ -124,7 +118,6 @@ def resumed(repo_root, tmp_path_factory):
         cwd=workdir,
         capture_output=True,
         text=True,
-        timeout=600,
     )
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     return workdir, at_kill, locked, rerun.stdout + rerun.stderr

@@ -46,7 +46,7 @@ def study_config(repo_root: Path) -> dict:
 
 
 def run(cmd: list[str], workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     return result
 

@@ -4,12 +4,9 @@ import numpy as np
 import pytest
 
 from medsegflow.errors import ConfigError
-from medsegflow.methods.classical import (
-    kmeans_1d,
-    otsu_threshold,
-    parse_classical_config,
-    segment_in_box,
-)
+from medsegflow.families.registry import complete_method
+from medsegflow.methods.classical import ClassicalConfig, parse_classical_config, segment_in_box
+from medsegflow.preprocess.clustering import kmeans_1d, otsu_threshold
 
 SIZE = 128
 
@@ -148,16 +145,20 @@ def test_constant_box_gives_the_whole_box_and_bad_input_raises():
         segment_in_box(image, np.array([20.0, 20, 30, 30]), algorithm="otsu")
 
 
+def classical(name: str, **keys) -> ClassicalConfig:
+    """A classical method's settings: ``keys`` over the family schema's defaults."""
+    method = {"family": "classical", "prompts": "box20", **keys}
+    return parse_classical_config(complete_method(method, name), name)
+
+
 def test_parse_classical_config():
-    config = parse_classical_config(
-        {"family": "classical", "algorithm": "kmeans", "prompts": "box20", "n_clusters": 3}, "km3"
-    )
-    assert (config.algorithm, config.n_clusters, config.polarity) == ("kmeans", 3, "auto")
-    with pytest.raises(ConfigError, match=r"methods\.km3\.bogus"):
-        parse_classical_config({"algorithm": "otsu", "bogus": 1}, "km3")
-    with pytest.raises(ConfigError, match=r"methods\.m\.algorithm"):
-        parse_classical_config({"algorithm": "watershed"}, "m")
-    with pytest.raises(ConfigError, match=r"methods\.m\.n_clusters"):
-        parse_classical_config({"algorithm": "otsu", "n_clusters": 3}, "m")
-    with pytest.raises(ConfigError, match=r"methods\.m\.polarity"):
-        parse_classical_config({"algorithm": "otsu", "polarity": "up"}, "m")
+    config = classical("km3", algorithm="kmeans", n_clusters=3)
+    assert config == ClassicalConfig("kmeans", 3, "auto", True, True, 1.0)  # schema defaults
+    with pytest.raises(ConfigError, match=r"^methods\.km3\.bogus: unknown key"):
+        classical("km3", algorithm="otsu", bogus=1)
+    with pytest.raises(ConfigError, match=r"^methods\.m\.algorithm"):
+        classical("m", algorithm="watershed")
+    with pytest.raises(ConfigError, match=r"^methods\.m\.n_clusters: Otsu splits into 2"):
+        classical("m", algorithm="otsu", n_clusters=3)
+    with pytest.raises(ConfigError, match=r"^methods\.m\.polarity"):
+        classical("m", algorithm="otsu", polarity="up")

@@ -113,6 +113,7 @@ def test_caption_job_of_a_clip_models_entry(phantoms, tmp_path):
     manifests = [str(p / "manifest.tsv") for _, p in phantoms]
     demo = make_clip_captions(
         spec={"arch": "demo"},
+        name="demo",
         cases=cases,
         manifests=manifests,
         out_csv=tmp_path / "demo" / "captions.csv",
@@ -121,6 +122,7 @@ def test_caption_job_of_a_clip_models_entry(phantoms, tmp_path):
     assert (demo["kind"] == "crop").sum() == 2 * (demo["kind"] != "crop").sum()
     tuned = make_clip_captions(
         spec={"arch": "biomedclip", "finetune": {"splits": ["train", "val"]}},
+        name="ft",
         cases=cases,
         manifests=manifests,
         out_csv=tmp_path / "ft" / "captions.csv",
@@ -130,6 +132,7 @@ def test_caption_job_of_a_clip_models_entry(phantoms, tmp_path):
     with pytest.raises(ValueError, match="different datasets"):
         make_clip_captions(
             spec={"arch": "demo"},
+            name="demo",
             cases=cases,
             manifests=manifests[::-1],
             out_csv=tmp_path / "x" / "captions.csv",

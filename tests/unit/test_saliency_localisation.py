@@ -18,7 +18,7 @@ from medsegflow.saliency.localisation import (
     pixel_auc,
     saliency_localisation,
 )
-from medsegflow.stages.saliency import saliency_map_path
+from medsegflow.saliency.maps import saliency_map_path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 

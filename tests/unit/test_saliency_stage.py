@@ -13,25 +13,24 @@ from test_m2ib import native_clip
 
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, read_volume, write_volume
+from medsegflow.manifests import MANIFEST_COLUMNS, SLICES_COLUMNS
 from medsegflow.saliency.m2ib import M2IBParams, image_saliency
-from medsegflow.stages.coarse import make_coarse_masks
-from medsegflow.stages.preprocess import MANIFEST_COLUMNS, SLICES_COLUMNS
-from medsegflow.stages.saliency import (
+from medsegflow.saliency.maps import (
     SALIENCY_MANIFEST_COLUMNS,
     SALIENCY_TARGET_COLUMNS,
-    _target_seed,
-    compute_saliency,
     read_saliency_manifest,
     read_saliency_map,
     read_saliency_targets,
     saliency_map_path,
 )
+from medsegflow.stages.coarse import make_coarse_masks
+from medsegflow.stages.saliency import _target_seed, compute_saliency
 
 torch.set_num_threads(1)
 
 CT_GEOMETRY = Geometry((0.8, 0.7, 2.5), (10.0, -4.0, 3.0))
 US_GEOMETRY = Geometry((0.3, 0.3, 1.0), (1.5, 2.5, 0.0))
-PARAMS = M2IBParams(vlayer=1, steps=2, samples=2)
+PARAMS = M2IBParams.from_config(dict(vlayer=1, steps=2, samples=2), key_prefix="s")
 KEY = "methods.txt.saliency"
 TEXTS = {
     "ct01": {1: ["a liver"], 2: ["a lesion", "a dark lesion"]},
@@ -170,9 +169,9 @@ def test_errors_name_the_key_or_the_file(tmp_path, bundle):
     with pytest.raises(ConfigError, match=r"methods\.txt\.slice_mode: 'some'"):
         _run(pre, out, bundle, slice_mode="some")
     with pytest.raises(ConfigError, match=r"methods\.txt\.saliency\.vlayer: 3 is outside 0\.\.2"):
-        _run(pre, out, bundle, params=M2IBParams(vlayer=3))
+        _run(pre, out, bundle, params=M2IBParams.from_config(dict(vlayer=3), key_prefix="s"))
     with pytest.raises(ConfigError, match=r"saliency\.vlayer: 2 is the last vision block"):
-        _run(pre, out, bundle, params=M2IBParams(vlayer=2))
+        _run(pre, out, bundle, params=M2IBParams.from_config(dict(vlayer=2), key_prefix="s"))
     with pytest.raises(InputError, match="no cases in splits"):
         _run(pre, out, bundle, splits=("train",))
     with pytest.raises(InputError, match="case us01 has no text prompts"):

@@ -16,6 +16,7 @@ from test_sam_predict import GEOMETRY, SHAPE, _dataset
 
 import medsegflow.methods.sam_auto as sam_auto
 from medsegflow.errors import ConfigError, InputError
+from medsegflow.families.registry import complete_method
 from medsegflow.io import read_volume
 from medsegflow.methods.sam_auto import (
     MaskCandidate,
@@ -31,9 +32,19 @@ from medsegflow.methods.sam_auto import (
     stability_scores,
     target_label,
 )
-from medsegflow.methods.sam_predict import Decoded
+from medsegflow.models.sam_decode import Decoded
 from medsegflow.models.sam_loader import build_sam
-from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
+from medsegflow.prediction.job import PredictJob
+from medsegflow.prediction.manifest import PREDICTION_COLUMNS
+from medsegflow.stages.predict import predict_dataset
+
+AREAS = {"min_area_frac": 0.001, "max_area_frac": 0.5}  # the schema's defaults
+
+
+def auto_config(**keys) -> SamAutoConfig:
+    """A ``sam_auto`` method's settings: ``keys`` over the schema's defaults."""
+    method = {"family": "sam_auto", "model": "tiny", **keys}
+    return parse_sam_auto_config(complete_method(method, "m"), "m")
 
 
 def _rect(shape, y0, y1, x0, x1) -> np.ndarray:
@@ -106,21 +117,22 @@ def test_choose_mask_rule():
         MaskCandidate(inner, 0.90, 0.96),
         MaskCandidate(edge, 0.90, 0.97),
     ]
-    assert choose_mask(cands, shape) == 4  # ties on IoU: higher stability
+    assert choose_mask(cands, shape, **AREAS) == 4  # ties on IoU: higher stability
     cands[4] = MaskCandidate(edge, 0.90, 0.96)  # 200 px: ties on IoU and stability
-    assert choose_mask(cands, shape) == 3  # larger area
+    assert choose_mask(cands, shape, **AREAS) == 3  # larger area
     cands[4] = MaskCandidate(_rect(shape, 0, 20, 40, 60), 0.90, 0.96)  # 400 px: full tie
-    assert choose_mask(cands, shape) == 3  # the earlier
-    assert choose_mask(cands[:3], shape) is None
-    assert choose_mask(cands[:3], shape, max_area_frac=0.7) == 1
-    assert choose_mask(cands[:3], shape, min_area_frac=0.0009) == 2  # 9 / 10_000 >= 0.0009
-    assert choose_mask([], shape) is None
+    assert choose_mask(cands, shape, **AREAS) == 3  # the earlier
+    assert choose_mask(cands[:3], shape, **AREAS) is None
+    assert choose_mask(cands[:3], shape, max_area_frac=0.7, min_area_frac=0.001) == 1
+    assert (
+        choose_mask(cands[:3], shape, min_area_frac=0.0009, max_area_frac=0.5) == 2
+    )  # 9 / 10_000 >= 0.0009
+    assert choose_mask([], shape, **AREAS) is None
 
 
 def test_config_and_label_rules():
     base = {"family": "sam_auto", "model": "tiny"}
-    assert parse_sam_auto_config(base, "m") == SamAutoConfig()
-    default = SamAutoConfig()
+    default = auto_config()
     assert (default.points_per_side, default.pred_iou_thresh) == (16, 0.88)
     assert (default.stability_score_thresh, default.box_nms_thresh) == (0.95, 0.7)
     assert (default.min_area_frac, default.max_area_frac) == (0.001, 0.5)
@@ -135,9 +147,7 @@ def test_config_and_label_rules():
         "label": "organ",
         "batch_size": 16,
     }
-    assert parse_sam_auto_config(full, "m") == SamAutoConfig(
-        8, 0.0, 0.5, 1.0, 0.01, 0.9, "organ", 16
-    )
+    assert auto_config(**full) == SamAutoConfig(8, 0.0, 0.5, 1.0, 0.01, 0.9, "organ", 16)
     for extra, key in (
         ({"model": None}, "model"),
         ({"points_per_side": 0}, "points_per_side"),
@@ -149,7 +159,7 @@ def test_config_and_label_rules():
         ({"prompts": "box"}, "prompts"),
     ):
         with pytest.raises(ConfigError, match=rf"^methods\.m\.{key}"):
-            parse_sam_auto_config({**base, **extra}, "m")
+            auto_config(**extra)
     labels = {"background": 0, "organ": 1, "lesion": 2}
     assert target_label(labels, "lesion", method_name="m", source="l.json") == 2
     assert target_label({"background": 0, "tumour": 3}, None, method_name="m", source="l") == 3
@@ -217,31 +227,37 @@ def test_automatic_masks_filter_and_deduplicate(model, monkeypatch):
     calls: list[int] = []
     monkeypatch.setattr(sam_auto, "decode_prompts", _fake_decode(calls))
     sizes = ((37, 53), (45, 64))
-    config = SamAutoConfig(points_per_side=4, batch_size=6)
+    config = auto_config(points_per_side=4, batch_size=6)
     candidates = automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=config)
     assert calls == [6, 6, 4]  # 16 grid points in batches of 6
     # NMS keeps 1 of each; B is a second output of the same points as A (all 3 are kept)
     assert [c.pred_iou for c in candidates] == pytest.approx([0.95, 0.92, 0.90])
     assert [c.area for c in candidates] == [330, 48, 40]
     assert all(c.stability == 1.0 for c in candidates)
-    loose = SamAutoConfig(points_per_side=4, stability_score_thresh=0.0)
+    loose = auto_config(points_per_side=4, stability_score_thresh=0.0)
     candidates = automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=loose)
     assert [c.pred_iou for c in candidates] == pytest.approx([0.99, 0.95, 0.92, 0.90])
-    strict = SamAutoConfig(points_per_side=4, pred_iou_thresh=0.95)
+    strict = auto_config(points_per_side=4, pred_iou_thresh=0.95)
     assert automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=strict) == []
 
 
 def test_prediction_paints_the_chosen_mask_on_labelled_slices(model, volume_case, monkeypatch):
     root = volume_case["root"]
     monkeypatch.setattr(sam_auto, "decode_prompts", _fake_decode([]))
-    manifest = predict_sam_auto_cases(
-        model=model,
-        config=SamAutoConfig(points_per_side=4, label="lesion"),
-        label_value=2,
-        preprocessed_dir=root / "pre",
-        embeddings_dir=root / "emb",
+    job = PredictJob(
+        method=complete_method({"family": "sam_auto", "model": "tiny"}, "m"),
+        method_name="m",
+        inputs=volume_case["inputs"],
         out_dir=root / "fake",
         splits=("test",),
+        seed=0,
+    )
+    manifest = predict_sam_auto_cases(
+        job,
+        model=model,
+        config=auto_config(points_per_side=4, label="lesion"),
+        label_value=2,
+        embeddings_dir=root / "emb",
     )
     assert manifest["n_prompts"].tolist() == [16]  # the lesion is on slice 2 only
     out = read_volume(root / "fake" / "vol01.nii.gz")
@@ -255,7 +271,12 @@ def test_end_to_end_with_the_tiny_sam(volume_case, tmp_path):
     root, inputs = volume_case["root"], volume_case["inputs"]
     method = {"family": "sam_auto", "model": "tiny", "label": "organ", "points_per_side": 6}
     manifest = predict_dataset(
-        family="sam_auto", method=method, method_name="auto", inputs=inputs, out_dir=tmp_path / "p"
+        method=method,
+        method_name="auto",
+        inputs=inputs,
+        out_dir=tmp_path / "p",
+        splits=["test"],
+        seed=0,
     )
     assert tuple(manifest.columns) == PREDICTION_COLUMNS
     assert manifest[["case_id", "n_prompts"]].values.tolist() == [["vol01", 2 * 36]]
@@ -268,38 +289,46 @@ def test_end_to_end_with_the_tiny_sam(volume_case, tmp_path):
     loose = {**method, "pred_iou_thresh": 0, "stability_score_thresh": 0}
     loose.update(min_area_frac=0, max_area_frac=1)
     predict_dataset(
-        family="sam_auto", method=loose, method_name="auto", inputs=inputs, out_dir=tmp_path / "q"
+        method=loose,
+        method_name="auto",
+        inputs=inputs,
+        out_dir=tmp_path / "q",
+        splits=["test"],
+        seed=0,
     )
     assert set(np.unique(read_volume(tmp_path / "q" / "vol01.nii.gz").array_zyx)) <= {0, 1}
     # sharded: the single case is in shard 1 of 2, shard 2 is empty
     for index, n_cases in ((0, 1), (1, 0)):
         part = predict_dataset(
-            family="sam_auto",
             method=method,
             method_name="auto",
             inputs=inputs,
             out_dir=tmp_path / "s",
             shard=(index, 2),
+            splits=["test"],
+            seed=0,
         )
         assert len(part) == n_cases
         assert (tmp_path / "s" / "shards" / f"{index + 1}-of-2.tsv").is_file()
     assert not (tmp_path / "s" / "manifest.tsv").exists()
     with pytest.raises(ConfigError, match=r"^methods\.auto\.label: required"):
         predict_dataset(
-            family="sam_auto",
             method={"family": "sam_auto", "model": "tiny"},
             method_name="auto",
             inputs=inputs,
             out_dir=tmp_path / "r",
+            splits=["test"],
+            seed=0,
         )
     other = {**inputs, "checkpoint": tmp_path / "other.pth"}
     with pytest.raises(InputError, match=r"model\.json: embeddings were made with"):
         predict_dataset(
-            family="sam_auto",
             method=method,
             method_name="auto",
             inputs=other,
             out_dir=tmp_path / "r",
+            splits=["test"],
+            seed=0,
         )
     assert not (tmp_path / "r").exists()
     info = json.loads((root / "emb" / "model.json").read_text())

@@ -18,13 +18,14 @@ from medsegflow.models.sam_cache import (
     load_case_embeddings,
     read_model_info,
 )
-from medsegflow.models.sam_embed import embed_dataset, grey_to_rgb_resized
-from medsegflow.models.sam_loader import build_sam, write_arch_json
+from medsegflow.models.sam_encode import grey_to_rgb_resized
+from medsegflow.models.sam_loader import build_sam
+from medsegflow.stages.embed import embed_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.workflow import embedding_splits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sam_fixtures import TINY_SAM_2BLOCK  # noqa: E402
+from sam_fixtures import TINY_SAM_2BLOCK, save_tiny_sam  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -46,15 +47,13 @@ def _phantom(root, name, params):
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     """3-case CT (16 x 40 x 48) and ultrasound (40 x 56) phantoms, one case per split, and
-    a tiny SAM checkpoint with its sam.json."""
+    a tiny SAM checkpoint with its model card."""
     root = tmp_path_factory.mktemp("embed")
     ct = _phantom(root, "ct", {"kind": "ct", "n_cases": 3, "shape": [16, 40, 48]})
     us = _phantom(root, "us", {"kind": "us", "n_cases": 3, "shape": [40, 56]})
     torch.manual_seed(0)
     model = build_sam(TINY_SAM_2BLOCK)
-    (root / "model").mkdir()
-    torch.save(model.state_dict(), root / "model" / "sam.pth")
-    write_arch_json(root / "model" / "sam.json", TINY_SAM_2BLOCK)
+    save_tiny_sam(model, root / "model" / "sam.pth", arch=TINY_SAM_2BLOCK)
     return {"root": root, "ct": ct, "us": us, "model": model, "ckpt": root / "model" / "sam.pth"}
 
 
@@ -156,13 +155,10 @@ def _splits_config(splits, methods=None):
     }
 
 
-def test_embedding_splits_are_the_scored_splits_plus_val():
-    assert embedding_splits(_splits_config(["test"]), "d", "m") == ["val", "test"]
-    assert embedding_splits(_splits_config(["test", "train"]), "d", "m") == [
-        "train",
-        "val",
-        "test",
-    ]
+def test_embedding_splits_are_the_splits_its_methods_predict():
+    # tuning reads no embedding: only the scored splits are embedded
+    assert embedding_splits(_splits_config(["test"]), "d", "m") == ["test"]
+    assert embedding_splits(_splits_config(["test", "train"]), "d", "m") == ["train", "test"]
     assert embedding_splits(_splits_config(["val"]), "d", "m") == ["val"]
 
 
@@ -173,4 +169,4 @@ def test_embedding_splits_add_train_for_pseudo_labels_of_that_model():
     }
     config = _splits_config(["test"], methods)
     assert embedding_splits(config, "d", "m") == ["train", "val", "test"]
-    assert embedding_splits(config, "d", "other") == ["val", "test"]
+    assert embedding_splits(config, "d", "other") == ["test"]

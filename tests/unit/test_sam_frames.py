@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 import torch
 
-from medsegflow.methods.sam_predict import SamPrompt, decode_prompts
 from medsegflow.models.sam_cache import (
     CaseEmbeddings,
     load_case_embeddings,
     resize_transform,
     save_case_embeddings,
 )
-from medsegflow.models.sam_embed import encode_slices
+from medsegflow.models.sam_decode import SamPrompt, decode_prompts
+from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import build_sam
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -15,11 +15,10 @@ from medsegflow.models.sam_loader import (
     build_sam,
     load_sam_model,
     select_device,
-    write_arch_json,
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sam_fixtures import TINY_SAM_2BLOCK  # noqa: E402
+from sam_fixtures import TINY_SAM_2BLOCK, save_tiny_sam  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -85,9 +84,7 @@ def test_arch_spec_rejects_unknown_names_keys_and_bad_values():
 def _tiny_checkpoint(folder, *, seed=0):
     torch.manual_seed(seed)
     model = build_sam(TINY_SAM_2BLOCK)
-    path = folder / "sam.pth"
-    torch.save(model.state_dict(), path)
-    write_arch_json(folder / "sam.json", TINY_SAM_2BLOCK)
+    path = save_tiny_sam(model, folder / "sam.pth", arch=TINY_SAM_2BLOCK)
     return model, path
 
 
@@ -96,7 +93,9 @@ def test_demo_checkpoint_round_trip_gives_the_same_model(tmp_path):
     loaded, device = load_sam_model(path, arch="demo", device="cpu")
     assert device == torch.device("cpu")
     assert not loaded.training
-    assert json.loads((tmp_path / "sam.json").read_text())["embed_dim"] == 32
+    card = json.loads((tmp_path / "model.json").read_text())
+    assert card["spec"]["embed_dim"] == 32 and card["arch"] == "demo"
+    assert card["recipe"] == {"recipe": "scratch"} and card["modules"] == []
     for (name, a), (_, b) in zip(
         model.state_dict().items(), loaded.state_dict().items(), strict=True
     ):
@@ -114,7 +113,7 @@ def test_official_arch_names_load_their_state_dict(tmp_path, monkeypatch):
     """The vit_b path, with the official table shrunk so that the file stays small."""
     monkeypatch.setitem(sam_loader.OFFICIAL_ARCHS, "vit_b", arch_spec(TINY_SAM_2BLOCK))
     model, path = _tiny_checkpoint(tmp_path, seed=3)
-    (tmp_path / "sam.json").unlink()  # official checkpoints have no sidecar
+    (tmp_path / "model.json").unlink()  # official checkpoints have no model card
     loaded, _ = load_sam_model(path, arch="vit_b")
     key = "mask_decoder.iou_token.weight"
     assert torch.equal(loaded.state_dict()[key], model.state_dict()[key])
@@ -148,6 +147,9 @@ def test_missing_unexpected_and_misshapen_keys_give_one_line_errors(tmp_path):
 
 def test_a_small_checkpoint_is_not_taken_for_vit_b(tmp_path):
     _, path = _tiny_checkpoint(tmp_path)
+    with pytest.raises(InputError, match=r"model\.json: the model card says arch 'demo', not"):
+        load_sam_model(path, arch="vit_b")
+    (tmp_path / "model.json").unlink()
     message = _one_line_error(path, "vit_b", "not a SAM vit_b checkpoint")
     assert "file holds embed dim 32, 2 blocks" in message
 
@@ -162,8 +164,8 @@ def test_unreadable_files_give_one_line_errors(tmp_path):
     torch.save({"model": model.state_dict(), "epoch": 3}, wrapped)
     message = _one_line_error(wrapped, "demo", "not a SAM state dict")
     assert "'model' entry" in message
-    (tmp_path / "sam.json").unlink()
-    with pytest.raises(InputError, match="sam.json: architecture file not found"):
+    (tmp_path / "model.json").unlink()
+    with pytest.raises(InputError, match=r"arch demo is trained by the pipeline; its model card"):
         load_sam_model(path, arch="demo")
 
 

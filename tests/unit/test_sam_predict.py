@@ -5,6 +5,7 @@ Uses a tiny SAM (segment_anything's own classes, random weights, input 64 x 64).
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -15,7 +16,9 @@ import torch
 
 from medsegflow.datasets.canonical import CanonicalCase, write_canonical_dataset
 from medsegflow.errors import ConfigError, InputError
+from medsegflow.families.registry import complete_method
 from medsegflow.io import Geometry, Volume, read_volume
+from medsegflow.manifests import read_prompts
 from medsegflow.methods.sam import (
     SamConfig,
     object_target,
@@ -23,17 +26,19 @@ from medsegflow.methods.sam import (
     predict_sam_cases,
     row_prompt,
 )
-from medsegflow.methods.sam_predict import SamPrompt, decode_prompts, refine_with_clicks
 from medsegflow.models.sam_cache import (
     load_case_embeddings,
     resize_transform,
     save_case_embeddings,
 )
+from medsegflow.models.sam_decode import SamPrompt, decode_prompts, refine_with_clicks
 from medsegflow.models.sam_loader import build_sam
+from medsegflow.prediction.job import PredictJob
+from medsegflow.prediction.manifest import PREDICTION_COLUMNS
 from medsegflow.prompts.voting import average_vote
-from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
+from medsegflow.stages.predict import predict_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
-from medsegflow.stages.prompts import make_prompts, read_prompts
+from medsegflow.stages.prompts import make_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sam_fixtures import TINY_SAM, embedded_sam_inputs  # noqa: E402
@@ -48,6 +53,25 @@ def model():
     torch.set_num_threads(1)
     torch.manual_seed(0)
     return build_sam(TINY_SAM)
+
+
+BASE = {"family": "sam", "model": "tiny", "prompts": "bp"}
+
+
+def sam_config(**keys) -> SamConfig:
+    """The settings of a ``sam`` method with ``keys`` over the schema's defaults."""
+    return parse_sam_config(complete_method({**BASE, **keys}, "m"))
+
+
+def job(inputs, out_dir, *, seed: int = 0) -> PredictJob:
+    return PredictJob(
+        method=complete_method(BASE, "m"),
+        method_name="m",
+        inputs=inputs,
+        out_dir=out_dir,
+        splits=("test",),
+        seed=seed,
+    )
 
 
 def _fake_decoder(model, monkeypatch, *, values, iou) -> list[dict]:
@@ -257,11 +281,12 @@ def test_3d_case_keeps_the_original_shape_and_unprompted_slices_stay_empty(model
     assert len(prompts) == 3 * 2  # (z0 organ, z2 organ, z2 lesion union) x 2 repeats
     assert prompts.groupby("prompt_id").size().tolist() == [2, 2, 2]
     manifest = predict_dataset(
-        family="sam",
         method={"family": "sam", "model": "tiny", "prompts": "bp", "voting": "average"},
         method_name="sam_bp",
         inputs=inputs,
         out_dir=root / "pred",
+        splits=["test"],
+        seed=0,
     )
     assert tuple(manifest.columns) == PREDICTION_COLUMNS
     assert manifest[["case_id", "n_prompts"]].values.tolist() == [["vol01", len(prompts)]]
@@ -286,13 +311,10 @@ def test_3d_case_keeps_the_original_shape_and_unprompted_slices_stay_empty(model
     np.testing.assert_array_equal(out.array_zyx[0] == 1, average_vote(decoded.probs_pyx))
 
     again = predict_sam_cases(
+        job(inputs, root / "pred_again"),
         model=model,
-        config=SamConfig(voting="average"),
-        preprocessed_dir=root / "pre",
-        prompts_path=inputs["prompts"],
+        config=sam_config(voting="average"),
         embeddings_dir=root / "emb",
-        out_dir=root / "pred_again",
-        splits=("test",),
     )
     assert again["n_prompts"].tolist() == [len(prompts)]
     np.testing.assert_array_equal(
@@ -303,14 +325,10 @@ def test_3d_case_keeps_the_original_shape_and_unprompted_slices_stay_empty(model
 def test_clicks_and_staple_run_on_the_volume(model, volume_case):
     root, inputs = volume_case["root"], volume_case["inputs"]
     predict_sam_cases(
+        job(inputs, root / "pred_clicks", seed=1),
         model=model,
-        config=SamConfig(voting="staple", click_rounds=2, click_mode="random", batch_size=2),
-        preprocessed_dir=root / "pre",
-        prompts_path=inputs["prompts"],
+        config=sam_config(voting="staple", clicks={"rounds": 2, "mode": "random"}, batch_size=2),
         embeddings_dir=root / "emb",
-        out_dir=root / "pred_clicks",
-        splits=("test",),
-        seed=1,
     )
     out = read_volume(root / "pred_clicks" / "vol01.nii.gz").array_zyx
     assert out.shape == SHAPE and not out[1].any()
@@ -327,11 +345,11 @@ def test_object_target_matches_the_prompt_components():
 
 
 def test_sam_config_and_input_errors(model, volume_case, tmp_path):
-    base = {"family": "sam", "model": "tiny", "prompts": "bp"}
-    assert parse_sam_config(base, "m") == SamConfig()
-    full = {**base, "multimask": False, "voting": "staple", "batch_size": 8}
+    base = BASE
+    assert sam_config() == SamConfig(True, "average", 0, "center", True, 64)  # the schema's
+    full = {"multimask": False, "voting": "staple", "batch_size": 8}
     full["clicks"] = {"rounds": 2, "mode": "random", "mask_input": False}
-    assert parse_sam_config(full, "m") == SamConfig(False, "staple", 2, "random", False, 8)
+    assert sam_config(**full) == SamConfig(False, "staple", 2, "random", False, 8)
     for extra, key in (
         ({"voting": "mean"}, "voting"),
         ({"clicks": {"rounds": -1}}, r"clicks\.rounds"),
@@ -343,28 +361,70 @@ def test_sam_config_and_input_errors(model, volume_case, tmp_path):
         ({"algorithm": "otsu"}, "algorithm"),
     ):
         with pytest.raises(ConfigError, match=rf"methods\.m\.{key}"):
-            parse_sam_config({**base, **extra}, "m")
+            sam_config(**extra)
     inputs = dict(volume_case["inputs"])
     inputs["checkpoint"] = tmp_path / "other.pth"
     with pytest.raises(InputError, match=r"model\.json: embeddings were made with"):
         predict_dataset(
-            family="sam", method=base, method_name="m", inputs=inputs, out_dir=tmp_path / "p"
+            method=base,
+            method_name="m",
+            inputs=inputs,
+            out_dir=tmp_path / "p",
+            splits=["test"],
+            seed=0,
         )
     cached = load_case_embeddings(volume_case["root"] / "emb" / "vol01.npz")
     cached.original_size = (37, 52)
     save_case_embeddings(tmp_path / "emb" / "vol01.npz", cached)
     with pytest.raises(InputError, match=r"vol01\.npz: embedded slices are \(37, 52\)"):
         predict_sam_cases(
+            job(inputs, tmp_path / "p"),
             model=model,
-            config=SamConfig(),
-            preprocessed_dir=volume_case["root"] / "pre",
-            prompts_path=inputs["prompts"],
+            config=sam_config(),
             embeddings_dir=tmp_path / "emb",
-            out_dir=tmp_path / "p",
-            splits=("test",),
         )
     bad = pd.DataFrame([{"case_id": "c", "z": 0, "x_min": np.nan, "y_min": np.nan,
                          "x_max": np.nan, "y_max": np.nan, "points": "[]"}])  # fmt: skip
     with pytest.raises(InputError, match="no box and no point"):
         row_prompt(bad.iloc[0].to_dict(), source="p.tsv")
     assert not (tmp_path / "p").exists()
+
+
+def test_random_clicks_follow_the_jobs_seed(model, volume_case):
+    """The config seed reaches the clicks: the same seed repeats a run, another changes it."""
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    config = sam_config(clicks={"rounds": 3, "mode": "random", "mask_input": False})
+
+    def run(seed: int, name: str) -> np.ndarray:
+        predict_sam_cases(
+            job(inputs, root / name, seed=seed),
+            model=model,
+            config=config,
+            embeddings_dir=root / "emb",
+        )
+        return read_volume(root / name / "vol01.nii.gz").array_zyx
+
+    first, again, other = run(11, "s11"), run(11, "s11b"), run(12, "s12")
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_every_job_that_samples_gets_the_config_seed(repo_root):
+    text = "".join(p.read_text() for p in (repo_root / "rules").glob("*.smk"))
+    blocks = dict(re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, flags=re.M | re.S))
+    sampling = [
+        "prepare_dataset",
+        "preprocess_dataset",
+        "make_prompts",
+        "make_mask_prompts",
+        "train_sam_model",
+        "predict_method",
+        "predict_pseudolabels",
+        "make_clip_captions",
+        "finetune_clip",
+        "compute_saliency",
+        "tune_text_method",
+        "train_nnunet",
+    ]
+    for rule in sampling:
+        assert 'seed=config["seed"]' in blocks[rule], f"rule {rule} does not get the seed"

@@ -10,14 +10,16 @@ import torch
 from medsegflow.datasets.registry import prepare_dataset
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.models.sam_loader import load_sam_model
-from medsegflow.models.sam_train import decode_all_masks, train_demo_sam
-from medsegflow.models.sam_train_data import augment_slice, load_training_pairs
+from medsegflow.planning import check_sam_models, sam_checkpoint, sam_train_inputs
 from medsegflow.stages.preprocess import preprocess_dataset
-from medsegflow.workflow import demo_sam_training_inputs
+from medsegflow.training.pairs import augment_slice, load_training_pairs
+from medsegflow.training.scratch import decode_all_masks
+from medsegflow.training.stage import train_sam_model
 
 torch.set_num_threads(1)
 
 TRAIN = {
+    "recipe": "scratch",
     "iterations": 20,
     "batch_size": 4,
     "lr": 3e-3,
@@ -25,6 +27,18 @@ TRAIN = {
     "image_size": 64,
     "threads": 1,
 }
+
+
+def train_demo_sam(*, preprocessed_dirs, out_checkpoint, train, seed):
+    """The training stage's job for a demo model with recipe ``train``."""
+    return train_sam_model(
+        model="demo_sam",
+        arch="demo",
+        train=train,
+        preprocessed_dirs=preprocessed_dirs,
+        out_weights=out_checkpoint,
+        seed=seed,
+    )
 
 
 def _phantom(root, name, params):
@@ -84,7 +98,11 @@ def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(train
     assert list(history.columns) == ["iteration", "loss", "seconds"]
     assert list(history["iteration"]) == list(range(1, 21))
     assert history["loss"].iloc[-3:].mean() < 0.85 * history["loss"].iloc[:3].mean()
-    assert json.loads((folder / "sam.json").read_text())["img_size"] == 64
+    card = json.loads((folder / "model.json").read_text())
+    assert card["arch"] == "demo" and card["spec"]["img_size"] == 64 and card["base"] is None
+    assert card["recipe"] == {**TRAIN, "datasets": None}  # the complete recipe
+    assert card["training"]["iterations"] == 20 and card["modules"] == []
+    assert card["training"]["n_trainable"] < card["training"]["n_parameters"]  # prompt encoder
 
     model, _ = load_sam_model(path, arch="demo")
     assert model.image_encoder.img_size == 64
@@ -123,11 +141,11 @@ def test_training_is_deterministic_given_the_seed(datasets, trained, tmp_path):
 
 
 def test_bad_training_input_stops_with_one_line(datasets, tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown keys \['epochs'\]"):
+    with pytest.raises(ConfigError, match=r"^sam_models\.demo_sam\.train\.epochs: unknown key"):
         train_demo_sam(
             preprocessed_dirs=datasets,
             out_checkpoint=tmp_path / "sam.pth",
-            train={"epochs": 3},
+            train={"recipe": "scratch", "epochs": 3},
             seed=0,
         )
     pre = tmp_path / "empty"
@@ -142,17 +160,47 @@ def test_bad_training_input_stops_with_one_line(datasets, tmp_path):
     assert not (tmp_path / "sam.pth").exists()
 
 
-def test_only_demo_models_are_trained_by_the_workflow():
+def _models(**models):
+    """sam_models entries completed as the schema does (every key present)."""
+    empty = {"arch": None, "weights": None, "base": None, "train": None, "embed_batch_size": 4}
+    return {name: {**empty, **spec} for name, spec in models.items()}
+
+
+def test_training_stage_plans_models_with_a_recipe_from_scratch_or_a_base():
     config = {
         "datasets": {"a": {}, "b": {}},
-        "sam_models": {
-            "demo_sam": {"arch": "demo", "train": {"datasets": ["b"]}},
-            "medsam": {"arch": "vit_b", "weights": "medsam_vit_b", "train": {}},
-        },
+        "weights": {"medsam_vit_b": "/w/medsam.pth"},
+        "sam_models": _models(
+            demo_sam={"arch": "demo", "train": {"recipe": "scratch", "datasets": ["b"]}},
+            medsam={"arch": "vit_b", "weights": "medsam_vit_b"},
+            medsam_ft={"base": "medsam", "train": {"recipe": "scratch"}},
+            twice={"base": "medsam_ft", "train": {"recipe": "scratch"}},
+        ),
     }
-    assert demo_sam_training_inputs(config, "demo_sam") == ["results/preprocessed/b/manifest.tsv"]
-    with pytest.raises(ConfigError, match="sam_models.medsam.arch: 'vit_b' uses downloaded"):
-        demo_sam_training_inputs(config, "medsam")
+    check_sam_models(config)
+    assert sam_train_inputs(config, "demo_sam") == {
+        "preprocessed": ["results/preprocessed/b/manifest.tsv"]
+    }
+    assert sam_checkpoint(config, "medsam") == "/w/medsam.pth"
+    assert sam_checkpoint(config, "medsam_ft") == "results/models/medsam_ft/sam.pth"
+    assert sam_train_inputs(config, "medsam_ft")["base"] == "/w/medsam.pth"
+    assert sam_train_inputs(config, "twice")["base_card"] == "results/models/medsam_ft/model.json"
+    with pytest.raises(ConfigError, match=r"sam_models\.medsam: not trained by the pipeline"):
+        sam_train_inputs(config, "medsam")
+    for bad, match in (
+        ({"arch": "demo"}, r"sam_models\.m\.weights: required without a train: recipe"),
+        ({"base": "nope", "train": {"recipe": "scratch"}}, r"m\.base: unknown SAM model"),
+        ({"base": "medsam"}, r"m\.train: required with a base model"),
+        ({"base": "m", "train": {"recipe": "scratch"}}, r"m\.base: a cycle m -> m"),
+        ({"arch": "vit_b", "weights": "nope"}, r"m\.weights: 'nope' is not a key under weights"),
+        (
+            {"arch": "vit_b", "weights": "medsam_vit_b", "train": {"recipe": "scratch"}},
+            r"m\.weights: a trained model takes its start from base:",
+        ),
+    ):
+        broken = {**config, "sam_models": {**config["sam_models"], **_models(m=bad)}}
+        with pytest.raises(ConfigError, match=match):
+            check_sam_models(broken)
 
 
 def test_augmentation_keeps_the_drawn_object_whole_and_aligned():

@@ -8,14 +8,13 @@ import pandas as pd
 import pytest
 
 from medsegflow.errors import InputError
-from medsegflow.stages.predict import (
+from medsegflow.families.family import Family
+from medsegflow.prediction.cases import job_cases, select_cases
+from medsegflow.prediction.job import parse_scatteritem
+from medsegflow.prediction.manifest import (
     PREDICTION_COLUMNS,
-    active_shard,
     gather_shard_manifests,
-    parse_scatteritem,
-    predicting_shard,
     read_prediction_manifest,
-    select_cases,
     shard_manifest_path,
     write_prediction_manifest,
 )
@@ -59,14 +58,10 @@ def test_scatteritem_names_match_snakemake():
     assert shard_manifest_path("out", (1, 3)) == Path("out/shards/2-of-3.tsv")
 
 
-def test_manifest_goes_to_the_active_shards_file(tmp_path):
+def test_manifest_goes_to_the_shards_file(tmp_path):
     rows = pd.DataFrame([{"case_id": "001", "split": "test", "n_prompts": 2, "seconds": 0.5}])
-    assert active_shard() is None
-    assert write_prediction_manifest(rows, tmp_path) == tmp_path / "manifest.tsv"
-    with predicting_shard((1, 2)):
-        assert active_shard() == (1, 2)
-        path = write_prediction_manifest(rows, tmp_path)
-    assert active_shard() is None
+    assert write_prediction_manifest(rows, tmp_path, None) == tmp_path / "manifest.tsv"
+    path = write_prediction_manifest(rows, tmp_path, (1, 2))
     assert path == tmp_path / "shards" / "2-of-2.tsv"
     pd.testing.assert_frame_equal(read_prediction_manifest(path), rows)
 
@@ -120,39 +115,59 @@ def test_gather_names_a_duplicate_and_an_unexpected_case(tmp_path):
         gather_shard_manifests([tmp_path / "nope.tsv"], tmp_path / "manifest.tsv", ["001"])
 
 
-def fake_family(*, honours_shard: bool):
+def fake_family(name: str, schema: Path, *, honours_shard: bool) -> Family:
     """A family that predicts nothing but lists its cases like a real one."""
 
-    def predict(*, method, method_name, inputs, out_dir, splits):
-        from medsegflow.stages.preprocess import read_preprocessed_manifest
-
-        cases = read_preprocessed_manifest(Path(inputs["preprocessed"]).parent)
-        cases = select_cases(cases, splits, active_shard() if honours_shard else None)
+    def predict(job):
+        cases = (
+            job_cases(job)
+            if honours_shard
+            else select_cases(
+                pd.read_csv(job.inputs["preprocessed"], sep="\t", dtype=str), job.splits
+            )
+        )
         rows = pd.DataFrame(
             {"case_id": cases["case_id"], "split": cases["split"], "n_prompts": 0, "seconds": 0.0}
         )
         if honours_shard:
-            write_prediction_manifest(rows, out_dir)
+            write_prediction_manifest(rows, job.out_dir, job.shard)
         else:  # a family written before sharding: always manifest.tsv
-            rows.to_csv(Path(out_dir) / "manifest.tsv", sep="\t", index=False)
+            rows.to_csv(job.out_dir / "manifest.tsv", sep="\t", index=False)
         return rows
 
-    return predict
+    return Family(
+        name=name,
+        predict=predict,
+        inputs=lambda config, dataset, method: {},
+        env="base",
+        gpu=False,
+        cache="none",
+        schema=schema,
+    )
 
 
 def test_predict_dataset_runs_a_shard_and_refuses_a_family_ignoring_it(tmp_path, monkeypatch):
+    from medsegflow.manifests import MANIFEST_COLUMNS
     from medsegflow.stages import predict as stage
-    from medsegflow.stages.preprocess import MANIFEST_COLUMNS
 
     pre = tmp_path / "pre" / "manifest.tsv"
     pre.parent.mkdir()
     table = manifest(9).reindex(columns=list(MANIFEST_COLUMNS), fill_value=0)
     table.to_csv(pre, sep="\t", index=False)
-    monkeypatch.setitem(stage.FAMILIES, "good", fake_family(honours_shard=True))
-    monkeypatch.setitem(stage.FAMILIES, "bad", fake_family(honours_shard=False))
-    kwargs = {"method": {}, "method_name": "m", "inputs": {"preprocessed": str(pre)}}
+    from medsegflow.families import registry
+
+    schema = tmp_path / "any.schema.yaml"
+    schema.write_text("type: object\n")
+    for name, honours in (("good", True), ("bad", False)):
+        monkeypatch.setitem(
+            registry.FAMILIES, name, fake_family(name, schema, honours_shard=honours)
+        )
     out = tmp_path / "out"
-    got = stage.predict_dataset(family="good", out_dir=out, splits=["test"], shard=(1, 2), **kwargs)
+    out.mkdir()
+    kwargs = {"method_name": "m", "inputs": {"preprocessed": str(pre)}}
+    got = stage.predict_dataset(
+        method={"family": "good"}, out_dir=out, splits=["test"], shard=(1, 2), **kwargs, seed=0
+    )
     assert got["case_id"].tolist() == ["003", "007"]  # test cases 001 003 005 007, 2nd shard
     assert read_prediction_manifest(out / "shards" / "2-of-2.tsv")["case_id"].tolist() == [
         "003",
@@ -160,7 +175,11 @@ def test_predict_dataset_runs_a_shard_and_refuses_a_family_ignoring_it(tmp_path,
     ]
     assert not (out / "manifest.tsv").exists()
     with pytest.raises(RuntimeError, match="family 'bad' .* does not support sharding"):
-        stage.predict_dataset(family="bad", out_dir=out, splits=["test"], shard=(0, 2), **kwargs)
+        stage.predict_dataset(
+            method={"family": "bad"}, out_dir=out, splits=["test"], shard=(0, 2), **kwargs, seed=0
+        )
     assert not (out / "manifest.tsv").exists()  # removed: it would look like the gathered one
     with pytest.raises(ValueError, match="0 <= index < count"):
-        stage.predict_dataset(family="good", out_dir=out, splits=["test"], shard=(2, 2), **kwargs)
+        stage.predict_dataset(
+            method={"family": "good"}, out_dir=out, splits=["test"], shard=(2, 2), **kwargs, seed=0
+        )

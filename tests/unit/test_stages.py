@@ -9,15 +9,18 @@ import pytest
 from medsegflow.datasets.canonical import CanonicalCase, image_path, write_canonical_dataset
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, read_volume
-from medsegflow.stages.predict import PREDICTION_COLUMNS, predict_dataset
-from medsegflow.stages.preprocess import MANIFEST_COLUMNS, SLICES_COLUMNS, preprocess_dataset
-from medsegflow.stages.prompts import (
+from medsegflow.manifests import (
     BOX_COLUMNS,
+    MANIFEST_COLUMNS,
     PROMPT_COLUMNS,
-    make_prompts,
+    SLICES_COLUMNS,
     parse_points,
     read_prompts,
 )
+from medsegflow.prediction.manifest import PREDICTION_COLUMNS
+from medsegflow.stages.predict import predict_dataset
+from medsegflow.stages.preprocess import preprocess_dataset
+from medsegflow.stages.prompts import make_prompts
 
 LABEL_MAP = {"background": 0, "organ": 1, "lesion": 2}
 CLEANING = {"min_voxels_3d": 100, "min_pixels_2d": 20}
@@ -89,11 +92,12 @@ def pipeline(tmp_path_factory):
     )
     pred = root / "pred"
     predicted = predict_dataset(
-        family="classical",
         method={"family": "classical", "algorithm": "otsu", "prompts": "box5"},
         method_name="otsu",
         inputs={"preprocessed": pre / "manifest.tsv", "prompts": prompts_path},
         out_dir=pred,
+        splits=["test"],
+        seed=0,
     )
     return {
         "root": root,
@@ -187,11 +191,12 @@ def test_point_prompt_table_round_trips_and_respects_the_objects(pipeline):
         assert not target[points[2, 1], points[2, 0]]
     # the classical family uses box rows only: nothing to segment here
     predicted = predict_dataset(
-        family="classical",
         method={"family": "classical", "algorithm": "otsu", "prompts": "pts"},
         method_name="otsu_pts",
         inputs={"preprocessed": pipeline["pre"] / "manifest.tsv", "prompts": path},
         out_dir=pipeline["root"] / "pred_pts",
+        splits=["test"],
+        seed=0,
     )
     assert predicted["n_prompts"].tolist() == [0, 0]
     assert not read_volume(pipeline["root"] / "pred_pts" / "ct01.nii.gz").array_zyx.any()
@@ -229,16 +234,20 @@ def test_config_errors_name_the_key(pipeline, tmp_path):
         "out_dir": tmp_path / "pred",
     }
     with pytest.raises(ConfigError, match=r"methods\.m\.family"):
-        predict_dataset(family="watershed", method={}, method_name="m", **common)
+        predict_dataset(method={}, method_name="m", **common, splits=["test"], seed=0)
     with pytest.raises(ConfigError, match=r"methods\.m\.bogus"):
         predict_dataset(
-            family="classical", method={"algorithm": "otsu", "bogus": 1}, method_name="m", **common
+            method={"family": "classical", "algorithm": "otsu", "prompts": "p", "bogus": 1},
+            method_name="m",
+            **common,
+            splits=["test"],
+            seed=0,
         )
     with pytest.raises(ConfigError, match=r"prompts\.p\.source"):
         make_prompts(
             preprocessed_dir=pipeline["pre"],
             out_path=tmp_path / "p.tsv",
-            prompt={"source": "saliency"},
+            prompt={"source": "saliency", "type": "box"},
             seed=0,
             prompt_name="p",
         )
@@ -253,7 +262,7 @@ def test_config_errors_name_the_key(pipeline, tmp_path):
             make_prompts(
                 preprocessed_dir=pipeline["pre"],
                 out_path=tmp_path / "p.tsv",
-                prompt=bad,
+                prompt={"type": "box", **bad},
                 seed=0,
                 prompt_name="p",
             )

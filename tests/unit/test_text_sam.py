@@ -7,9 +7,10 @@ import pytest
 from test_saliency_stage import _preprocessed
 
 from medsegflow.errors import InputError
+from medsegflow.families.registry import complete_method
 from medsegflow.io import Volume, read_volume, write_volume
-from medsegflow.methods import FAMILIES
-from medsegflow.methods.text_sam import sam_method
+from medsegflow.methods.sam import SamConfig
+from medsegflow.methods.text_sam import sam_config
 from medsegflow.stages.predict import predict_dataset
 
 METHOD = {"family": "text_sam", "clip": "c", "text_prompts": "p"}
@@ -32,12 +33,12 @@ def test_without_sam_the_coarse_masks_are_the_prediction(tmp_path):
     coarse = _coarse(tmp_path, pre, ["ct01", "us01"])
     out = tmp_path / "pred"
     manifest = predict_dataset(
-        family="text_sam",
         method=METHOD,
         method_name="txt",
         inputs={"preprocessed": pre / "manifest.tsv", "coarse": coarse / "manifest.tsv"},
         out_dir=out,
         splits=("val",),
+        seed=0,
     )
     assert list(manifest["case_id"]) == ["ct01", "us01"]
     assert list(manifest["n_prompts"]) == [2, 2]
@@ -54,22 +55,24 @@ def test_a_case_missing_from_the_coarse_masks_names_the_manifest(tmp_path):
     pre = _preprocessed(tmp_path)
     coarse = _coarse(tmp_path, pre, ["ct01"])
     with pytest.raises(InputError, match=r"coarse/manifest.tsv: case us01 \(val\) is missing"):
-        FAMILIES["text_sam"](
+        predict_dataset(
             method=METHOD,
             method_name="txt",
             inputs={"preprocessed": pre / "manifest.tsv", "coarse": coarse / "manifest.tsv"},
             out_dir=tmp_path / "pred",
             splits=("val",),
+            seed=0,
         )
     assert not (tmp_path / "pred" / "manifest.tsv").exists()
 
 
-def test_sam_method_passes_only_decoding_keys():
-    method = {**METHOD, "model": "sam_demo", "multimask": False, "voting": "staple", "tune": {}}
-    assert sam_method(method, "medclip_coarse") == {
-        "family": "sam",
-        "model": "sam_demo",
-        "prompts": "medclip_coarse",
-        "multimask": False,
-        "voting": "staple",
-    }
+def test_sam_decoding_takes_the_methods_keys_and_no_clicks():
+    method = {**METHOD, "model": "sam_demo", "voting": "staple", "batch_size": 8}
+    assert sam_config(complete_method(method, "txt")) == SamConfig(
+        multimask=False,  # the text_sam schema's default (the sam family's is true)
+        voting="staple",
+        click_rounds=0,
+        click_mode="center",
+        click_mask_input=False,
+        batch_size=8,
+    )

@@ -14,7 +14,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 def run_snakemake(repo_root: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=120)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -41,7 +41,7 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
         "make_prompts": 6,
-        "train_demo_sam": 1,
+        "train_sam_model": 1,
         "embed_images": 2,
         "make_clip_captions": 1,
         "finetune_clip": 1,
@@ -98,7 +98,7 @@ def test_single_figure_is_its_own_target(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     assert counts["plot_qualitative"] == 1
-    assert counts["train_demo_sam"] == 1  # the demo SAM trains on both datasets
+    assert counts["train_sam_model"] == 1  # the demo SAM trains on both datasets
     assert "collect_tables" not in counts
 
 
@@ -111,7 +111,7 @@ def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path):
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "1", "--configfile", str(path))
     assert result.returncode != 0
     assert (
-        "methods.otsu_box: Additional properties are not allowed ('algoritm' was unexpected)"
+        "invalid config: methods.otsu_box.algoritm: unknown key; allowed: algorithm,"
         in result.stderr + result.stdout
     )
 
@@ -122,7 +122,6 @@ def test_lint_is_clean(repo_root):
         cwd=repo_root,
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
@@ -135,7 +134,6 @@ def test_snakefmt_is_clean(repo_root):
         cwd=repo_root,
         capture_output=True,
         text=True,
-        timeout=120,
     )
     assert result.returncode == 0, result.stderr
 
@@ -143,7 +141,5 @@ def test_snakefmt_is_clean(repo_root):
 def test_ruff_is_clean(repo_root):
     ruff = str(Path(sys.executable).with_name("ruff"))
     for args in (["check", "."], ["format", "--check", "."]):
-        result = subprocess.run(
-            [ruff, *args], cwd=repo_root, capture_output=True, text=True, timeout=120
-        )
+        result = subprocess.run([ruff, *args], cwd=repo_root, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr

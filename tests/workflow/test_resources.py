@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+import medsegflow.resources as res
 from medsegflow import workflow as wf
+from medsegflow.errors import ConfigError
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
@@ -19,7 +21,7 @@ CONFIG = {
         "otsu": {"family": "classical"},
         "medsam": {"family": "sam"},
         "nnunet_2d": {"family": "nnunet"},
-        "future": {"family": "not_yet_known"},
+        "future": {"family": "not_yet_known"},  # a family nobody registered
     },
 }
 
@@ -30,41 +32,44 @@ CONFIG = {
         ("predict_method", "otsu", 0),
         ("predict_method", "medsam", 1),
         ("predict_nnunet", "nnunet_2d", 1),
-        ("predict_method", "future", 1),
         ("score_method", "medsam", 0),  # scoring a SAM method needs no GPU
         ("embed_images", None, 1),
-        ("train_demo_sam", None, 1),
+        ("train_sam_model", None, 1),
         ("train_nnunet", None, 1),
         ("prepare_dataset", None, 0),
         ("plot_metric", None, 0),
     ],
 )
 def test_gpu_count_by_rule_verb_and_family(rule, method, gpus):
-    assert wf.gpu_count(CONFIG, rule, method) == gpus
+    assert res.gpu_count(CONFIG, rule, method) == gpus
+
+
+def test_an_unregistered_family_is_an_error_naming_the_key():
+    with pytest.raises(ConfigError, match=r"methods\.future\.family: 'not_yet_known' is not a"):
+        res.gpu_count(CONFIG, "predict_method", "future")
 
 
 def test_job_resources_by_kind_and_attempt():
-    assert wf.job_resources(CONFIG, "predict_method", "otsu") == wf.CPU_JOB
-    assert wf.job_resources(CONFIG, "predict_method", "medsam") == wf.GPU_JOB
-    assert wf.job_resources(CONFIG, "train_demo_sam") == wf.TRAIN_JOB
-    assert wf.job_resources(CONFIG, "collect_tables") == wf.LIGHT_JOB
-    assert wf.CPU_JOB.for_attempt(1) == wf.CPU_JOB
-    assert wf.CPU_JOB.for_attempt(3) == wf.JobResources(mem_mb=12000, runtime_min=360)
+    assert res.job_resources(CONFIG, "predict_method", "otsu") == res.CPU_JOB
+    assert res.job_resources(CONFIG, "predict_method", "medsam") == res.GPU_JOB
+    assert res.job_resources(CONFIG, "train_sam_model") == res.TRAIN_JOB
+    assert res.job_resources(CONFIG, "collect_tables") == res.LIGHT_JOB
+    assert res.CPU_JOB.for_attempt(1) == res.CPU_JOB
+    assert res.CPU_JOB.for_attempt(3) == res.JobResources(mem_mb=12000, runtime_min=360)
     with pytest.raises(ValueError, match="attempt must be >= 1"):
-        wf.CPU_JOB.for_attempt(0)
+        res.CPU_JOB.for_attempt(0)
 
 
 def test_method_env_by_family():
-    assert wf.method_env(CONFIG, "otsu") == "../envs/base.yaml"
-    assert wf.method_env(CONFIG, "medsam") == "../envs/torch.yaml"
-    assert wf.method_env(CONFIG, "nnunet_2d") == "../envs/nnunet.yaml"
-    assert wf.method_env(CONFIG, "future") == "../envs/torch.yaml"
+    assert res.method_env(CONFIG, "otsu") == "../envs/base.yaml"
+    assert res.method_env(CONFIG, "medsam") == "../envs/torch.yaml"
+    assert res.method_env(CONFIG, "nnunet_2d") == "../envs/nnunet.yaml"
 
 
 def test_dry_run_shows_each_jobs_requests(repo_root, tmp_path):
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--cores", "1"]
     cmd += ["--configfile", str(repo_root / "config.yaml")]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M)
     by_rule = {}
@@ -76,7 +81,7 @@ def test_dry_run_shows_each_jobs_requests(repo_root, tmp_path):
     gpu = [r for r in predict if "gpu=1" in r]
     assert len(cpu) == 1 and {"mem_mb=4000", "runtime=120", "attempt=1"} <= cpu[0]
     assert len(gpu) == 1 and {"mem_mb=16000", "runtime=360", "attempt=1"} <= gpu[0]
-    assert all("gpu=1" in r for r in by_rule["train_demo_sam"] | by_rule["train_nnunet"])
+    assert all("gpu=1" in r for r in by_rule["train_sam_model"] | by_rule["train_nnunet"])
     assert all("mem_mb=2000" in r and "runtime=30" in r for r in by_rule["collect_tables"])
     assert all("gpu=" not in r for r in by_rule["score_method"])
 

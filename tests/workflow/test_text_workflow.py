@@ -8,10 +8,11 @@ import pytest
 import yaml
 from test_dag import job_counts, run_snakemake
 
+from medsegflow import planning
 from medsegflow import workflow as wf
-from medsegflow import workflow_text as wft
 from medsegflow.config import load_config
 from medsegflow.errors import ConfigError
+from medsegflow.families import text_stages as wft
 
 
 def _config(repo_root, path="config.yaml"):
@@ -37,8 +38,8 @@ def test_grid_points_share_every_stage_they_do_not_vary(repo_root):
 
 def test_pseudo_label_sources_cover_train_and_val(repo_root):
     config = _config(repo_root)
-    assert wft.method_splits(config, "phantom_us", "medclip_sam") == ["train", "val", "test"]
-    assert wft.method_splits(config, "phantom_ct", "medclip_sam") == ["test"]
+    assert planning.method_splits(config, "phantom_us", "medclip_sam") == ["train", "val", "test"]
+    assert planning.method_splits(config, "phantom_ct", "medclip_sam") == ["test"]
     # the shared saliency folder covers the union of its users' splits
     assert wft.stage_splits(config, "phantom_us", "sal", "medclip_coarse") == [
         "train",
@@ -46,7 +47,7 @@ def test_pseudo_label_sources_cover_train_and_val(repo_root):
         "test",
     ]
     assert wf.embedding_splits(config, "phantom_us", "sam_demo") == ["train", "val", "test"]
-    assert wf.embedding_splits(config, "phantom_ct", "sam_demo") == ["val", "test"]
+    assert wf.embedding_splits(config, "phantom_ct", "sam_demo") == ["test"]
 
 
 def test_text_predict_inputs(repo_root):

@@ -1,4 +1,4 @@
-"""Workflow logic of the text-driven family (``text_sam``, MedCLIP-SAMv2) and its stages.
+"""Planning of the text-driven family (``text_sam``, MedCLIP-SAMv2) and its own stages.
 
 A ``text_sam`` method runs, per dataset: saliency (CLIP + M2IB) -> coarse masks ->
 prompts from the coarse masks -> SAM decoding from the cached embeddings (or, without
@@ -12,7 +12,8 @@ A method with a ``tune:`` block gets its own stages: its saliency and coarse-mas
 read the values chosen on the validation split (``results/tuning/{dataset}/{method}/
 chosen.json``).
 
-Like :mod:`medsegflow.workflow`, nothing here reads data: targets depend on the config.
+Like all planning, nothing here reads data: targets depend on the config. The family's
+declaration is :mod:`medsegflow.families.text_sam`; its rules are ``rules/saliency.smk``.
 """
 
 from __future__ import annotations
@@ -21,9 +22,16 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from medsegflow import paths
 from medsegflow.errors import ConfigError
+from medsegflow.planning import (
+    dataset_method_pairs,
+    method_splits,
+    methods_for_dataset,
+    pseudo_label_sources,
+    sam_model_inputs,
+)
 
-RESULTS = "results"
 TEXT_FAMILY = "text_sam"
 CLIP_TRAINED_ARCHS = frozenset({"demo"})
 """``clip_models`` archs trained from scratch inside the pipeline (no weight file)."""
@@ -39,9 +47,7 @@ def _signature(*parts: Any) -> str:
 
 
 def _saliency_signature(spec: Mapping[str, Any]) -> str:
-    return _signature(
-        spec["clip"], spec["text_prompts"], spec["saliency"], spec.get("slice_mode", "labelled")
-    )
+    return _signature(spec["clip"], spec["text_prompts"], spec["saliency"], spec["slice_mode"])
 
 
 def _first_with(config: Mapping[str, Any], method: str, signature) -> str:
@@ -79,19 +85,19 @@ def mask_prompts_key(config: Mapping[str, Any], method: str) -> str:
 
 
 def saliency_manifest(dataset: str, key: str) -> str:
-    return f"{RESULTS}/saliency/{dataset}/{key}/manifest.tsv"
+    return paths.fill(paths.SALIENCY, dataset=dataset, sal=key)
 
 
 def coarse_manifest(dataset: str, key: str) -> str:
-    return f"{RESULTS}/coarse/{dataset}/{key}/manifest.tsv"
+    return paths.fill(paths.COARSE, dataset=dataset, crs=key)
 
 
 def mask_prompts_file(dataset: str, key: str) -> str:
-    return f"{RESULTS}/prompts/{dataset}/{key}/prompts.tsv"
+    return paths.fill(paths.MASK_PROMPTS, dataset=dataset, tpk=key)
 
 
 def tuning_file(dataset: str, method: str) -> str:
-    return f"{RESULTS}/tuning/{dataset}/{method}/chosen.json"
+    return paths.fill(paths.TUNING, dataset=dataset, method=method)
 
 
 def _users(config: Mapping[str, Any], key_of, key: str) -> list[str]:
@@ -106,26 +112,6 @@ def text_keys(config: Mapping[str, Any]) -> dict[str, list[str]]:
         "crs": sorted({coarse_key(config, m) for m in methods}),
         "tpk": sorted({mask_prompts_key(config, m) for m in methods}),
     }
-
-
-def pseudo_label_sources(config: Mapping[str, Any], dataset: str) -> set[str]:
-    """Methods whose train/val predictions train an nnU-Net method run on ``dataset``."""
-    from medsegflow.workflow import methods_for_dataset
-
-    return {
-        config["methods"][m].get("labels_from")
-        for m in methods_for_dataset(config, dataset)
-        if config["methods"][m]["family"] == "nnunet" and config["methods"][m].get("labels_from")
-    }
-
-
-def method_splits(config: Mapping[str, Any], dataset: str, method: str) -> list[str]:
-    """Splits ``method`` predicts on ``dataset``: the scored ones, plus train and val when
-    its predictions are an nnU-Net method's pseudo-labels; in train, val, test order."""
-    wanted = set(config["metrics"]["splits"])
-    if method in pseudo_label_sources(config, dataset):
-        wanted |= {"train", "val"}
-    return [s for s in ("train", "val", "test") if s in wanted]
 
 
 def stage_splits(config: Mapping[str, Any], dataset: str, stage: str, key: str) -> list[str]:
@@ -146,14 +132,9 @@ def stage_method(config: Mapping[str, Any], stage: str, key: str) -> dict[str, A
 # --- CLIP models ------------------------------------------------------------------------
 
 
-def clip_folder(clip: str) -> str:
-    """Folder of a CLIP model trained or fine-tuned by the pipeline."""
-    return f"{RESULTS}/models/{clip}"
-
-
 def clip_marker(clip: str) -> str:
     """The file target of a pipeline-trained CLIP model folder."""
-    return f"{clip_folder(clip)}/open_clip_config.json"
+    return paths.fill(paths.CLIP_MODEL, clip=clip)
 
 
 def clip_is_trained(spec: Mapping[str, Any]) -> bool:
@@ -186,13 +167,11 @@ def clip_input(config: Mapping[str, Any], clip: str) -> str:
 
 
 def clip_captions(clip: str) -> str:
-    return f"{RESULTS}/clip_data/{clip}/captions.csv"
+    return paths.fill(paths.CLIP_CAPTIONS, clip=clip)
 
 
 def clip_models_used(config: Mapping[str, Any]) -> list[str]:
     """CLIP models of the text methods that run (on a dataset or as pseudo-label source)."""
-    from medsegflow.workflow import dataset_method_pairs
-
     methods = {m for _, m in dataset_method_pairs(config)}
     for dataset in config["datasets"]:
         methods |= pseudo_label_sources(config, dataset)
@@ -201,16 +180,14 @@ def clip_models_used(config: Mapping[str, Any]) -> list[str]:
 
 
 def clip_training_datasets(config: Mapping[str, Any], clip: str) -> list[str]:
-    spec = config["clip_models"][clip]
-    train = spec.get("finetune") or spec.get("train") or {}
-    return list(train.get("datasets") or config["datasets"])
+    return list(clip_training(config, clip)["datasets"] or config["datasets"])
 
 
 def clip_caption_inputs(config: Mapping[str, Any], clip: str) -> dict[str, list[str]]:
     datasets = clip_training_datasets(config, clip)
     return {
-        "preprocessed": [f"{RESULTS}/preprocessed/{d}/manifest.tsv" for d in datasets],
-        "cases": [f"{RESULTS}/data/{d}/cases.tsv" for d in datasets],
+        "preprocessed": [paths.fill(paths.PREPROCESSED, dataset=d) for d in datasets],
+        "cases": [paths.fill(paths.DATA_CASES, dataset=d) for d in datasets],
     }
 
 
@@ -229,8 +206,8 @@ def clip_finetune_inputs(config: Mapping[str, Any], clip: str) -> dict[str, str]
 def saliency_inputs(config: Mapping[str, Any], dataset: str, key: str) -> dict[str, str]:
     spec = stage_method(config, "sal", key)
     inputs = {
-        "preprocessed": f"{RESULTS}/preprocessed/{dataset}/manifest.tsv",
-        "cases": f"{RESULTS}/data/{dataset}/cases.tsv",
+        "preprocessed": paths.fill(paths.PREPROCESSED, dataset=dataset),
+        "cases": paths.fill(paths.DATA_CASES, dataset=dataset),
         "clip": clip_input(config, spec["clip"]),
     }
     if spec.get("tune"):
@@ -241,7 +218,7 @@ def saliency_inputs(config: Mapping[str, Any], dataset: str, key: str) -> dict[s
 def coarse_inputs(config: Mapping[str, Any], dataset: str, key: str) -> dict[str, str]:
     spec = stage_method(config, "crs", key)
     inputs = {
-        "preprocessed": f"{RESULTS}/preprocessed/{dataset}/manifest.tsv",
+        "preprocessed": paths.fill(paths.PREPROCESSED, dataset=dataset),
         "saliency": saliency_manifest(dataset, saliency_key(config, key)),
     }
     if spec.get("tune"):
@@ -256,8 +233,8 @@ def mask_prompt_inputs(config: Mapping[str, Any], dataset: str, key: str) -> dic
 def tuning_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
     spec = config["methods"][method]
     return {
-        "preprocessed": f"{RESULTS}/preprocessed/{dataset}/manifest.tsv",
-        "cases": f"{RESULTS}/data/{dataset}/cases.tsv",
+        "preprocessed": paths.fill(paths.PREPROCESSED, dataset=dataset),
+        "cases": paths.fill(paths.DATA_CASES, dataset=dataset),
         "clip": clip_input(config, spec["clip"]),
     }
 
@@ -265,14 +242,14 @@ def tuning_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[
 def text_predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
     """Inputs of a ``text_sam`` prediction job beside the preprocessed manifest: SAM's
     prompts, embeddings and checkpoint, or only the coarse masks without ``model``."""
-    from medsegflow.workflow import embeddings_manifest, sam_checkpoint
-
     spec = config["methods"][method]
-    inputs = {"coarse": coarse_manifest(dataset, coarse_key(config, method))}
+    inputs = {
+        "preprocessed": paths.fill(paths.PREPROCESSED, dataset=dataset),
+        "coarse": coarse_manifest(dataset, coarse_key(config, method)),
+    }
     if spec.get("model"):
         inputs["prompts"] = mask_prompts_file(dataset, mask_prompts_key(config, method))
-        inputs["embeddings"] = embeddings_manifest(dataset, spec["model"])
-        inputs["checkpoint"] = sam_checkpoint(config, spec["model"])
+        inputs.update(sam_model_inputs(config, dataset, spec["model"]))
     return inputs
 
 
@@ -280,8 +257,6 @@ def check_text_config(config: Mapping[str, Any]) -> None:
     """:class:`ConfigError` naming the key for a ``text_sam`` method whose CLIP model or
     text prompt set does not exist, whose SAM model is unknown, or whose name collides
     with a prompt set (both name a ``results/prompts/{dataset}/<name>/`` folder)."""
-    from medsegflow.workflow import methods_for_dataset
-
     clips = config.get("clip_models", {})
     for name, spec in clips.items():
         key = f"clip_models.{name}"
@@ -318,9 +293,10 @@ def clip_spec(config: Mapping[str, Any], clip: str) -> dict[str, Any]:
 
 
 def clip_training(config: Mapping[str, Any], clip: str) -> dict[str, Any]:
-    """The training block of ``clip``: ``train`` (demo) or ``finetune`` (downloaded base)."""
+    """The training block of ``clip``: ``finetune`` (a downloaded base) when set, else
+    ``train`` (the demo CLIP from scratch); complete, as the config schema fills it."""
     spec = clip_spec(config, clip)
-    return {"threads": 1, **(spec.get("finetune") or spec.get("train") or {})}
+    return dict(spec["finetune"] if spec.get("finetune") is not None else spec["train"])
 
 
 def method_text_prompts(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Training samples of the demo SAM: (slice, label) pairs of the train split's foreground."""
+"""Training samples of SAM-family recipes: (slice, label) pairs of the train split's foreground."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
-from medsegflow.stages.preprocess import SLICES_COLUMNS, read_preprocessed_manifest, read_table
+from medsegflow.manifests import SLICES_COLUMNS, read_preprocessed_manifest, read_table
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,5 @@
-"""Train the demo SAM offline on the train split of preprocessed datasets (MedSAM's recipe).
+"""The ``scratch`` training recipe: a SAM-family network trained from a random start (the
+demo SAM) on the train split of preprocessed datasets, with MedSAM's box-prompt recipe.
 
 Every training sample is drawn as one (slice, label) pair from a foreground slice of a
 train case (each dataset with equal probability): the binary mask of that label is a
@@ -6,10 +7,10 @@ target, and its box, enlarged by MedSAM-style random jitter, is the prompt. The 
 labels on the same slice are decoded against the same image embedding as further
 targets (SAM's one-image, many-prompts decoding), which multiplies the supervision per
 image-encoder pass at little cost. The image goes through the exact preprocessing of the
-embedding stage (:func:`~medsegflow.models.sam_embed.grey_to_rgb_resized`,
+embedding stage (:func:`~medsegflow.models.sam_encode.grey_to_rgb_resized`,
 ``Sam.preprocess``); the box through the same ``ResizeLongestSide``. Slices are flipped
 and zoomed at random
-(:func:`~medsegflow.models.sam_train_data.augment_slice`). The image encoder and the mask
+(:func:`~medsegflow.training.pairs.augment_slice`). The image encoder and the mask
 decoder are trained with AdamW (weight decay 0.01, linear warm-up then cosine decay of
 ``lr``); the prompt encoder is frozen.
 
@@ -25,45 +26,26 @@ input square (``image_size``) against the target resized to the same frame:
 from __future__ import annotations
 
 import logging
-import math
-import os
 import time
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+from tqdm import tqdm
 
-from medsegflow.errors import ConfigError
-from medsegflow.io import atomic_path
 from medsegflow.models.sam_cache import resize_transform
-from medsegflow.models.sam_embed import grey_to_rgb_resized, model_input
-from medsegflow.models.sam_loader import ARCH_FILE, DEMO_ARCH, build_sam, write_arch_json
-from medsegflow.models.sam_train_data import TrainingPairs, augment_slice, load_training_pairs
+from medsegflow.models.sam_encode import grey_to_rgb_resized, model_input
+from medsegflow.models.sam_loader import arch_spec, build_sam
 from medsegflow.prompts.boxes import box_from_mask, jitter_box
+from medsegflow.training.pairs import TrainingPairs, augment_slice
+from medsegflow.training.recipe import TrainedModel
+from medsegflow.training.schedule import lr_factor
 
 if TYPE_CHECKING:
     import torch
     from segment_anything.modeling import Sam
 
 log = logging.getLogger(__name__)
-
-HISTORY_FILE = "train_log.csv"
-
-
-def train_settings(train: Mapping[str, Any]) -> dict[str, Any]:
-    """``train`` with the defaults of the config schema's ``sam_models.<name>.train`` block
-    filled in; :class:`ConfigError` naming an unknown key."""
-    from medsegflow.config import load_schema
-
-    keys = load_schema()["$defs"]["sam_model"]["properties"]["train"]["properties"]
-    unknown = sorted(set(train) - set(keys))
-    if unknown:
-        raise ConfigError(
-            f"sam_models.<model>.train: unknown keys {unknown}; allowed: {sorted(keys)}"
-        )
-    return {**{k: spec.get("default") for k, spec in keys.items()}, **dict(train)}
 
 
 def _make_batch(
@@ -79,7 +61,7 @@ def _make_batch(
     import torch
     import torch.nn.functional as F
 
-    size = int(settings["image_size"])
+    size = int(model.image_encoder.img_size)
     transform = resize_transform(size)
     images, boxes, targets = [], [], []
     for _ in range(int(settings["batch_size"])):
@@ -163,57 +145,35 @@ def _loss(
     return (mask_loss + ((iou_pred - iou_true) ** 2).mean(dim=1)).mean()
 
 
-def lr_factor(step: int, n_iter: int) -> float:
-    """Learning-rate multiplier at ``step`` (0-based) of ``n_iter``: linear warm-up over the
-    first 5% of the iterations, then cosine decay towards 0 at the end."""
-    warmup = max(1, n_iter // 20)
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, n_iter - warmup)))
-
-
-def _build_trainable(settings: Mapping[str, Any], seed: int) -> Sam:
+def _build_trainable(arch: str, settings: Mapping[str, Any], seed: int) -> tuple[Sam, dict]:
+    """A randomly initialised network of ``arch`` (the demo one at the recipe's
+    ``image_size``) with a frozen prompt encoder, and its hyper-parameters."""
     import torch
 
+    spec = arch_spec(arch) if arch != "demo" else arch_spec({"img_size": settings["image_size"]})
     torch.manual_seed(int(seed))
-    model = build_sam({**DEMO_ARCH, "img_size": int(settings["image_size"])}).train()
+    model = build_sam(spec).train()
     for param in model.prompt_encoder.parameters():
         param.requires_grad_(False)
-    return model
+    return model, spec
 
 
-def train_demo_sam(
-    *,
-    preprocessed_dirs: Sequence[str | os.PathLike],
-    out_checkpoint: str | os.PathLike,
-    train: Mapping[str, Any],
-    seed: int,
-) -> dict[str, Any]:
-    """Train the demo SAM on the train split of ``preprocessed_dirs``; save it.
-
-    Writes, atomically, in the checkpoint's folder: ``sam.json`` (architecture),
-    ``train_log.csv`` (``iteration, loss, seconds``) and, last, ``out_checkpoint``
-    (``sam.pth``: a plain ``state_dict()``, the official key layout, loadable with
-    ``load_sam_model(path, arch="demo")``).
+def train_from_scratch(
+    *, arch: str, settings: Mapping[str, Any], pairs: TrainingPairs, seed: int
+) -> TrainedModel:
+    """The ``scratch`` recipe: train image encoder and mask decoder from a random start.
 
     Args:
-        preprocessed_dirs: preprocessed datasets; their train cases' foreground slices
-            are sampled, each dataset with equal probability.
-        out_checkpoint: path of ``sam.pth``.
-        train: the ``sam_models.<name>.train`` block (see :func:`train_settings`).
+        arch: the network (``demo``: the small one at ``settings["image_size"]``).
+        settings: the complete ``train:`` block (``sam_models.schema.yaml``).
+        pairs: the training (slice, label) pairs.
         seed: seeds the initialisation (``torch.manual_seed``) and the sampling
             (``numpy.random.default_rng``): same seed and threads, same weights.
-
-    Returns:
-        Statistics: iterations, seconds, n_parameters, samples per dataset, mean loss of
-        the first and last 10% of the iterations.
     """
     import torch
 
-    settings = train_settings(train)
     torch.set_num_threads(int(settings["threads"]))
-    pairs = load_training_pairs(preprocessed_dirs)
-    model = _build_trainable(settings, seed)
+    model, spec = _build_trainable(arch, settings, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(settings["lr"]), weight_decay=0.01)
     rng = np.random.default_rng(int(seed))
@@ -221,7 +181,7 @@ def train_demo_sam(
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda i: lr_factor(i, n_iter))
     history: list[dict[str, float]] = []
     start = time.perf_counter()
-    for iteration in range(1, n_iter + 1):
+    for iteration in tqdm(range(1, n_iter + 1), desc="train", unit="it"):
         images, boxes, targets = _make_batch(pairs, model=model, settings=settings, rng=rng)
         loss = _loss(model, images, boxes, targets)
         optimizer.zero_grad(set_to_none=True)
@@ -237,35 +197,4 @@ def train_demo_sam(
         )
         if iteration == 1 or iteration % max(1, n_iter // 20) == 0 or iteration == n_iter:
             log.info("iteration %d/%d: loss %.4f", iteration, n_iter, history[-1]["loss"])
-    return _save(model, history=history, pairs=pairs, out_checkpoint=Path(out_checkpoint))
-
-
-def _save(
-    model: Sam, *, history: list[dict[str, float]], pairs: TrainingPairs, out_checkpoint: Path
-) -> dict[str, Any]:
-    """Write sam.json, train_log.csv, then sam.pth; return the statistics."""
-    import torch
-
-    model.eval()
-    write_arch_json(out_checkpoint.parent / ARCH_FILE, _arch_of(model))
-    table = pd.DataFrame(history, columns=["iteration", "loss", "seconds"])
-    with atomic_path(out_checkpoint.parent / HISTORY_FILE) as tmp:
-        table.to_csv(tmp, index=False)
-    with atomic_path(out_checkpoint) as tmp:
-        torch.save(model.state_dict(), tmp)
-    tenth = max(1, len(table) // 10)
-    stats = {
-        "iterations": len(table),
-        "seconds": float(table["seconds"].iloc[-1]) if len(table) else 0.0,
-        "n_parameters": sum(p.numel() for p in model.parameters()),
-        "samples": pairs.counts(),
-        "loss_first": float(table["loss"].iloc[:tenth].mean()),
-        "loss_last": float(table["loss"].iloc[-tenth:].mean()),
-    }
-    log.info("saved %s: %s", out_checkpoint, stats)
-    return stats
-
-
-def _arch_of(model: Sam) -> dict[str, Any]:
-    """The demo architecture with the input size the model was built for."""
-    return {**DEMO_ARCH, "img_size": int(model.image_encoder.img_size)}
+    return TrainedModel(model.eval(), spec, [], history)

@@ -1,0 +1,434 @@
+"""The official input/output recipe of each SAM-family architecture.
+
+Each official model is run with its own official pre- and post-processing: how the
+grey slice becomes the encoder input, how prompts are mapped into the model frame and
+how the decoder's low-resolution logits become a mask in the original frame. One frozen
+dataclass per recipe, all with the :class:`InputRecipe` interface; :func:`recipe_for`
+picks one by name.
+
+Frames: the *original frame* is the slice's pixel grid, ``(H, W)``; the *model frame*
+is the encoder input's grid, ``S x S`` with ``S = image_size``. Points are ``(x, y)``
+with x the column; boxes are ``XYXY`` in pixels. Foreground is always ``probs > 0.5``.
+
+Recipes: ``"sam"`` (:class:`SamRecipe`), ``"medsam"`` (:class:`MedSamRecipe`) and
+``"lite_medsam"`` (:class:`LiteMedSamRecipe`). skimage, cv2 and segment_anything are
+imported lazily, by the recipe that needs them.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from segment_anything.utils.transforms import ResizeLongestSide
+
+# torch.logit clamps probabilities to [eps, 1 - eps] so that logits stay finite (|x| <= 13.8).
+LOGIT_EPS = 1e-6
+# The smallest float32 above 0.5: SAM's probabilities are lifted to it where logits > 0.
+_ABOVE_HALF = float(np.nextafter(np.float32(0.5), np.float32(1.0)))
+
+
+@dataclass(frozen=True)
+class InputRecipe(ABC):
+    """One architecture's official pre- and post-processing (the shared interface).
+
+    Attributes:
+        image_size: ``S``, the side of the square encoder input, in pixels.
+    """
+
+    name: ClassVar[str]
+    image_size: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.image_size, bool) or not isinstance(self.image_size, int | np.integer):
+            raise ValueError(f"image_size must be an int, got {self.image_size!r}")
+        if self.image_size <= 0:
+            raise ValueError(f"image_size must be positive, got {self.image_size}")
+
+    def _checked(
+        self,
+        low_res_logits: torch.Tensor,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, tuple[int, int]]:
+        """float32 ``(N, 1, h', w')`` logits and ``(H, W)``, after checking both sizes."""
+        original_size = _check_size(original_size)
+        expected = self.input_size(original_size)
+        if tuple(input_size) != expected:
+            raise ValueError(
+                f"input_size {tuple(input_size)} does not match {self.name}'s input size "
+                f"{expected} for original size {original_size}"
+            )
+        return _check_logits(low_res_logits), original_size
+
+    @abstractmethod
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)`` of the resized image before padding, in the model frame (pixels)."""
+
+    @abstractmethod
+    def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
+        """The encoder input of a grey slice.
+
+        Args:
+            image_yx: ``(H, W)`` uint8 grey slice, original frame.
+
+        Returns:
+            ``(3, S, S)`` float32, model frame: the tensor the official script passes to
+            ``image_encoder`` (batch axis dropped).
+        """
+
+    @abstractmethod
+    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(N, 4)`` XYXY pixel boxes, original frame -> ``(N, 4)`` float64, model frame."""
+
+    @abstractmethod
+    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` ``(x, y)`` pixel points, original frame -> float64, model frame."""
+
+    @abstractmethod
+    def postprocess(
+        self,
+        low_res_logits: torch.Tensor,
+        *,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoder logits -> ``(probs, logits)`` in the original frame.
+
+        Args:
+            low_res_logits: ``(N, 1, h', w')`` float decoder logits, model frame
+                (``256 x 256`` for the official models).
+            original_size: ``(H, W)`` of the slice.
+            input_size: ``self.input_size(original_size)``.
+
+        Returns:
+            ``probs`` and ``logits``, float32 ``(N, H, W)``, original frame, on the device
+            of ``low_res_logits``. Foreground is exactly ``probs > 0.5``.
+        """
+
+
+def _check_image(image_yx: np.ndarray) -> np.ndarray:
+    """The slice repeated to ``(H, W, 3)`` uint8, as all three official scripts do."""
+    if not isinstance(image_yx, np.ndarray) or image_yx.ndim != 2 or image_yx.dtype != np.uint8:
+        shape = getattr(image_yx, "shape", None)
+        dtype = getattr(image_yx, "dtype", type(image_yx).__name__)
+        raise ValueError(f"expected a 2D uint8 (H, W) slice, got shape {shape} dtype {dtype}")
+    if image_yx.size == 0:
+        raise ValueError(f"expected a non-empty slice, got shape {image_yx.shape}")
+    return np.repeat(image_yx[:, :, None], 3, axis=-1)
+
+
+def _check_size(original_size: tuple[int, int]) -> tuple[int, int]:
+    size = tuple(original_size)
+    if len(size) != 2 or not all(isinstance(s, int | np.integer) and s > 0 for s in size):
+        raise ValueError(f"original_size must be (H, W) positive ints, got {original_size!r}")
+    return int(size[0]), int(size[1])
+
+
+def _check_boxes(boxes_xyxy: np.ndarray) -> np.ndarray:
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] != 4:
+        raise ValueError(f"boxes must be (N, 4) XYXY, got shape {boxes.shape}")
+    return boxes
+
+
+def _check_points(coords_xy: np.ndarray) -> np.ndarray:
+    coords = np.asarray(coords_xy, dtype=np.float64)
+    if coords.ndim == 0 or coords.shape[-1] != 2:
+        raise ValueError(f"points must be (..., 2) (x, y), got shape {coords.shape}")
+    return coords
+
+
+def _check_logits(low_res_logits: torch.Tensor) -> torch.Tensor:
+    if not isinstance(low_res_logits, torch.Tensor) or low_res_logits.ndim != 4:
+        shape = tuple(getattr(low_res_logits, "shape", ()))
+        raise ValueError(f"low_res_logits must be a (N, 1, h, w) tensor, got shape {shape}")
+    if low_res_logits.shape[1] != 1:
+        raise ValueError(
+            f"low_res_logits must have one mask channel, got shape {tuple(low_res_logits.shape)}"
+        )
+    return low_res_logits.float()
+
+
+def _min_max(image: np.ndarray) -> np.ndarray:
+    """MedSAM's and LiteMedSAM's normalisation to [0, 1] over the whole array (float64)."""
+    return (image - image.min()) / np.clip(image.max() - image.min(), a_min=1e-8, a_max=None)
+
+
+def _to_chw_float32(image_yxc: np.ndarray) -> np.ndarray:
+    """``torch.tensor(img).float().permute(2, 0, 1)`` of the official scripts, in numpy."""
+    return np.ascontiguousarray(image_yxc.astype(np.float32).transpose(2, 0, 1))
+
+
+@dataclass(frozen=True)
+class SamRecipe(InputRecipe):
+    """segment_anything's ``SamPredictor`` recipe (SAM ViT-B/L/H, small SAM models).
+
+    Source: facebookresearch/segment-anything (identical in the installed
+    segment_anything 1.0): ``segment_anything/predictor.py`` @ 5717941
+    (``set_image``, ``set_torch_image``, ``predict``), ``segment_anything/utils/transforms.py``
+    @ 2dbf79f (``ResizeLongestSide``), ``segment_anything/modeling/sam.py`` @ 28a9f5d
+    (``preprocess``, ``postprocess_masks``, ``mask_threshold = 0.0``).
+
+    - Image: ``ResizeLongestSide(S).apply_image`` on the ``H x W x 3`` uint8 image
+      (torchvision ``resize`` of ``to_pil_image(image)``: PIL bilinear, longest side
+      ``S``), then ``Sam.preprocess``: ``(x - pixel_mean) / pixel_std`` in float32, then
+      zero padding bottom/right to ``S x S``.
+    - Boxes and points: ``ResizeLongestSide.apply_boxes`` / ``apply_coords``: x times
+      ``w / W``, y times ``h / H`` with ``(h, w) = get_preprocess_shape`` (``int(v + 0.5)``).
+    - Masks: ``Sam.postprocess_masks`` (bilinear to ``S x S``, crop to ``input_size``,
+      bilinear to ``(H, W)``, ``align_corners=False``) on the logits; foreground
+      ``logits > 0``. ``probs`` is ``sigmoid(logits)``, lifted to the float32 just above
+      0.5 where ``0 < logits`` is too small for float32 sigmoid to exceed 0.5, so that
+      ``probs > 0.5`` is exactly ``logits > 0``.
+
+    Attributes:
+        image_size: ``S`` (``image_encoder.img_size``; 1024 for the official models).
+        pixel_mean: per-channel (R, G, B) mean of ``Sam.preprocess``, 0-255 scale.
+        pixel_std: per-channel (R, G, B) std of ``Sam.preprocess``, 0-255 scale.
+    """
+
+    name: ClassVar[str] = "sam"
+    image_size: int = 1024
+    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
+    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for label in ("pixel_mean", "pixel_std"):
+            values = tuple(float(v) for v in getattr(self, label))
+            if len(values) != 3:
+                raise ValueError(f"{label} must have 3 values, got {values!r}")
+            object.__setattr__(self, label, values)
+        if min(self.pixel_std) <= 0:
+            raise ValueError(f"pixel_std must be positive, got {self.pixel_std!r}")
+
+    def _transform(self) -> ResizeLongestSide:
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        return ResizeLongestSide(self.image_size)
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)``, longest side ``S``: ``ResizeLongestSide.get_preprocess_shape``."""
+        from segment_anything.utils.transforms import ResizeLongestSide
+
+        height, width = _check_size(original_size)
+        return ResizeLongestSide.get_preprocess_shape(height, width, self.image_size)
+
+    def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 -> ``(3, S, S)`` float32 normalised, zero-padded encoder input."""
+        resized = self._transform().apply_image(_check_image(image_yx))  # (h, w, 3) uint8
+        x = torch.as_tensor(resized).permute(2, 0, 1).contiguous()
+        mean = torch.tensor(self.pixel_mean, dtype=torch.float32).view(-1, 1, 1)
+        std = torch.tensor(self.pixel_std, dtype=torch.float32).view(-1, 1, 1)
+        x = (x - mean) / std
+        pad_h, pad_w = self.image_size - x.shape[-2], self.image_size - x.shape[-1]
+        return F.pad(x, (0, pad_w, 0, pad_h)).numpy()
+
+    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(N, 4)`` XYXY, original frame -> float64 model frame (``apply_boxes``)."""
+        return self._transform().apply_boxes(_check_boxes(boxes_xyxy), _check_size(original_size))
+
+    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` (x, y), original frame -> float64 model frame (``apply_coords``)."""
+        return self._transform().apply_coords(_check_points(coords_xy), _check_size(original_size))
+
+    def postprocess(
+        self,
+        low_res_logits: torch.Tensor,
+        *,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 1, h', w')`` logits -> float32 ``(N, H, W)`` ``(probs, logits)``.
+
+        Order: upsample logits to ``S x S``, crop to ``input_size``, upsample to
+        ``original_size``; foreground ``logits > 0`` (``== probs > 0.5``).
+        """
+        masks, original_size = self._checked(low_res_logits, original_size, input_size)
+        size = (self.image_size, self.image_size)
+        masks = F.interpolate(masks, size, mode="bilinear", align_corners=False)
+        masks = masks[..., : input_size[0], : input_size[1]]
+        logits = F.interpolate(masks, original_size, mode="bilinear", align_corners=False)[:, 0]
+        probs = torch.sigmoid(logits)
+        probs = torch.where(logits > 0, probs.clamp(min=_ABOVE_HALF), probs.clamp(max=0.5))
+        return probs, logits
+
+
+@dataclass(frozen=True)
+class MedSamRecipe(InputRecipe):
+    """MedSAM's recipe (MedSAM ViT-B, 1024).
+
+    Source: bowang-lab/MedSAM ``MedSAM_Inference.py`` (main) @ 3ead5b7 (same
+    pre/post-processing @ 3e56a52), module body and ``medsam_inference``.
+
+    - Image: ``skimage.transform.resize(img_3c, (S, S), order=3, preserve_range=True,
+      anti_aliasing=True).astype(np.uint8)`` (both sides to ``S``: the aspect ratio is not
+      kept), then min-max to [0, 1] over the whole image (denominator clipped at 1e-8).
+      No pixel mean/std, no padding: the image encoder is called directly.
+    - Boxes: ``box / [W, H, W, H] * S``. Points: the official script takes only boxes;
+      points get the same scaling, ``(x, y) / [W, H] * S``.
+    - Masks: ``sigmoid`` of the low-res logits, bilinear (``align_corners=False``) to
+      ``(H, W)``, foreground ``> 0.5``. The probabilities are upsampled, so ``logits`` is
+      ``logit(probs)`` with probs clipped to ``[LOGIT_EPS, 1 - LOGIT_EPS]``.
+    """
+
+    name: ClassVar[str] = "medsam"
+    image_size: int = 1024
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """``(S, S)``: the whole slice is resized to the square input."""
+        _check_size(original_size)
+        return self.image_size, self.image_size
+
+    def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 -> ``(3, S, S)`` float32 in [0, 1]."""
+        from skimage import transform
+
+        img_3c = _check_image(image_yx)
+        size = (self.image_size, self.image_size)
+        resized = transform.resize(
+            img_3c, size, order=3, preserve_range=True, anti_aliasing=True
+        ).astype(np.uint8)
+        return _to_chw_float32(_min_max(resized))
+
+    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(N, 4)`` XYXY, original frame -> float64 model frame: ``box / [W, H, W, H] * S``."""
+        height, width = _check_size(original_size)
+        return _check_boxes(boxes_xyxy) / np.array([width, height, width, height]) * self.image_size
+
+    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` (x, y) -> float64 model frame, the boxes' scaling: ``/ [W, H] * S``."""
+        height, width = _check_size(original_size)
+        return _check_points(coords_xy) / np.array([width, height]) * self.image_size
+
+    def postprocess(
+        self,
+        low_res_logits: torch.Tensor,
+        *,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 1, h', w')`` logits -> float32 ``(N, H, W)`` ``(probs, logits)``.
+
+        Order: sigmoid, then bilinear to ``original_size`` (no crop); foreground
+        ``probs > 0.5``.
+        """
+        masks, original_size = self._checked(low_res_logits, original_size, input_size)
+        low_res_probs = torch.sigmoid(masks)
+        probs = F.interpolate(low_res_probs, original_size, mode="bilinear", align_corners=False)
+        probs = probs[:, 0]
+        return probs, torch.logit(probs, eps=LOGIT_EPS)
+
+
+@dataclass(frozen=True)
+class LiteMedSamRecipe(InputRecipe):
+    """LiteMedSAM's recipe (TinyViT encoder, 256).
+
+    Source: bowang-lab/MedSAM ``CVPR24_LiteMedSAM_infer.py`` (branch LiteMedSAM) @ 2a5a055
+    (same pre/post-processing @ 0c044e9): ``resize_longest_side``, ``pad_image``,
+    ``resize_box_to_256``, ``MedSAM_Lite.postprocess_masks``, ``medsam_inference``,
+    ``MedSAM_infer_npz_2D``.
+
+    - Image: ``cv2.resize(img_3c, (w, h), interpolation=cv2.INTER_AREA)`` with
+      ``(h, w) = int(H * S / max(H, W) + 0.5), int(W * S / max(H, W) + 0.5)``, min-max to
+      [0, 1] over the resized image (denominator clipped at 1e-8), zero padding
+      bottom/right to ``S x S``. No pixel mean/std.
+    - Boxes: ``resize_box_to_256``: each coordinate ``int(v * (S / max(H, W)))``, truncated
+      (computed in float64). Points: the official script takes only boxes; points get the
+      same scaling and truncation.
+    - Masks: low-res logits cropped to ``input_size`` (they are in the ``S x S`` input
+      frame), bilinear (``align_corners=False``) to ``(H, W)``, sigmoid, foreground
+      ``> 0.5``. The logits are upsampled, so ``logits`` is the upsampled logits.
+    """
+
+    name: ClassVar[str] = "lite_medsam"
+    image_size: int = 256
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """``(h, w)``, longest side ``S``, as ``resize_longest_side`` computes it."""
+        old_h, old_w = _check_size(original_size)
+        scale = self.image_size * 1.0 / max(old_h, old_w)
+        return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
+
+    def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 -> ``(3, S, S)`` float32, [0, 1] inside, zero padding."""
+        import cv2
+
+        img_3c = _check_image(image_yx)
+        new_h, new_w = self.input_size(image_yx.shape)
+        resized = cv2.resize(img_3c, (new_w, new_h), interpolation=cv2.INTER_AREA)
+        normalised = _min_max(resized)
+        pad = ((0, self.image_size - new_h), (0, self.image_size - new_w), (0, 0))
+        return _to_chw_float32(np.pad(normalised, pad))
+
+    def _scale_truncate(self, values: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        ratio = self.image_size / max(_check_size(original_size))
+        return np.trunc(values * ratio)
+
+    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(N, 4)`` XYXY -> float64 model frame: ``int(v * S / max(H, W))`` per coordinate."""
+        return self._scale_truncate(_check_boxes(boxes_xyxy), original_size)
+
+    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` (x, y) -> float64 model frame, the boxes' scaling and truncation."""
+        return self._scale_truncate(_check_points(coords_xy), original_size)
+
+    def postprocess(
+        self,
+        low_res_logits: torch.Tensor,
+        *,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 1, S, S)`` logits -> float32 ``(N, H, W)`` ``(probs, logits)``.
+
+        Order: crop to ``input_size``, bilinear to ``original_size``, sigmoid; foreground
+        ``probs > 0.5``. The low-res side must be ``S``: the official crop is in its frame.
+        """
+        masks, original_size = self._checked(low_res_logits, original_size, input_size)
+        if tuple(masks.shape[-2:]) != (self.image_size, self.image_size):
+            raise ValueError(
+                f"lite_medsam low_res_logits must be {self.image_size} x {self.image_size}, "
+                f"got shape {tuple(masks.shape)}"
+            )
+        masks = masks[..., : input_size[0], : input_size[1]]
+        logits = F.interpolate(masks, original_size, mode="bilinear", align_corners=False)[:, 0]
+        return torch.sigmoid(logits), logits
+
+
+_RECIPES: dict[str, type[InputRecipe]] = {
+    SamRecipe.name: SamRecipe,
+    MedSamRecipe.name: MedSamRecipe,
+    LiteMedSamRecipe.name: LiteMedSamRecipe,
+}
+# The sizes the official MedSAM and LiteMedSAM scripts hard-code; SAM takes any size.
+_OFFICIAL_SIZES: dict[str, int] = {MedSamRecipe.name: 1024, LiteMedSamRecipe.name: 256}
+
+
+def recipe_for(name: str, image_size: int) -> InputRecipe:
+    """The official recipe ``name`` (``"sam"``, ``"medsam"``, ``"lite_medsam"``).
+
+    Args:
+        name: the recipe's name.
+        image_size: ``S``, the encoder's square input side; any positive size for
+            ``"sam"``, 1024 for ``"medsam"`` and 256 for ``"lite_medsam"`` (their
+            scripts hard-code it; build the dataclass directly for another size).
+
+    Raises:
+        ValueError: unknown ``name``, or a size the official recipe does not use.
+    """
+    if name not in _RECIPES:
+        raise ValueError(f"unknown input recipe {name!r}; known: {sorted(_RECIPES)}")
+    official = _OFFICIAL_SIZES.get(name)
+    if official is not None and image_size != official:
+        raise ValueError(
+            f"input recipe {name!r} is defined at image_size {official}, got {image_size}"
+        )
+    return _RECIPES[name](image_size=image_size)

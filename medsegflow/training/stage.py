@@ -1,0 +1,121 @@
+"""The training stage of SAM-family models: ``results/models/{model}/``.
+
+One job per ``sam_models`` entry with a ``train:`` recipe (``rules/train.smk``)::
+
+    sam.pth         the trained state dict, official key layout (the job's file target)
+    model.json      its model card: arch and hyper-parameters, the recipe's modules, the
+                    complete recipe, the base model and training statistics
+                    (:mod:`medsegflow.models.model_card`)
+    train_log.csv   iteration, loss, seconds
+
+A recipe (:data:`RECIPES`) trains from scratch (``scratch``) or from the weights of the
+entry's ``base`` model. Loading the result goes through the loader of official weights
+(:func:`medsegflow.models.sam_loader.load_sam_model`): build the architecture, add the
+recipe's modules, load the weights strictly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medsegflow.errors import ConfigError
+from medsegflow.io import atomic_path
+from medsegflow.models.sam_loader import save_sam_model
+from medsegflow.schema import complete
+from medsegflow.training.pairs import TrainingPairs, load_training_pairs
+from medsegflow.training.recipe import TrainedModel
+from medsegflow.training.scratch import train_from_scratch
+
+log = logging.getLogger(__name__)
+
+Recipe = Callable[..., TrainedModel]
+"""``recipe(*, arch, settings, pairs, seed) -> TrainedModel``."""
+
+RECIPES: dict[str, Recipe] = {"scratch": train_from_scratch}
+"""Every training recipe by its ``train.recipe`` name (``sam_models.schema.yaml``)."""
+
+TRAIN_SCHEMA = "sam_models.schema.yaml#/$defs/sam_train"
+HISTORY_COLUMNS = ("iteration", "loss", "seconds")
+
+
+def complete_recipe(train: Mapping[str, Any], *, model: str) -> dict[str, Any]:
+    """The ``train:`` block of ``sam_models.<model>`` completed by its schema (defaults)."""
+    return complete(dict(train), TRAIN_SCHEMA, key=f"sam_models.{model}.train")
+
+
+def train_sam_model(
+    *,
+    model: str,
+    arch: str,
+    train: Mapping[str, Any],
+    preprocessed_dirs: Sequence[str | os.PathLike],
+    out_weights: str | os.PathLike,
+    seed: int,
+    base: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``sam_models.<model>`` with its recipe; write weights, card and history.
+
+    Args:
+        model: the ``sam_models`` key (named in the card).
+        arch: its architecture (its own ``arch``, or its base model's).
+        train: its ``train:`` block (completed here from the schema).
+        preprocessed_dirs: the preprocessed datasets whose train split is sampled.
+        out_weights: ``results/models/{model}/sam.pth``; the card and ``train_log.csv``
+            go beside it.
+        seed: the config's seed.
+        base: ``{"model", "checkpoint"}`` of the base model the recipe starts from.
+
+    Returns:
+        The training statistics also written to the card.
+    """
+    settings = complete_recipe(train, model=model)
+    recipe = RECIPES.get(settings["recipe"])
+    if recipe is None:
+        raise ConfigError(
+            f"sam_models.{model}.train.recipe: '{settings['recipe']}' is not one of "
+            f"{', '.join(RECIPES)}"
+        )
+    if base is not None and settings["recipe"] == "scratch":
+        raise ConfigError(f"sam_models.{model}.base: the scratch recipe starts from no base")
+    pairs = load_training_pairs(preprocessed_dirs)
+    trained = recipe(arch=arch, settings=settings, pairs=pairs, seed=seed)
+    stats = _statistics(trained, pairs)
+    out_weights = Path(out_weights)
+    history = pd.DataFrame(trained.history, columns=list(HISTORY_COLUMNS))
+    with atomic_path(out_weights.parent / "train_log.csv") as tmp:
+        history.to_csv(tmp, index=False)
+    save_sam_model(
+        trained.model,
+        out_weights,
+        model_name=model,
+        arch=arch,
+        spec=trained.spec,
+        recipe=settings,
+        base=dict(base) if base is not None else None,
+        modules=trained.modules,
+        training=stats,
+    )
+    log.info("trained sam_models.%s with recipe %s: %s", model, settings["recipe"], stats)
+    return stats
+
+
+def _statistics(trained: TrainedModel, pairs: TrainingPairs) -> dict[str, Any]:
+    history = trained.history
+    tenth = max(1, len(history) // 10)
+    losses = [row["loss"] for row in history]
+    params = list(trained.model.parameters())
+    return {
+        "iterations": len(history),
+        "seconds": float(history[-1]["seconds"]) if history else 0.0,
+        "n_parameters": sum(p.numel() for p in params),
+        "n_trainable": sum(p.numel() for p in params if p.requires_grad),
+        "samples": pairs.counts(),
+        "loss_first": float(sum(losses[:tenth]) / max(1, len(losses[:tenth]))),
+        "loss_last": float(sum(losses[-tenth:]) / max(1, len(losses[-tenth:]))),
+    }
