@@ -31,9 +31,8 @@ import numpy as np
 import torch
 from segment_anything import SamPredictor
 
-from medsegflow.models.sam_cache import resize_transform
+from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_encode import encode_slices
-from medsegflow.models.sam_loader import build_sam
 
 LOG = logging.getLogger("bench_sam_cache")
 
@@ -69,9 +68,8 @@ def naive(model, image_yx: np.ndarray, variants: list[dict]) -> list[np.ndarray]
 
 def decode_cached(model, embedding: torch.Tensor, variants: list[dict], shape_yx) -> list:
     """Prompt encoder + mask decoder only, batched per prompt kind; masks in input order."""
-    size = model.image_encoder.img_size
-    transform = resize_transform(size)
-    input_size = transform.get_preprocess_shape(*shape_yx, size)
+    recipe = model.input_recipe
+    input_size = recipe.input_size(shape_yx)
     out: dict[int, np.ndarray] = {}
     boxes = [i for i, v in enumerate(variants) if "box" in v]
     points = [i for i, v in enumerate(variants) if "point_coords" in v]
@@ -80,13 +78,11 @@ def decode_cached(model, embedding: torch.Tensor, variants: list[dict], shape_yx
             continue
         if group is boxes:
             xyxy = np.stack(
-                [transform.apply_boxes(variants[i]["box"][None], shape_yx)[0] for i in group]
+                [recipe.map_boxes(variants[i]["box"][None], shape_yx)[0] for i in group]
             )
             prompt = {"points": None, "boxes": torch.as_tensor(xyxy, dtype=torch.float32)}
         else:
-            xy = np.stack(
-                [transform.apply_coords(variants[i]["point_coords"], shape_yx) for i in group]
-            )
+            xy = np.stack([recipe.map_points(variants[i]["point_coords"], shape_yx) for i in group])
             labels = torch.as_tensor([variants[i]["point_labels"] for i in group])
             prompt = {"points": (torch.as_tensor(xy, dtype=torch.float32), labels), "boxes": None}
         sparse, dense = model.prompt_encoder(masks=None, **prompt)

@@ -42,6 +42,8 @@ PROMPT_COLUMNS = (
     "component",
     *BOX_COLUMNS,
     "points",
+    "z_min",
+    "z_max",
 )
 
 
@@ -54,7 +56,10 @@ def read_table(path: str | os.PathLike, *, columns: Sequence[str]) -> pd.DataFra
     table = pd.read_csv(path, sep="\t", dtype={"case_id": str}, keep_default_na=False)
     missing = [c for c in columns if c not in table.columns]
     if missing:
-        raise InputError(f"{path}: missing columns {missing}")
+        raise InputError(
+            f"{path}: missing columns {missing} (a file of an older version? remove it and "
+            "run again to remake it)"
+        )
     return table
 
 
@@ -101,4 +106,16 @@ def read_prompts(path: str | os.PathLike) -> pd.DataFrame:
                 f"{path}: column {column} holds a value that is not a number"
             ) from None
     table["points"] = table["points"].astype(str)
+    if table.empty:
+        return table.astype({"z": np.int64, "z_min": np.int64, "z_max": np.int64})
+    for column in ("z", "z_min", "z_max"):
+        if len(table) and not pd.api.types.is_integer_dtype(table[column]):
+            raise InputError(f"{path}: column {column} holds a value that is not an integer")
+    bad = table[(table["z_min"] > table["z"]) | (table["z"] > table["z_max"])]
+    if len(bad):
+        row = bad.iloc[0]
+        raise InputError(
+            f"{path}: case {row['case_id']}: z {row['z']} is outside its range "
+            f"{row['z_min']}..{row['z_max']}"
+        )
     return table

@@ -13,8 +13,11 @@ from typing import Any
 
 from medsegflow import paths
 from medsegflow.errors import ConfigError
+from medsegflow.models.sam_registry import PACKAGED_SAM_WEIGHTS, packaged_weights_path
 
 SPLIT_ORDER = ("train", "val", "test")
+PACKAGE_MISSING = "<package of {arch} weights not installed>"
+"""The checkpoint "path" of packaged weights whose package is missing (a missing file)."""
 
 
 def method_config(config: Mapping[str, Any], method: str) -> dict[str, Any]:
@@ -122,11 +125,15 @@ def sam_model_arch(config: Mapping[str, Any], model: str) -> str:
 
 def sam_checkpoint(config: Mapping[str, Any], model: str) -> str:
     """The weights file of ``model``: the training stage's output for a trained model,
-    else the configured ``weights:`` path."""
+    the configured ``weights:`` path, or the file an installed package ships for its arch
+    (LiteMedSAM; ``PACKAGE_MISSING`` names the package when it is not installed)."""
     spec = sam_model(config, model)
     if spec["train"] is not None:
         return paths.fill(paths.SAM_MODEL_WEIGHTS, model=model)
     key = spec["weights"]
+    if not key and spec["arch"] in PACKAGED_SAM_WEIGHTS:
+        found = packaged_weights_path(spec["arch"])
+        return str(found) if found else PACKAGE_MISSING.format(arch=spec["arch"])
     if not key:
         raise ConfigError(f"sam_models.{model}.weights: required without a train: recipe")
     if key not in config.get("weights", {}):
@@ -202,7 +209,8 @@ def check_sam_models(config: Mapping[str, Any]) -> None:
                 f"{key}.weights: a trained model takes its start from base:, not weights: "
                 "(add the official model as its own sam_models entry and name it as base)"
             )
-        if not spec["weights"] and spec["train"] is None:
+        packaged = spec["arch"] in PACKAGED_SAM_WEIGHTS
+        if not spec["weights"] and spec["train"] is None and not packaged:
             raise ConfigError(f"{key}.weights: required without a train: recipe")
         if spec["weights"] and spec["weights"] not in config.get("weights", {}):
             known = ", ".join(sorted(config.get("weights", {}))) or "none"

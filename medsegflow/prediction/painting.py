@@ -50,9 +50,10 @@ def paint_objects(shape_zyx: tuple[int, int, int], objects: Iterable[ObjectMask]
 
 
 def box_rows(prompts: pd.DataFrame) -> pd.DataFrame:
-    """The prompt rows that have a box (all four coordinates finite)."""
+    """The prompt rows with a box (all four coordinates finite) for one slice: the boxes a
+    per-slice method segments (a box3d prompt over several slices is not one of them)."""
     finite = np.isfinite(prompts[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)).all(axis=1)
-    return prompts[finite]
+    return prompts[finite & (prompts["z_min"] == prompts["z_max"]).to_numpy()]
 
 
 def paint_box_predictions(

@@ -4,10 +4,14 @@ A prompt for one object is a box, points, or both (``PromptSpec.type``):
 
 - box: the object's tight box with MedSAM-style jitter (:func:`~.boxes.jitter_box`);
 - points: ``n_positive`` points inside the object eroded by ``erosion_px`` and
-  ``n_negative`` points in the ring ``ring_px`` around it (:mod:`.points`).
+  ``n_negative`` points in the ring ``ring_px`` around it (:mod:`.points`);
+- box3d: one box per 3D object (LiteMedSAM's 3D protocol, :mod:`.propagation`): its 2D
+  box over all its slices, jittered like a 2D box, and its z range; the prompt sits on
+  the object's middle slice, from which a model propagates it up and down.
 
 An "object" is the union of a label's pixels on a slice (``components: union``, MedSAM's
-protocol) or each of its 8-connected components (``components: each``), and every object
+protocol) or each of its 8-connected components (``components: each``); for box3d, the
+union of the label's voxels or each of its 26-connected 3D components. Every object
 gets ``repeats`` independent draws (for voting over jittered prompts). Coordinates are
 pixel indices of the slice, x = column, boxes ``XYXY`` inclusive, points
 ``[x, y, label]`` with label 1 = positive, 0 = negative.
@@ -24,11 +28,13 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
+from scipy import ndimage
 
 from medsegflow.prompts.boxes import box_from_mask, jitter_box, slice_objects
 from medsegflow.prompts.points import connected_components, negative_points, positive_points
+from medsegflow.prompts.propagation import box_3d_from_mask
 
-PROMPT_TYPES = ("box", "points", "box_points")
+PROMPT_TYPES = ("box", "points", "box_points", "box3d")
 COMPONENT_MODES = ("union", "each")
 UNION = -1
 """``component`` of a prompt made for the union of all components."""
@@ -36,16 +42,17 @@ UNION = -1
 
 @dataclass(frozen=True)
 class PromptSpec:
-    """How to draw a prompt; the keys of a ``prompts:`` config entry besides ``source``."""
+    """How to draw a prompt; the keys of a ``prompts:`` config entry besides ``source``
+    (``schemas/common.schema.yaml`` documents them and holds their defaults)."""
 
-    type: str = "box"
-    jitter: float = 20.0
-    n_positive: int = 1
-    n_negative: int = 0
-    erosion_px: float = 2.0
-    ring_px: tuple[float, float] = (3.0, 15.0)
-    components: str = "union"
-    repeats: int = 1
+    type: str
+    jitter: float
+    n_positive: int
+    n_negative: int
+    erosion_px: float
+    ring_px: tuple[float, float]
+    components: str
+    repeats: int
 
     def __post_init__(self) -> None:
         if self.type not in PROMPT_TYPES:
@@ -65,7 +72,7 @@ class PromptSpec:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PromptSpec:
-        """A spec from a prompt config (extra keys such as ``source`` are ignored)."""
+        """A spec from a complete prompt config (extra keys such as ``source`` are ignored)."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in config.items() if k in known}
         if "ring_px" in values:
@@ -74,7 +81,7 @@ class PromptSpec:
 
     @property
     def has_box(self) -> bool:
-        return self.type in ("box", "box_points")
+        return self.type in ("box", "box_points", "box3d")
 
     @property
     def has_points(self) -> bool:
@@ -83,7 +90,7 @@ class PromptSpec:
 
 @dataclass(frozen=True)
 class ObjectPrompt:
-    """One drawn prompt for one object of one slice.
+    """One drawn prompt for one object of one slice (or, box3d, of a z range).
 
     Attributes:
         component: index of the object among the slice's components of its label
@@ -98,6 +105,8 @@ class ObjectPrompt:
     repeat: int
     box_xyxy: np.ndarray | None
     points_xyl: np.ndarray
+    z_range: tuple[int, int] | None = None
+    """Inclusive ``(z_min, z_max)`` of a box3d prompt; None for a prompt of one slice."""
 
 
 def sample_prompt(
@@ -160,21 +169,6 @@ def mask_prompts(
     return out
 
 
-def prompts_from_mask(
-    mask_yx: np.ndarray, *, type: str, k: int, rng: np.random.Generator, **options: Any
-) -> list[ObjectPrompt]:
-    """Prompts of kind ``type`` from the ``k`` largest components of a (coarse) mask.
-
-    The path for masks that are not ground truth (e.g. text-driven coarse masks): one
-    prompt per component (``components="each"``, the default here) or one for the union
-    of the top ``k``. ``options`` are the other :class:`PromptSpec` fields (``jitter``,
-    ``n_positive``, ``n_negative``, ``erosion_px``, ``ring_px``, ``components``,
-    ``repeats``).
-    """
-    options.setdefault("components", "each")
-    return mask_prompts(mask_yx, spec=PromptSpec(type=type, **options), rng=rng, k=k)
-
-
 def gt_prompts(
     label_zyx: np.ndarray,
     *,
@@ -185,9 +179,51 @@ def gt_prompts(
     """Oracle prompts for every (slice, label) of a label volume: ``(z, label, prompt)``.
 
     Objects come in the order of :func:`~.boxes.slice_objects` (z, then
-    ``label_values``), then component, then repeat.
+    ``label_values``), then component, then repeat. A box3d spec gives one prompt per 3D
+    object (:func:`volume_prompts`) on the object's middle slice, in label order.
     """
+    if spec.type == "box3d":
+        return volume_prompts(label_zyx, label_values=label_values, spec=spec, rng=rng)
     out = []
     for z, value, mask_yx in slice_objects(label_zyx, label_values=label_values):
         out.extend((z, value, p) for p in mask_prompts(mask_yx, spec=spec, rng=rng))
+    return out
+
+
+def volume_prompts(
+    label_zyx: np.ndarray,
+    *,
+    label_values: Sequence[int],
+    spec: PromptSpec,
+    rng: np.random.Generator,
+) -> list[tuple[int, int, ObjectPrompt]]:
+    """box3d prompts: ``(z_middle, label, prompt)`` for every 3D object of every label.
+
+    An object is a label's voxels (``components: union``) or each of its 26-connected
+    components, largest first (``each``). Its prompt is its 2D box over all its slices
+    (:func:`~.propagation.box_3d_from_mask`) with MedSAM-style jitter, and its inclusive z
+    range; it sits on the middle slice ``z_min + (z_max - z_min) // 2`` (LiteMedSAM's).
+    """
+    out = []
+    for value in label_values:
+        mask_zyx = np.asarray(label_zyx) == value
+        if not mask_zyx.any():
+            continue
+        if spec.components == "union":
+            objects = [(UNION, mask_zyx)]
+        else:
+            parts, n = ndimage.label(mask_zyx, structure=np.ones((3, 3, 3), bool))
+            sizes = np.bincount(parts.ravel(), minlength=n + 1)[1:]
+            order = np.argsort(-sizes, kind="stable")
+            objects = [(k, parts == i + 1) for k, i in enumerate(order)]
+        for component, object_zyx in objects:
+            box, (z_min, z_max) = box_3d_from_mask(object_zyx)
+            for repeat in range(spec.repeats):
+                jittered = jitter_box(
+                    box, image_shape_yx=mask_zyx.shape[1:], max_shift_1024=spec.jitter, rng=rng
+                )
+                prompt = ObjectPrompt(
+                    component, repeat, jittered, np.zeros((0, 3), np.int64), (z_min, z_max)
+                )
+                out.append((z_min + (z_max - z_min) // 2, int(value), prompt))
     return out

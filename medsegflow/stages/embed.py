@@ -8,10 +8,10 @@
     manifest.tsv    case_id, split, n_slices, seconds (written last: the file target)
 
 The slices are those of the preprocessed ``slices.tsv`` (every foreground slice plus the
-selected empty ones). Each is turned into SAM input exactly as segment_anything's
-``SamPredictor.set_image`` does: grey ``uint8`` to 3 channels, ``ResizeLongestSide`` on
-the ``H x W x 3`` image (longest side = the encoder's input size), to a ``3 x h x w``
-tensor, then ``Sam.preprocess`` (pixel normalisation, zero padding to a square).
+selected empty ones), and for a 3D case every slice between its first and last
+foreground slice (so that 3D box propagation finds an embedding on each slice of an
+object's box). Each becomes encoder input by the model's official recipe
+(:func:`medsegflow.models.sam_encode.model_input`).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -35,25 +35,26 @@ from medsegflow.models.sam_cache import (
     EMBEDDINGS_MANIFEST_COLUMNS,
     CaseEmbeddings,
     case_embeddings_path,
-    resize_transform,
     save_case_embeddings,
     write_model_info,
 )
 from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import load_sam_model
 
-if TYPE_CHECKING:
-    pass
-
 log = logging.getLogger(__name__)
 
 
 def _case_slices(slices: pd.DataFrame, case_id: str, *, n_z: int, source: Path) -> np.ndarray:
-    """Sorted slice indices listed for ``case_id``; :class:`InputError` if out of range."""
-    z = np.sort(slices.loc[slices["case_id"] == case_id, "z"].to_numpy(dtype=np.int64))
-    if z.size and (z[0] < 0 or z[-1] >= n_z):
-        raise InputError(f"{source}: case {case_id} lists slice z={z[-1]} outside 0..{n_z - 1}")
-    return z
+    """Sorted slice indices to embed for ``case_id``: those listed, and every slice between
+    its first and last foreground slice; :class:`InputError` if one is out of range."""
+    rows = slices[slices["case_id"] == case_id]
+    z = rows["z"].to_numpy(dtype=np.int64)
+    if z.size and (z.min() < 0 or z.max() >= n_z):
+        raise InputError(f"{source}: case {case_id} lists slice z={z.max()} outside 0..{n_z - 1}")
+    foreground = rows.loc[rows["kind"] == "foreground", "z"].to_numpy(dtype=np.int64)
+    if foreground.size:
+        z = np.concatenate([z, np.arange(foreground.min(), foreground.max() + 1)])
+    return np.unique(z)
 
 
 def _read_uint8(path: Path) -> np.ndarray:
@@ -81,9 +82,9 @@ def embed_dataset(
             ``images/`` of uint8 volumes).
         checkpoint: official-format SAM state dict (see
             :func:`~medsegflow.models.sam_loader.load_sam_model`).
-        arch: ``vit_b``, ``vit_l``, ``vit_h`` or ``demo``.
+        arch: an architecture of :mod:`medsegflow.models.sam_archs` (``lite_medsam``, ...).
         out_dir: the cache folder; ``manifest.tsv`` is written last.
-        splits: case splits to embed (the workflow passes the scored splits plus val).
+        splits: case splits to embed (the workflow passes those its methods predict).
         device: None for CUDA when available, else CPU; autocast (bf16/fp16) on CUDA.
         batch_size: slices per encoder call.
         threads: torch CPU threads (None: torch's default).
@@ -102,7 +103,6 @@ def embed_dataset(
     slices = read_table(pre / "slices.tsv", columns=SLICES_COLUMNS)
     model, chosen = load_sam_model(checkpoint, arch=arch, device=device)
     size = int(model.image_encoder.img_size)
-    transform = resize_transform(size)
     write_model_info(out_dir, arch=arch, checkpoint=checkpoint, image_size=size)
     rows: list[dict[str, Any]] = []
     encode_seconds = 0.0
@@ -119,7 +119,7 @@ def embed_dataset(
             z=z,
             embeddings=embeddings,
             original_size=original_size,
-            input_size=transform.get_preprocess_shape(*original_size, size),
+            input_size=model.input_recipe.input_size(original_size),
             image_size=size,
         )
         save_case_embeddings(case_embeddings_path(out_dir, case["case_id"]), cached)

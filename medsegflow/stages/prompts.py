@@ -1,7 +1,7 @@
 """Make a prompt set for a preprocessed dataset: ``results/prompts/{dataset}/{name}/prompts.tsv``.
 
 ``prompts.tsv`` has one row per drawn prompt: ``case_id, split, z, label, prompt_id,
-repeat, component, x_min, y_min, x_max, y_max, points``.
+repeat, component, x_min, y_min, x_max, y_max, points, z_min, z_max``.
 
 - ``z``: the axial slice (array axis 0); ``label``: the label value the prompt targets;
 - ``prompt_id``: the object within the case (0, 1, ...), shared by its ``repeat`` draws
@@ -11,7 +11,10 @@ repeat, component, x_min, y_min, x_max, y_max, points``.
 - ``x_min..y_max``: ``XYXY`` box in pixel coordinates of slice ``z`` (x = column,
   inclusive corners, floats after jitter), ``NaN`` when the prompt has no box;
 - ``points``: JSON list of ``[x, y, label]`` pixel indices (label 1 positive,
-  0 negative), ``[]`` when the prompt has no point.
+  0 negative), ``[]`` when the prompt has no point;
+- ``z_min, z_max``: the inclusive slice range the prompt covers: ``z`` itself for a
+  prompt of one slice; for a ``box3d`` prompt (one 3D box per object, LiteMedSAM's 3D
+  protocol) the object's z extent, with ``z`` its middle slice.
 
 Rows come in case order of the preprocessed manifest, then z, then label value, then
 component, then repeat.
@@ -86,6 +89,7 @@ def _case_rows(case: Mapping[str, Any], label_zyx: np.ndarray, **kwargs: Any) ->
     for z, value, prompt in gt_prompts(label_zyx, **kwargs):
         prompt_id = objects.setdefault((z, value, prompt.component), len(objects))
         box = prompt.box_xyxy if prompt.box_xyxy is not None else np.full(4, np.nan)
+        z_min, z_max = prompt.z_range if prompt.z_range is not None else (z, z)
         rows.append(
             {
                 "case_id": case["case_id"],
@@ -97,6 +101,8 @@ def _case_rows(case: Mapping[str, Any], label_zyx: np.ndarray, **kwargs: Any) ->
                 "component": prompt.component,
                 **dict(zip(BOX_COLUMNS, (float(c) for c in box), strict=True)),
                 "points": format_points(prompt.points_xyl),
+                "z_min": z_min,
+                "z_max": z_max,
             }
         )
     return rows

@@ -6,10 +6,9 @@ train case (each dataset with equal probability): the binary mask of that label 
 target, and its box, enlarged by MedSAM-style random jitter, is the prompt. The other
 labels on the same slice are decoded against the same image embedding as further
 targets (SAM's one-image, many-prompts decoding), which multiplies the supervision per
-image-encoder pass at little cost. The image goes through the exact preprocessing of the
-embedding stage (:func:`~medsegflow.models.sam_encode.grey_to_rgb_resized`,
-``Sam.preprocess``); the box through the same ``ResizeLongestSide``. Slices are flipped
-and zoomed at random
+image-encoder pass at little cost. The image and its boxes go through the model's own
+input recipe, as in the embedding stage (:func:`~medsegflow.models.sam_encode.model_input`).
+Slices are flipped and zoomed at random
 (:func:`~medsegflow.training.pairs.augment_slice`). The image encoder and the mask
 decoder are trained with AdamW (weight decay 0.01, linear warm-up then cosine decay of
 ``lr``); the prompt encoder is frozen.
@@ -33,9 +32,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
-from medsegflow.models.sam_cache import resize_transform
-from medsegflow.models.sam_encode import grey_to_rgb_resized, model_input
-from medsegflow.models.sam_loader import arch_spec, build_sam
+from medsegflow.models.sam_archs import arch_spec, build_sam
+from medsegflow.models.sam_encode import model_input
 from medsegflow.prompts.boxes import box_from_mask, jitter_box
 from medsegflow.training.pairs import TrainingPairs, augment_slice
 from medsegflow.training.recipe import TrainedModel
@@ -62,7 +60,7 @@ def _make_batch(
     import torch.nn.functional as F
 
     size = int(model.image_encoder.img_size)
-    transform = resize_transform(size)
+    recipe = model.input_recipe
     images, boxes, targets = [], [], []
     for _ in range(int(settings["batch_size"])):
         image_yx, masks_kyx = augment_slice(*pairs.sample(rng), rng=rng)
@@ -78,9 +76,9 @@ def _make_batch(
                 for mask_yx in masks_kyx
             ]
         )
-        images.append(grey_to_rgb_resized(image_yx, image_size=size))
-        boxes.append(torch.as_tensor(transform.apply_boxes(xyxy, shape_yx), dtype=torch.float32))
-        h, w = transform.get_preprocess_shape(*shape_yx, size)
+        images.append(image_yx)
+        boxes.append(torch.as_tensor(recipe.map_boxes(xyxy, shape_yx), dtype=torch.float32))
+        h, w = recipe.input_size(shape_yx)
         target = torch.as_tensor(masks_kyx, dtype=torch.float32)[:, None]
         target = F.interpolate(target, (h, w), mode="bilinear", align_corners=False)
         targets.append(F.pad(target, (0, size - w, 0, size - h)))

@@ -77,7 +77,9 @@ def _plugin(root: Path) -> Path:
     (root / "threshold.schema.yaml").write_text(FAMILY_SCHEMA)
     info = root / "medsegflow_threshold-0.1.dist-info"
     info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: medsegflow-threshold\nVersion: 0.1\n")
+    (info / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: medsegflow-threshold\nVersion: 0.1\n"
+    )
     (info / "entry_points.txt").write_text(
         "[medsegflow.families]\nthreshold = threshold_family:FAMILY\n"
     )
@@ -115,7 +117,11 @@ def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
     base += ["--configfile", "config.yaml"]
 
     plan = subprocess.run(
-        [*base, "-n", "results/tables/all.csv"], cwd=workdir, env=env, capture_output=True, text=True
+        [*base, "-n", "results/tables/all.csv"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "results/predictions/us/thr/manifest.tsv" in plan.stdout

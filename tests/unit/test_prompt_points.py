@@ -16,8 +16,21 @@ from medsegflow.prompts.sampling import (
     PromptSpec,
     gt_prompts,
     mask_prompts,
-    prompts_from_mask,
+    volume_prompts,
 )
+from medsegflow.schema import complete
+from medsegflow.stages.prompts import GT_PROMPT_SCHEMA
+
+
+def spec_of(**keys) -> PromptSpec:
+    """A prompt spec: ``keys`` over the schema's defaults (``type`` box unless given)."""
+    config = complete({"type": "box", **keys}, GT_PROMPT_SCHEMA, key="prompts.t")
+    return PromptSpec.from_config(config)
+
+
+def raw_spec(**keys) -> PromptSpec:
+    """A spec built directly (no schema check): ``keys`` over the schema's defaults."""
+    return PromptSpec(**{**spec_of().__dict__, **keys})
 
 
 def _disc(shape_yx, cy, cx, r) -> np.ndarray:
@@ -107,7 +120,7 @@ def test_connected_components_largest_first():
 
 def test_box_points_prompt_contains_the_object_and_respects_bounds():
     mask = _disc((64, 80), 30, 40, 10)
-    spec = PromptSpec(type="box_points", jitter=40, n_positive=3, n_negative=2, repeats=50)
+    spec = spec_of(type="box_points", jitter=40, n_positive=3, n_negative=2, repeats=50)
     prompts = mask_prompts(mask, spec=spec, rng=np.random.default_rng(4))
     assert len(prompts) == 50 and {p.component for p in prompts} == {UNION}
     assert [p.repeat for p in prompts] == list(range(50))
@@ -126,12 +139,12 @@ def test_box_points_prompt_contains_the_object_and_respects_bounds():
 def test_points_only_and_box_only_kinds():
     mask = _disc((40, 40), 20, 20, 8)
     points = mask_prompts(
-        mask, spec=PromptSpec(type="points", n_positive=2), rng=np.random.default_rng(0)
+        mask, spec=spec_of(type="points", n_positive=2), rng=np.random.default_rng(0)
     )
     assert points[0].box_xyxy is None and points[0].points_xyl.shape == (2, 3)
-    box = mask_prompts(mask, spec=PromptSpec(type="box"), rng=np.random.default_rng(0))
+    box = mask_prompts(mask, spec=spec_of(type="box"), rng=np.random.default_rng(0))
     assert box[0].points_xyl.shape == (0, 3) and box[0].box_xyxy is not None
-    assert mask_prompts(np.zeros((5, 5)), spec=PromptSpec(), rng=np.random.default_rng(0)) == []
+    assert mask_prompts(np.zeros((5, 5)), spec=spec_of(), rng=np.random.default_rng(0)) == []
 
 
 def _three_blobs() -> np.ndarray:
@@ -144,7 +157,7 @@ def _three_blobs() -> np.ndarray:
 
 def test_components_each_gives_one_prompt_per_component_and_repeat():
     mask = _three_blobs()
-    spec = PromptSpec(type="points", n_positive=2, n_negative=2, components="each", repeats=3)
+    spec = spec_of(type="points", n_positive=2, n_negative=2, components="each", repeats=3)
     prompts = mask_prompts(mask, spec=spec, rng=np.random.default_rng(5))
     assert [(p.component, p.repeat) for p in prompts] == [
         (c, r) for c in range(3) for r in range(3)
@@ -156,19 +169,50 @@ def test_components_each_gives_one_prompt_per_component_and_repeat():
         assert not _at(mask, neg).any()  # negatives avoid every component of the label
 
 
-def test_prompts_from_mask_top_k():
+def test_mask_prompts_top_k():
     mask = _three_blobs()
-    each = prompts_from_mask(mask, type="box", k=2, jitter=0, rng=np.random.default_rng(0))
+    rng = np.random.default_rng(0)
+    each = mask_prompts(mask, spec=spec_of(jitter=0, components="each"), rng=rng, k=2)
     np.testing.assert_array_equal([p.box_xyxy for p in each], [[5, 5, 14, 14], [40, 30, 49, 35]])
-    union = prompts_from_mask(
-        mask, type="box", k=2, jitter=0, components="union", rng=np.random.default_rng(0)
-    )
+    union = mask_prompts(mask, spec=spec_of(jitter=0), rng=rng, k=2)
     assert len(union) == 1 and union[0].component == UNION
     np.testing.assert_array_equal(union[0].box_xyxy, [5, 5, 49, 35])  # not the 3rd blob
-    pts = prompts_from_mask(mask, type="points", k=1, n_positive=4, rng=np.random.default_rng(0))
+    pts = mask_prompts(mask, spec=spec_of(type="points", n_positive=4), rng=rng, k=1)
     assert len(pts) == 1 and _at(connected_components(mask)[0], pts[0].points_xyl[:, :2]).all()
     with pytest.raises(ValueError, match="k must be"):
-        prompts_from_mask(mask, type="box", k=0, rng=np.random.default_rng(0))
+        mask_prompts(mask, spec=spec_of(), rng=rng, k=0)
+
+
+def test_box3d_prompts_are_one_3d_box_per_object_on_its_middle_slice():
+    label = np.zeros((9, 30, 40), dtype=np.uint8)
+    label[2:7, 5:12, 3:9] = 1  # z 2..6, y 5..11, x 3..8
+    label[4, 20:24, 30:36] = 1  # a second 3D component of label 1, slice 4 only
+    label[3:5, 15:18, 15:18] = 2
+    union = gt_prompts(
+        label,
+        label_values=[1, 2],
+        spec=spec_of(type="box3d", jitter=0),
+        rng=np.random.default_rng(1),
+    )
+    assert [(z, v, p.z_range, p.component) for z, v, p in union] == [
+        (4, 1, (2, 6), UNION),  # z_min + (z_max - z_min) // 2, LiteMedSAM's middle slice
+        (3, 2, (3, 4), UNION),
+    ]
+    np.testing.assert_array_equal(union[0][2].box_xyxy, [3, 5, 35, 23])  # over every slice
+    assert union[0][2].points_xyl.shape == (0, 3)
+    each = volume_prompts(
+        label, label_values=[1], spec=spec_of(type="box3d", jitter=0, components="each"),
+        rng=np.random.default_rng(1),
+    )  # fmt: skip
+    assert [(z, p.z_range, p.component) for z, _, p in each] == [(4, (2, 6), 0), (4, (4, 4), 1)]
+    np.testing.assert_array_equal(each[1][2].box_xyxy, [30, 20, 35, 23])
+    jittered = gt_prompts(
+        label, label_values=[2], spec=spec_of(type="box3d", jitter=200, repeats=3),
+        rng=np.random.default_rng(2),
+    )  # fmt: skip
+    boxes = np.array([p.box_xyxy for *_, p in jittered])
+    assert len(jittered) == 3 and len(np.unique(boxes, axis=0)) > 1  # repeats jitter anew
+    assert (boxes[:, :2] <= [15, 15]).all() and (boxes[:, 2:] >= [17, 17]).all()  # outward
 
 
 def test_gt_prompts_box_union_draws_the_same_boxes_as_gt_box_prompts():
@@ -180,14 +224,14 @@ def test_gt_prompts_box_union_draws_the_same_boxes_as_gt_box_prompts():
         label, label_values=[1, 2], max_shift_1024=30, rng=np.random.default_rng(9)
     )
     prompts = gt_prompts(
-        label, label_values=[1, 2], spec=PromptSpec(jitter=30), rng=np.random.default_rng(9)
+        label, label_values=[1, 2], spec=spec_of(jitter=30), rng=np.random.default_rng(9)
     )
     assert [(z, v) for z, v, _ in prompts] == [(b.z, b.label) for b in boxes]
     np.testing.assert_array_equal([p.box_xyxy for *_, p in prompts], [b.box_xyxy for b in boxes])
     each = gt_prompts(
         label,
         label_values=[1, 2],
-        spec=PromptSpec(components="each", repeats=2),
+        spec=spec_of(components="each", repeats=2),
         rng=np.random.default_rng(9),
     )
     assert [(z, v, p.component) for z, v, p in each] == [
@@ -197,12 +241,12 @@ def test_gt_prompts_box_union_draws_the_same_boxes_as_gt_box_prompts():
 
 def test_prompt_spec_rejects_bad_values():
     with pytest.raises(ValueError, match="type"):
-        PromptSpec(type="scribble")
+        raw_spec(type="scribble")
     with pytest.raises(ValueError, match="n_positive"):
-        PromptSpec(type="points", n_positive=0, n_negative=0)
+        raw_spec(type="points", n_positive=0, n_negative=0)
     with pytest.raises(ValueError, match="ring_px"):
-        PromptSpec(ring_px=(5, 2))
+        raw_spec(ring_px=(5, 2))
     with pytest.raises(ValueError, match="components"):
-        PromptSpec(components="largest")
-    spec = PromptSpec.from_config({"source": "gt", "type": "points", "ring_px": [1, 9]})
+        raw_spec(components="largest")
+    spec = spec_of(source="gt", type="points", ring_px=[1, 9])
     assert spec.ring_px == (1.0, 9.0) and spec.has_points and not spec.has_box

@@ -32,8 +32,8 @@ from medsegflow.methods.sam_auto import (
     stability_scores,
     target_label,
 )
+from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_decode import Decoded
-from medsegflow.models.sam_loader import build_sam
 from medsegflow.prediction.job import PredictJob
 from medsegflow.prediction.manifest import PREDICTION_COLUMNS
 from medsegflow.stages.predict import predict_dataset

@@ -13,13 +13,13 @@ from medsegflow.datasets.canonical import image_path
 from medsegflow.datasets.registry import prepare_dataset
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
+from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_cache import (
     EMBEDDINGS_MANIFEST_COLUMNS,
     load_case_embeddings,
     read_model_info,
 )
-from medsegflow.models.sam_encode import grey_to_rgb_resized
-from medsegflow.models.sam_loader import build_sam
+from medsegflow.models.sam_encode import model_input
 from medsegflow.stages.embed import embed_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.workflow import embedding_splits
@@ -121,14 +121,30 @@ def test_cached_embeddings_equal_sam_predictor_features_and_ignore_batching(setu
     np.testing.assert_allclose(one.astype(np.float32), many.astype(np.float32), atol=2e-3)
 
 
-def test_grey_to_rgb_resized_matches_resize_longest_side():
+def test_model_input_is_the_models_own_recipe(setup):
     image_yx = np.arange(30 * 20, dtype=np.uint16).reshape(30, 20).astype(np.uint8)
-    rgb = grey_to_rgb_resized(image_yx, image_size=96)
-    assert rgb.shape == (96, 64, 3)
-    assert rgb.dtype == np.uint8
-    assert np.array_equal(rgb[..., 0], rgb[..., 2])
-    with pytest.raises(ValueError, match="uint8"):
-        grey_to_rgb_resized(image_yx.astype(np.float32), image_size=96)
+    batch = model_input([image_yx, image_yx], model=setup["model"], device="cpu")
+    assert batch.shape == (2, 3, 64, 64) and batch.dtype == torch.float32
+    expected = setup["model"].input_recipe.prepare_image(image_yx)
+    np.testing.assert_array_equal(batch[1].numpy(), expected)
+    assert (batch[:, :, :, 43:] == 0).all()  # SAM pads on the right (64 * 20 / 30 = 43 columns)
+
+
+def test_a_3d_case_embeds_every_slice_between_its_foreground_slices(setup):
+    import pandas as pd
+
+    from medsegflow.stages.embed import _case_slices
+
+    slices = pd.DataFrame(
+        {
+            "case_id": ["a"] * 4,
+            "z": [2, 5, 9, 0],
+            "kind": ["foreground", "foreground", "empty", "empty"],
+        }
+    )
+    assert _case_slices(slices, "a", n_z=12, source=Path("s")).tolist() == [0, 2, 3, 4, 5, 9]
+    with pytest.raises(InputError, match="z=14 outside 0..11"):
+        _case_slices(slices.assign(z=[2, 5, 14, 0]), "a", n_z=12, source=Path("s"))
 
 
 def test_no_case_in_the_splits_and_bad_checkpoints_are_one_line_errors(setup, tmp_path):

@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
+from medsegflow.models.input_recipes import input_recipe
+from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_cache import (
     CaseEmbeddings,
     load_case_embeddings,
-    resize_transform,
     save_case_embeddings,
 )
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.models.sam_encode import encode_slices
-from medsegflow.models.sam_loader import build_sam
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sam_fixtures import TINY_SAM  # noqa: E402
@@ -71,7 +71,7 @@ def _spy_prompt_encoder(model, monkeypatch) -> list[dict]:
 @pytest.mark.parametrize("shape_yx", SIZES)
 def test_prompts_are_mapped_into_the_model_frame(model, monkeypatch, shape_yx):
     h, w = shape_yx
-    new_h, new_w = resize_transform(64).get_preprocess_shape(h, w, 64)
+    new_h, new_w = input_recipe("sam", 64).input_size((h, w))
     assert max(new_h, new_w) == 64
     calls = _spy_prompt_encoder(model, monkeypatch)
     box = np.array([3.0, 5.0, w - 4.0, h - 6.0])
@@ -96,7 +96,7 @@ def test_prompts_are_mapped_into_the_model_frame(model, monkeypatch, shape_yx):
 def test_low_res_mask_goes_back_to_the_original_frame(model, monkeypatch, shape_yx):
     """A decoder mask covering the box's image in the model frame lands on the box."""
     h, w = shape_yx
-    new_h, new_w = resize_transform(64).get_preprocess_shape(h, w, 64)
+    new_h, new_w = input_recipe("sam", 64).input_size((h, w))
     box = np.array([w * 0.2, h * 0.3, w * 0.7, h * 0.8]).round()
     model_box = box * np.tile([new_w / w, new_h / h], 2)
     centres = 4 * np.arange(16) + 1.5  # low-res cell centres in model pixels
@@ -166,7 +166,7 @@ def test_cached_decoding_equals_sam_predictor(model, tmp_path, shape_yx):
             z=np.array([0]),
             embeddings=embedding,
             original_size=shape_yx,
-            input_size=resize_transform(64).get_preprocess_shape(*shape_yx, 64),
+            input_size=input_recipe("sam", 64).input_size(tuple(shape_yx)),
             image_size=64,
         ),
     )

