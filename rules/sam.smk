@@ -14,7 +14,7 @@ rule embed_images:
         "benchmarks/embed_images/{dataset}/{model}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: 1
     resources:
         mem_mb=get_mem_mb,
         runtime=get_runtime,

@@ -14,4 +14,5 @@ with log_to(snakemake.log[0]):
         splits=snakemake.params.splits,
         batch_size=snakemake.params.model["embed_batch_size"],
         threads=snakemake.threads,
+        precision=snakemake.params.model["precision"],
     )

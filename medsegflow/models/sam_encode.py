@@ -32,12 +32,18 @@ def model_input(
 
 
 def encode_slices(
-    slices_zyx: np.ndarray, *, model: Sam, device: torch.device, batch_size: int
+    slices_zyx: np.ndarray,
+    *,
+    model: Sam,
+    device: torch.device,
+    batch_size: int,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Image embeddings of ``N`` slices, in batches of ``batch_size``.
 
     Args:
         slices_zyx: ``(N, H, W)`` uint8 slices.
+        precision: the encoder's autocast (:func:`~medsegflow.models.sam_loader.autocast`).
 
     Returns:
         ``(N, C, h, w)`` float16 (``C = model.prompt_encoder.embed_dim``, ``(h, w) =
@@ -51,7 +57,7 @@ def encode_slices(
             dtype=np.float16,
         )
     ]
-    with torch.inference_mode(), autocast(device):
+    with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(slices_zyx), batch_size):
             batch = model_input(slices_zyx[start : start + batch_size], model=model, device=device)
             features = model.image_encoder(batch)

@@ -74,6 +74,7 @@ def embed_dataset(
     device: str | None = None,
     batch_size: int = 8,
     threads: int | None = None,
+    precision: str = "auto",
 ) -> pd.DataFrame:
     """Embed every listed slice of every case of ``splits``; write the cache folder.
 
@@ -88,6 +89,8 @@ def embed_dataset(
         device: None for CUDA when available, else CPU; autocast (bf16/fp16) on CUDA.
         batch_size: slices per encoder call.
         threads: torch CPU threads (None: torch's default).
+        precision: the image encoder's autocast, ``auto``, ``fp32`` or ``bf16``
+            (:func:`~medsegflow.models.sam_loader.autocast`).
 
     Returns:
         The manifest: ``case_id, split, n_slices, seconds``.
@@ -111,7 +114,9 @@ def embed_dataset(
         image_zyx = _read_uint8(image_path(pre, case["case_id"]))
         z = _case_slices(slices, case["case_id"], n_z=image_zyx.shape[0], source=pre / "slices.tsv")
         tic = time.perf_counter()
-        embeddings = encode_slices(image_zyx[z], model=model, device=chosen, batch_size=batch_size)
+        embeddings = encode_slices(
+            image_zyx[z], model=model, device=chosen, batch_size=batch_size, precision=precision
+        )
         encode_seconds += time.perf_counter() - tic
         original_size = (int(image_zyx.shape[1]), int(image_zyx.shape[2]))
         cached = CaseEmbeddings(
@@ -136,11 +141,12 @@ def embed_dataset(
         manifest.to_csv(tmp, sep="\t", index=False)
     n = int(manifest["n_slices"].sum())
     log.info(
-        "embedded %d slices of %d cases with %s on %s: %.2f images/s (encoder only)",
+        "embedded %d slices of %d cases with %s on %s (%s): %.2f images/s (encoder only)",
         n,
         len(manifest),
         arch,
         chosen,
+        precision,
         n / encode_seconds if encode_seconds > 0 else float("nan"),
     )
     return manifest

@@ -32,16 +32,16 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     )
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_us: 18 methods (otsu, kmeans + 1 grid point, 4 SAM methods on one demo SAM,
+    # phantom_us: 18 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
     # SAM without text, 3 text-driven methods + 5 grid points, nnU-Net 2d and weak);
-    # phantom_ct: 15 (no sam_auto, tuned text method, weak nnU-Net). 3 GT prompt sets;
+    # phantom_ct: 16 (no sam_auto, tuned text method, weak nnU-Net; the 3D-box row).
+    # LiteMedSAM's weights are packaged: no training job. 3 GT prompt sets + box3d on CT;
     # 7 saliency jobs (US: base, 2 prompt sets, tuned; CT: base, 2 prompt sets), 13
     # coarse-mask jobs, 3 prompt files from coarse masks.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
-        "make_prompts": 6,
-        "train_sam_model": 1,
+        "make_prompts": 7,
         "embed_images": 2,
         "make_clip_captions": 1,
         "finetune_clip": 1,
@@ -53,8 +53,8 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "convert_nnunet_dataset": 3,
         "plan_nnunet_dataset": 3,
         "train_nnunet": 3,
-        "predict_method": 33,
-        "score_method": 33,
+        "predict_method": 34,
+        "score_method": 34,
         "collect_tables": 1,
         "summarise_tables": 1,
         "plot_metric": 2,
@@ -76,10 +76,10 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_ct: 9 configured methods + 6 k-means and 5 text grid points; phantom_us: otsu_box
-    assert counts["predict_method"] == (9 + 6 + 5) + 1
-    assert counts["score_method"] == 21
-    assert counts["make_prompts"] == 3 + 1
+    # phantom_ct: 10 configured methods + 6 k-means and 5 text grid points; phantom_us: otsu
+    assert counts["predict_method"] == (10 + 6 + 5) + 1
+    assert counts["score_method"] == 22
+    assert counts["make_prompts"] == 4 + 1
     assert counts["embed_images"] == 1
 
 
@@ -98,8 +98,8 @@ def test_single_figure_is_its_own_target(repo_root, tmp_path):
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
     assert counts["plot_qualitative"] == 1
-    assert counts["train_sam_model"] == 1  # the demo SAM trains on both datasets
-    assert "collect_tables" not in counts
+    assert counts["embed_images"] == 1  # LiteMedSAM's embeddings of phantom_us only
+    assert "train_sam_model" not in counts and "collect_tables" not in counts
 
 
 def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path):
@@ -143,3 +143,13 @@ def test_ruff_is_clean(repo_root):
     for args in (["check", "."], ["format", "--check", "."]):
         result = subprocess.run([ruff, *args], cwd=repo_root, capture_output=True, text=True)
         assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_scratch_sam_experiment_trains_one_model_and_embeds_with_both(repo_root, tmp_path):
+    study = str(repo_root / "experiments" / "demo_sam_scratch.yaml")
+    result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", study)
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["train_sam_model"] == 1  # sam_demo; LiteMedSAM's weights are packaged
+    assert counts["embed_images"] == 2 and counts["predict_method"] == 3
+    assert "results/models/sam_demo/sam.pth" in result.stdout
