@@ -42,6 +42,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medsegflow import paths
 from medsegflow.clip.bundle import ClipBundle
 from medsegflow.clip.registry import (
     OPENAI_MEAN,
@@ -73,8 +74,6 @@ TOKENIZER_FILES = (
     "tokenizer.json",
 )
 CONFIG_ATTR = "open_clip_config"
-TRAINED_ROOT = Path("results") / "models"
-"""Folder of the models the pipeline trains: ``results/models/<name>/``."""
 
 PUBMEDBERT_BASE: dict[str, Any] = {
     "model_type": "bert",
@@ -412,7 +411,8 @@ def load_clip(
     arch = spec.get("arch")
     if is_trained_clip(spec) and not base:
         kind = "demo" if arch == "demo" else "finetuned"
-        return load_clip_folder(folder or TRAINED_ROOT / name, name=name, kind=kind, device=device)
+        default = Path(paths.fill(paths.CLIP_MODEL, clip=name)).parent
+        return load_clip_folder(folder or default, name=name, kind=kind, device=device)
     if arch in ("demo", "finetuned"):
         raise ConfigError(f"clip_models.{name}: arch '{arch}' has no downloaded base weights")
     problem = check_clip_weights(spec, name, weights)

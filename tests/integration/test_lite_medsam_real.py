@@ -21,12 +21,12 @@ import yaml
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
-FLOORS = {  # mean test DSC of lite_box; measured values in the README
-    "busi": 0.80,
-    "cxr": 0.90,
-    "sts_ct": 0.60,
-    "sts_mr": 0.55,
-    "spleen": 0.80,
+FLOORS = {  # mean DSC of lite_box, 0.05 under the values measured (README)
+    "busi": 0.88,  # 0.935
+    "cxr": 0.91,  # 0.966
+    "sts_ct": 0.82,  # 0.876
+    "sts_mr": 0.81,  # 0.869
+    "spleen": 0.91,  # 0.965
 }
 
 
@@ -160,8 +160,8 @@ def test_lite_medsam_beats_box_otsu_on_ultrasound_and_x_ray(run):
 
 def test_3d_propagation_from_one_box_per_object_segments_the_volumes(run):
     workdir, rows, means = run
-    for dataset in ("sts_ct", "sts_mr", "spleen"):
-        assert means.loc[dataset, "lite_box3d"] > 0.4, (dataset, means.loc[dataset].to_dict())
+    for dataset, floor in (("sts_ct", 0.70), ("sts_mr", 0.67), ("spleen", 0.79)):  # -0.05
+        assert means.loc[dataset, "lite_box3d"] > floor, (dataset, means.loc[dataset].to_dict())
     prompts = pd.read_csv(workdir / "results/prompts/spleen/tight3d/prompts.tsv", sep="\t")
     assert len(prompts) == 1 and prompts["z_max"].iloc[0] > prompts["z_min"].iloc[0]
 

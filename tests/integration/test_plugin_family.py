@@ -114,10 +114,10 @@ def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(repo_root)])}
     rules_before = _rules_digest(repo_root)
     base = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "--cores", "2"]
-    base += ["--configfile", "config.yaml"]
+    configfile = ["--configfile", "config.yaml"]  # last: it takes several values
 
     plan = subprocess.run(
-        [*base, "-n", "results/tables/all.csv"],
+        [*base, "-n", "results/tables/all.csv", *configfile],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -127,7 +127,11 @@ def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
     assert "results/predictions/us/thr/manifest.tsv" in plan.stdout
 
     run = subprocess.run(
-        [*base, "results/tables/all.csv"], cwd=workdir, env=env, capture_output=True, text=True
+        [*base, "results/tables/all.csv", *configfile],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert _rules_digest(repo_root) == rules_before

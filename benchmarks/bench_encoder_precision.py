@@ -1,0 +1,101 @@
+"""LiteMedSAM's image encoder on the CPU: float32 against bf16 autocast, speed and DSC.
+
+On the real 2D fixtures of ``../shared/data`` (6 BUSI ultrasound images, 2 chest X-rays)
+each image goes through LiteMedSAM's official recipe and encoder twice, in float32 (the
+baseline, measured in the same run) and in bf16 autocast (``precision: bf16``), and is
+decoded from tight ground-truth boxes (one per connected component) by the same code as
+the pipeline. Prints the seconds per image of each, their ratio, and each image's DSC.
+
+    .venv/bin/python benchmarks/bench_encoder_precision.py [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+
+from medsegflow.models.sam_decode import SamPrompt, decode_prompts
+from medsegflow.models.sam_encode import model_input
+from medsegflow.models.sam_loader import autocast, load_sam_model
+from medsegflow.models.sam_registry import packaged_weights_path
+from medsegflow.prompts.boxes import box_from_mask
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def fixtures() -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, grey uint8 image, bool reference) of the BUSI and X-ray fixtures."""
+    out = []
+    for image in sorted((DATA / "busi_mini" / "images").glob("*.png")):
+        mask = DATA / "busi_mini" / "masks" / image.name
+        out.append((f"busi {image.stem}", image, mask))
+    for i in (1, 2):
+        out.append(
+            (f"cxr {i}", DATA / "cxr_lung" / f"{i}.jpg", DATA / "cxr_lung" / f"{i}-mask.png")
+        )
+    return [
+        (name, np.asarray(Image.open(i).convert("L")), np.asarray(Image.open(m).convert("L")) > 0)
+        for name, i, m in out
+    ]
+
+
+def dice(prediction: np.ndarray, reference: np.ndarray) -> float:
+    return float(2 * (prediction & reference).sum() / (prediction.sum() + reference.sum()))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    model, _ = load_sam_model(
+        packaged_weights_path("lite_medsam"), arch="lite_medsam", device="cpu"
+    )
+    seconds = {"fp32": 0.0, "bf16": 0.0}
+    scores = {"fp32": [], "bf16": []}
+    cases = fixtures()
+    with torch.inference_mode():
+        model.image_encoder(model_input([cases[0][1]], model=model, device="cpu"))  # warm-up
+        for name, image, reference in cases:
+            batch = model_input([image], model=model, device="cpu")
+            parts, n = ndimage.label(reference)
+            boxes = [box_from_mask(parts == k + 1).astype(np.float64) for k in range(n)]
+            prompts = [SamPrompt(box, np.zeros((0, 3))) for box in boxes]
+            row = []
+            for precision in ("fp32", "bf16"):
+                start = time.perf_counter()
+                with autocast("cpu", precision):
+                    embedding = model.image_encoder(batch)
+                seconds[precision] += time.perf_counter() - start
+                embedding = embedding.float().numpy().astype(np.float16)[0]
+                decoded = decode_prompts(
+                    model,
+                    embedding,
+                    prompts,
+                    original_size=image.shape,
+                    input_size=model.input_recipe.input_size(image.shape),
+                    multimask=False,
+                )
+                scores[precision].append(dice(decoded.masks_pyx.any(axis=0), reference))
+                row.append(f"{precision} {scores[precision][-1]:.4f}")
+            print(f"{name:12s} DSC {', '.join(row)}")
+    per = {k: v / len(cases) for k, v in seconds.items()}
+    print(
+        f"encoder, {args.threads} thread(s): fp32 {per['fp32']:.3f} s/image (baseline), "
+        f"bf16 {per['bf16']:.3f} s/image, ratio bf16/fp32 {per['bf16'] / per['fp32']:.2f}"
+    )
+    diff = np.abs(np.array(scores["bf16"]) - np.array(scores["fp32"]))
+    print(
+        f"mean DSC fp32 {np.mean(scores['fp32']):.4f}, bf16 {np.mean(scores['bf16']):.4f}; "
+        f"largest difference {diff.max():.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
