@@ -67,6 +67,8 @@ def embedded_sam_inputs(model, root: Path, *, arch: dict = TINY_SAM) -> dict[str
         arch="demo",
         out_dir=root / "emb",
         splits=["test"],
+        batch_size=4,
+        precision="fp32",
         device="cpu",
     )
     return {

@@ -91,11 +91,11 @@ def segment_in_box(
     box_xyxy: np.ndarray,
     *,
     algorithm: str,
-    n_clusters: int = 2,
-    polarity: str = "auto",
-    keep_largest: bool = True,
-    fill_holes: bool = True,
-    smoothing_sigma: float = 1.0,
+    n_clusters: int,
+    polarity: str,
+    keep_largest: bool,
+    fill_holes: bool,
+    smoothing_sigma: float,
 ) -> np.ndarray:
     """Segment the object in a box by intensity alone.
 

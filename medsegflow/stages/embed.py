@@ -71,10 +71,10 @@ def embed_dataset(
     arch: str,
     out_dir: str | os.PathLike,
     splits: Sequence[str],
+    batch_size: int,
+    precision: str,
     device: str | None = None,
-    batch_size: int = 8,
     threads: int | None = None,
-    precision: str = "auto",
 ) -> pd.DataFrame:
     """Embed every listed slice of every case of ``splits``; write the cache folder.
 

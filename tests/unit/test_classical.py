@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
@@ -71,7 +73,7 @@ def test_segment_in_box_recovers_disc_with_auto_polarity(algorithm, inside, outs
     disc = _disc(60, 70, 20)
     image = _noisy(np.where(disc, inside, outside).astype(float), sd=20, seed=2)
     box = _box_around(disc, margin=6)
-    mask = segment_in_box(image, box, algorithm=algorithm, polarity="auto")
+    mask = segment(image, box, algorithm=algorithm, polarity="auto")
     assert mask.dtype == bool and mask.shape == image.shape
     assert _dice(mask, disc) > 0.9
     outside_box = np.ones_like(mask)
@@ -83,8 +85,8 @@ def test_explicit_polarity_is_obeyed():
     disc = _disc(64, 64, 20)
     image = _noisy(np.where(disc, 50, 200).astype(float), sd=10, seed=3)
     box = _box_around(disc, margin=6)
-    dark = segment_in_box(image, box, algorithm="otsu", polarity="dark")
-    bright = segment_in_box(image, box, algorithm="otsu", polarity="bright", fill_holes=False)
+    dark = segment(image, box, algorithm="otsu", polarity="dark")
+    bright = segment(image, box, algorithm="otsu", polarity="bright", fill_holes=False)
     assert _dice(dark, disc) > 0.9
     assert _dice(bright, disc) < 0.1
 
@@ -94,10 +96,10 @@ def test_kmeans_three_clusters_separates_a_lesion_from_its_organ():
     clean = np.where(lesion, 220, np.where(organ, 120, 30)).astype(float)
     image = _noisy(clean, sd=8, seed=4)
     box = _box_around(organ, margin=4)
-    km = segment_in_box(image, box, algorithm="kmeans", n_clusters=3, polarity="bright")
+    km = segment(image, box, algorithm="kmeans", n_clusters=3, polarity="bright")
     assert _dice(km, lesion) > 0.9
     # two classes cannot: Otsu puts the organ with the lesion
-    otsu = segment_in_box(image, box, algorithm="otsu", polarity="bright")
+    otsu = segment(image, box, algorithm="otsu", polarity="bright")
     assert _dice(otsu, organ) > 0.9 and _dice(otsu, lesion) < 0.5
 
 
@@ -106,7 +108,7 @@ def test_keep_largest_and_fill_holes():
     blob = _disc(64, 95, 3)  # a second, smaller bright object inside the box
     image = np.where(ring | blob, 200, 40).astype(np.uint8)
     box = np.array([40.0, 40.0, 100.0, 88.0])
-    raw = segment_in_box(
+    raw = segment(
         image,
         box,
         algorithm="otsu",
@@ -116,7 +118,7 @@ def test_keep_largest_and_fill_holes():
         smoothing_sigma=0,
     )
     np.testing.assert_array_equal(raw, ring | blob)
-    post = segment_in_box(image, box, algorithm="otsu", polarity="bright", smoothing_sigma=0)
+    post = segment(image, box, algorithm="otsu", polarity="bright", smoothing_sigma=0)
     np.testing.assert_array_equal(post, _disc(64, 64, 20))
 
 
@@ -127,22 +129,27 @@ def test_smoothing_keeps_speckle_from_joining_object_and_background():
     clean = np.where(lesion, 110, 135).astype(float)
     image = _noisy(clean, sd=20, seed=7)
     box = _box_around(lesion, margin=6)
-    raw = segment_in_box(image, box, algorithm="otsu", smoothing_sigma=0)
-    smooth = segment_in_box(image, box, algorithm="otsu", smoothing_sigma=1.5)
+    raw = segment(image, box, algorithm="otsu", smoothing_sigma=0)
+    smooth = segment(image, box, algorithm="otsu", smoothing_sigma=1.5)
     assert _dice(smooth, lesion) > 0.94
     assert _dice(smooth, lesion) > _dice(raw, lesion) + 0.05
 
 
 def test_constant_box_gives_the_whole_box_and_bad_input_raises():
     image = np.full((10, 10), 90, dtype=np.uint8)
-    mask = segment_in_box(image, np.array([2.0, 3.0, 5.5, 6.0]), algorithm="otsu")
+    mask = segment(image, np.array([2.0, 3.0, 5.5, 6.0]), algorithm="otsu")
     expected = np.zeros((10, 10), dtype=bool)
     expected[3:7, 2:7] = True  # x 2..ceil(5.5)=6, y 3..6
     np.testing.assert_array_equal(mask, expected)
     with pytest.raises(ValueError, match="uint8"):
-        segment_in_box(image.astype(np.float32), np.array([0.0, 0, 4, 4]), algorithm="otsu")
+        segment(image.astype(np.float32), np.array([0.0, 0, 4, 4]), algorithm="otsu")
     with pytest.raises(ValueError, match="covers no pixel"):
-        segment_in_box(image, np.array([20.0, 20, 30, 30]), algorithm="otsu")
+        segment(image, np.array([20.0, 20, 30, 30]), algorithm="otsu")
+
+
+def segment(image, box, **keys):
+    """:func:`segment_in_box` with ``keys`` over the classical schema's defaults."""
+    return segment_in_box(image, box, **asdict(classical("t", **keys)))
 
 
 def classical(name: str, **keys) -> ClassicalConfig:

@@ -63,7 +63,7 @@ def _embed(setup, dataset, out, **kwargs):
         checkpoint=setup["ckpt"],
         arch="demo",
         out_dir=setup["root"] / out,
-        **kwargs,
+        **{"batch_size": 4, "precision": "fp32", **kwargs},
     )
 
 
@@ -159,6 +159,8 @@ def test_no_case_in_the_splits_and_bad_checkpoints_are_one_line_errors(setup, tm
             arch="vit_b",
             out_dir=tmp_path / "out",
             splits=["test"],
+            batch_size=4,
+            precision="fp32",
         )
     assert not (tmp_path / "out" / "manifest.tsv").exists()
 
