@@ -199,11 +199,17 @@ def check_sam_models(config: Mapping[str, Any]) -> None:
                 raise ConfigError(f"{key}.base: unknown SAM model '{spec['base']}'")
             if spec["train"] is None:
                 raise ConfigError(f"{key}.train: required with a base model (the recipe)")
+            if spec["train"]["recipe"] == "scratch":
+                raise ConfigError(f"{key}.base: the scratch recipe starts from no base model")
             chain = [name]
             while base := models.get(chain[-1], {}).get("base"):
                 chain.append(base)
                 if chain[-1] in chain[:-1]:
                     raise ConfigError(f"{key}.base: a cycle {' -> '.join(chain)}")
+        if spec["train"] is not None and spec["train"]["recipe"] != "scratch" and not spec["base"]:
+            raise ConfigError(
+                f"{key}.base: the {spec['train']['recipe']} recipe needs a base model"
+            )
         if spec["weights"] and spec["train"] is not None:
             raise ConfigError(
                 f"{key}.weights: a trained model takes its start from base:, not weights: "

@@ -1,5 +1,6 @@
-"""The ``scratch`` training recipe: a SAM-family network trained from a random start (the
-demo SAM) on the train split of preprocessed datasets, with MedSAM's box-prompt recipe.
+"""The ``scratch`` and ``finetune`` training recipes: a SAM-family network trained from a
+random start (the demo SAM) or from a base model's weights, on the train split of
+preprocessed datasets, with box prompts (MedSAM-style jitter).
 
 Every training sample is drawn as one (slice, label) pair from a foreground slice of a
 train case (each dataset with equal probability): the binary mask of that label is a
@@ -143,21 +144,19 @@ def _loss(
     return (mask_loss + ((iou_pred - iou_true) ** 2).mean(dim=1)).mean()
 
 
-def _build_trainable(arch: str, settings: Mapping[str, Any], seed: int) -> tuple[Sam, dict]:
-    """A randomly initialised network of ``arch`` (the demo one at the recipe's
-    ``image_size``) with a frozen prompt encoder, and its hyper-parameters."""
-    import torch
-
-    spec = arch_spec(arch) if arch != "demo" else arch_spec({"img_size": settings["image_size"]})
-    torch.manual_seed(int(seed))
-    model = build_sam(spec).train()
+def _freeze_prompt_encoder(model: Sam) -> Sam:
     for param in model.prompt_encoder.parameters():
         param.requires_grad_(False)
-    return model, spec
+    return model.train()
 
 
 def train_from_scratch(
-    *, arch: str, settings: Mapping[str, Any], pairs: TrainingPairs, seed: int
+    *,
+    arch: str,
+    settings: Mapping[str, Any],
+    pairs: TrainingPairs,
+    seed: int,
+    base: Mapping[str, Any] | None = None,
 ) -> TrainedModel:
     """The ``scratch`` recipe: train image encoder and mask decoder from a random start.
 
@@ -167,11 +166,57 @@ def train_from_scratch(
         pairs: the training (slice, label) pairs.
         seed: seeds the initialisation (``torch.manual_seed``) and the sampling
             (``numpy.random.default_rng``): same seed and threads, same weights.
+        base: must be None (the recipe starts from no weights).
     """
     import torch
 
+    if base is not None:
+        raise ValueError("the scratch recipe starts from no base model")
+    spec = arch_spec(arch) if arch != "demo" else arch_spec({"img_size": settings["image_size"]})
+    torch.manual_seed(int(seed))
+    model = _freeze_prompt_encoder(build_sam(spec))
+    return TrainedModel(model, spec, [], _train(model, settings=settings, pairs=pairs, seed=seed))
+
+
+def finetune_from_base(
+    *,
+    arch: str,
+    settings: Mapping[str, Any],
+    pairs: TrainingPairs,
+    seed: int,
+    base: Mapping[str, Any] | None = None,
+) -> TrainedModel:
+    """The ``finetune`` recipe: the base model's weights, then the image encoder and mask
+    decoder trained on (all parameters but the prompt encoder's) with the same loss and
+    box prompts as the scratch recipe.
+
+    Args:
+        base: ``{"model", "checkpoint"}`` of the base (official weights, a packaged model
+            or a model trained here), loaded by the loader of official checkpoints with
+            its architecture and any modules its card lists, which the result keeps.
+    """
+    import torch
+
+    from medsegflow.models.sam_loader import load_sam_model, model_architecture
+
+    if base is None:
+        raise ValueError("the finetune recipe needs a base model")
+    torch.manual_seed(int(seed))
+    model, _ = load_sam_model(base["checkpoint"], arch=arch, device="cpu")
+    spec, modules = model_architecture(base["checkpoint"], arch=arch)
+    model = _freeze_prompt_encoder(model)
+    history = _train(model, settings=settings, pairs=pairs, seed=seed)
+    return TrainedModel(model, spec, modules, history)
+
+
+def _train(
+    model: Sam, *, settings: Mapping[str, Any], pairs: TrainingPairs, seed: int
+) -> list[dict[str, float]]:
+    """The loop of both recipes: AdamW on the trainable parameters, warm-up then cosine
+    decay of ``lr``, box prompts with jitter; leaves ``model`` in eval mode."""
+    import torch
+
     torch.set_num_threads(int(settings["threads"]))
-    model, spec = _build_trainable(arch, settings, seed)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=float(settings["lr"]), weight_decay=0.01)
     rng = np.random.default_rng(int(seed))
@@ -195,4 +240,5 @@ def train_from_scratch(
         )
         if iteration == 1 or iteration % max(1, n_iter // 20) == 0 or iteration == n_iter:
             log.info("iteration %d/%d: loss %.4f", iteration, n_iter, history[-1]["loss"])
-    return TrainedModel(model.eval(), spec, [], history)
+    model.eval()
+    return history

@@ -30,14 +30,14 @@ from medsegflow.models.sam_loader import save_sam_model
 from medsegflow.schema import complete
 from medsegflow.training.pairs import TrainingPairs, load_training_pairs
 from medsegflow.training.recipe import TrainedModel
-from medsegflow.training.scratch import train_from_scratch
+from medsegflow.training.scratch import finetune_from_base, train_from_scratch
 
 log = logging.getLogger(__name__)
 
 Recipe = Callable[..., TrainedModel]
-"""``recipe(*, arch, settings, pairs, seed) -> TrainedModel``."""
+"""``recipe(*, arch, settings, pairs, seed, base) -> TrainedModel``."""
 
-RECIPES: dict[str, Recipe] = {"scratch": train_from_scratch}
+RECIPES: dict[str, Recipe] = {"scratch": train_from_scratch, "finetune": finetune_from_base}
 """Every training recipe by its ``train.recipe`` name (``sam_models.schema.yaml``)."""
 
 TRAIN_SCHEMA = "sam_models.schema.yaml#/$defs/sam_train"
@@ -81,10 +81,13 @@ def train_sam_model(
             f"sam_models.{model}.train.recipe: '{settings['recipe']}' is not one of "
             f"{', '.join(RECIPES)}"
         )
-    if base is not None and settings["recipe"] == "scratch":
-        raise ConfigError(f"sam_models.{model}.base: the scratch recipe starts from no base")
+    if (base is None) != (settings["recipe"] == "scratch"):
+        raise ConfigError(
+            f"sam_models.{model}.base: the {settings['recipe']} recipe "
+            + ("starts from no base" if base is not None else "needs a base model")
+        )
     pairs = load_training_pairs(preprocessed_dirs)
-    trained = recipe(arch=arch, settings=settings, pairs=pairs, seed=seed)
+    trained = recipe(arch=arch, settings=settings, pairs=pairs, seed=seed, base=base)
     stats = _statistics(trained, pairs)
     out_weights = Path(out_weights)
     history = pd.DataFrame(trained.history, columns=list(HISTORY_COLUMNS))

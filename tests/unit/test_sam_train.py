@@ -173,8 +173,8 @@ def test_training_stage_plans_models_with_a_recipe_from_scratch_or_a_base():
         "sam_models": _models(
             demo_sam={"arch": "demo", "train": {"recipe": "scratch", "datasets": ["b"]}},
             medsam={"arch": "vit_b", "weights": "medsam_vit_b"},
-            medsam_ft={"base": "medsam", "train": {"recipe": "scratch"}},
-            twice={"base": "medsam_ft", "train": {"recipe": "scratch"}},
+            medsam_ft={"base": "medsam", "train": {"recipe": "finetune"}},
+            twice={"base": "medsam_ft", "train": {"recipe": "finetune"}},
         ),
     }
     check_sam_models(config)
@@ -189,9 +189,11 @@ def test_training_stage_plans_models_with_a_recipe_from_scratch_or_a_base():
         sam_train_inputs(config, "medsam")
     for bad, match in (
         ({"arch": "demo"}, r"sam_models\.m\.weights: required without a train: recipe"),
-        ({"base": "nope", "train": {"recipe": "scratch"}}, r"m\.base: unknown SAM model"),
+        ({"base": "nope", "train": {"recipe": "finetune"}}, r"m\.base: unknown SAM model"),
         ({"base": "medsam"}, r"m\.train: required with a base model"),
-        ({"base": "m", "train": {"recipe": "scratch"}}, r"m\.base: a cycle m -> m"),
+        ({"base": "m", "train": {"recipe": "finetune"}}, r"m\.base: a cycle m -> m"),
+        ({"base": "medsam", "train": {"recipe": "scratch"}}, r"m\.base: the scratch recipe"),
+        ({"arch": "demo", "train": {"recipe": "finetune"}}, r"m\.base: the finetune recipe needs"),
         ({"arch": "vit_b", "weights": "nope"}, r"m\.weights: 'nope' is not a key under weights"),
         (
             {"arch": "vit_b", "weights": "medsam_vit_b", "train": {"recipe": "scratch"}},
@@ -223,3 +225,42 @@ def test_augmentation_keeps_the_drawn_object_whole_and_aligned():
         kept.append(len(masks))
     assert len(shapes) > 5
     assert set(kept) == {1, 2}
+
+
+def test_finetune_starts_from_the_base_and_loads_through_the_same_loader(
+    trained, datasets, tmp_path
+):
+    base_path, _ = trained
+    base_state = torch.load(base_path, weights_only=True)
+    out = tmp_path / "ft" / "sam.pth"
+    stats = train_sam_model(
+        model="demo_ft",
+        arch="demo",
+        train={"recipe": "finetune", "iterations": 3, "batch_size": 2},
+        preprocessed_dirs=datasets,
+        out_weights=out,
+        seed=1,
+        base={"model": "demo_sam", "checkpoint": str(base_path)},
+    )
+    assert stats["iterations"] == 3
+    card = json.loads((out.parent / "model.json").read_text())
+    assert card["base"] == {"model": "demo_sam", "checkpoint": str(base_path)}
+    assert card["recipe"]["recipe"] == "finetune" and card["recipe"]["lr"] == 0.0001
+    assert card["spec"]["img_size"] == 64  # the base's architecture
+    model, _ = load_sam_model(out, arch="demo")
+    state = model.state_dict()
+    key = "mask_decoder.iou_token.weight"
+    assert not torch.equal(state[key], base_state[key])  # trained from the base
+    close = torch.allclose(state[key], base_state[key], atol=0.05)  # a few small steps
+    assert close
+    frozen = "prompt_encoder.point_embeddings.0.weight"
+    assert torch.equal(state[frozen], base_state[frozen])  # the prompt encoder is frozen
+    with pytest.raises(ConfigError, match=r"demo_ft\.base: the finetune recipe needs a base"):
+        train_sam_model(
+            model="demo_ft",
+            arch="demo",
+            train={"recipe": "finetune", "iterations": 1},
+            preprocessed_dirs=datasets,
+            out_weights=tmp_path / "x" / "sam.pth",
+            seed=1,
+        )
