@@ -1,4 +1,4 @@
-# MedCLIP-SAMv2 (medsegflow.workflow_text): CLIP captions and training, text-driven saliency
+# MedCLIP-SAMv2 (medsegflow.families.text_stages): CLIP captions and training, text-driven saliency
 # (CLIP + M2IB), coarse masks, SAM prompts from the coarse masks, and validation-only tuning.
 # Stage folders are keyed by the first text_sam method with the same settings ({sal},
 # {crs}, {tpk}), so an ablation grid shares every stage it does not vary.
