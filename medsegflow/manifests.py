@@ -3,7 +3,8 @@
 - ``results/preprocessed/{dataset}/manifest.tsv`` (:data:`MANIFEST_COLUMNS`) and
   ``slices.tsv`` (:data:`SLICES_COLUMNS`), written by :mod:`medsegflow.stages.preprocess`;
 - ``prompts.tsv`` of a prompt set (:data:`PROMPT_COLUMNS`), written by
-  :mod:`medsegflow.stages.prompts`, which documents its columns.
+  :mod:`medsegflow.stages.prompts`, which documents its columns;
+- the preprocessed ``uint8`` images (:func:`read_preprocessed_image`).
 
 Each reader raises :class:`~medsegflow.errors.InputError` naming the file when it is
 missing, lacks a column or holds a malformed value.
@@ -20,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from medsegflow.errors import InputError
+from medsegflow.io import Volume, read_volume
 
 MANIFEST_COLUMNS = (
     "case_id",
@@ -119,3 +121,12 @@ def read_prompts(path: str | os.PathLike) -> pd.DataFrame:
             f"{row['z_min']}..{row['z_max']}"
         )
     return table
+
+
+def read_preprocessed_image(path: str | os.PathLike) -> Volume:
+    """A preprocessed image (``images/{case_id}.nii.gz``); :class:`InputError` naming the
+    file when it is unreadable or not ``uint8``."""
+    image = read_volume(path)
+    if image.array_zyx.dtype != np.uint8:
+        raise InputError(f"{path}: preprocessed image is {image.array_zyx.dtype}, expected uint8")
+    return image

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import InputError
 from medsegflow.io import Volume, read_volume, write_volume
-from medsegflow.manifests import read_preprocessed_manifest, read_prompts
+from medsegflow.manifests import read_preprocessed_image, read_preprocessed_manifest, read_prompts
 from medsegflow.prediction.job import PredictJob, Shard, check_shard
 from medsegflow.prediction.manifest import PREDICTION_COLUMNS, write_prediction_manifest
 
@@ -103,14 +103,6 @@ CaseSegmenter = Callable[[CaseInput], np.ndarray]
 """``segment_case(case) -> (Z, Y, X)`` integer label volume of the case's image shape."""
 
 
-def _read_uint8_image(path: Path) -> Volume:
-    """A preprocessed image; :class:`InputError` naming the file unless it is uint8."""
-    image = read_volume(path)
-    if image.array_zyx.dtype != np.uint8:
-        raise InputError(f"{path}: preprocessed image is {image.array_zyx.dtype}, expected uint8")
-    return image
-
-
 def _check_slices(prompts: pd.DataFrame, n_z: int, *, source: str, case_id: str) -> None:
     bad = prompts["z"][(prompts["z"] < 0) | (prompts["z"] >= n_z)]
     if len(bad):
@@ -143,7 +135,7 @@ def predict_cases(job: PredictJob, *, segment: CaseRunner, desc: str = "predict"
     for case in tqdm(cases.to_dict("records"), desc=desc, unit="case"):
         start = time.perf_counter()
         case_id = case["case_id"]
-        image = _read_uint8_image(image_path(job.preprocessed_dir, case_id))
+        image = read_preprocessed_image(image_path(job.preprocessed_dir, case_id))
         label_zyx, n_prompts = segment(case, image)
         if label_zyx.shape != image.array_zyx.shape:
             raise ValueError(

@@ -29,8 +29,13 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path
 from medsegflow.errors import InputError
-from medsegflow.io import atomic_path, read_volume
-from medsegflow.manifests import SLICES_COLUMNS, read_preprocessed_manifest, read_table
+from medsegflow.io import atomic_path
+from medsegflow.manifests import (
+    SLICES_COLUMNS,
+    read_preprocessed_image,
+    read_preprocessed_manifest,
+    read_table,
+)
 from medsegflow.models.sam_cache import (
     EMBEDDINGS_MANIFEST_COLUMNS,
     CaseEmbeddings,
@@ -55,13 +60,6 @@ def _case_slices(slices: pd.DataFrame, case_id: str, *, n_z: int, source: Path) 
     if foreground.size:
         z = np.concatenate([z, np.arange(foreground.min(), foreground.max() + 1)])
     return np.unique(z)
-
-
-def _read_uint8(path: Path) -> np.ndarray:
-    image = read_volume(path)
-    if image.array_zyx.dtype != np.uint8:
-        raise InputError(f"{path}: preprocessed image is {image.array_zyx.dtype}, expected uint8")
-    return image.array_zyx
 
 
 def embed_dataset(
@@ -111,7 +109,7 @@ def embed_dataset(
     encode_seconds = 0.0
     for case in tqdm(cases.to_dict("records"), desc="embed", unit="case"):
         start = time.perf_counter()
-        image_zyx = _read_uint8(image_path(pre, case["case_id"]))
+        image_zyx = read_preprocessed_image(image_path(pre, case["case_id"])).array_zyx
         z = _case_slices(slices, case["case_id"], n_z=image_zyx.shape[0], source=pre / "slices.tsv")
         tic = time.perf_counter()
         embeddings = encode_slices(

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Volume, atomic_path, read_volume, write_volume
-from medsegflow.manifests import read_preprocessed_manifest
+from medsegflow.manifests import read_preprocessed_image, read_preprocessed_manifest
 from medsegflow.saliency.maps import (
     SALIENCY_LAYOUT,
     SALIENCY_MANIFEST_COLUMNS,
@@ -90,13 +90,6 @@ def _case_targets(
 
 def _target_seed(seed: int, case_id: str, z: int, label: int) -> int:
     return int(case_rng(seed, case_id, "saliency", f"z{z}", f"label{label}").integers(2**31))
-
-
-def _read_uint8(path: Path) -> Volume:
-    image = read_volume(path)
-    if image.array_zyx.dtype != np.uint8:
-        raise InputError(f"{path}: preprocessed image is {image.array_zyx.dtype}, expected uint8")
-    return image
 
 
 def compute_saliency(
@@ -176,7 +169,7 @@ def compute_saliency(
         case_start = time.perf_counter()
         case_id, split = str(case["case_id"]), case["split"]
         case_texts = _case_texts(texts, case_id, pre / "manifest.tsv")
-        image = _read_uint8(image_path(pre, case_id))
+        image = read_preprocessed_image(image_path(pre, case_id))
         targets = _case_targets(
             pre,
             case_id,
