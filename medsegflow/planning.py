@@ -30,9 +30,9 @@ def method_config(config: Mapping[str, Any], method: str) -> dict[str, Any]:
 
 def methods_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
     """Methods run on ``dataset``: its ``methods:`` list (default every configured
-    method) without its ``exclude_methods:``."""
+    method; ``[]`` for a dataset only trained on) without its ``exclude_methods:``."""
     spec = config["datasets"][dataset]
-    chosen = spec.get("methods") or list(config["methods"])
+    chosen = list(config["methods"]) if spec.get("methods") is None else spec["methods"]
     excluded = set(spec.get("exclude_methods") or ())
     return [m for m in chosen if m not in excluded]
 
@@ -176,15 +176,31 @@ def sam_train_inputs(config: Mapping[str, Any], model: str) -> dict[str, Any]:
     spec = sam_model(config, model)
     if spec["train"] is None:
         raise ConfigError(f"sam_models.{model}: not trained by the pipeline (no train: recipe)")
-    datasets = spec["train"].get("datasets") or list(config["datasets"])
-    inputs: dict[str, Any] = {
-        "preprocessed": [paths.fill(paths.PREPROCESSED, dataset=d) for d in datasets]
-    }
+    inputs: dict[str, Any] = {}
+    if spec["train"]["recipe"] == "import":
+        inputs["released"] = released_checkpoint(config, model)
+    else:
+        datasets = spec["train"].get("datasets") or list(config["datasets"])
+        inputs["preprocessed"] = [paths.fill(paths.PREPROCESSED, dataset=d) for d in datasets]
     if spec["base"]:
         inputs["base"] = sam_checkpoint(config, spec["base"])
         if is_trained(config, spec["base"]):
             inputs["base_card"] = paths.fill(paths.SAM_MODEL_CARD, model=spec["base"])
     return inputs
+
+
+def released_checkpoint(config: Mapping[str, Any], model: str) -> str:
+    """The released file an ``import`` recipe reads: its ``train.weights`` key's path."""
+    key = sam_model(config, model)["train"]["weights"]
+    if key not in config.get("weights", {}):
+        known = ", ".join(sorted(config.get("weights", {}))) or "none"
+        raise ConfigError(
+            f"sam_models.{model}.train.weights: '{key}' is not a key under weights:; known: {known}"
+        )
+    return str(config["weights"][key])
+
+
+BASE_OPTIONAL_RECIPES = ("import",)
 
 
 def check_sam_models(config: Mapping[str, Any]) -> None:
@@ -206,7 +222,26 @@ def check_sam_models(config: Mapping[str, Any]) -> None:
                 chain.append(base)
                 if chain[-1] in chain[:-1]:
                     raise ConfigError(f"{key}.base: a cycle {' -> '.join(chain)}")
-        if spec["train"] is not None and spec["train"]["recipe"] != "scratch" and not spec["base"]:
+        recipe = (spec["train"] or {}).get("recipe")
+        if recipe == "import":
+            released_checkpoint(config, name)
+            if spec["train"]["format"] in ("samed", "samed_s") and not spec["base"]:
+                raise ConfigError(
+                    f"{key}.base: a {spec['train']['format']} LoRA file goes on a base SAM "
+                    "(e.g. sam_vit_b_01ec64.pth); name its sam_models entry"
+                )
+            fmt = spec["train"]["format"]
+            if fmt in ("samed", "samed_s") and not spec["train"].get("classes"):
+                raise ConfigError(
+                    f"{key}.train.classes: name the label of each output channel of the "
+                    f"{fmt} file (SAMed on Synapse: aorta, gallbladder, "
+                    "left kidney, right kidney, liver, pancreas, spleen, stomach)"
+                )
+        if (
+            spec["train"] is not None
+            and recipe not in ("scratch", *BASE_OPTIONAL_RECIPES)
+            and not spec["base"]
+        ):
             raise ConfigError(
                 f"{key}.base: the {spec['train']['recipe']} recipe needs a base model"
             )

@@ -25,6 +25,7 @@ from medsegflow.planning import (
     method_splits,
     methods_for_dataset,
     methods_planned,
+    released_checkpoint,
     sam_checkpoint,
     sam_model,
     sam_models_with_bases,
@@ -117,7 +118,11 @@ def predictions_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str
 
 def figure_files(config: Mapping[str, Any]) -> list[str]:
     metric = [paths.fill(paths.METRIC_FIGURE, metric=m) for m in config["figures"]["metrics"]]
-    qualitative = [paths.fill(paths.QUALITATIVE_FIGURE, dataset=d) for d in config["datasets"]]
+    qualitative = [
+        paths.fill(paths.QUALITATIVE_FIGURE, dataset=d)
+        for d in config["datasets"]
+        if methods_for_dataset(config, d)
+    ]
     return metric + qualitative
 
 
@@ -146,8 +151,13 @@ def _sam_decoders(config: Mapping[str, Any], dataset: str) -> list[tuple[str, st
 
 
 def sam_models_used(config: Mapping[str, Any]) -> list[str]:
-    """SAM models whose embeddings some method decodes, and the bases they train from."""
-    used = [model for d in config["datasets"] for _, model in _sam_decoders(config, d)]
+    """SAM models some planned method uses (its ``model:``), and the bases they train from."""
+    used = [
+        config["methods"][m]["model"]
+        for d in config["datasets"]
+        for m in methods_planned(config, d)
+        if config["methods"][m].get("model")
+    ]
     return sam_models_with_bases(config, list(dict.fromkeys(used)))
 
 
@@ -175,7 +185,22 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
         if family.missing_weights:
             lines += family.missing_weights(config)
     for model in sam_models_used(config):
-        if sam_model(config, model)["train"] is not None:
+        train = sam_model(config, model)["train"]
+        if train is not None and train["recipe"] == "import":
+            path = released_checkpoint(config, model)
+            if not Path(path).expanduser().is_file():
+                official = OFFICIAL_SAM_WEIGHTS.get(train["weights"])
+                source = (
+                    f"official file {official.filename}: {official.source}"
+                    if official
+                    else "no official source known for this key"
+                )
+                lines.append(
+                    f"weights.{train['weights']}: file not found at {path} (needed by "
+                    f"sam_models.{model}.train, {train['format']} layout); {source}"
+                )
+            continue
+        if train is not None:
             continue
         path = sam_checkpoint(config, model)
         if not Path(path).expanduser().is_file():

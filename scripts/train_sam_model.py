@@ -13,8 +13,9 @@ with log_to(snakemake.log[0]):
         model=snakemake.wildcards.model,
         arch=snakemake.params.arch,
         train=spec["train"],
-        preprocessed_dirs=[Path(p).parent for p in snakemake.input.preprocessed],
+        preprocessed_dirs=[Path(p).parent for p in snakemake.input.get("preprocessed", [])],
         out_weights=snakemake.output.weights,
         seed=snakemake.params.seed,
         base=base,
+        checkpoint=snakemake.input.get("released"),
     )

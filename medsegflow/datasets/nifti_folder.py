@@ -11,6 +11,8 @@ Parameters (``params.<key>``)::
                    default: file name without .nii.gz/.nii/.mha/.nrrd and a trailing _0000
     labels         label map {name: value}          default {"background": 0, "foreground": 1}
     binarize       every nonzero label value becomes 1              default false
+    keep_labels    [name, ...] of params.labels scored; the others become background
+                   (e.g. Synapse's 8 organs of TransUNet and SAMed)  default: every label
     modality       e.g. "CT", "MR" (required)
     splits | split | split_all, captions | caption   see :mod:`medsegflow.datasets._params`
 
@@ -54,7 +56,7 @@ from medsegflow.io import Volume, read_volume
 log = logging.getLogger(__name__)
 
 ADAPTER = "nifti_folder"
-KEYS = (*COMMON_KEYS, "label_replace", "case_id", "binarize")
+KEYS = (*COMMON_KEYS, "label_replace", "case_id", "binarize", "keep_labels")
 DEFAULT_IMAGES = "imagesTr/*.nii.gz"
 DEFAULT_REPLACE = (("imagesTr/", "labelsTr/"), ("_0000.nii.gz", ".nii.gz"))
 _SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -79,6 +81,9 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
         raise ConfigError(
             f"params.labels: binarize needs one foreground label with value 1, got {label_map}"
         )
+    label_map, dropped = _get_kept_labels(params, label_map)
+    if binarize and dropped:
+        raise ConfigError("params.keep_labels: give either binarize or keep_labels")
     images = list_images(root, pattern)
     case_ids = {img: _case_id(img.relative_to(root).as_posix(), id_regex) for img in images}
     check_case_ids(case_ids)
@@ -91,15 +96,20 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
         [(case_ids[img], img, lab) for img, lab in pairs], params, modality=modality, seed=seed
     )
     log.info("%s: %d cases under %s (images '%s')", ADAPTER, len(plans), root, pattern)
-    return AdapterResult(label_map, _cases(plans, modality=modality, binarize=binarize))
+    cases = _cases(plans, modality=modality, binarize=binarize, dropped=dropped)
+    return AdapterResult(label_map, cases)
 
 
-def _cases(plans: Sequence[CasePlan], *, modality: str, binarize: bool) -> Iterator[CanonicalCase]:
+def _cases(
+    plans: Sequence[CasePlan], *, modality: str, binarize: bool, dropped: Sequence[int] = ()
+) -> Iterator[CanonicalCase]:
     for plan in plans:
         image = read_volume(plan.image)
         label = read_volume(plan.label)
         if binarize:
             label = Volume(_binarize(label.array_zyx), label.geometry)
+        elif dropped:
+            label = Volume(_drop_values(label.array_zyx, dropped), label.geometry)
         yield CanonicalCase(
             case_id=plan.case_id,
             split=plan.split,
@@ -110,6 +120,35 @@ def _cases(plans: Sequence[CasePlan], *, modality: str, binarize: bool) -> Itera
             image_source=str(plan.image),
             label_source=str(plan.label),
         )
+
+
+def _get_kept_labels(
+    params: Mapping[str, Any], label_map: Mapping[str, int]
+) -> tuple[dict[str, int], list[int]]:
+    """``(label map of the kept labels, values that become background)``."""
+    keep = params.get("keep_labels")
+    if keep is None:
+        return dict(label_map), []
+    if isinstance(keep, str) or not isinstance(keep, Sequence) or not keep:
+        raise ConfigError(f"params.keep_labels: expected a list of label names, got {keep!r}")
+    unknown = [name for name in keep if name not in label_map or label_map[name] == 0]
+    if unknown:
+        raise ConfigError(
+            f"params.keep_labels: {unknown} are not foreground names of params.labels "
+            f"({', '.join(n for n, v in label_map.items() if v != 0)})"
+        )
+    kept = {name: value for name, value in label_map.items() if value == 0 or name in keep}
+    return kept, sorted(v for n, v in label_map.items() if n not in kept)
+
+
+def _drop_values(label_zyx: np.ndarray, values: Sequence[int]) -> np.ndarray:
+    """``label_zyx`` with ``values`` set to 0 (a float label with NaN/inf is kept to be
+    reported)."""
+    if np.issubdtype(label_zyx.dtype, np.floating) and not np.isfinite(label_zyx).all():
+        return label_zyx
+    out = label_zyx.copy()
+    out[np.isin(out, values)] = 0
+    return out
 
 
 def _binarize(label_zyx: np.ndarray) -> np.ndarray:

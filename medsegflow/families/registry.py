@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from medsegflow.errors import ConfigError
-from medsegflow.families import classical, nnunet, sam, sam_auto, text_sam
+from medsegflow.families import classical, nnunet, sam, sam_auto, sam_semantic, text_sam
 from medsegflow.families.family import Config, Family
 from medsegflow.schema import complete
 
@@ -21,6 +21,7 @@ BUILTIN: tuple[Family, ...] = (
     classical.FAMILY,
     sam.FAMILY,
     sam_auto.FAMILY,
+    sam_semantic.FAMILY,
     text_sam.FAMILY,
     nnunet.FAMILY,
 )

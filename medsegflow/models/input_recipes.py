@@ -10,9 +10,9 @@ Frames: the *original frame* is the slice's pixel grid, ``(H, W)``; the *model f
 is the encoder input's grid, ``S x S`` with ``S = image_size``. Points are ``(x, y)``
 with x the column; boxes are ``XYXY`` in pixels. Foreground is always ``probs > 0.5``.
 
-Recipes: ``"sam"`` (:class:`SamRecipe`), ``"medsam"`` (:class:`MedSamRecipe`) and
-``"lite_medsam"`` (:class:`LiteMedSamRecipe`). skimage, cv2 and segment_anything are
-imported lazily, by the recipe that needs them.
+Recipes: ``"sam"`` (:class:`SamRecipe`), ``"medsam"`` (:class:`MedSamRecipe`),
+``"lite_medsam"`` (:class:`LiteMedSamRecipe`) and ``"samed"`` (:class:`SamedRecipe`).
+skimage, scipy, cv2 and segment_anything are imported lazily, by the recipe that needs them.
 """
 
 from __future__ import annotations
@@ -115,6 +115,30 @@ class InputRecipe(ABC):
             ``probs`` and ``logits``, float32 ``(N, H, W)``, original frame, on the device
             of ``low_res_logits``. Foreground is exactly ``probs > 0.5``.
         """
+
+    def postprocess_classes(
+        self,
+        low_res_logits: torch.Tensor,
+        *,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> torch.Tensor:
+        """Semantic decoder logits (one channel per class, channel 0 background) ->
+        ``(N, H, W)`` int64 channel indices in the original frame.
+
+        SAMed's rule (``utils.test_single_volume``): bilinear to the ``S x S`` input
+        square, arg-max over the channels, then nearest-neighbour to ``(H, W)``; the
+        padding (recipes that pad) is cropped before the last step.
+        """
+        original_size = _check_size(original_size)
+        if tuple(input_size) != self.input_size(original_size):
+            raise ValueError(f"input_size {tuple(input_size)} does not match {self.name}'s")
+        if low_res_logits.ndim != 4:
+            raise ValueError(f"logits must be (N, C, h, w), got {tuple(low_res_logits.shape)}")
+        size = (self.image_size, self.image_size)
+        logits = F.interpolate(low_res_logits.float(), size, mode="bilinear", align_corners=False)
+        channels = logits.argmax(dim=1, keepdim=True)[..., : input_size[0], : input_size[1]]
+        return F.interpolate(channels.float(), original_size, mode="nearest")[:, 0].long()
 
 
 def _check_image(image_yx: np.ndarray) -> np.ndarray:
@@ -407,10 +431,72 @@ class LiteMedSamRecipe(InputRecipe):
         return torch.sigmoid(logits), logits
 
 
+@dataclass(frozen=True)
+class SamedRecipe(InputRecipe):
+    """SAMed's recipe (SAM ViT-B with LoRA, 512; any ``S``).
+
+    Source: hitachinsk/SAMed ``utils.test_single_volume`` and ``train.py`` @ f3c4b44
+    (``pixel_mean=[0, 0, 0], pixel_std=[1, 1, 1]``); the Synapse slices it reads are CT
+    clipped to [-125, 275] HU and scaled to [0, 1] (``preprocess/preprocess_data.py``),
+    which the pipeline's windowed uint8 slices divided by 255 are.
+
+    - Image: ``scipy.ndimage.zoom(slice, (S / H, S / W), order=3)`` (both sides to ``S``),
+      repeated to 3 channels; values / 255, no pixel mean/std, no padding.
+    - Boxes and points (SAMed takes none; for other uses of the recipe): ``/ [W, H] * S``.
+    - Masks: bilinear to ``S x S`` (``Sam.postprocess_masks``), then to ``(H, W)``.
+      Semantic outputs: :meth:`InputRecipe.postprocess_classes`.
+    """
+
+    name: ClassVar[str] = "samed"
+    image_size: int = 512
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """``(S, S)``: the whole slice is zoomed to the square input."""
+        _check_size(original_size)
+        return self.image_size, self.image_size
+
+    def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
+        """``(H, W)`` uint8 -> ``(3, S, S)`` float32 in [0, 1] (cubic zoom may overshoot)."""
+        from scipy.ndimage import zoom
+
+        _check_image(image_yx)
+        height, width = image_yx.shape
+        scaled = image_yx.astype(np.float32) / 255.0
+        zoomed = zoom(scaled, (self.image_size / height, self.image_size / width), order=3)
+        zoomed = zoomed[: self.image_size, : self.image_size]
+        return np.ascontiguousarray(np.repeat(zoomed[None], 3, axis=0), dtype=np.float32)
+
+    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(N, 4)`` XYXY, original frame -> float64 model frame: ``box / [W, H, W, H] * S``."""
+        height, width = _check_size(original_size)
+        return _check_boxes(boxes_xyxy) / np.array([width, height, width, height]) * self.image_size
+
+    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` (x, y) -> float64 model frame: ``/ [W, H] * S``."""
+        height, width = _check_size(original_size)
+        return _check_points(coords_xy) / np.array([width, height]) * self.image_size
+
+    def postprocess(
+        self,
+        low_res_logits: torch.Tensor,
+        *,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 1, h', w')`` logits -> float32 ``(N, H, W)`` ``(probs, logits)``: bilinear to
+        ``S x S``, bilinear to ``(H, W)``, sigmoid."""
+        masks, original_size = self._checked(low_res_logits, original_size, input_size)
+        size = (self.image_size, self.image_size)
+        masks = F.interpolate(masks, size, mode="bilinear", align_corners=False)
+        logits = F.interpolate(masks, original_size, mode="bilinear", align_corners=False)[:, 0]
+        return torch.sigmoid(logits), logits
+
+
 _RECIPES: dict[str, type[InputRecipe]] = {
     SamRecipe.name: SamRecipe,
     MedSamRecipe.name: MedSamRecipe,
     LiteMedSamRecipe.name: LiteMedSamRecipe,
+    SamedRecipe.name: SamedRecipe,
 }
 # The sizes the official MedSAM and LiteMedSAM scripts hard-code; SAM takes any size.
 _OFFICIAL_SIZES: dict[str, int] = {MedSamRecipe.name: 1024, LiteMedSamRecipe.name: 256}

@@ -11,7 +11,8 @@ strictly, and where the model came from::
      "modules": [{"kind": ..., ...}, ...],      modules the recipe added (LoRA, adapters)
      "recipe": {"recipe": "<name>", ...},       the complete train: block
      "base": null | {"model": ..., "checkpoint": ..., "arch": ...},
-     "training": {"iterations": ..., "seconds": ..., "n_parameters": ..., ...}}
+     "training": {"iterations": ..., "seconds": ..., "n_parameters": ..., ...},
+     "classes": null | ["<label name of output channel 1>", ...]}   semantic models
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ def write_card(
     recipe: Mapping[str, Any],
     base: Mapping[str, Any] | None,
     training: Mapping[str, Any],
+    classes: Sequence[str] | None = None,
 ) -> Path:
     """Write the card of ``weights`` atomically; returns its path."""
     card = {
@@ -56,6 +58,7 @@ def write_card(
         "recipe": dict(recipe),
         "base": dict(base) if base is not None else None,
         "training": dict(training),
+        "classes": list(classes) if classes is not None else None,
     }
     path = card_path(weights)
     write_text(path, json.dumps(card, indent=2, default=str) + "\n")

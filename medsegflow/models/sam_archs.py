@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 _DECODER = {
     "out_chans": 256,
+    "mask_outputs": 3,
     "decoder_depth": 2,
     "decoder_mlp_dim": 2048,
     "decoder_num_heads": 8,
@@ -97,7 +98,7 @@ DEMO_ARCH: dict[str, Any] = {
 """The small SAM trained inside the pipeline (about 2.9 M parameters, input 256 x 256)."""
 
 ARCH_NAMES = (*OFFICIAL_ARCHS, "demo")
-RECIPES = ("sam", "medsam", "lite_medsam")
+RECIPES = ("sam", "medsam", "lite_medsam", "samed")
 
 
 def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
@@ -207,7 +208,7 @@ def build_sam(arch: str | Mapping[str, Any]) -> Sam:
         mask_in_chans=spec["mask_in_chans"],
     )
     decoder = MaskDecoder(
-        num_multimask_outputs=3,
+        num_multimask_outputs=spec["mask_outputs"],
         transformer=TwoWayTransformer(
             depth=spec["decoder_depth"],
             embedding_dim=dim,

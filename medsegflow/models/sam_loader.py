@@ -192,6 +192,7 @@ def save_sam_model(
     base: Mapping[str, Any] | None = None,
     modules: Sequence[Mapping[str, Any]] = (),
     training: Mapping[str, Any] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> None:
     """Save a model trained by the pipeline: its card, then (last, the job's target) its
     state dict in the official key layout, both atomically.
@@ -204,6 +205,7 @@ def save_sam_model(
         base: where its start weights came from (None: from scratch).
         modules: the modules its recipe added (card entries).
         training: statistics for the card (iterations, seconds, parameters, ...).
+        classes: the label names of a semantic model's output channels 1, 2, ...
     """
     import torch
 
@@ -216,6 +218,7 @@ def save_sam_model(
         recipe=recipe,
         base=base,
         training=training or {},
+        classes=classes,
     )
     with atomic_path(weights_path) as tmp:
         torch.save(model.state_dict(), tmp)

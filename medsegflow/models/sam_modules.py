@@ -17,8 +17,23 @@ if TYPE_CHECKING:
 ModuleAdder = Callable[["Sam", Mapping[str, Any]], None]
 """``add(model, settings)``: insert one kind of module into ``model`` in place."""
 
-MODULE_KINDS: dict[str, ModuleAdder] = {}
-"""Every kind of module a recipe can add, by the ``kind`` its card entry names."""
+
+def _lora(model: Sam, settings: Mapping[str, Any]) -> None:
+    from medsegflow.models.sam_lora import add_lora
+
+    add_lora(model, settings)
+
+
+def _medsa_adapters(model: Sam, settings: Mapping[str, Any]) -> None:
+    from medsegflow.models.sam_adapters import add_medsa_adapters
+
+    add_medsa_adapters(model, settings)
+
+
+MODULE_KINDS: dict[str, ModuleAdder] = {"lora": _lora, "medsa_adapters": _medsa_adapters}
+"""Every kind of module a recipe can add, by the ``kind`` its card entry names:
+``lora`` (SAMed, :mod:`medsegflow.models.sam_lora`) and ``medsa_adapters`` (Med-SA,
+:mod:`medsegflow.models.sam_adapters`)."""
 
 
 def apply_modules(model: Sam, modules: Sequence[Mapping[str, Any]], *, source: str) -> Sam:

@@ -42,6 +42,18 @@ OFFICIAL_SAM_WEIGHTS: dict[str, OfficialWeights] = {
         "medsam_vit_b.pth",
         "the MedSAM checkpoint linked from the bowang-lab/MedSAM README (Google Drive)",
     ),
+    "samed_lora": OfficialWeights(
+        "vit_b",
+        "epoch_159.pth",
+        "SAMed's LoRA checkpoint linked from the hitachinsk/SAMed README, Quick start "
+        "(Google Drive; goes on sam_vit_b_01ec64.pth, format samed)",
+    ),
+    "samed_s_lora": OfficialWeights(
+        "vit_b",
+        "epoch_159.pth",
+        "the SAMed_s model linked from the hitachinsk/SAMed README (Google Drive; "
+        "checkpoints_s/, format samed_s)",
+    ),
 }
 
 

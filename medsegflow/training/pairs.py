@@ -1,4 +1,5 @@
-"""Training samples of SAM-family recipes: (slice, label) pairs of the train split's foreground."""
+"""Training samples of SAM-family recipes: the train split's selected slices (``slices.tsv``)
+and the (slice, label) pairs of their foreground."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medsegflow.datasets.canonical import image_path, label_path
+from medsegflow.datasets.canonical import image_path, label_path, read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.manifests import SLICES_COLUMNS, read_preprocessed_manifest, read_table
@@ -23,16 +24,19 @@ ZOOM_RANGE = (0.7, 1.0)
 
 @dataclass
 class DatasetPairs:
-    """The foreground slices of one dataset's train cases and their (slice, label) pairs.
+    """The selected slices of one dataset's train cases and their (slice, label) pairs.
 
     Attributes:
         name: the dataset folder's name.
-        images: ``(H, W)`` uint8 slices (preprocessed intensities).
+        label_map: its ``labels.json`` (``{name: value}``, background included).
+        images: ``(H, W)`` uint8 slices (preprocessed intensities): every foreground slice
+            and the empty slices the preprocessing kept (``n_empty_slices``).
         labels: ``(H, W)`` integer cleaned labels of the same slices.
         pairs: ``(P, 2)`` int64 rows ``(index into images, label value)``.
     """
 
     name: str
+    label_map: dict[str, int] = field(default_factory=dict)
     images: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), dtype=np.int64))
@@ -60,17 +64,24 @@ class TrainingPairs:
         masks_kyx = np.stack([label_yx == v for v in (int(value), *others)])
         return data.images[index], masks_kyx
 
+    def sample_slice(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """A random selected slice (foreground or empty) of a random dataset:
+        ``(image_yx, label_yx)``; semantic recipes learn background from the empty ones."""
+        data = self.datasets[int(rng.integers(len(self.datasets)))]
+        index = int(rng.integers(len(data.images)))
+        return data.images[index], data.labels[index]
+
     def counts(self) -> dict[str, int]:
         """Number of (slice, label) pairs per dataset."""
         return {d.name: len(d.pairs) for d in self.datasets}
 
 
-def _dataset_pairs(preprocessed_dir: Path) -> DatasetPairs:
-    """The train split's foreground (slice, label) pairs of one preprocessed dataset."""
-    cases = read_preprocessed_manifest(preprocessed_dir, splits=["train"])
+def _dataset_pairs(preprocessed_dir: Path, split: str = "train") -> DatasetPairs:
+    """The selected slices of one split of one preprocessed dataset, and their pairs."""
+    cases = read_preprocessed_manifest(preprocessed_dir, splits=[split])
     slices = read_table(preprocessed_dir / "slices.tsv", columns=SLICES_COLUMNS)
-    slices = slices[(slices["kind"] == "foreground") & slices["case_id"].isin(cases["case_id"])]
-    data = DatasetPairs(name=preprocessed_dir.name)
+    slices = slices[slices["case_id"].isin(cases["case_id"])]
+    data = DatasetPairs(name=preprocessed_dir.name, label_map=read_label_map(preprocessed_dir))
     pairs: list[tuple[int, int]] = []
     for case_id, rows in slices.groupby("case_id", sort=True):
         image_zyx = read_volume(image_path(preprocessed_dir, case_id)).array_zyx
@@ -98,9 +109,10 @@ def load_training_pairs(preprocessed_dirs: Sequence[str | os.PathLike]) -> Train
         if len(data.pairs):
             kept.append(data)
             log.info(
-                "%s: %d train slices, %d (slice, label) pairs",
+                "%s: %d train slices (%d with foreground), %d (slice, label) pairs",
                 data.name,
                 len(data.images),
+                len(np.unique(data.pairs[:, 0])),
                 len(data.pairs),
             )
         else:
@@ -109,6 +121,13 @@ def load_training_pairs(preprocessed_dirs: Sequence[str | os.PathLike]) -> Train
         names = ", ".join(str(Path(f) / "manifest.tsv") for f in preprocessed_dirs)
         raise InputError(f"{names}: no train case with foreground to train the demo SAM on")
     return TrainingPairs(kept)
+
+
+def load_validation_pairs(preprocessed_dirs: Sequence[str | os.PathLike]) -> TrainingPairs | None:
+    """The val split's slices and pairs of every dataset that has val foreground, or None."""
+    kept = [_dataset_pairs(Path(folder), "val") for folder in preprocessed_dirs]
+    kept = [data for data in kept if len(data.pairs)]
+    return TrainingPairs(kept) if kept else None
 
 
 def augment_slice(

@@ -28,17 +28,35 @@ from medsegflow.errors import ConfigError
 from medsegflow.io import atomic_path
 from medsegflow.models.sam_loader import save_sam_model
 from medsegflow.schema import complete
-from medsegflow.training.pairs import TrainingPairs, load_training_pairs
+from medsegflow.training.imported import import_checkpoint
+from medsegflow.training.medsa import train_medsa
+from medsegflow.training.medsam import train_medsam
+from medsegflow.training.pairs import TrainingPairs, load_training_pairs, load_validation_pairs
 from medsegflow.training.recipe import TrainedModel
+from medsegflow.training.samed import train_samed
 from medsegflow.training.scratch import finetune_from_base, train_from_scratch
+from medsegflow.training.validation import validate
 
 log = logging.getLogger(__name__)
 
 Recipe = Callable[..., TrainedModel]
 """``recipe(*, arch, settings, pairs, seed, base) -> TrainedModel``."""
 
-RECIPES: dict[str, Recipe] = {"scratch": train_from_scratch, "finetune": finetune_from_base}
-"""Every training recipe by its ``train.recipe`` name (``sam_models.schema.yaml``)."""
+RECIPES: dict[str, Recipe] = {
+    "scratch": train_from_scratch,
+    "finetune": finetune_from_base,
+    "medsam": train_medsam,
+    "samed": train_samed,
+    "medsa": train_medsa,
+    "import": import_checkpoint,
+}
+"""Every training recipe by its ``train.recipe`` name (``sam_models.schema.yaml``):
+``scratch`` and ``finetune`` (:mod:`~medsegflow.training.scratch`), ``medsam``
+(:mod:`~medsegflow.training.medsam`), ``samed`` (:mod:`~medsegflow.training.samed`),
+``medsa`` (:mod:`~medsegflow.training.medsa`) and ``import``, which loads a released
+checkpoint in its authors' layout instead of training (:mod:`~medsegflow.training.imported`)."""
+NO_BASE = ("scratch",)
+BASE_OPTIONAL = ("import",)
 
 TRAIN_SCHEMA = "sam_models.schema.yaml#/$defs/sam_train"
 HISTORY_COLUMNS = ("iteration", "loss", "seconds")
@@ -58,6 +76,7 @@ def train_sam_model(
     out_weights: str | os.PathLike,
     seed: int,
     base: Mapping[str, Any] | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Train ``sam_models.<model>`` with its recipe; write weights, card and history.
 
@@ -70,6 +89,7 @@ def train_sam_model(
             go beside it.
         seed: the config's seed.
         base: ``{"model", "checkpoint"}`` of the base model the recipe starts from.
+        checkpoint: the released file of the ``import`` recipe.
 
     Returns:
         The training statistics also written to the card.
@@ -81,14 +101,21 @@ def train_sam_model(
             f"sam_models.{model}.train.recipe: '{settings['recipe']}' is not one of "
             f"{', '.join(RECIPES)}"
         )
-    if (base is None) != (settings["recipe"] == "scratch"):
+    name = settings["recipe"]
+    if name not in BASE_OPTIONAL and (base is None) != (name in NO_BASE):
         raise ConfigError(
-            f"sam_models.{model}.base: the {settings['recipe']} recipe "
+            f"sam_models.{model}.base: the {name} recipe "
             + ("starts from no base" if base is not None else "needs a base model")
         )
-    pairs = load_training_pairs(preprocessed_dirs)
-    trained = recipe(arch=arch, settings=settings, pairs=pairs, seed=seed, base=base)
+    if name == "import":
+        trained = recipe(arch=arch, settings=settings, base=base, checkpoint=checkpoint)
+        pairs = None
+    else:
+        pairs = load_training_pairs(preprocessed_dirs)
+        trained = recipe(arch=arch, settings=settings, pairs=pairs, seed=seed, base=base)
     stats = _statistics(trained, pairs)
+    if pairs is not None:
+        stats.update(_validation(trained, preprocessed_dirs, settings, seed=seed))
     out_weights = Path(out_weights)
     history = pd.DataFrame(trained.history, columns=list(HISTORY_COLUMNS))
     with atomic_path(out_weights.parent / "train_log.csv") as tmp:
@@ -103,12 +130,41 @@ def train_sam_model(
         base=dict(base) if base is not None else None,
         modules=trained.modules,
         training=stats,
+        classes=trained.classes,
     )
     log.info("trained sam_models.%s with recipe %s: %s", model, settings["recipe"], stats)
     return stats
 
 
-def _statistics(trained: TrainedModel, pairs: TrainingPairs) -> dict[str, Any]:
+def _validation(
+    trained: TrainedModel,
+    preprocessed_dirs: Sequence[str | os.PathLike],
+    settings: Mapping[str, Any],
+    *,
+    seed: int,
+) -> dict[str, Any]:
+    """DSC of the trained model on the val split (:mod:`~medsegflow.training.validation`)."""
+    val = load_validation_pairs(preprocessed_dirs)
+    if val is None:
+        log.warning("no val case with foreground: the trained model is not checked on val")
+        return {"val_dsc": None, "val_targets": 0}
+    channel_values = None
+    if trained.classes is not None:
+        label_map = val.datasets[0].label_map
+        channel_values = [label_map[c] for c in trained.classes]
+    result = validate(
+        trained.model,
+        val,
+        prompt=str(settings.get("prompt", "box")),
+        channel_values=channel_values,
+        seed=seed,
+        precision=str(settings.get("precision", "auto")),
+    )
+    log.info("val: DSC %.4f over %d targets", result["val_dsc"], result["val_targets"])
+    return result
+
+
+def _statistics(trained: TrainedModel, pairs: TrainingPairs | None) -> dict[str, Any]:
     history = trained.history
     tenth = max(1, len(history) // 10)
     losses = [row["loss"] for row in history]
@@ -118,7 +174,7 @@ def _statistics(trained: TrainedModel, pairs: TrainingPairs) -> dict[str, Any]:
         "seconds": float(history[-1]["seconds"]) if history else 0.0,
         "n_parameters": sum(p.numel() for p in params),
         "n_trainable": sum(p.numel() for p in params if p.requires_grad),
-        "samples": pairs.counts(),
+        "samples": pairs.counts() if pairs is not None else {},
         "loss_first": float(sum(losses[:tenth]) / max(1, len(losses[:tenth]))),
         "loss_last": float(sum(losses[-tenth:]) / max(1, len(losses[-tenth:]))),
     }

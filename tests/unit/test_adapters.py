@@ -17,6 +17,7 @@ from medsegflow.datasets._params import assign_case_splits
 from medsegflow.datasets.canonical import read_cases, read_label_map
 from medsegflow.datasets.png_folder import LUMA_WEIGHTS
 from medsegflow.datasets.registry import prepare_dataset
+from medsegflow.errors import ConfigError
 from medsegflow.io import read_volume
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -165,6 +166,32 @@ def test_nifti_binarize_merges_labels_and_recursive_glob(tmp_path: Path) -> None
     prepare_dataset(adapter="nifti_folder", params=params, seed=0, out_dir=tmp_path / "out")
     _, label = _written(tmp_path / "out", "case_002")
     np.testing.assert_array_equal(label.array_zyx, (labels["case_002"] > 0).astype(np.uint8))
+
+
+def test_nifti_keep_labels_sets_the_others_to_background(tmp_path: Path) -> None:
+    """Synapse's 8 organs of 13: labels outside keep_labels become 0 and leave the map."""
+    root = tmp_path / "raw"
+    labels = _write_nnunet_raw(root, n=2)
+    params = {
+        "root": str(root),
+        "modality": "CT",
+        "split_all": "test",
+        "labels": {"background": 0, "liver": 1, "tumour": 2},
+        "keep_labels": ["tumour"],
+    }
+    prepare_dataset(adapter="nifti_folder", params=params, seed=0, out_dir=tmp_path / "out")
+    assert read_label_map(tmp_path / "out") == {"background": 0, "tumour": 2}
+    _, label = _written(tmp_path / "out", "case_001")
+    expected = np.where(labels["case_001"] == 2, 2, 0)
+    np.testing.assert_array_equal(label.array_zyx, expected)
+    assert int((label.array_zyx == 2).sum()) == 1
+    with pytest.raises(ConfigError, match=r"params\.keep_labels: \['kidney'\] are not"):
+        prepare_dataset(
+            adapter="nifti_folder",
+            params={**params, "keep_labels": ["kidney"]},
+            seed=0,
+            out_dir=tmp_path / "bad",
+        )
 
 
 def test_split_assignment_is_deterministic(tmp_path: Path) -> None:

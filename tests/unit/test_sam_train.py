@@ -12,8 +12,8 @@ from medsegflow.errors import ConfigError, InputError
 from medsegflow.models.sam_loader import load_sam_model
 from medsegflow.planning import check_sam_models, sam_checkpoint, sam_train_inputs
 from medsegflow.stages.preprocess import preprocess_dataset
-from medsegflow.training.pairs import augment_slice, load_training_pairs
-from medsegflow.training.scratch import decode_all_masks
+from medsegflow.training.batches import decode_all_masks
+from medsegflow.training.pairs import augment_slice, load_training_pairs, load_validation_pairs
 from medsegflow.training.stage import train_sam_model
 
 torch.set_num_threads(1)
@@ -68,15 +68,25 @@ def trained(datasets, tmp_path_factory):
     return out, stats
 
 
-def test_training_pairs_come_from_train_foreground_only(datasets):
-    pairs = load_training_pairs(datasets)
+def test_training_pairs_come_from_the_train_split_only(datasets, tmp_path):
+    # 32 slices: the phantom's organs leave slices empty at both ends (16 fill them all)
+    tall = _phantom(tmp_path, "ct", {"kind": "ct", "n_cases": 3, "shape": [32, 40, 48]})
+    pairs = load_training_pairs([tall, datasets[1]])
     counts = pairs.counts()
     assert set(counts) == {"ct", "us"}
     assert counts["us"] == 1  # one train image with one lesion
-    ct_slices = pd.read_csv(datasets[0] / "slices.tsv", sep="\t", dtype={"case_id": str})
-    n_train_fg = ((ct_slices["split"] == "train") & (ct_slices["kind"] == "foreground")).sum()
-    assert len(pairs.datasets[0].images) == n_train_fg
-    assert counts["ct"] >= n_train_fg  # every foreground slice holds one or more labels
+    ct_slices = pd.read_csv(tall / "slices.tsv", sep="\t", dtype={"case_id": str})
+    train = ct_slices[ct_slices["split"] == "train"]
+    n_train_fg = (train["kind"] == "foreground").sum()
+    assert (train["kind"] == "empty").any()
+    # every selected train slice (empty ones teach semantic models background) ...
+    assert len(pairs.datasets[0].images) == len(train)
+    # ... but pairs only on foreground: each foreground slice holds one or more labels
+    assert len(np.unique(pairs.datasets[0].pairs[:, 0])) == n_train_fg
+    assert counts["ct"] >= n_train_fg
+    empty = [i for i, lab in enumerate(pairs.datasets[0].labels) if not lab.any()]
+    assert len(empty) == (train["kind"] == "empty").sum()
+    assert not set(empty) & set(pairs.datasets[0].pairs[:, 0].tolist())
     rng = np.random.default_rng(0)
     for _ in range(10):
         image_yx, masks_kyx = pairs.sample(rng)
@@ -89,7 +99,7 @@ def test_training_pairs_come_from_train_foreground_only(datasets):
     assert 1 in sizes and max(sizes) >= 2  # the ultrasound lesion alone, CT organs together
 
 
-def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(trained):
+def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(trained, datasets):
     path, stats = trained
     folder = path.parent
     assert stats["iterations"] == 20
@@ -103,6 +113,10 @@ def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(train
     assert card["recipe"] == {**TRAIN, "datasets": None}  # the complete recipe
     assert card["training"]["iterations"] == 20 and card["modules"] == []
     assert card["training"]["n_trainable"] < card["training"]["n_parameters"]  # prompt encoder
+    # checked on val: every foreground pair of the val case (ct and us), box prompts
+    assert card["training"]["val_targets"] == sum(load_validation_pairs(datasets).counts().values())
+    assert card["training"]["val_targets"] > 1
+    assert 0.0 <= card["training"]["val_dsc"] <= 1.0
 
     model, _ = load_sam_model(path, arch="demo")
     assert model.image_encoder.img_size == 64
@@ -153,6 +167,7 @@ def test_bad_training_input_stops_with_one_line(datasets, tmp_path):
     manifest = pd.read_csv(datasets[1] / "manifest.tsv", sep="\t")
     manifest.assign(split="test").to_csv(pre / "manifest.tsv", sep="\t", index=False)
     (pre / "slices.tsv").write_text((datasets[1] / "slices.tsv").read_text())
+    (pre / "labels.json").write_text((datasets[1] / "labels.json").read_text())
     with pytest.raises(InputError, match="no train case with foreground"):
         train_demo_sam(
             preprocessed_dirs=[pre], out_checkpoint=tmp_path / "sam.pth", train=TRAIN, seed=0

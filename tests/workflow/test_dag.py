@@ -34,15 +34,19 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     counts = job_counts(result.stdout)
     # phantom_us: 18 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
     # SAM without text, 3 text-driven methods + 5 grid points, nnU-Net 2d and weak);
-    # phantom_ct: 13 (no sam_auto, clicks, tuned text method, weak nnU-Net or prompt-set
-    # grid; the 3D-box row). LiteMedSAM's weights are packaged: no training job. 3 GT
-    # prompt sets + box3d on CT; 5 saliency jobs (US: base, 2 prompt sets, tuned; CT:
-    # base), 11 coarse-mask jobs, 3 prompt files from coarse masks.
+    # phantom_ct: 16 (no sam_auto, clicks, tuned text method, weak nnU-Net or prompt-set
+    # grid; the 3D-box row and the three fine-tuned rows). LiteMedSAM's weights are
+    # packaged; its three fine-tuned versions (MedSAM, SAMed, Med-SA recipes) are trained
+    # here, and the two promptable ones embed phantom_ct with their own encoders (SAMed's
+    # semantic model encodes as it predicts). 3 GT prompt sets + box3d on CT; 5 saliency
+    # jobs (US: base, 2 prompt sets, tuned; CT: base), 11 coarse-mask jobs, 3 prompt files
+    # from coarse masks.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
+        "train_sam_model": 3,
         "make_prompts": 7,
-        "embed_images": 2,
+        "embed_images": 4,
         "make_clip_captions": 1,
         "finetune_clip": 1,
         "tune_text_method": 1,
@@ -53,8 +57,8 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "convert_nnunet_dataset": 3,
         "plan_nnunet_dataset": 3,
         "train_nnunet": 3,
-        "predict_method": 31,
-        "score_method": 31,
+        "predict_method": 34,
+        "score_method": 34,
         "collect_tables": 1,
         "summarise_tables": 1,
         "plot_metric": 2,
@@ -76,12 +80,12 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_ct: 9 configured methods (not sam_auto, sam_clicks, the tuned and weak ones)
+    # phantom_ct: 12 configured methods (not sam_auto, sam_clicks, the tuned and weak ones)
     # + 6 k-means and 3 post-processing grid points; phantom_us: otsu_box
-    assert counts["predict_method"] == (9 + 6 + 3) + 1
-    assert counts["score_method"] == 19
+    assert counts["predict_method"] == (12 + 6 + 3) + 1
+    assert counts["score_method"] == 22
     assert counts["make_prompts"] == 4 + 1
-    assert counts["embed_images"] == 1
+    assert counts["embed_images"] == 3  # LiteMedSAM and its MedSAM and Med-SA versions
 
 
 def test_single_figure_is_its_own_target(repo_root, tmp_path):

@@ -26,7 +26,7 @@ from medsegflow.schema import SCHEMA_DIR, schema_uri
 
 def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
     names = set(FAMILIES)
-    assert names == {"classical", "sam", "sam_auto", "text_sam", "nnunet"}
+    assert names == {"classical", "sam", "sam_auto", "sam_semantic", "text_sam", "nnunet"}
     assert {f.name for f in BUILTIN} == names  # no entry-point family in the test env
     generated = config_schema()["$defs"]["method"]
     assert set(generated["properties"]["family"]["enum"]) == names
@@ -43,6 +43,7 @@ def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
     assert caches == {
         "classical": "none",
         "sam": "sam_embeddings",
+        "sam_semantic": "none",
         "sam_auto": "sam_embeddings",
         "text_sam": "sam_embeddings",
         "nnunet": "own",
@@ -50,6 +51,7 @@ def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
     assert [n for n, f in FAMILIES.items() if f.train is not None] == [
         "sam",
         "sam_auto",
+        "sam_semantic",
         "text_sam",
         "nnunet",
     ]

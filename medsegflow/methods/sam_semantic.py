@@ -1,0 +1,122 @@
+"""Semantic SAM prediction (``family: sam_semantic``): SAMed's prompt-free inference.
+
+Every slice of a case goes through the model's input recipe and image encoder; the mask
+decoder, with no prompt, gives one logits map per output channel (channel 0 background);
+:meth:`~medsegflow.models.input_recipes.InputRecipe.postprocess_classes` takes the arg-max
+in the original frame (SAMed's ``test_single_volume``). Channel ``i`` becomes the value
+of the ``i``-th label name of the model card's ``classes`` in the dataset's
+``labels.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medsegflow.datasets.canonical import read_label_map
+from medsegflow.errors import InputError
+from medsegflow.models.model_card import card_path, read_card
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import torch
+    from segment_anything.modeling import Sam
+
+    from medsegflow.io import Volume
+    from medsegflow.prediction.job import PredictJob
+
+log = logging.getLogger(__name__)
+
+
+def channel_values(
+    classes: Sequence[str] | None, label_map: Mapping[str, int], *, source: str, dataset: str
+) -> np.ndarray:
+    """Label value of each output channel (``[0, value(classes[0]), ...]``); :class:`InputError`
+    naming ``source`` (the card) for a model without classes or a class the dataset lacks."""
+    if not classes:
+        raise InputError(f"{source}: not a semantic model (its card lists no classes)")
+    unknown = [c for c in classes if c not in label_map]
+    if unknown:
+        raise InputError(
+            f"{source}: classes {unknown} are not labels of {dataset} ({', '.join(label_map)})"
+        )
+    return np.asarray([0, *(int(label_map[c]) for c in classes)], dtype=np.int64)
+
+
+def segment_semantic_volume(
+    image_zyx: np.ndarray,
+    *,
+    model: Sam,
+    values: np.ndarray,
+    device: torch.device,
+    batch_size: int,
+    precision: str,
+) -> np.ndarray:
+    """``(Z, Y, X)`` label volume of one image, slice by slice."""
+    import torch
+
+    from medsegflow.models.sam_encode import encode_slices
+    from medsegflow.models.sam_loader import autocast
+    from medsegflow.models.semantic_sam import decode_semantic
+
+    recipe = model.input_recipe
+    original = (int(image_zyx.shape[1]), int(image_zyx.shape[2]))
+    label_zyx = np.zeros(image_zyx.shape, dtype=np.uint8 if values.max() < 256 else np.int32)
+    if values.size - 1 != int(model.mask_decoder.num_mask_tokens) - 1:
+        raise InputError(
+            f"the model has {int(model.mask_decoder.num_mask_tokens) - 1} classes, its card "
+            f"names {values.size - 1}"
+        )
+    for start in range(0, image_zyx.shape[0], batch_size):
+        chunk = image_zyx[start : start + batch_size]
+        embeddings = encode_slices(
+            chunk, model=model, device=device, batch_size=batch_size, precision=precision
+        )
+        with torch.inference_mode(), autocast(device, precision):
+            logits = decode_semantic(model, torch.from_numpy(embeddings).to(device).float())
+        channels = recipe.postprocess_classes(
+            logits.float(), original_size=original, input_size=recipe.input_size(original)
+        )
+        label_zyx[start : start + len(chunk)] = values[channels.cpu().numpy()]
+    return label_zyx
+
+
+def predict_sam_semantic(job: PredictJob) -> pd.DataFrame:
+    """The family predictor: every slice of every case, every class at once.
+
+    ``job.inputs``: ``preprocessed`` and ``checkpoint`` (a model with a card naming its
+    ``classes``, loaded by :func:`~medsegflow.models.sam_loader.load_sam_model`).
+    """
+    from medsegflow.models.sam_loader import load_sam_model
+    from medsegflow.prediction.cases import predict_cases
+
+    job.require("checkpoint", family="sam_semantic")
+    checkpoint = job.inputs["checkpoint"]
+    card = read_card(checkpoint)
+    if card is None:
+        raise InputError(f"{card_path(checkpoint)}: a semantic SAM needs its model card")
+    values = channel_values(
+        card.get("classes"),
+        read_label_map(job.preprocessed_dir),
+        source=str(card_path(checkpoint)),
+        dataset=job.preprocessed_dir.name,
+    )
+    model, device = load_sam_model(checkpoint, arch=card["arch"], device=job.device)
+    settings: dict[str, Any] = dict(job.method)
+    log.info("%s: semantic SAM, classes %s, on %s", job.method_name, card["classes"], device)
+
+    def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
+        label_zyx = segment_semantic_volume(
+            image.array_zyx,
+            model=model,
+            values=values,
+            device=device,
+            batch_size=int(settings["batch_size"]),
+            precision=str(settings["precision"]),
+        )
+        return label_zyx, 0
+
+    return predict_cases(job, segment=segment, desc=job.method_name)

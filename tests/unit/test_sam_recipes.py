@@ -1,0 +1,249 @@
+"""The medsam, samed and medsa recipes on a tiny base model, and the released checkpoint
+layouts (SAMed, SAMed_s, Med-SA) loaded through the import recipe."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medsegflow.datasets.registry import prepare_dataset
+from medsegflow.errors import InputError
+from medsegflow.models.model_card import read_card
+from medsegflow.models.sam_archs import build_sam
+from medsegflow.models.sam_loader import load_sam_model
+from medsegflow.models.sam_modules import apply_modules
+from medsegflow.models.semantic_sam import decode_semantic
+from medsegflow.stages.preprocess import preprocess_dataset
+from medsegflow.training.stage import train_sam_model
+
+torch.set_num_threads(1)
+CLASSES = ["liver", "spleen", "kidney", "lesion"]
+
+
+@pytest.fixture(scope="module")
+def ct(tmp_path_factory):
+    root = tmp_path_factory.mktemp("recipes")
+    params = {"kind": "ct", "n_cases": 3, "shape": [16, 40, 48]}
+    prepare_dataset(adapter="phantom", params=params, seed=3, out_dir=root / "data")
+    preprocess_dataset(
+        data_dir=root / "data",
+        out_dir=root / "pre",
+        cleaning={"min_voxels_3d": 0, "min_pixels_2d": 20},
+        n_empty_slices=1,
+        seed=3,
+    )
+    return root / "pre"
+
+
+@pytest.fixture(scope="module")
+def base(ct, tmp_path_factory):
+    """A tiny demo SAM (input 64) trained for a few iterations: the base of every recipe."""
+    out = tmp_path_factory.mktemp("base") / "sam.pth"
+    train = {"recipe": "scratch", "iterations": 30, "batch_size": 4, "lr": 3e-3, "image_size": 64}
+    train_sam_model(
+        model="base", arch="demo", train=train, preprocessed_dirs=[ct], out_weights=out, seed=1
+    )
+    return {"model": "base", "checkpoint": str(out)}
+
+
+def _train(tmp_path, ct, base, train, name="tuned"):
+    out = tmp_path / name / "sam.pth"
+    stats = train_sam_model(
+        model=name,
+        arch="demo",
+        train=train,
+        preprocessed_dirs=[ct],
+        out_weights=out,
+        seed=2,
+        base=base,
+    )
+    return out, stats
+
+
+def _loss_fell(out, factor, n=4):
+    history = pd.read_csv(out.parent / "train_log.csv")
+    first, last = history["loss"].iloc[:n].mean(), history["loss"].iloc[-n:].mean()
+    assert last < factor * first, (first, last)
+    return first, last
+
+
+def test_medsam_recipe_lowers_its_loss_and_trains_encoder_and_decoder(tmp_path, ct, base):
+    train = {"recipe": "medsam", "iterations": 24, "batch_size": 4, "lr": 1e-3}
+    out, stats = _train(tmp_path, ct, base, train)
+    _loss_fell(out, 0.9)
+    model, _ = load_sam_model(out, arch="demo", device="cpu")
+    n_prompt = sum(p.numel() for p in model.prompt_encoder.parameters())
+    assert stats["n_trainable"] == stats["n_parameters"] - n_prompt
+    assert read_card(out)["recipe"]["iou_loss"] == "auto"  # off for the ViT, on for TinyViT
+
+
+def test_medsa_recipe_trains_only_the_adapters(tmp_path, ct, base):
+    train = {"recipe": "medsa", "iterations": 80, "batch_size": 4, "lr": 1e-2, "prompt": "box"}
+    out, stats = _train(tmp_path, ct, base, train)
+    _loss_fell(out, 0.9, n=10)
+    clicks = {**train, "iterations": 3, "prompt": "points"}  # Med-SA's default prompt
+    clicked, _ = _train(tmp_path, ct, base, clicks, name="clicked")
+    assert np.isfinite(pd.read_csv(clicked.parent / "train_log.csv")["loss"]).all()
+    card = read_card(out)
+    assert [m["kind"] for m in card["modules"]] == ["medsa_adapters"]
+    model, _ = load_sam_model(out, arch="demo", device="cpu")
+    adapters = sum(p.numel() for n, p in model.named_parameters() if "Adapter." in n)
+    assert stats["n_trainable"] == adapters > 0
+    # the frozen weights are the base's, bit for bit
+    base_model, _ = load_sam_model(base["checkpoint"], arch="demo", device="cpu")
+    tuned = model.state_dict()
+    for key, value in base_model.state_dict().items():
+        assert torch.equal(tuned[key], value), key
+
+
+@pytest.fixture(scope="module")
+def samed(ct, base, tmp_path_factory):
+    train = {"recipe": "samed", "iterations": 30, "batch_size": 4, "lr": 5e-3, "warmup": 3}
+    return _train(tmp_path_factory.mktemp("samed"), ct, base, train, name="samed")
+
+
+def test_samed_recipe_gives_a_semantic_model_of_the_dataset_classes(samed):
+    out, stats = samed
+    _loss_fell(out, 0.9)
+    card = read_card(out)
+    assert card["classes"] == CLASSES
+    assert card["spec"]["mask_outputs"] == 4 and card["spec"]["input_recipe"] == "samed"
+    model, _ = load_sam_model(out, arch="demo", device="cpu")
+    with torch.no_grad():
+        logits = decode_semantic(model, model.image_encoder(torch.rand(1, 3, 64, 64)))
+    assert logits.shape == (1, 5, 16, 16)
+    lora = sum(p.numel() for n, p in model.named_parameters() if ".lora." in n)
+    decoder = sum(p.numel() for p in model.mask_decoder.parameters())
+    prompt = sum(p.numel() for p in model.prompt_encoder.parameters())
+    assert stats["n_trainable"] == lora + decoder + prompt
+
+
+# --- released layouts -------------------------------------------------------------------
+
+
+def _samed_file(state, *, n_blocks, decoder, n_layers=2):
+    """SAMed's save_lora_parameters layout, written from the README's description."""
+    out = {}
+    for block in range(n_blocks):
+        for offset, group in enumerate("qv"):
+            stem = f"image_encoder.blocks.{block}.attn.qkv.lora.{group}"
+            out[f"w_a_{2 * block + offset:03d}"] = state[f"{stem}.a.weight"]
+            out[f"w_b_{2 * block + offset:03d}"] = state[f"{stem}.b.weight"]
+    if decoder:
+        short = {
+            "sa": "self_attn",
+            "cti": "cross_attn_token_to_image",
+            "cit": "cross_attn_image_to_token",
+        }
+        for layer in range(n_layers):
+            for prefix, attn in short.items():
+                for offset, proj in enumerate(("q_proj", "v_proj")):
+                    stem = f"mask_decoder.transformer.layers.{layer}.{attn}.{proj}.lora.w"
+                    out[f"{prefix}_a_{2 * layer + offset:03d}"] = state[f"{stem}.a.weight"]
+                    out[f"{prefix}_b_{2 * layer + offset:03d}"] = state[f"{stem}.b.weight"]
+        final = "mask_decoder.transformer.final_attn_token_to_image"
+        for q_or_v in "qv":
+            out[f"fati_{q_or_v}a"] = state[f"{final}.{q_or_v}_proj.lora.w.a.weight"]
+            out[f"fati_{q_or_v}b"] = state[f"{final}.{q_or_v}_proj.lora.w.b.weight"]
+    for key, value in state.items():
+        own = key.startswith("prompt_encoder.") or (
+            key.startswith("mask_decoder.") and not (decoder and ".transformer." in key)
+        )
+        if own and ".lora." not in key:
+            out[key] = value
+    return out
+
+
+def _import(tmp_path, base, settings, released):
+    out = tmp_path / "imported" / "sam.pth"
+    train = {"recipe": "import", "weights": "released", **settings}
+    train_sam_model(
+        model="imported",
+        arch="demo",
+        train=train,
+        preprocessed_dirs=[],
+        out_weights=out,
+        seed=0,
+        base=base,
+        checkpoint=released,
+    )
+    return load_sam_model(out, arch="demo", device="cpu")[0]
+
+
+def _same_semantic_outputs(a, b):
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        ours = decode_semantic(a, a.image_encoder(images))
+        theirs = decode_semantic(b, b.image_encoder(images))
+    torch.testing.assert_close(ours, theirs)
+
+
+@pytest.mark.parametrize("variant", ["samed", "samed_s"])
+def test_released_samed_layouts_load_through_the_import_recipe(tmp_path, ct, base, samed, variant):
+    if variant == "samed":
+        trained = load_sam_model(samed[0], arch="demo", device="cpu")[0]
+    else:  # SAMed_s: LoRA in the decoder too
+        train = {
+            "recipe": "samed",
+            "iterations": 3,
+            "batch_size": 2,
+            "warmup": 1,
+            "decoder_lora": True,
+        }
+        out, _ = _train(tmp_path, ct, base, train, name="samed_s")
+        trained = load_sam_model(out, arch="demo", device="cpu")[0]
+    with torch.no_grad():  # make the LoRA B factors non-zero, as after real training
+        for name, param in trained.named_parameters():
+            if ".lora." in name:
+                param.normal_(0, 0.02)
+    state = trained.state_dict()
+    released = tmp_path / "epoch_159.pth"
+    torch.save(_samed_file(state, n_blocks=4, decoder=variant == "samed_s"), released)
+    settings = {"format": variant, "classes": CLASSES, "rank": 4, "image_size": None}
+    imported = _import(tmp_path, base, settings, released)
+    _same_semantic_outputs(imported, trained)
+    assert read_card(tmp_path / "imported" / "sam.pth")["classes"] == CLASSES
+
+    wrong_rank = {**settings, "rank": 8}
+    with pytest.raises(InputError, match=r"epoch_159.pth: LoRA rank 4, .*train.rank is 8"):
+        _import(tmp_path, base, wrong_rank, released)
+    broken = _samed_file(state, n_blocks=4, decoder=variant == "samed_s")
+    del broken["w_b_003"]
+    torch.save(broken, tmp_path / "broken.pth")
+    with pytest.raises(InputError, match=r"broken.pth: not a samed.* 1 missing tensors"):
+        _import(tmp_path, base, settings, tmp_path / "broken.pth")
+
+
+def test_a_medsa_training_checkpoint_loads_without_its_3d_branch(tmp_path, base):
+    module = {
+        "kind": "medsa_adapters",
+        "ratio": 0.25,
+        "activation": "gelu",
+        "scale": 0.5,
+        "decoder": False,
+    }
+    torch.manual_seed(0)
+    theirs = apply_modules(build_sam({"img_size": 64}), [module], source="t")
+    with torch.no_grad():
+        for name, param in theirs.named_parameters():
+            if "Adapter." in name:
+                param.normal_(0, 0.02)
+    state = dict(theirs.state_dict())
+    for block in range(4):  # the 3D branch Med-SA's AdapterBlock always holds
+        state[f"image_encoder.blocks.{block}.Depth_Adapter.D_fc1.weight"] = torch.zeros(48, 192)
+    released = tmp_path / "best_checkpoint.pth"
+    torch.save({"epoch": 3, "model": "sam", "state_dict": state, "best_tol": 0.2}, released)
+    # the released code's architecture is the base's (here the tiny demo SAM)
+    imported = _import(tmp_path, base, {"format": "medsa", "activation": "gelu"}, released)
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(imported.image_encoder(images), theirs.image_encoder(images))
+    state["image_encoder.blocks.0.Space_Adapter.D_fc9.weight"] = torch.zeros(1)
+    torch.save({"state_dict": state}, released)
+    with pytest.raises(
+        InputError, match=r"best_checkpoint.pth: not a Med-SA checkpoint.*unexpected"
+    ):
+        _import(tmp_path, base, {"format": "medsa", "activation": "gelu"}, released)
+    assert np.isfinite(float(imported.image_encoder(images).mean()))

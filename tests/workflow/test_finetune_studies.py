@@ -1,0 +1,107 @@
+"""The fine-tuning study configs (SAMed on Synapse, Med-SA on ISIC 2016): their plans,
+their released-checkpoint entries and their missing-weights messages."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+from test_dag import job_counts, run_snakemake
+
+from medsegflow import planning
+from medsegflow import workflow as wf
+from medsegflow.config import load_config
+from medsegflow.errors import ConfigError
+
+
+def _config(repo_root, path):
+    with open(repo_root / path) as handle:
+        return load_config(yaml.safe_load(handle))
+
+
+def _dry_run(repo_root, tmp_path, study):
+    result = run_snakemake(
+        repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(repo_root / study)
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    return result, job_counts(result.stdout)
+
+
+def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tmp_path):
+    result, counts = _dry_run(repo_root, tmp_path, "experiments/samed_synapse.yaml")
+    # one dataset; SAMed and SAMed_s imported from their LoRA files, SAMed retrained here;
+    # only zero-shot SAM (the one promptable row) uses the embedding cache
+    assert counts == {
+        "prepare_dataset": 1,
+        "preprocess_dataset": 1,
+        "train_sam_model": 3,
+        "embed_images": 1,
+        "make_prompts": 1,
+        "predict_method": 4,
+        "score_method": 4,
+        "collect_tables": 1,
+        "summarise_tables": 1,
+        "plot_metric": 2,
+        "plot_qualitative": 1,
+        "all": 1,
+    }
+    # the placeholder weights only warn in a dry-run, naming key, path and source
+    assert "weights.samed_lora: file not found at /data/weights/samed/epoch_159.pth" in (
+        result.stderr + result.stdout
+    )
+
+
+def test_samed_synapse_setting(repo_root):
+    config = _config(repo_root, "experiments/samed_synapse.yaml")
+    params = config["datasets"]["synapse"]["params"]
+    assert len(params["labels"]) == 14 and len(params["keep_labels"]) == 8
+    split = params["split"]
+    assert sorted(split.values()).count("train") == 18 and len(split) == 30
+    organs = ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas"]
+    organs += ["spleen", "stomach"]
+    for name in ("samed_released", "samed_s_released", "samed_trained"):
+        train = config["sam_models"][name]["train"]
+        assert train["classes"] == organs and train["image_size"] == 512
+    trained = config["sam_models"]["samed_trained"]["train"]
+    assert trained["rank"] == 4 and trained["lr"] == 0.005 and trained["warmup"] == 250
+    assert trained["iterations"] / trained["schedule_iterations"] == pytest.approx(0.8)
+    inputs = planning.sam_train_inputs(config, "samed_released")
+    assert inputs["released"] == "/data/weights/samed/epoch_159.pth"
+    assert "preprocessed" not in inputs  # an import reads no data
+
+
+def test_medsa_isic_trains_on_the_official_training_set_and_scores_its_test_set(
+    repo_root, tmp_path
+):
+    _, counts = _dry_run(repo_root, tmp_path, "experiments/medsa_isic.yaml")
+    # isic2016_train is only trained on (methods: []): 3 rows on isic2016, 2 encoders
+    assert counts["train_sam_model"] == 1
+    assert counts["prepare_dataset"] == 2 and counts["preprocess_dataset"] == 2
+    assert counts["predict_method"] == 3 and counts["score_method"] == 3
+    assert counts["embed_images"] == 2 and counts["make_prompts"] == 2
+    assert counts["plot_qualitative"] == 1
+    config = _config(repo_root, "experiments/medsa_isic.yaml")
+    assert planning.methods_for_dataset(config, "isic2016_train") == []
+    train = config["sam_models"]["sam_vit_b_medsa"]["train"]
+    assert train["datasets"] == ["isic2016_train"] and train["prompt"] == "points"
+    assert train["batch_size"] == 32 and train["lr"] == 0.0001
+
+
+def test_missing_released_checkpoint_names_key_path_and_source(repo_root, tmp_path):
+    config = _config(repo_root, "experiments/samed_synapse.yaml")
+    present = tmp_path / "sam.pth"
+    present.touch()
+    config["weights"] = {**config["weights"], "sam_vit_b": str(present)}
+    lines = wf.missing_weights(config)
+    assert len(lines) == 2
+    samed = next(line for line in lines if line.startswith("weights.samed_lora:"))
+    assert "/data/weights/samed/epoch_159.pth" in samed
+    assert "sam_models.samed_released.train" in samed and "hitachinsk/SAMed" in samed
+    with pytest.raises(ConfigError, match=r"weights\.samed_s_lora"):
+        wf.check_weights(config, dry_run=False)
+
+
+def test_a_samed_import_needs_its_class_names(repo_root):
+    config = _config(repo_root, "experiments/samed_synapse.yaml")
+    config["sam_models"]["samed_released"]["train"]["classes"] = None
+    with pytest.raises(ConfigError, match=r"^sam_models\.samed_released\.train\.classes: name"):
+        planning.check_sam_models(config)
