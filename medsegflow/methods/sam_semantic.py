@@ -91,6 +91,7 @@ def predict_sam_semantic(job: PredictJob) -> pd.DataFrame:
     ``classes``, loaded by :func:`~medsegflow.models.sam_loader.load_sam_model`).
     """
     from medsegflow.models.sam_loader import load_sam_model
+    from medsegflow.models.sam_lora import merge_lora
     from medsegflow.prediction.cases import predict_cases
 
     job.require("checkpoint", family="sam_semantic")
@@ -105,6 +106,7 @@ def predict_sam_semantic(job: PredictJob) -> pd.DataFrame:
         dataset=job.preprocessed_dir.name,
     )
     model, device = load_sam_model(checkpoint, arch=card["arch"], device=job.device)
+    merge_lora(model)  # plain linear layers: the same outputs (tests/unit/test_sam_adaptation.py)
     settings: dict[str, Any] = dict(job.method)
     log.info("%s: semantic SAM, classes %s, on %s", job.method_name, card["classes"], device)
 

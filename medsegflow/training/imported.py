@@ -20,7 +20,9 @@ Layouts (``train.format``), as the authors' code saves them:
   SAM with ``Space_Adapter``/``MLP_Adapter``/``Depth_Adapter`` (``D_fc1``, ``D_fc2``) in
   every encoder block; the code's adapters use GELU, a 0.25 bottleneck and no decoder
   adapters. ``Depth_Adapter`` is its 3D branch (``-thd``), unused on 2D slices, and is
-  left out. The authors have published no Med-SA checkpoint.
+  left out. The repository links no trained adapters; the authors point to a
+  "Medical-Adapter-Zoo" on the Hugging Face hub (issues #59, #95), whose layout could
+  not be checked from here.
 
 Every tensor of the file must be used and every tensor of the model given (by the file
 or the base): one line naming the file otherwise.

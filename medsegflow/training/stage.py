@@ -144,6 +144,9 @@ def _validation(
     seed: int,
 ) -> dict[str, Any]:
     """DSC of the trained model on the val split (:mod:`~medsegflow.training.validation`)."""
+    max_slices = int(settings.get("val_slices", 32))
+    if max_slices == 0:
+        return {"val_dsc": None, "val_targets": 0}
     val = load_validation_pairs(preprocessed_dirs)
     if val is None:
         log.warning("no val case with foreground: the trained model is not checked on val")
@@ -159,6 +162,7 @@ def _validation(
         channel_values=channel_values,
         seed=seed,
         precision=str(settings.get("precision", "auto")),
+        max_slices=max_slices,
     )
     log.info("val: DSC %.4f over %d targets", result["val_dsc"], result["val_targets"])
     return result

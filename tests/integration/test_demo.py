@@ -184,6 +184,47 @@ def test_lite_medsam_rows_zero_shot(demo):
     assert (prompts["z_max"] > prompts["z_min"]).any()
 
 
+def test_fine_tuned_rows_and_their_models(demo):
+    """LiteMedSAM fine-tuned by MedSAM's, SAMed's and Med-SA's recipes on phantom_ct's
+    train split (2 iterations here), checked on val, predicted on test."""
+    import json
+
+    cards = {
+        name: json.loads((demo / f"results/models/{name}/model.json").read_text())
+        for name in ("lite_medsam_medsam", "lite_medsam_samed", "lite_medsam_medsa")
+    }
+    for name, card in cards.items():
+        assert card["base"]["model"] == "lite_medsam" and card["arch"] == "lite_medsam", name
+        assert card["training"]["iterations"] == 2 and card["training"]["val_targets"] > 0
+        assert 0.0 <= card["training"]["val_dsc"] <= 1.0
+        assert set(card["training"]["samples"]) == {"phantom_ct"}
+    medsam, samed, medsa = cards.values()
+    assert medsam["recipe"]["recipe"] == "medsam" and medsam["modules"] == []
+    assert medsam["training"]["n_trainable"] > 0.9 * medsam["training"]["n_parameters"]
+    assert [m["kind"] for m in samed["modules"]] == ["lora"]
+    assert samed["classes"] == ["liver", "spleen", "kidney", "lesion"]
+    assert [m["kind"] for m in medsa["modules"]] == ["medsa_adapters"]
+    assert medsa["training"]["n_trainable"] < 0.05 * medsa["training"]["n_parameters"]
+
+    rows = pd.read_csv(demo / "results/tables/all.csv", dtype={"case_id": str})
+    ct = rows[rows["dataset"] == "phantom_ct"]
+    for method in ("medsam_ft_box", "medsa_box", "samed_lora"):
+        sub = ct[ct["method"] == method]
+        assert set(sub["label_name"]) == {"liver", "spleen", "kidney", "lesion"}, method
+        assert sub["dsc"].between(0, 1).all()
+    assert "samed_lora" not in set(rows.loc[rows["dataset"] == "phantom_us", "method"])
+    # box-prompted fine-tuning starts from LiteMedSAM: 2 iterations keep the liver
+    liver = ct[ct["label_name"] == "liver"].groupby("method")["dsc"].mean()
+    assert liver["medsam_ft_box"] > 0.6 and liver["medsa_box"] > 0.6
+    # SAMed writes one label map of every class at once, in the image geometry
+    case = sorted(ct.loc[ct["method"] == "samed_lora", "case_id"])[0]
+    pred = read_volume(demo / f"results/predictions/phantom_ct/samed_lora/{case}.nii.gz")
+    image = read_volume(demo / f"results/data/phantom_ct/images/{case}.nii.gz")
+    assert pred.array_zyx.shape == image.array_zyx.shape
+    labels = json.loads((demo / "results/data/phantom_ct/labels.json").read_text())
+    assert set(np.unique(pred.array_zyx)) <= set(labels.values())
+
+
 def test_rerun_is_a_no_op(demo, repo_root):
     result = snakemake(demo, repo_root, "all", "-n")
     assert result.returncode == 0

@@ -110,7 +110,7 @@ def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(train
     assert history["loss"].iloc[-3:].mean() < 0.85 * history["loss"].iloc[:3].mean()
     card = json.loads((folder / "model.json").read_text())
     assert card["arch"] == "demo" and card["spec"]["img_size"] == 64 and card["base"] is None
-    assert card["recipe"] == {**TRAIN, "datasets": None}  # the complete recipe
+    assert card["recipe"] == {**TRAIN, "datasets": None, "val_slices": 32}  # the complete recipe
     assert card["training"]["iterations"] == 20 and card["modules"] == []
     assert card["training"]["n_trainable"] < card["training"]["n_parameters"]  # prompt encoder
     # checked on val: every foreground pair of the val case (ct and us), box prompts

@@ -34,13 +34,13 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     counts = job_counts(result.stdout)
     # phantom_us: 18 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
     # SAM without text, 3 text-driven methods + 5 grid points, nnU-Net 2d and weak);
-    # phantom_ct: 16 (no sam_auto, clicks, tuned text method, weak nnU-Net or prompt-set
-    # grid; the 3D-box row and the three fine-tuned rows). LiteMedSAM's weights are
-    # packaged; its three fine-tuned versions (MedSAM, SAMed, Med-SA recipes) are trained
-    # here, and the two promptable ones embed phantom_ct with their own encoders (SAMed's
-    # semantic model encodes as it predicts). 3 GT prompt sets + box3d on CT; 5 saliency
-    # jobs (US: base, 2 prompt sets, tuned; CT: base), 11 coarse-mask jobs, 3 prompt files
-    # from coarse masks.
+    # phantom_ct: 13 (no sam_auto, clicks, tuned text method, weak nnU-Net, prompt-set or
+    # post-processing grid; the 3D-box row and the three fine-tuned rows). LiteMedSAM's
+    # weights are packaged; its three fine-tuned versions (MedSAM, SAMed, Med-SA recipes)
+    # are trained here, and the two promptable ones embed phantom_ct with their own
+    # encoders (SAMed's semantic model encodes as it predicts). 3 GT prompt sets + box3d
+    # on CT; 5 saliency jobs (US: base, 2 prompt sets, tuned; CT: base), 8 coarse-mask
+    # jobs, 3 prompt files from coarse masks.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
@@ -51,14 +51,14 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "finetune_clip": 1,
         "tune_text_method": 1,
         "compute_saliency": 5,
-        "make_coarse_masks": 11,
+        "make_coarse_masks": 8,
         "make_mask_prompts": 3,
         "predict_pseudolabels": 1,
         "convert_nnunet_dataset": 3,
         "plan_nnunet_dataset": 3,
         "train_nnunet": 3,
-        "predict_method": 34,
-        "score_method": 34,
+        "predict_method": 31,
+        "score_method": 31,
         "collect_tables": 1,
         "summarise_tables": 1,
         "plot_metric": 2,
@@ -80,10 +80,10 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_ct: 12 configured methods (not sam_auto, sam_clicks, the tuned and weak ones)
-    # + 6 k-means and 3 post-processing grid points; phantom_us: otsu_box
-    assert counts["predict_method"] == (12 + 6 + 3) + 1
-    assert counts["score_method"] == 22
+    # phantom_ct: 12 configured methods (not sam_auto, sam_clicks, the tuned and weak ones,
+    # the grids of text prompts and post-processing) + 6 k-means points; phantom_us: otsu_box
+    assert counts["predict_method"] == (12 + 6) + 1
+    assert counts["score_method"] == 19
     assert counts["make_prompts"] == 4 + 1
     assert counts["embed_images"] == 3  # LiteMedSAM and its MedSAM and Med-SA versions
 

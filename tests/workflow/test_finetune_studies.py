@@ -105,3 +105,10 @@ def test_a_samed_import_needs_its_class_names(repo_root):
     config["sam_models"]["samed_released"]["train"]["classes"] = None
     with pytest.raises(ConfigError, match=r"^sam_models\.samed_released\.train\.classes: name"):
         planning.check_sam_models(config)
+
+
+def test_longer_demo_fine_tuning_plans_three_trainings(repo_root, tmp_path):
+    _, counts = _dry_run(repo_root, tmp_path, "experiments/demo_finetune_longer.yaml")
+    assert counts["train_sam_model"] == 3
+    assert counts["embed_images"] == 3  # LiteMedSAM, its MedSAM and Med-SA versions
+    assert counts["predict_method"] == 4 and counts["score_method"] == 4
