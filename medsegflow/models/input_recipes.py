@@ -290,7 +290,28 @@ class SamRecipe(InputRecipe):
 
 
 @dataclass(frozen=True)
-class MedSamRecipe(InputRecipe):
+class _SquareResizeRecipe(InputRecipe):
+    """Recipes that resize the whole slice to the ``S x S`` input (aspect not kept): boxes
+    ``box / [W, H, W, H] * S``, points ``(x, y) / [W, H] * S``."""
+
+    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
+        """``(S, S)``: the whole slice is resized to the square input."""
+        _check_size(original_size)
+        return self.image_size, self.image_size
+
+    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(N, 4)`` XYXY, original frame -> float64 model frame: ``box / [W, H, W, H] * S``."""
+        height, width = _check_size(original_size)
+        return _check_boxes(boxes_xyxy) / np.array([width, height, width, height]) * self.image_size
+
+    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` (x, y) -> float64 model frame, the boxes' scaling: ``/ [W, H] * S``."""
+        height, width = _check_size(original_size)
+        return _check_points(coords_xy) / np.array([width, height]) * self.image_size
+
+
+@dataclass(frozen=True)
+class MedSamRecipe(_SquareResizeRecipe):
     """MedSAM's recipe (MedSAM ViT-B, 1024).
 
     Source: bowang-lab/MedSAM ``MedSAM_Inference.py`` (main) @ 3ead5b7 (same
@@ -310,11 +331,6 @@ class MedSamRecipe(InputRecipe):
     name: ClassVar[str] = "medsam"
     image_size: int = 1024
 
-    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
-        """``(S, S)``: the whole slice is resized to the square input."""
-        _check_size(original_size)
-        return self.image_size, self.image_size
-
     def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
         """``(H, W)`` uint8 -> ``(3, S, S)`` float32 in [0, 1]."""
         from skimage import transform
@@ -325,16 +341,6 @@ class MedSamRecipe(InputRecipe):
             img_3c, size, order=3, preserve_range=True, anti_aliasing=True
         ).astype(np.uint8)
         return _to_chw_float32(_min_max(resized))
-
-    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-        """``(N, 4)`` XYXY, original frame -> float64 model frame: ``box / [W, H, W, H] * S``."""
-        height, width = _check_size(original_size)
-        return _check_boxes(boxes_xyxy) / np.array([width, height, width, height]) * self.image_size
-
-    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-        """``(..., 2)`` (x, y) -> float64 model frame, the boxes' scaling: ``/ [W, H] * S``."""
-        height, width = _check_size(original_size)
-        return _check_points(coords_xy) / np.array([width, height]) * self.image_size
 
     def postprocess(
         self,
@@ -432,7 +438,7 @@ class LiteMedSamRecipe(InputRecipe):
 
 
 @dataclass(frozen=True)
-class SamedRecipe(InputRecipe):
+class SamedRecipe(_SquareResizeRecipe):
     """SAMed's recipe (SAM ViT-B with LoRA, 512; any ``S``).
 
     Source: hitachinsk/SAMed ``utils.test_single_volume`` and ``train.py`` @ f3c4b44
@@ -450,11 +456,6 @@ class SamedRecipe(InputRecipe):
     name: ClassVar[str] = "samed"
     image_size: int = 512
 
-    def input_size(self, original_size: tuple[int, int]) -> tuple[int, int]:
-        """``(S, S)``: the whole slice is zoomed to the square input."""
-        _check_size(original_size)
-        return self.image_size, self.image_size
-
     def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
         """``(H, W)`` uint8 -> ``(3, S, S)`` float32 in [0, 1] (cubic zoom may overshoot)."""
         from scipy.ndimage import zoom
@@ -465,16 +466,6 @@ class SamedRecipe(InputRecipe):
         zoomed = zoom(scaled, (self.image_size / height, self.image_size / width), order=3)
         zoomed = zoomed[: self.image_size, : self.image_size]
         return np.ascontiguousarray(np.repeat(zoomed[None], 3, axis=0), dtype=np.float32)
-
-    def map_boxes(self, boxes_xyxy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-        """``(N, 4)`` XYXY, original frame -> float64 model frame: ``box / [W, H, W, H] * S``."""
-        height, width = _check_size(original_size)
-        return _check_boxes(boxes_xyxy) / np.array([width, height, width, height]) * self.image_size
-
-    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
-        """``(..., 2)`` (x, y) -> float64 model frame: ``/ [W, H] * S``."""
-        height, width = _check_size(original_size)
-        return _check_points(coords_xy) / np.array([width, height]) * self.image_size
 
     def postprocess(
         self,
