@@ -206,7 +206,8 @@ BASE_OPTIONAL_RECIPES = ("import",)
 def check_sam_models(config: Mapping[str, Any]) -> None:
     """:class:`ConfigError` naming the key of the first inconsistent ``sam_models`` entry:
     an unknown or circular base, a base without a recipe, weights with a recipe, neither
-    weights nor a recipe, an unknown weights key or training dataset."""
+    weights nor a recipe, an unknown weights key, or an unknown training dataset of a
+    model that some method uses."""
     models = config.get("sam_models", {})
     for name, spec in models.items():
         key = f"sam_models.{name}"
@@ -263,6 +264,9 @@ def check_sam_models(config: Mapping[str, Any]) -> None:
             raise ConfigError(
                 f"{key}.arch: '{arch}' differs from its base's; leave it out to inherit it"
             )
-        for dataset in (spec["train"] or {}).get("datasets") or []:
+    # an entry no method uses may name datasets that a config derived from another left out
+    named = [m["model"] for m in config.get("methods", {}).values() if m.get("model") in models]
+    for name in sam_models_with_bases(config, list(dict.fromkeys(named))):
+        for dataset in (models[name]["train"] or {}).get("datasets") or []:
             if dataset not in config["datasets"]:
-                raise ConfigError(f"{key}.train.datasets: unknown dataset '{dataset}'")
+                raise ConfigError(f"sam_models.{name}.train.datasets: unknown dataset '{dataset}'")

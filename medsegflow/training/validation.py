@@ -1,7 +1,7 @@
 """The check on val of a model the training stage trained: its DSC on the val split.
 
 After a recipe has run, the trained model segments the val split's foreground slices
-(at most ``max_slices`` of them, the first of each dataset in case and slice order) and
+(at most ``max_slices`` of them, taken dataset by dataset in case and slice order) and
 the DSC of each target is measured in the model's input frame (the padded square the
 decoder predicts in, padding left out):
 

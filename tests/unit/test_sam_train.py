@@ -220,6 +220,25 @@ def test_training_stage_plans_models_with_a_recipe_from_scratch_or_a_base():
             check_sam_models(broken)
 
 
+def test_unknown_training_dataset_stops_only_a_model_that_is_used():
+    """A config derived from the demo without phantom_ct keeps its unused fine-tuned
+    entries; a method using one of them stops at planning, naming the key."""
+    config = {
+        "datasets": {"a": {}},
+        "methods": {"otsu": {"family": "classical"}},
+        "sam_models": _models(
+            lite={"arch": "lite_medsam"},
+            ft={"base": "lite", "train": {"recipe": "medsam", "datasets": ["gone"]}},
+        ),
+    }
+    check_sam_models(config)
+    config["methods"]["ft_box"] = {"family": "sam", "model": "ft"}
+    with pytest.raises(
+        ConfigError, match=r"^sam_models\.ft\.train\.datasets: unknown dataset 'gone'"
+    ):
+        check_sam_models(config)
+
+
 def test_augmentation_keeps_the_drawn_object_whole_and_aligned():
     image_yx = np.tile(np.arange(60, dtype=np.uint8) * 4, (50, 1))  # x-ramp 0..236
     masks_kyx = np.zeros((2, 50, 60), dtype=bool)
