@@ -39,7 +39,7 @@ def reduced_config(repo_root: Path) -> dict:
     config["clip_models"]["clip_demo"]["train"] = {"epochs": 2, "crops_per_image": 1}
     config["methods"]["sam_auto"]["points_per_side"] = 3
     for model in ("lite_medsam_medsam", "lite_medsam_samed", "lite_medsam_medsa"):
-        config["sam_models"][model]["train"].update(iterations=2, batch_size=1)
+        config["sam_models"][model]["train"].update(iterations=2, batch_size=1, val_slices=2)
     config["sam_models"]["lite_medsam_samed"]["train"]["warmup"] = 1
     for method in ("medclip_coarse", "medclip_sam", "medclip_sam_tuned"):
         config["methods"][method].setdefault("saliency", {}).update(steps=3, samples=3)
