@@ -33,10 +33,17 @@ def _png_folder(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     return build(params, seed=seed)
 
 
+def _busi(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
+    from medsegflow.datasets.busi import build
+
+    return build(params, seed=seed)
+
+
 ADAPTERS: dict[str, Adapter] = {
     "phantom": _phantom,
     "nifti_folder": _nifti_folder,
     "png_folder": _png_folder,
+    "busi": _busi,
 }
 
 

@@ -17,7 +17,7 @@ from medsegflow.datasets._params import assign_case_splits
 from medsegflow.datasets.canonical import read_cases, read_label_map
 from medsegflow.datasets.png_folder import LUMA_WEIGHTS
 from medsegflow.datasets.registry import prepare_dataset
-from medsegflow.errors import ConfigError
+from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import read_volume
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -328,3 +328,79 @@ def test_png_masks_matching_the_image_glob_are_skipped(tmp_path: Path) -> None:
     assert set(table["split"]) == {"train"}
     _, label = _written(tmp_path / "out", "p2")
     assert int(label.array_zyx.sum()) == 6
+
+
+def _busi_tree(root: Path) -> dict[str, np.ndarray]:
+    """A miniature Dataset_BUSI_with_GT from real BUSI images: RGB images, 0/255 masks;
+    benign (2) has its lesion in two mask files, normal (1) an empty mask."""
+    src = DATA / "busi_mini"
+
+    def lesion(case: str) -> np.ndarray:
+        return np.asarray(Image.open(src / "masks" / f"{case}.png").convert("RGB")).max(-1) > 127
+
+    def save(path: Path, array: np.ndarray) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(array).save(path)
+
+    expected = {}
+    for folder, name, case in (
+        ("benign", "benign (1)", "10018"),
+        ("benign", "benign (2)", "10080"),
+        ("malignant", "malignant (7)", "10509"),
+        ("normal", "normal (1)", "10110"),
+    ):
+        image = np.asarray(Image.open(src / "images" / f"{case}.png").convert("RGB"))
+        save(root / folder / f"{name}.png", image)
+        mask = lesion(case) if folder != "normal" else np.zeros(image.shape[:2], bool)
+        if name == "benign (2)":  # two lesion files: left and right of the lesion's centre
+            cut = int(np.nonzero(mask)[1].mean())
+            left, right = mask.copy(), mask.copy()
+            left[:, cut:], right[:, :cut] = False, False
+            save(root / folder / f"{name}_mask.png", left.astype(np.uint8) * 255)
+            save(root / folder / f"{name}_mask_1.png", right.astype(np.uint8) * 255)
+        else:
+            save(root / folder / f"{name}_mask.png", mask.astype(np.uint8) * 255)
+        expected[name] = mask
+    return expected
+
+
+@needs_data
+def test_busi_adapter_reads_the_official_tree(tmp_path: Path) -> None:
+    root = tmp_path / "Dataset_BUSI_with_GT"
+    expected = _busi_tree(root)
+    split = {"benign_001": "train", "benign_002": "val", "malignant_007": "test"}
+    params = {"root": str(root), "split": {**split, "normal_001": "test"}}
+    out = tmp_path / "busi"
+    table = prepare_dataset(adapter="busi", params=params, seed=0, out_dir=out)
+    assert list(table["case_id"]) == ["benign_001", "benign_002", "malignant_007", "normal_001"]
+    cases = read_cases(out)
+    assert dict(zip(cases["case_id"], cases["split"], strict=True))["benign_002"] == "val"
+    captions = dict(zip(cases["case_id"], cases["caption"], strict=True))
+    assert captions["malignant_007"] == "Breast ultrasound, malignant."
+    assert captions["normal_001"] == "Breast ultrasound, normal."
+    assert read_label_map(out) == {"background": 0, "lesion": 1}
+    for case_id, name in (("benign_001", "benign (1)"), ("benign_002", "benign (2)")):
+        image, label = _written(out, case_id)
+        np.testing.assert_array_equal(label.array_zyx[0], expected[name].astype(np.uint8))
+        assert image.array_zyx.shape == label.array_zyx.shape
+        assert label.spacing_zyx == (1.0, 1.0, 1.0)
+    assert _written(out, "benign_002")[1].array_zyx.sum() == expected["benign (2)"].sum() > 100
+    assert not _written(out, "normal_001")[1].array_zyx.any()  # normal: empty reference
+    grey = np.asarray(Image.open(DATA / "busi_mini/images/10509.png").convert("RGB"))[..., 0]
+    np.testing.assert_array_equal(_written(out, "malignant_007")[0].array_zyx[0], grey)
+
+
+@needs_data
+def test_busi_adapter_errors_name_the_file_or_key(tmp_path: Path) -> None:
+    root = tmp_path / "Dataset_BUSI_with_GT"
+    _busi_tree(root)
+    with pytest.raises(ConfigError, match=r"params\.classes: \['cyst'\] are not BUSI classes"):
+        prepare_dataset(
+            adapter="busi", params={"root": str(root), "classes": ["cyst"]}, seed=0, out_dir=root
+        )
+    benign_only = {"root": str(root), "classes": ["benign"], "split_all": "test"}
+    table = prepare_dataset(adapter="busi", params=benign_only, seed=0, out_dir=tmp_path / "b")
+    assert list(table["case_id"]) == ["benign_001", "benign_002"]
+    (root / "malignant" / "malignant (7)_mask.png").unlink()
+    with pytest.raises(InputError, match=r"malignant \(7\)\.png: mask file not found"):
+        prepare_dataset(adapter="busi", params={"root": str(root)}, seed=0, out_dir=root / "o")
