@@ -39,11 +39,18 @@ def _busi(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     return build(params, seed=seed)
 
 
+def _isic2016(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
+    from medsegflow.datasets.isic2016 import build
+
+    return build(params, seed=seed)
+
+
 ADAPTERS: dict[str, Adapter] = {
     "phantom": _phantom,
     "nifti_folder": _nifti_folder,
     "png_folder": _png_folder,
     "busi": _busi,
+    "isic2016": _isic2016,
 }
 
 

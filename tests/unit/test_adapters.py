@@ -404,3 +404,44 @@ def test_busi_adapter_errors_name_the_file_or_key(tmp_path: Path) -> None:
     (root / "malignant" / "malignant (7)_mask.png").unlink()
     with pytest.raises(InputError, match=r"malignant \(7\)\.png: mask file not found"):
         prepare_dataset(adapter="busi", params={"root": str(root)}, seed=0, out_dir=root / "o")
+
+
+@needs_data
+def test_isic2016_adapter_reads_both_official_sets(tmp_path: Path) -> None:
+    """Real BUSI images stand in for dermoscopy (RGB JPEG images, 0/255 PNG masks)."""
+    src = DATA / "busi_mini"
+    root = tmp_path / "ISIC"
+    expected = {}
+    layout = {"Training": ["0000000", "0000001", "0000002", "0000004"], "Test": ["0000003"]}
+    sources = iter(["10018", "10080", "10110", "10509", "10523"])
+    for folder, ids in layout.items():
+        for isic_id in ids:
+            case = next(sources)
+            image = np.asarray(Image.open(src / "images" / f"{case}.png").convert("RGB"))
+            mask = np.asarray(Image.open(src / "masks" / f"{case}.png").convert("RGB")).max(-1)
+            data = root / f"ISBI2016_ISIC_Part1_{folder}_Data"
+            truth = root / f"ISBI2016_ISIC_Part1_{folder}_GroundTruth"
+            data.mkdir(parents=True, exist_ok=True)
+            truth.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(image).save(data / f"ISIC_{isic_id}.jpg", quality=95)
+            Image.fromarray(((mask > 127) * 255).astype(np.uint8)).save(
+                truth / f"ISIC_{isic_id}_Segmentation.png"
+            )
+            expected[f"ISIC_{isic_id}"] = mask > 127
+    params = {"root": str(root), "val_fraction": 0.25}
+    table = prepare_dataset(adapter="isic2016", params=params, seed=0, out_dir=tmp_path / "out")
+    assert sorted(table["case_id"]) == sorted(expected)
+    splits = dict(zip(table["case_id"], table["split"], strict=True))
+    assert splits["ISIC_0000003"] == "test"
+    assert sorted(v for k, v in splits.items() if k != "ISIC_0000003") == [
+        "train",
+        "train",
+        "train",
+        "val",
+    ]
+    _, label = _written(tmp_path / "out", "ISIC_0000001")
+    np.testing.assert_array_equal(label.array_zyx[0], expected["ISIC_0000001"])
+    assert read_label_map(tmp_path / "out") == {"background": 0, "lesion": 1}
+    (root / "ISBI2016_ISIC_Part1_Test_GroundTruth/ISIC_0000003_Segmentation.png").unlink()
+    with pytest.raises(InputError, match=r"ISIC_0000003\.jpg: mask file not found"):
+        prepare_dataset(adapter="isic2016", params=params, seed=0, out_dir=tmp_path / "bad")

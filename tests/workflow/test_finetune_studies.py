@@ -73,16 +73,17 @@ def test_medsa_isic_trains_on_the_official_training_set_and_scores_its_test_set(
     repo_root, tmp_path
 ):
     _, counts = _dry_run(repo_root, tmp_path, "experiments/medsa_isic.yaml")
-    # isic2016_train is only trained on (methods: []): 3 rows on isic2016, 2 encoders
+    # one dataset (the isic2016 adapter: official training set -> train/val, test -> test),
+    # 3 rows, 2 encoders (SAM and SAM with Med-SA's adapters)
     assert counts["train_sam_model"] == 1
-    assert counts["prepare_dataset"] == 2 and counts["preprocess_dataset"] == 2
+    assert counts["prepare_dataset"] == 1 and counts["preprocess_dataset"] == 1
     assert counts["predict_method"] == 3 and counts["score_method"] == 3
     assert counts["embed_images"] == 2 and counts["make_prompts"] == 2
     assert counts["plot_qualitative"] == 1
     config = _config(repo_root, "experiments/medsa_isic.yaml")
-    assert planning.methods_for_dataset(config, "isic2016_train") == []
+    assert config["datasets"]["isic2016"]["adapter"] == "isic2016"
     train = config["sam_models"]["sam_vit_b_medsa"]["train"]
-    assert train["datasets"] == ["isic2016_train"] and train["prompt"] == "points"
+    assert train["datasets"] == ["isic2016"] and train["prompt"] == "points"
     assert train["batch_size"] == 32 and train["lr"] == 0.0001
 
 
@@ -112,3 +113,15 @@ def test_longer_demo_fine_tuning_plans_three_trainings(repo_root, tmp_path):
     assert counts["train_sam_model"] == 3
     assert counts["embed_images"] == 3  # LiteMedSAM, its MedSAM and Med-SA versions
     assert counts["predict_method"] == 4 and counts["score_method"] == 4
+
+
+def test_a_dataset_with_no_methods_is_only_trained_on(repo_root):
+    """methods: [] keeps a dataset for training (its preprocessed data) and plans no rows
+    or figure for it; null (the default) means every method."""
+    config = _config(repo_root, "config.yaml")
+    config["datasets"]["phantom_us"]["methods"] = []
+    assert planning.methods_for_dataset(config, "phantom_us") == []
+    assert "sam_box" in planning.methods_for_dataset(config, "phantom_ct")
+    figures = wf.figure_files(config)
+    assert "results/figures/qualitative_phantom_ct.png" in figures
+    assert not any("phantom_us" in f for f in figures)
