@@ -34,13 +34,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from medsegflow.datasets._params import assign_case_splits, check_keys, get_root
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase
-from medsegflow.datasets.png_folder import MaskRule, mask_to_label, to_grey
+from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Geometry, Volume, read_raster
+from medsegflow.io import Geometry, Volume
 
 log = logging.getLogger(__name__)
 
@@ -124,16 +122,7 @@ def _cases(
     geometry = Geometry((1.0, 1.0, 1.0))
     binary = MaskRule("binary")
     for case_id, cls, image_path, mask_paths in found:
-        image_yx = to_grey(read_raster(image_path))
-        label_yx = np.zeros(image_yx.shape, dtype=np.uint8)
-        for path in mask_paths:
-            mask = read_raster(path)
-            if mask.shape[:2] != image_yx.shape:
-                raise InputError(
-                    f"{path}: mask size {mask.shape[1]} x {mask.shape[0]} differs from image "
-                    f"{image_path} size {image_yx.shape[1]} x {image_yx.shape[0]}"
-                )
-            label_yx |= mask_to_label(mask, binary, path=path)
+        image_yx, label_yx = read_image_and_masks(image_path, mask_paths, binary)
         yield CanonicalCase(
             case_id=case_id,
             split=splits[case_id],

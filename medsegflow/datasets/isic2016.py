@@ -31,9 +31,9 @@ from typing import Any
 
 from medsegflow.datasets._params import check_keys, check_labels_exist, get_root
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, assign_splits
-from medsegflow.datasets.png_folder import MaskRule, mask_to_label, to_grey
+from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Geometry, Volume, read_raster
+from medsegflow.io import Geometry, Volume
 
 log = logging.getLogger(__name__)
 
@@ -82,19 +82,13 @@ def _cases(
     geometry = Geometry((1.0, 1.0, 1.0))
     binary = MaskRule("binary")
     for case_id, _, image_path, mask_path in cases:
-        image_yx = to_grey(read_raster(image_path))
-        mask = read_raster(mask_path)
-        if mask.shape[:2] != image_yx.shape:
-            raise InputError(
-                f"{mask_path}: mask size {mask.shape[1]} x {mask.shape[0]} differs from image "
-                f"{image_path} size {image_yx.shape[1]} x {image_yx.shape[0]}"
-            )
+        image_yx, label_yx = read_image_and_masks(image_path, [mask_path], binary)
         yield CanonicalCase(
             case_id=case_id,
             split=splits[case_id],
             modality="dermoscopy",
             image=Volume(image_yx[None], geometry),
-            label=Volume(mask_to_label(mask, binary, path=mask_path)[None], geometry),
+            label=Volume(label_yx[None], geometry),
             caption=caption,
             image_source=str(image_path),
             label_source=str(mask_path),

@@ -127,14 +127,7 @@ def _cases(
     plans: Sequence[CasePlan], *, modality: str, rule: MaskRule, geometry: Geometry
 ) -> Iterator[CanonicalCase]:
     for plan in plans:
-        image_yx = to_grey(read_raster(plan.image))
-        mask = read_raster(plan.label)
-        if image_yx.shape != mask.shape[:2]:
-            raise InputError(
-                f"{plan.label}: mask size {_size(mask)} differs from image "
-                f"{plan.image} size {_size(image_yx)} (width x height)"
-            )
-        label_yx = mask_to_label(mask, rule, path=plan.label)
+        image_yx, label_yx = read_image_and_masks(plan.image, [plan.label], rule)
         yield CanonicalCase(
             case_id=plan.case_id,
             split=plan.split,
@@ -145,6 +138,28 @@ def _cases(
             image_source=str(plan.image),
             label_source=str(plan.label),
         )
+
+
+def read_image_and_masks(
+    image_path: Path, mask_paths: Sequence[Path], rule: MaskRule
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(image_yx, label_yx)``: the image in one channel and the union of its masks'
+    labels (a later mask wins where they overlap); :class:`InputError` names a mask whose
+    size differs from the image's."""
+    image_yx = to_grey(read_raster(image_path))
+    label_yx = None
+    for path in mask_paths:
+        mask = read_raster(path)
+        if image_yx.shape != mask.shape[:2]:
+            raise InputError(
+                f"{path}: mask size {_size(mask)} differs from image "
+                f"{image_path} size {_size(image_yx)} (width x height)"
+            )
+        labels = mask_to_label(mask, rule, path=path)
+        label_yx = labels if label_yx is None else np.where(labels > 0, labels, label_yx)
+    if label_yx is None:
+        raise ValueError(f"{image_path}: no mask file given")
+    return image_yx, label_yx
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:
