@@ -1,4 +1,20 @@
-"""Image I/O: the only module that touches SimpleITK.
+"""Image I/O: the only module that touches SimpleITK, h5py and MATLAB files.
+
+:func:`read_image` reads every supported format into the same :class:`Volume`:
+
+=====================================  ===================================  ==============
+format                                 reader                               spacing
+=====================================  ===================================  ==============
+NIfTI, NRRD, MHA/MHD, single DICOM     SimpleITK (:func:`read_volume`)      from the file
+DICOM series (a folder)                SimpleITK's series reader            from the file
+PNG, JPEG, BMP, TIFF                   Pillow (:func:`read_raster`)         unknown
+``.npz``                               numpy, array ``key``                 ``spacing`` key
+HDF5 (``.h5``, ``.hdf5``)              h5py, dataset ``key``                ``spacing`` attr
+MATLAB ``.mat`` v7.3 / v5              h5py / scipy, variable ``key``       unknown
+=====================================  ===================================  ==============
+
+Where the file cannot know its spacing, the volume gets 1 mm and ``spacing_known=False``;
+adapters write that flag into ``cases.tsv`` so distance metrics are reported in pixels.
 
 Arrays are returned in numpy axis order ``zyx`` (SimpleITK's ``GetArrayFromImage``
 order); spacing is kept in the same order and always in mm. A 2D image is a
@@ -22,6 +38,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -53,10 +70,15 @@ class Geometry:
 
 @dataclass
 class Volume:
-    """A voxel array in ``zyx`` order with its geometry."""
+    """A voxel array in ``zyx`` order with its geometry.
+
+    ``spacing_known`` is False when the source format stores no spacing (PNG, JPEG, an
+    ``.npz`` without ``spacing``): the geometry's spacing is then a 1 mm placeholder.
+    """
 
     array_zyx: np.ndarray
     geometry: Geometry = field(default_factory=lambda: Geometry((1.0, 1.0, 1.0)))
+    spacing_known: bool = True
 
     @property
     def spacing_zyx(self) -> tuple[float, float, float]:
@@ -253,3 +275,232 @@ def read_raster(path: str | os.PathLike) -> np.ndarray:
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise InputError(f"{path}: cannot read image (corrupt or truncated file): {err}") from None
     return array
+
+
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+"""ITU-R BT.601 luma weights for R, G, B (the weights PIL's ``convert("L")`` uses)."""
+
+ITK_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gipl")
+RASTER_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+ARRAY_SUFFIXES = (".npz", ".npy", ".h5", ".hdf5", ".mat")
+IMAGE_SUFFIXES = ITK_SUFFIXES + RASTER_SUFFIXES + ARRAY_SUFFIXES
+
+
+def image_suffix(path: str | os.PathLike) -> str:
+    """The format suffix of ``path`` (``.nii.gz`` counts as one), lower case; "" for none."""
+    name = Path(path).name.lower()
+    return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), "")
+
+
+def to_grey(image: np.ndarray) -> np.ndarray:
+    """One channel ``(H, W)`` from an ``(H, W)`` or ``(H, W, C)`` raster.
+
+    Greyscale keeps its dtype; RGB whose channels are all equal keeps one channel; other
+    colour images become float32 luminance (:data:`LUMA_WEIGHTS`, not rounded). Alpha is
+    ignored.
+    """
+    if image.ndim == 2:
+        return image
+    rgb = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]
+    if all(np.array_equal(rgb[..., 0], rgb[..., c]) for c in range(1, rgb.shape[-1])):
+        return np.ascontiguousarray(rgb[..., 0])
+    return rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+
+
+def read_image(
+    path: str | os.PathLike,
+    *,
+    key: str | None = None,
+    spacing_xyz: tuple[float, ...] | None = None,
+    channels_last: bool = False,
+) -> Volume:
+    """Read any supported image or label file (module table) as a ``zyx`` :class:`Volume`.
+
+    ``key`` names the array inside ``.npz`` / HDF5 / ``.mat`` files (``"cjdata/image"`` or
+    ``"cjdata.image"`` for a MATLAB struct field). ``spacing_xyz`` overrides the file's
+    spacing (an adapter that knows it, e.g. from a dataset's documentation); 2 values are
+    taken as ``(sx, sy)`` of a 2D image. ``channels_last``: a 3D array ``(H, W, C)`` from an
+    array file is one colour image, turned into luminance (:func:`to_grey`), not a volume.
+    A folder is read as one DICOM series. Raises :class:`InputError` naming the file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        volume = read_dicom_series(path)
+    else:
+        suffix = image_suffix(path)
+        if suffix in RASTER_SUFFIXES:
+            array = to_grey(read_raster(path))[None]
+            volume = Volume(array, Geometry((1.0, 1.0, 1.0)), spacing_known=False)
+        elif suffix in ARRAY_SUFFIXES:
+            arrays, spacing = _read_array_file(path, [key] if key else [])
+            array = arrays[key] if key else next(iter(arrays.values()))
+            volume = _array_volume(array, spacing, path=path, channels_last=channels_last)
+        else:
+            volume = read_volume(path)
+    if spacing_xyz is not None:
+        volume = _with_spacing(volume, spacing_xyz, path=path)
+    return volume
+
+
+def read_arrays(path: str | os.PathLike, keys: list[str]) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of one ``.npz`` / HDF5 / ``.mat`` file, opened once.
+
+    MATLAB v7.3 arrays come back in MATLAB's own (column-major) axis order, as
+    ``scipy.io.loadmat`` gives them for older files. Raises :class:`InputError` naming
+    the file and the keys it holds when a key is missing.
+    """
+    return _read_array_file(Path(path), keys)[0]
+
+
+def _read_array_file(
+    path: Path, keys: list[str]
+) -> tuple[dict[str, np.ndarray], tuple[float, ...] | None]:
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    suffix = image_suffix(path)
+    try:
+        if suffix == ".npz":
+            return _read_npz(path, keys)
+        if suffix == ".npy":
+            if keys:
+                raise InputError(f"{path}: a .npy file holds one array, no key '{keys[0]}'")
+            return {"": np.load(path, allow_pickle=False)}, None
+        if suffix == ".mat" and not _is_hdf5(path):
+            return _read_mat_v5(path, keys), None
+        return _read_hdf5(path, keys, matlab=suffix == ".mat")
+    except (OSError, ValueError, EOFError, zlib.error) as err:
+        if isinstance(err, InputError):
+            raise
+        raise InputError(
+            f"{path}: cannot read {suffix} file (corrupt or truncated): {err}"
+        ) from None
+
+
+def _read_npz(path: Path, keys: list[str]) -> tuple[dict[str, np.ndarray], tuple | None]:
+    with np.load(path, allow_pickle=False) as data:
+        names = list(data.files)
+        wanted = keys or [n for n in names if n != "spacing"][:1]
+        missing = [k for k in wanted if k not in names]
+        if missing or not wanted:
+            raise InputError(f"{path}: no array {missing or keys}; it holds {names}")
+        arrays = {k: data[k] for k in wanted}
+        spacing = tuple(float(v) for v in np.ravel(data["spacing"])) if "spacing" in names else None
+    return arrays, spacing
+
+
+def _is_hdf5(path: Path) -> bool:
+    import h5py
+
+    return bool(h5py.is_hdf5(path))
+
+
+def _split_key(key: str) -> list[str]:
+    return [part for part in re.split(r"[./]", key) if part]
+
+
+def _read_hdf5(
+    path: Path, keys: list[str], *, matlab: bool
+) -> tuple[dict[str, np.ndarray], tuple | None]:
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        names: list[str] = []
+        handle.visit(lambda n: names.append(n) if isinstance(handle[n], h5py.Dataset) else None)
+        names = [n for n in names if not n.startswith("#")]
+        wanted = keys or [n for n in names if n != "spacing"][:1]
+        arrays: dict[str, np.ndarray] = {}
+        spacing = None
+        for key in wanted:
+            node = "/".join(_split_key(key))
+            if node not in handle or not isinstance(handle[node], h5py.Dataset):
+                raise InputError(f"{path}: no dataset '{key}'; it holds {names}")
+            dataset = handle[node]
+            array = dataset[()]
+            if matlab and array.ndim >= 2:
+                array = array.T  # MATLAB writes column-major; h5py reads the axes reversed
+            arrays[key] = np.asarray(array)
+            if "spacing" in dataset.attrs and spacing is None:
+                spacing = tuple(float(v) for v in np.ravel(dataset.attrs["spacing"]))
+        if spacing is None and "spacing" in handle and not matlab:
+            spacing = tuple(float(v) for v in np.ravel(handle["spacing"][()]))
+    return arrays, spacing
+
+
+def _read_mat_v5(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
+    from scipy.io import loadmat
+
+    data = loadmat(path, squeeze_me=False, struct_as_record=True)
+    names = [n for n in data if not n.startswith("__")]
+    wanted = keys or names[:1]
+    arrays = {}
+    for key in wanted:
+        parts = _split_key(key)
+        value: Any = data.get(parts[0])
+        for part in parts[1:]:
+            if value is None:
+                break
+            value = value[part][0, 0] if part in (value.dtype.names or ()) else None
+        if value is None:
+            raise InputError(f"{path}: no variable '{key}'; it holds {names}")
+        arrays[key] = np.asarray(value)
+    return arrays
+
+
+def _array_volume(
+    array: np.ndarray, spacing: tuple[float, ...] | None, *, path: Path, channels_last: bool
+) -> Volume:
+    array = np.asarray(array)
+    if channels_last and array.ndim == 3:
+        array = to_grey(array)
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise InputError(
+            f"{path}: array has shape {array.shape}, expected a 2D (H, W) or 3D (D, H, W) array"
+        )
+    if spacing is None:
+        return Volume(np.ascontiguousarray(array), Geometry((1.0, 1.0, 1.0)), spacing_known=False)
+    return _with_spacing(Volume(np.ascontiguousarray(array)), spacing, path=path)
+
+
+def _with_spacing(volume: Volume, spacing: tuple[float, ...], *, path: Path) -> Volume:
+    values = tuple(float(v) for v in spacing)
+    if len(values) == 2:
+        values = (*values, volume.geometry.spacing_xyz[2])
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise InputError(f"{path}: spacing {list(spacing)} is not 2 or 3 positive numbers")
+    geometry = Geometry(values, volume.geometry.origin_xyz, volume.geometry.direction)
+    return Volume(volume.array_zyx, geometry, spacing_known=True)
+
+
+def read_dicom_series(folder: str | os.PathLike) -> Volume:
+    """The one DICOM series in ``folder`` as a volume, geometry kept (SimpleITK, GDCM order).
+
+    Raises :class:`InputError` naming the folder when it holds no series or several.
+    """
+    sitk = _sitk()
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: DICOM folder not found")
+    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    if not series:
+        raise InputError(f"{folder}: no DICOM series in this folder")
+    if len(series) > 1:
+        raise InputError(
+            f"{folder}: {len(series)} DICOM series in one folder ({', '.join(series)}); "
+            "give one folder per series"
+        )
+    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(files)
+    try:
+        image = reader.Execute()
+    except RuntimeError as err:
+        raise InputError(f"{folder}: cannot read the DICOM series: {str(err).strip()}") from None
+    if image.GetNumberOfComponentsPerPixel() != 1:
+        raise InputError(f"{folder}: DICOM series is not single-channel")
+    array = sitk.GetArrayFromImage(image)
+    geometry = Geometry(
+        tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection())
+    )
+    return Volume(array, geometry)

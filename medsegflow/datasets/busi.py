@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from medsegflow.datasets._params import assign_case_splits, check_keys, get_root
-from medsegflow.datasets.canonical import AdapterResult, CanonicalCase
+from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume
@@ -76,7 +77,12 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
         ", ".join(f"{c} {sum(1 for f in found if f[1] == c)}" for c in classes),
         sum(1 for f in found if len(f[3]) > 1),
     )
-    return AdapterResult(dict(LABELS), _cases(found, splits, template))
+    sources = [
+        CaseSource(case_id, str(image), partial(_load_case, case_id, cls, image, masks, **kw))
+        for case_id, cls, image, masks in found
+        for kw in [{"split": splits[case_id], "template": template}]
+    ]
+    return AdapterResult(dict(LABELS), sources)
 
 
 def _get_classes(params: Mapping[str, Any]) -> list[str]:
@@ -116,20 +122,24 @@ def _class_cases(folder: Path, cls: str) -> list[tuple[str, str, Path, list[Path
     return cases
 
 
-def _cases(
-    found: Sequence[tuple[str, str, Path, list[Path]]], splits: Mapping[str, str], template: str
-) -> Iterator[CanonicalCase]:
+def _load_case(
+    case_id: str,
+    cls: str,
+    image_path: Path,
+    mask_paths: Sequence[Path],
+    *,
+    split: str,
+    template: str,
+) -> CanonicalCase:
     geometry = Geometry((1.0, 1.0, 1.0))
-    binary = MaskRule("binary")
-    for case_id, cls, image_path, mask_paths in found:
-        image_yx, label_yx = read_image_and_masks(image_path, mask_paths, binary)
-        yield CanonicalCase(
-            case_id=case_id,
-            split=splits[case_id],
-            modality="US",
-            image=Volume(image_yx[None], geometry),
-            label=Volume(label_yx[None], geometry),
-            caption=template.replace("{class}", cls).replace("{case_id}", case_id),
-            image_source=str(image_path),
-            label_source=";".join(str(p) for p in mask_paths),
-        )
+    image_yx, label_yx = read_image_and_masks(image_path, mask_paths, MaskRule("binary"))
+    return CanonicalCase(
+        case_id=case_id,
+        split=split,
+        modality="US",
+        image=Volume(image_yx[None], geometry, spacing_known=False),
+        label=Volume(label_yx[None], geometry, spacing_known=False),
+        caption=template.replace("{class}", cls).replace("{case_id}", case_id),
+        image_source=str(image_path),
+        label_source=";".join(str(p) for p in mask_paths),
+    )

@@ -7,8 +7,11 @@
     labels.json               label map {"background": 0, "<name>": <value>, ...}
     cases.tsv                 one row per case (written last: it is the stage's file target)
 
-``cases.tsv`` columns: ``case_id, split, modality, spacing_xyz_mm, size_xyz, caption``;
-spacing and size are written ``"x,y,z"`` in ITK order.
+``cases.tsv`` columns: ``case_id, split, modality, spacing_xyz_mm, size_xyz, caption,
+spacing_known``; spacing and size are written ``"x,y,z"`` in ITK order. ``spacing_known`` is
+``False`` when the source format stores no spacing (PNG, JPEG, an ``.npz`` without it) and
+the adapter was not told it: the 1 mm written is a placeholder, so NSD and HD95 of that case
+are in pixels (the metric rows carry it as ``distance_unit``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +33,15 @@ from medsegflow.io import Volume, atomic_path, write_text, write_volume
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "val", "test")
-CASES_COLUMNS = ("case_id", "split", "modality", "spacing_xyz_mm", "size_xyz", "caption")
+CASES_COLUMNS = (
+    "case_id",
+    "split",
+    "modality",
+    "spacing_xyz_mm",
+    "size_xyz",
+    "caption",
+    "spacing_known",
+)
 
 
 @dataclass
@@ -45,6 +56,25 @@ class CanonicalCase:
     caption: str = ""
     image_source: str = ""
     label_source: str = ""
+
+    @property
+    def spacing_known(self) -> bool:
+        """Whether the image's spacing came from its file or the adapter (not a placeholder)."""
+        return self.image.spacing_known
+
+
+@dataclass(frozen=True)
+class CaseSource:
+    """One case as an adapter lists it, before any file is read.
+
+    ``load`` reads the files and returns the case; it raises :class:`InputError` naming the
+    file when one is unreadable. ``source`` names the files for messages. Listing cases
+    this way lets ``verify`` read every case and report every problem, not only the first.
+    """
+
+    case_id: str
+    source: str
+    load: Callable[[], CanonicalCase]
 
 
 def assign_splits(
@@ -82,11 +112,15 @@ def assign_splits(
     return out
 
 
-def find_case_problems(case: CanonicalCase, label_map: Mapping[str, int]) -> list[str]:
+def find_case_problems(
+    case: CanonicalCase, label_map: Mapping[str, int], *, check_empty: bool = False
+) -> list[str]:
     """Every problem with one case, each a line naming the file and what is wrong.
 
     Checks: image and label are 3D arrays on the same grid and geometry, the image has
-    no NaN/inf intensities, and every label value is in the label map.
+    no NaN/inf intensities, and every label value is in the label map. With
+    ``check_empty`` (``verify``), an image whose voxels all have one value is a problem
+    too; writing a dataset only warns about it (:func:`empty_image_problem`).
     """
     img_name = case.image_source or f"{case.case_id} image"
     lab_name = case.label_source or f"{case.case_id} label"
@@ -113,6 +147,8 @@ def find_case_problems(case: CanonicalCase, label_map: Mapping[str, int]) -> lis
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
         n_bad = int((~np.isfinite(img)).sum())
         problems.append(f"{img_name}: image has {n_bad} NaN or infinite intensities")
+    elif check_empty and (empty := empty_image_problem(case)):
+        problems.append(empty)
     if np.issubdtype(lab.dtype, np.floating) and (
         not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab))
     ):
@@ -128,16 +164,30 @@ def find_case_problems(case: CanonicalCase, label_map: Mapping[str, int]) -> lis
     return problems
 
 
+def empty_image_problem(case: CanonicalCase) -> str:
+    """A line naming the image file when all its voxels have one value; "" otherwise."""
+    img = case.image.array_zyx
+    if img.size and np.min(img) != np.max(img):
+        return ""
+    value = "no voxels" if img.size == 0 else f"every voxel is {np.ravel(img)[0]}"
+    return f"{case.image_source or case.case_id + ' image'}: empty image ({value})"
+
+
 def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
 
 
 @dataclass
 class AdapterResult:
-    """What an adapter returns: the label map and a lazy stream of cases."""
+    """What an adapter returns: the label map and its cases, listed but not yet read."""
 
     label_map: dict[str, int]
-    cases: Iterator[CanonicalCase]
+    sources: Sequence[CaseSource]
+
+    @property
+    def cases(self) -> Iterator[CanonicalCase]:
+        """The cases, read one at a time as they are consumed."""
+        return (source.load() for source in self.sources)
 
 
 def write_canonical_dataset(
@@ -166,6 +216,8 @@ def write_canonical_dataset(
         problems = find_case_problems(case, label_map)
         if problems:
             raise InputError("\n".join(problems))
+        if empty := empty_image_problem(case):
+            log.warning("%s; written all the same", empty)
         write_volume(out / "images" / f"{case.case_id}.nii.gz", case.image)
         label = Volume(
             case.label.array_zyx.astype(np.uint8 if max(label_map.values()) < 256 else np.uint16),
@@ -181,6 +233,7 @@ def write_canonical_dataset(
                 "spacing_xyz_mm": ",".join(f"{s:.6g}" for s in case.image.geometry.spacing_xyz),
                 "size_xyz": ",".join(str(s) for s in size_zyx[::-1]),
                 "caption": case.caption,
+                "spacing_known": case.spacing_known,
             }
         )
         log.info(
@@ -214,6 +267,11 @@ def read_cases(dataset_dir: str | os.PathLike) -> pd.DataFrame:
     path = Path(dataset_dir) / "cases.tsv"
     table = pd.read_csv(
         path, sep="\t", dtype={"case_id": str, "caption": str}, keep_default_na=False
+    )
+    if "spacing_known" not in table.columns:  # written before the column existed
+        table["spacing_known"] = True
+    table["spacing_known"] = table["spacing_known"].map(
+        lambda v: str(v).strip().lower() in ("true", "1")
     )
     missing = [c for c in CASES_COLUMNS if c not in table.columns]
     if missing:

@@ -25,12 +25,13 @@ Parameters (``params.<key>``)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from medsegflow.datasets._params import check_keys, check_labels_exist, get_root
-from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, assign_splits
+from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource, assign_splits
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume
@@ -73,23 +74,29 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
         splits.update(assign_splits(train_ids, {"train": 1 - fraction, "val": fraction}, seed=seed))
     counts = {s: sum(1 for v in splits.values() if v == s) for s in ("train", "val", "test")}
     log.info("%s: %d images under %s, splits %s", ADAPTER, len(cases), root, counts)
-    return AdapterResult(dict(LABELS), _cases(cases, splits, caption))
-
-
-def _cases(
-    cases: Sequence[tuple[str, str, Path, Path]], splits: Mapping[str, str], caption: str
-) -> Iterator[CanonicalCase]:
-    geometry = Geometry((1.0, 1.0, 1.0))
-    binary = MaskRule("binary")
-    for case_id, _, image_path, mask_path in cases:
-        image_yx, label_yx = read_image_and_masks(image_path, [mask_path], binary)
-        yield CanonicalCase(
-            case_id=case_id,
-            split=splits[case_id],
-            modality="dermoscopy",
-            image=Volume(image_yx[None], geometry),
-            label=Volume(label_yx[None], geometry),
-            caption=caption,
-            image_source=str(image_path),
-            label_source=str(mask_path),
+    sources = [
+        CaseSource(
+            case_id,
+            str(image),
+            partial(_load_case, case_id, splits[case_id], image, mask, caption=caption),
         )
+        for case_id, _, image, mask in cases
+    ]
+    return AdapterResult(dict(LABELS), sources)
+
+
+def _load_case(
+    case_id: str, split: str, image_path: Path, mask_path: Path, *, caption: str = ""
+) -> CanonicalCase:
+    geometry = Geometry((1.0, 1.0, 1.0))
+    image_yx, label_yx = read_image_and_masks(image_path, [mask_path], MaskRule("binary"))
+    return CanonicalCase(
+        case_id=case_id,
+        split=split,
+        modality="dermoscopy",
+        image=Volume(image_yx[None], geometry, spacing_known=False),
+        label=Volume(label_yx[None], geometry, spacing_known=False),
+        caption=caption,
+        image_source=str(image_path),
+        label_source=str(mask_path),
+    )

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,9 @@ from medsegflow.datasets._params import (
     list_images,
     plan_cases,
 )
-from medsegflow.datasets.canonical import AdapterResult, CanonicalCase
+from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.errors import ConfigError
-from medsegflow.io import Volume, read_volume
+from medsegflow.io import Volume, read_image
 
 log = logging.getLogger(__name__)
 
@@ -96,30 +97,31 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
         [(case_ids[img], img, lab) for img, lab in pairs], params, modality=modality, seed=seed
     )
     log.info("%s: %d cases under %s (images '%s')", ADAPTER, len(plans), root, pattern)
-    cases = _cases(plans, modality=modality, binarize=binarize, dropped=dropped)
-    return AdapterResult(label_map, cases)
+    load = partial(_load_case, modality=modality, binarize=binarize, dropped=dropped)
+    return AdapterResult(
+        label_map, [CaseSource(p.case_id, str(p.image), partial(load, p)) for p in plans]
+    )
 
 
-def _cases(
-    plans: Sequence[CasePlan], *, modality: str, binarize: bool, dropped: Sequence[int] = ()
-) -> Iterator[CanonicalCase]:
-    for plan in plans:
-        image = read_volume(plan.image)
-        label = read_volume(plan.label)
-        if binarize:
-            label = Volume(_binarize(label.array_zyx), label.geometry)
-        elif dropped:
-            label = Volume(_drop_values(label.array_zyx, dropped), label.geometry)
-        yield CanonicalCase(
-            case_id=plan.case_id,
-            split=plan.split,
-            modality=modality,
-            image=image,
-            label=label,
-            caption=plan.caption,
-            image_source=str(plan.image),
-            label_source=str(plan.label),
-        )
+def _load_case(
+    plan: CasePlan, *, modality: str, binarize: bool, dropped: Sequence[int] = ()
+) -> CanonicalCase:
+    image = read_image(plan.image)
+    label = read_image(plan.label)
+    if binarize:
+        label = Volume(_binarize(label.array_zyx), label.geometry)
+    elif dropped:
+        label = Volume(_drop_values(label.array_zyx, dropped), label.geometry)
+    return CanonicalCase(
+        case_id=plan.case_id,
+        split=plan.split,
+        modality=modality,
+        image=image,
+        label=label,
+        caption=plan.caption,
+        image_source=str(plan.image),
+        label_source=str(plan.label),
+    )
 
 
 def _get_kept_labels(

@@ -23,11 +23,18 @@ from __future__ import annotations
 import logging
 import math
 import numbers
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from medsegflow.datasets.canonical import SPLITS, AdapterResult, CanonicalCase, assign_splits
+from medsegflow.datasets.canonical import (
+    SPLITS,
+    AdapterResult,
+    CanonicalCase,
+    CaseSource,
+    assign_splits,
+)
 from medsegflow.errors import ConfigError
 from medsegflow.io import Geometry, Volume
 from medsegflow.phantoms import (
@@ -150,52 +157,53 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     cfg = parse_params(params)
     ids = [f"{cfg.kind}_{index:03d}" for index in range(cfg.n_cases)]
     splits = assign_splits(ids, cfg.splits, seed=seed)
-    if cfg.kind == "ct":
-        return AdapterResult(dict(CT_LABEL_MAP), _ct_cases(cfg, ids, splits, seed))
-    return AdapterResult(dict(US_LABEL_MAP), _us_cases(cfg, ids, splits, seed))
+    load = _ct_case if cfg.kind == "ct" else _us_case
+    sources = [
+        CaseSource(case_id, f"phantom {case_id}", partial(load, cfg, index, case_id, splits, seed))
+        for index, case_id in enumerate(ids)
+    ]
+    return AdapterResult(dict(CT_LABEL_MAP if cfg.kind == "ct" else US_LABEL_MAP), sources)
 
 
-def _ct_cases(
-    cfg: PhantomParams, ids: list[str], splits: Mapping[str, str], seed: int
-) -> Iterator[CanonicalCase]:
+def _ct_case(
+    cfg: PhantomParams, index: int, case_id: str, splits: Mapping[str, str], seed: int
+) -> CanonicalCase:
     geometry = Geometry(spacing_xyz=tuple(reversed(cfg.spacing_mm)))
-    for index, case_id in enumerate(ids):
-        case = generate_ct_case(
-            case_rng(seed, case_id, "phantom"),
-            shape_zyx=cfg.shape,
-            spacing_zyx_mm=cfg.spacing_mm,
-            noise_hu=cfg.noise,
-            n_lesions=CT_LESION_SCHEDULE[index % len(CT_LESION_SCHEDULE)],
-        )
-        log.debug("generated %s: %s", case_id, case.caption)
-        yield CanonicalCase(
-            case_id=case_id,
-            split=splits[case_id],
-            modality="CT",
-            image=Volume(case.image_zyx, geometry),
-            label=Volume(case.label_zyx, geometry),
-            caption=case.caption,
-        )
+    case = generate_ct_case(
+        case_rng(seed, case_id, "phantom"),
+        shape_zyx=cfg.shape,
+        spacing_zyx_mm=cfg.spacing_mm,
+        noise_hu=cfg.noise,
+        n_lesions=CT_LESION_SCHEDULE[index % len(CT_LESION_SCHEDULE)],
+    )
+    log.debug("generated %s: %s", case_id, case.caption)
+    return CanonicalCase(
+        case_id=case_id,
+        split=splits[case_id],
+        modality="CT",
+        image=Volume(case.image_zyx, geometry),
+        label=Volume(case.label_zyx, geometry),
+        caption=case.caption,
+    )
 
 
-def _us_cases(
-    cfg: PhantomParams, ids: list[str], splits: Mapping[str, str], seed: int
-) -> Iterator[CanonicalCase]:
+def _us_case(
+    cfg: PhantomParams, index: int, case_id: str, splits: Mapping[str, str], seed: int
+) -> CanonicalCase:
     geometry = Geometry(spacing_xyz=(cfg.spacing_mm[1], cfg.spacing_mm[0], 1.0))
-    for index, case_id in enumerate(ids):
-        case = generate_us_case(
-            case_rng(seed, case_id, "phantom"),
-            shape_yx=cfg.shape,
-            spacing_yx_mm=cfg.spacing_mm,
-            speckle=cfg.noise,
-            kind=LESION_KINDS[index % len(LESION_KINDS)],
-        )
-        log.debug("generated %s: %s", case_id, case.caption)
-        yield CanonicalCase(
-            case_id=case_id,
-            split=splits[case_id],
-            modality="US",
-            image=Volume(case.image_yx[None], geometry),
-            label=Volume(case.mask_yx[None], geometry),
-            caption=case.caption,
-        )
+    case = generate_us_case(
+        case_rng(seed, case_id, "phantom"),
+        shape_yx=cfg.shape,
+        spacing_yx_mm=cfg.spacing_mm,
+        speckle=cfg.noise,
+        kind=LESION_KINDS[index % len(LESION_KINDS)],
+    )
+    log.debug("generated %s: %s", case_id, case.caption)
+    return CanonicalCase(
+        case_id=case_id,
+        split=splits[case_id],
+        modality="US",
+        image=Volume(case.image_yx[None], geometry),
+        label=Volume(case.mask_yx[None], geometry),
+        caption=case.caption,
+    )

@@ -33,8 +33,9 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,9 @@ from medsegflow.datasets._params import (
     list_images,
     plan_cases,
 )
-from medsegflow.datasets.canonical import AdapterResult, CanonicalCase
+from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Geometry, Volume, read_raster
+from medsegflow.io import Geometry, Volume, read_raster, to_grey
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,6 @@ DEFAULT_IMAGES = "images/*.png"
 DEFAULT_MASK = "masks/{stem}.png"
 COLOR_TOLERANCE = 40
 """Largest absolute difference in any RGB channel for a pixel to match a listed colour."""
-LUMA_WEIGHTS = (0.299, 0.587, 0.114)
-"""ITU-R BT.601 luma weights for R, G, B (the weights PIL's ``convert("L")`` uses)."""
 
 
 @dataclass(frozen=True)
@@ -120,24 +119,27 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
         rule.mode,
     )
     geometry = Geometry((spacing_xy[0], spacing_xy[1], 1.0))
-    return AdapterResult(label_map, _cases(plans, modality=modality, rule=rule, geometry=geometry))
+    known = "spacing_mm" in params
+    load = partial(_load_case, modality=modality, rule=rule, geometry=geometry, known=known)
+    return AdapterResult(
+        label_map, [CaseSource(p.case_id, str(p.image), partial(load, p)) for p in plans]
+    )
 
 
-def _cases(
-    plans: Sequence[CasePlan], *, modality: str, rule: MaskRule, geometry: Geometry
-) -> Iterator[CanonicalCase]:
-    for plan in plans:
-        image_yx, label_yx = read_image_and_masks(plan.image, [plan.label], rule)
-        yield CanonicalCase(
-            case_id=plan.case_id,
-            split=plan.split,
-            modality=modality,
-            image=Volume(image_yx[None], geometry),
-            label=Volume(label_yx[None], geometry),
-            caption=plan.caption,
-            image_source=str(plan.image),
-            label_source=str(plan.label),
-        )
+def _load_case(
+    plan: CasePlan, *, modality: str, rule: MaskRule, geometry: Geometry, known: bool
+) -> CanonicalCase:
+    image_yx, label_yx = read_image_and_masks(plan.image, [plan.label], rule)
+    return CanonicalCase(
+        case_id=plan.case_id,
+        split=plan.split,
+        modality=modality,
+        image=Volume(image_yx[None], geometry, spacing_known=known),
+        label=Volume(label_yx[None], geometry, spacing_known=known),
+        caption=plan.caption,
+        image_source=str(plan.image),
+        label_source=str(plan.label),
+    )
 
 
 def read_image_and_masks(
@@ -160,16 +162,6 @@ def read_image_and_masks(
     if label_yx is None:
         raise ValueError(f"{image_path}: no mask file given")
     return image_yx, label_yx
-
-
-def to_grey(image: np.ndarray) -> np.ndarray:
-    """One channel ``(H, W)`` from an ``(H, W)`` or ``(H, W, C)`` raster (see module doc)."""
-    if image.ndim == 2:
-        return image
-    rgb = image[..., :3] if image.shape[-1] >= 3 else image[..., :1]
-    if all(np.array_equal(rgb[..., 0], rgb[..., c]) for c in range(1, rgb.shape[-1])):
-        return np.ascontiguousarray(rgb[..., 0])
-    return rgb.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
 
 
 def mask_to_label(mask: np.ndarray, rule: MaskRule, *, path: str | os.PathLike) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,53 +16,37 @@ Adapter = Callable[..., AdapterResult]
 """Signature: ``adapter(params: Mapping[str, Any], *, seed: int) -> AdapterResult``."""
 
 
-def _phantom(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
-    from medsegflow.datasets.phantom import build
-
-    return build(params, seed=seed)
-
-
-def _nifti_folder(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
-    from medsegflow.datasets.nifti_folder import build
-
-    return build(params, seed=seed)
-
-
-def _png_folder(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
-    from medsegflow.datasets.png_folder import build
-
-    return build(params, seed=seed)
-
-
-def _busi(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
-    from medsegflow.datasets.busi import build
-
-    return build(params, seed=seed)
-
-
-def _isic2016(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
-    from medsegflow.datasets.isic2016 import build
-
-    return build(params, seed=seed)
-
-
-ADAPTERS: dict[str, Adapter] = {
-    "phantom": _phantom,
-    "nifti_folder": _nifti_folder,
-    "png_folder": _png_folder,
-    "busi": _busi,
-    "isic2016": _isic2016,
+ADAPTER_MODULES: dict[str, str] = {
+    "phantom": "medsegflow.datasets.phantom",
+    "nifti_folder": "medsegflow.datasets.nifti_folder",
+    "png_folder": "medsegflow.datasets.png_folder",
+    "busi": "medsegflow.datasets.busi",
+    "isic2016": "medsegflow.datasets.isic2016",
+    "figshare_brain": "medsegflow.datasets.figshare_brain",
+    "covid_qu_ex": "medsegflow.datasets.covid_qu_ex",
+    "lung_ct": "medsegflow.datasets.lung_ct",
+    "kvasir_seg": "medsegflow.datasets.kvasir_seg",
+    "flare22": "medsegflow.datasets.flare22",
+    "synapse": "medsegflow.datasets.synapse",
+    "synapse_transunet": "medsegflow.datasets.synapse",
+    "msd": "medsegflow.datasets.msd",
+    "medsam_npz": "medsegflow.datasets.medsam_npz",
 }
+"""Adapter name -> module; the module's ``build`` (or ``build_<name>``) is the adapter.
+Modules are imported on first use, so an adapter's optional readers load only when used."""
+
+ADAPTERS = ADAPTER_MODULES
 
 
 def get_adapter(name: str, *, key: str = "adapter") -> Adapter:
     """The adapter registered as ``name``; a :class:`ConfigError` naming ``key`` otherwise."""
-    try:
-        return ADAPTERS[name]
-    except KeyError:
+    if name not in ADAPTER_MODULES:
         raise ConfigError(
-            f"{key}: unknown adapter '{name}'; known adapters: {', '.join(sorted(ADAPTERS))}"
-        ) from None
+            f"{key}: unknown adapter '{name}'; known adapters: "
+            f"{', '.join(sorted(ADAPTER_MODULES))}"
+        )
+    module = importlib.import_module(ADAPTER_MODULES[name])
+    return getattr(module, f"build_{name}", None) or module.build
 
 
 def prepare_dataset(

@@ -15,10 +15,9 @@ from PIL import Image
 
 from medsegflow.datasets._params import assign_case_splits
 from medsegflow.datasets.canonical import read_cases, read_label_map
-from medsegflow.datasets.png_folder import LUMA_WEIGHTS
 from medsegflow.datasets.registry import prepare_dataset
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import read_volume
+from medsegflow.io import LUMA_WEIGHTS, read_volume
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.usefixtures("shared_data")  # fails (never skips) without ../shared/data
