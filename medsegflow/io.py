@@ -34,6 +34,7 @@ import math
 import os
 import re
 import tempfile
+import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -368,7 +369,7 @@ def _read_array_file(
         if suffix == ".mat" and not _is_hdf5(path):
             return _read_mat_v5(path, keys), None
         return _read_hdf5(path, keys, matlab=suffix == ".mat")
-    except (OSError, ValueError, EOFError, zlib.error) as err:
+    except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as err:
         if isinstance(err, InputError):
             raise
         raise InputError(

@@ -54,7 +54,10 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "ci_high",
     "n",
     "n_excluded",
+    "unit",
 )
+DISTANCE_METRICS = ("nsd", "hd95_mm", "assd_mm")
+"""Metrics measured with the spacing: pixel-based where ``distance_unit`` is "px"."""
 STATS_COLUMNS: tuple[str, ...] = (
     "dataset",
     "label_name",
@@ -205,6 +208,9 @@ def summarise(
     used and ``n_excluded`` the NaN values left out (never averaged). ``std`` uses
     ``ddof=1`` and is NaN when ``n < 2``; ``ci_low, ci_high`` are the percentile bootstrap
     CI of the mean over cases (see :func:`bootstrap_mean_ci`, same seed for every group).
+    ``unit`` is "mm" or "px" for the :data:`DISTANCE_METRICS` (from the rows'
+    ``distance_unit``: "px" where the dataset's format stores no spacing; "mixed" when a
+    group holds both) and "" for the others.
     When every value is NaN, ``n == 0`` and all statistics are NaN. Groups keep the input
     order of datasets and methods, classes by ``label`` when present, metrics in the order
     given.
@@ -233,10 +239,19 @@ def summarise(
                     "label_name": label_name,
                     "metric": metric,
                     **stats,
+                    "unit": _distance_unit(group) if metric in DISTANCE_METRICS else "",
                 }
             )
     summary = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
     return summary.astype({"n": np.int64, "n_excluded": np.int64})
+
+
+def _distance_unit(group: pd.DataFrame) -> str:
+    """ "mm"; "px" when every case's spacing was unknown; "mixed" when only some were."""
+    if "distance_unit" not in group.columns:
+        return "mm"
+    units = set(group["distance_unit"].fillna("mm").astype(str))
+    return units.pop() if len(units) == 1 else "mixed"
 
 
 def holm(p_values: Sequence[float] | np.ndarray) -> np.ndarray:

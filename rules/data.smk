@@ -17,3 +17,16 @@ rule prepare_dataset:
         seed=config["seed"],
     script:
         "../scripts/prepare_dataset.py"
+
+
+rule verify:
+    log:
+        "logs/verify.log",
+    localrule: True
+    conda:
+        "../envs/base.yaml"
+    params:
+        datasets=config["datasets"],
+        seed=config["seed"],
+    script:
+        "../scripts/verify_datasets.py"

@@ -7,6 +7,8 @@ file; problems with parameters raise :class:`ConfigError` naming the key.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import re
 from collections.abc import Collection, Mapping, Sequence
@@ -31,6 +33,29 @@ COMMON_KEYS = (
     "caption",
 )
 """Parameters every folder adapter accepts."""
+
+_DEFERRED = contextvars.ContextVar("deferred_listing_checks", default=False)
+
+
+@contextlib.contextmanager
+def deferred_listing_checks():
+    """Within the block, :func:`check_labels_exist` and :func:`check_case_ids` do not raise.
+
+    ``verify`` lists every case this way and finds those problems case by case (a missing
+    label file fails that case's read; duplicate ids are counted), so one missing file
+    does not hide the problems of all the other cases.
+    """
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def is_safe_case_id(case_id: str) -> bool:
+    """Whether ``case_id`` can be a file name (no path separator, tab, newline, leading dot)."""
+    return bool(_SAFE_ID.match(case_id)) and not case_id.startswith(".")
+
 
 DEFAULT_FRACTIONS = {"train": 0.6, "val": 0.2, "test": 0.2}
 BINARY_LABELS = {"background": 0, "foreground": 1}
@@ -139,25 +164,32 @@ def list_images(root: Path, pattern: str) -> list[Path]:
 
 
 def check_case_ids(case_ids: Mapping[Path, str]) -> None:
-    """Raise :class:`InputError` for a case id that is not a file name or is used twice."""
+    """Raise :class:`InputError` for case ids that are not file names or are used twice
+    (one line per image)."""
     first_image: dict[str, Path] = {}
+    problems = []
     for image, case_id in case_ids.items():
-        if not _SAFE_ID.match(case_id) or case_id.startswith("."):
-            raise InputError(f"{image}: case id '{case_id}' cannot be used as a file name")
-        if case_id in first_image:
-            raise InputError(
-                f"{image}: case id '{case_id}' is also the id of {first_image[case_id]}"
+        if not is_safe_case_id(case_id):
+            problems.append(f"{image}: case id '{case_id}' cannot be used as a file name")
+        elif case_id in first_image:
+            problems.append(
+                f"{image}: duplicate case id '{case_id}', also the id of {first_image[case_id]}"
             )
-        first_image[case_id] = image
+        else:
+            first_image[case_id] = image
+    if problems and not _DEFERRED.get():
+        raise InputError("\n".join(problems))
 
 
 def check_labels_exist(pairs: Sequence[tuple[Path, Path]], *, kind: str = "label") -> None:
-    """Raise :class:`InputError` naming the first image whose label file is missing."""
+    """Raise :class:`InputError` naming every image whose label file is missing (a line each)."""
     missing = [(image, label) for image, label in pairs if not label.is_file()]
-    if missing:
-        image, label = missing[0]
-        more = f" ({len(missing) - 1} more images lack their {kind})" if len(missing) > 1 else ""
-        raise InputError(f"{image}: {kind} file not found, expected {label}{more}")
+    if missing and not _DEFERRED.get():
+        raise InputError(
+            "\n".join(
+                f"{image}: {kind} file not found, expected {label}" for image, label in missing
+            )
+        )
 
 
 def plan_cases(

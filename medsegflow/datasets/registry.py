@@ -42,8 +42,7 @@ def get_adapter(name: str, *, key: str = "adapter") -> Adapter:
     """The adapter registered as ``name``; a :class:`ConfigError` naming ``key`` otherwise."""
     if name not in ADAPTER_MODULES:
         raise ConfigError(
-            f"{key}: unknown adapter '{name}'; known adapters: "
-            f"{', '.join(sorted(ADAPTER_MODULES))}"
+            f"{key}: unknown adapter '{name}'; known adapters: {', '.join(sorted(ADAPTER_MODULES))}"
         )
     module = importlib.import_module(ADAPTER_MODULES[name])
     return getattr(module, f"build_{name}", None) or module.build

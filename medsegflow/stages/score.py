@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from medsegflow.datasets.canonical import read_label_map
+from medsegflow.datasets.canonical import read_cases, read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.manifests import read_table
@@ -31,6 +31,22 @@ def reference_labels_dir(preprocessed_manifest: str | os.PathLike, reference: st
     if reference == "canonical":
         return pre_dir.parent.parent / "data" / pre_dir.name / "labels"
     raise ValueError(f"metrics.reference: unknown reference '{reference}'")
+
+
+def distance_units(preprocessed_manifest: str | os.PathLike) -> dict[str, str]:
+    """``{case_id: "mm" | "px"}``: "px" where the adapter could not know the spacing.
+
+    Read from the canonical ``cases.tsv`` (column ``spacing_known``); the 1 mm written for
+    such cases makes ``nsd``, ``hd95_mm`` and ``assd_mm`` pixel (voxel) distances.
+    """
+    pre_dir = Path(preprocessed_manifest).parent
+    data_dir = pre_dir.parent.parent / "data" / pre_dir.name
+    if not (data_dir / "cases.tsv").is_file():
+        return {}
+    cases = read_cases(data_dir)
+    return {
+        row.case_id: "mm" if row.spacing_known else "px" for row in cases.itertuples(index=False)
+    }
 
 
 def _read_prediction(path: Path, gt, *, label_map: Mapping[str, int]) -> np.ndarray:
@@ -94,6 +110,7 @@ def score_predictions(
             f"{list(metrics['splits'])}"
         )
     label_map = read_label_map(Path(preprocessed_manifest).parent)
+    units = distance_units(preprocessed_manifest)
     ref_dir = reference_labels_dir(preprocessed_manifest, metrics["reference"])
     pred_dir = Path(predictions_manifest).parent
     rows: list[dict[str, Any]] = []
@@ -111,9 +128,10 @@ def score_predictions(
                     "case_id": case.case_id,
                     "split": case.split,
                     **row,
+                    "distance_unit": units.get(case.case_id, "mm"),
                 }
             )
-    table = pd.DataFrame(rows, columns=list(ROW_COLUMNS))
+    table = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "distance_unit"])
     write_csv_atomic(table, out_csv)
     mean_dsc = table.groupby("label_name")["dsc"].mean().round(3).to_dict() if rows else {}
     log.info(

@@ -277,6 +277,7 @@ def test_cxr_lung_jpeg_with_0_255_masks(tmp_path: Path) -> None:
     assert list(cases["case_id"]) == ["1", "2"]
     assert list(cases["size_xyz"]) == ["512,512,1"] * 2
     assert list(cases["spacing_xyz_mm"]) == ["0.5,0.6,1"] * 2
+    assert cases["spacing_known"].tolist() == [True, True]  # given by params.spacing_mm
     for case_id in ("1", "2"):
         mask_yx = np.asarray(Image.open(DATA / "cxr_lung" / f"{case_id}-mask.png"))
         source_yx = np.asarray(Image.open(DATA / "cxr_lung" / f"{case_id}.jpg"))
@@ -378,6 +379,7 @@ def test_busi_adapter_reads_the_official_tree(tmp_path: Path) -> None:
     assert captions["malignant_007"] == "Breast ultrasound, malignant."
     assert captions["normal_001"] == "Breast ultrasound, normal."
     assert read_label_map(out) == {"background": 0, "lesion": 1}
+    assert not cases["spacing_known"].any()  # BUSI publishes no pixel spacing
     for case_id, name in (("benign_001", "benign (1)"), ("benign_002", "benign (2)")):
         image, label = _written(out, case_id)
         np.testing.assert_array_equal(label.array_zyx[0], expected[name].astype(np.uint8))

@@ -6,6 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from medsegflow.stages.score import distance_units
 from medsegflow.tables import (
     METRICS,
     ROW_COLUMNS,
@@ -65,6 +66,34 @@ def test_summarise_exact_statistics_and_nan_counts():
     assert dsc["std"] == pytest.approx(0.2)  # ddof=1: sqrt((0.04 + 0 + 0.04) / 2)
     assert (dsc["n"], dsc["n_excluded"]) == (3, 1)
     assert 0.2 <= dsc["ci_low"] <= dsc["mean"] <= dsc["ci_high"] <= 0.6
+
+
+def test_summary_unit_flags_pixel_distances(tmp_path):
+    rows = make_rows({"a": [0.2, 0.4, 0.6], "b": [0.1, 0.2, 0.3]})
+    rows["distance_unit"] = ["px"] * 3 + ["mm", "px", "mm"]
+    summary = summarise(rows, n_boot=10)
+    assert row_for(summary, method="a", metric="hd95_mm")["unit"] == "px"
+    assert row_for(summary, method="a", metric="nsd")["unit"] == "px"
+    assert row_for(summary, method="b", metric="assd_mm")["unit"] == "mixed"
+    assert row_for(summary, method="a", metric="dsc")["unit"] == ""
+    without = summarise(rows.drop(columns="distance_unit"), n_boot=10)
+    assert row_for(without, metric="hd95_mm")["unit"] == "mm"  # tables written before the column
+    # the score stage takes the unit from the canonical cases.tsv of the dataset
+    data, pre = tmp_path / "data" / "ds", tmp_path / "preprocessed" / "ds"
+    data.mkdir(parents=True)
+    pre.mkdir(parents=True)
+    pd.DataFrame(
+        {
+            "case_id": ["001", "002"],
+            "split": "test",
+            "modality": "US",
+            "spacing_xyz_mm": "1,1,1",
+            "size_xyz": "4,4,1",
+            "caption": "",
+            "spacing_known": [True, False],
+        }
+    ).to_csv(data / "cases.tsv", sep="\t", index=False)
+    assert distance_units(pre / "manifest.tsv") == {"001": "mm", "002": "px"}
 
 
 def test_summarise_all_nan_and_single_value():

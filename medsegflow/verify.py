@@ -1,0 +1,131 @@
+"""Dataset integrity check before any job (like nnU-Net's ``--verify_dataset_integrity``).
+
+``python -m medsegflow verify --configfile X`` (or ``snakemake verify``) runs every
+dataset's adapter, reads every case and lists **every** problem, one line each naming the
+file, instead of stopping at the first as ``prepare_dataset`` does:
+
+- adapter and parameter errors (unknown adapter, missing folder, bad ``params.<key>``);
+- image files without their label file, and case ids that are used twice or unsafe;
+- unreadable files (missing, corrupt or truncated, wrong format or key);
+- image/label shape, spacing, origin or direction mismatches;
+- label values outside the label map, and non-integer labels;
+- NaN or infinite intensities;
+- empty images (every voxel one value).
+
+Nothing is written. The exit status is 1 when any problem is found, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tqdm import tqdm
+
+from medsegflow.datasets._params import deferred_listing_checks, is_safe_case_id
+from medsegflow.datasets.canonical import SPLITS, find_case_problems
+from medsegflow.datasets.registry import get_adapter
+from medsegflow.errors import ConfigError, InputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetReport:
+    """What :func:`verify_dataset` found in one dataset."""
+
+    dataset: str
+    n_cases: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def verify_dataset(name: str, entry: Mapping[str, Any], *, seed: int) -> DatasetReport:
+    """Check every case of dataset ``name`` (its config entry ``entry``); write nothing."""
+    report = DatasetReport(name)
+    key = f"datasets.{name}"
+    try:
+        adapter = get_adapter(entry.get("adapter", ""), key=f"{key}.adapter")
+        with deferred_listing_checks():
+            result = adapter(entry.get("params") or {}, seed=seed)
+    except ConfigError as err:
+        report.problems += [f"{key}.{line}" for line in _lines(err)]
+        return report
+    except InputError as err:
+        report.problems += _lines(err)
+        return report
+    label_map = result.label_map
+    if label_map.get("background") != 0:
+        report.problems.append(f"{key}: label map {label_map} must map 'background' to 0")
+    seen: dict[str, str] = {}
+    for source in tqdm(result.sources, desc=f"verify {name}", unit="case"):
+        report.n_cases += 1
+        if source.case_id in seen:
+            report.problems.append(
+                f"{source.source}: duplicate case id '{source.case_id}', "
+                f"also the id of {seen[source.case_id]}"
+            )
+            continue
+        seen[source.case_id] = source.source
+        if not is_safe_case_id(source.case_id):
+            report.problems.append(
+                f"{source.source}: case id '{source.case_id}' cannot be used as a file name"
+            )
+            continue
+        try:
+            case = source.load()
+        except InputError as err:
+            report.problems += _lines(err)
+            continue
+        except (OSError, ValueError, KeyError) as err:  # a reader's own error, not ours
+            report.problems.append(f"{source.source}: cannot read ({type(err).__name__}: {err})")
+            continue
+        if case.split not in SPLITS:
+            report.problems.append(f"{source.source}: split '{case.split}' is not one of {SPLITS}")
+        report.problems += find_case_problems(case, label_map, check_empty=True)
+    return report
+
+
+def verify_datasets(
+    config: Mapping[str, Any], *, datasets: Sequence[str] | None = None
+) -> list[DatasetReport]:
+    """:func:`verify_dataset` for ``datasets`` (default: every dataset of ``config``)."""
+    entries = config.get("datasets") or {}
+    names = list(datasets) if datasets else list(entries)
+    reports = []
+    for name in names:
+        if name not in entries:
+            reports.append(DatasetReport(name, problems=[f"datasets.{name}: no such dataset"]))
+            continue
+        start = time.perf_counter()
+        report = verify_dataset(name, entries[name], seed=int(config.get("seed", 0)))
+        log.info(
+            "verified %s: %d cases, %d problems, %.1f s",
+            name,
+            report.n_cases,
+            len(report.problems),
+            time.perf_counter() - start,
+        )
+        reports.append(report)
+    return reports
+
+
+def format_reports(reports: Sequence[DatasetReport]) -> str:
+    """Every problem on its own line, then one summary line."""
+    lines = [problem for report in reports for problem in report.problems]
+    n_bad = sum(1 for report in reports if report.problems)
+    n_cases = sum(report.n_cases for report in reports)
+    if lines:
+        lines.append(
+            f"verify: {len(lines)} problems in {n_bad} of {len(reports)} datasets "
+            f"({n_cases} cases read)"
+        )
+    else:
+        lines.append(f"verify: no problems in {len(reports)} datasets ({n_cases} cases read)")
+    return "\n".join(lines)
+
+
+def _lines(err: Exception) -> list[str]:
+    return [line for line in str(err).splitlines() if line.strip()]
