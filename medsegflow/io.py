@@ -139,11 +139,14 @@ def _sitk():
     return sitk
 
 
-def read_volume(path: str | os.PathLike) -> Volume:
+def read_volume(path: str | os.PathLike, *, channel: int | None = None) -> Volume:
     """Read a NIfTI (or any ITK-readable) image as a 3D ``zyx`` array with geometry.
 
-    2D files become one-slice volumes. Raises :class:`InputError` naming the file when
-    it is missing, unreadable/truncated, or has more than 3 dimensions or channels.
+    2D files become one-slice volumes. ``channel`` selects one channel of a multi-channel
+    image: a 4D NIfTI (MSD's multi-modal tasks, the channel the 4th axis) or a vector
+    image; the geometry is the first three axes'. Raises :class:`InputError` naming the
+    file when it is missing, unreadable/truncated, or has more than 3 dimensions or
+    channels without ``channel``, or no such channel.
     NaN/inf voxels of NIfTI float data are returned as stored (ITK 5 alone reads them as 0).
     """
     sitk = _sitk()
@@ -168,6 +171,8 @@ def read_volume(path: str | os.PathLike) -> Volume:
     truncated = _check_nifti_payload(path, image, array)
     if truncated:
         raise InputError(f"{path}: cannot read image (corrupt or truncated file) {truncated}")
+    if channel is not None:
+        return _channel_volume(path, image, array, channel)
     if image.GetNumberOfComponentsPerPixel() != 1:
         raise InputError(
             f"{path}: image has {image.GetNumberOfComponentsPerPixel()} channels "
@@ -189,6 +194,32 @@ def read_volume(path: str | os.PathLike) -> Volume:
             tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection())
         )
     return Volume(array, geometry)
+
+
+def _channel_volume(path: Path, image, array: np.ndarray, channel: int) -> Volume:
+    """Channel ``channel`` of a 4D image (array ``(C, z, y, x)``), a vector image
+    (``(..., C)``) or a 3D one (only channel 0)."""
+    components = image.GetNumberOfComponentsPerPixel()
+    dim = image.GetDimension()
+    if components > 1:
+        n, take = components, lambda c: array[..., c]
+    elif dim == 4:
+        n, take = array.shape[0], lambda c: array[c]
+    else:
+        n, take = 1, lambda c: array
+    if not 0 <= channel < n:
+        raise InputError(f"{path}: no channel {channel}; the image has {n}")
+    selected = np.ascontiguousarray(take(channel))
+    if selected.ndim == 2:
+        selected = selected[None]
+    spacing, origin = image.GetSpacing(), image.GetOrigin()
+    if dim >= 3:
+        d = image.GetDirection()
+        direction = tuple(d[r * dim + c] for r in range(3) for c in range(3))
+        geometry = Geometry(tuple(spacing[:3]), tuple(origin[:3]), direction)
+    else:
+        geometry = Geometry((spacing[0], spacing[1], 1.0), (origin[0], origin[1], 0.0))
+    return Volume(selected, geometry)
 
 
 _NIFTI_FLOAT_TYPES = {16: "f4", 64: "f8"}
@@ -314,6 +345,7 @@ def read_image(
     key: str | None = None,
     spacing_xyz: tuple[float, ...] | None = None,
     channels_last: bool = False,
+    channel: int | None = None,
 ) -> Volume:
     """Read any supported image or label file (module table) as a ``zyx`` :class:`Volume`.
 
@@ -322,6 +354,7 @@ def read_image(
     spacing (an adapter that knows it, e.g. from a dataset's documentation); 2 values are
     taken as ``(sx, sy)`` of a 2D image. ``channels_last``: a 3D array ``(H, W, C)`` from an
     array file is one colour image, turned into luminance (:func:`to_grey`), not a volume.
+    ``channel`` selects one channel of a 4D or vector ITK image (:func:`read_volume`).
     A folder is read as one DICOM series. Raises :class:`InputError` naming the file.
     """
     path = Path(path)
@@ -337,7 +370,7 @@ def read_image(
             array = arrays[key] if key else next(iter(arrays.values()))
             volume = _array_volume(array, spacing, path=path, channels_last=channels_last)
         else:
-            volume = read_volume(path)
+            volume = read_volume(path, channel=channel)
     if spacing_xyz is not None:
         volume = _with_spacing(volume, spacing_xyz, path=path)
     return volume

@@ -40,9 +40,10 @@ PREDICTIONS = "results/predictions/{dataset}/{method}/manifest.tsv"
 PREDICTION_SHARD = "results/predictions/{dataset}/{method}/shards/{scatteritem}.tsv"
 METRICS = "results/metrics/{dataset}/{method}.csv"
 TABLE = "results/tables/{table}.csv"
-TABLES = ("all", "summary", "stats")
+TABLES = ("all", "summary", "stats", "ranking")
 METRIC_FIGURE = "results/figures/{metric}_by_method.png"
 QUALITATIVE_FIGURE = "results/figures/qualitative_{dataset}.png"
+RANKING_FIGURE = "results/figures/ranking_{dataset}.png"
 
 
 def fill(template: str, **wildcards: str) -> str:

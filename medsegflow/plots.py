@@ -141,6 +141,85 @@ def plot_metric_by_method(
     _save_png(fig, out_png)
 
 
+# --------------------------------------------------------------------------- ranking stability
+
+
+def plot_ranking(
+    rows: pd.DataFrame,
+    *,
+    dataset: str,
+    metric: str = "dsc",
+    n_boot: int = 1000,
+    seed: int = 0,
+    confidence: float = 0.95,
+    out_png: str | os.PathLike,
+) -> None:
+    """Bootstrap rank distributions of one dataset (challengeR's blob plot).
+
+    One panel per class and one for the mean over classes; methods on x in the order of
+    their rank on all cases, rank on y (1 at the top). A circle's area is the share of
+    resamples giving the method that rank; the black bar is the ``confidence`` interval
+    and the cross the rank on all cases (:func:`medsegflow.ranking.rank_group`).
+    """
+    from medsegflow.ranking import rank_group, ranking_groups
+
+    sub = rows[rows["dataset"] == dataset]
+    if sub.empty:
+        raise ValueError(f"no metric rows for dataset {dataset!r}")
+    groups = ranking_groups(sub)
+    ncols = min(3, len(groups))
+    nrows = math.ceil(len(groups) / ncols)
+    n_methods = sub["method"].nunique()
+    fig = Figure(
+        figsize=(ncols * max(3.2, 0.55 * n_methods + 1.2), nrows * (0.35 * n_methods + 2.4)),
+        layout="constrained",
+    )
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, label_name in zip(axes, groups, strict=False):
+        table, boot = rank_group(
+            rows,
+            dataset=dataset,
+            label_name=label_name,
+            metric=metric,
+            n_boot=n_boot,
+            seed=seed,
+            confidence=confidence,
+        )
+        if table.empty:
+            ax.set_title(f"{label_name}: no complete cases", fontsize=9)
+            ax.set_axis_off()
+            continue
+        methods = list(table["method"])
+        for x, method in enumerate(methods):
+            values, counts = np.unique(boot[method].to_numpy(), return_counts=True)
+            ax.scatter(
+                np.full(values.shape, x),
+                values,
+                s=600 * counts / len(boot),
+                color="0.55",
+                alpha=0.7,
+                linewidths=0,
+            )
+        ax.vlines(range(len(methods)), table["rank_ci_low"], table["rank_ci_high"], color="k")
+        ax.scatter(range(len(methods)), table["rank"], marker="x", color="crimson", zorder=3)
+        ax.set_xticks(range(len(methods)), methods, rotation=45, ha="right", fontsize=8)
+        ax.set_ylim(len(methods) + 0.5, 0.5)
+        ax.set_yticks(range(1, len(methods) + 1))
+        ax.set_ylabel("rank")
+        tau = table["kendall_tau"].iloc[0]
+        ax.set_title(f"{label_name} (n={int(table['n_cases'].iloc[0])}, tau={tau:.2f})", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    for ax in axes[len(groups) :]:
+        ax.set_visible(False)
+    fig.suptitle(
+        f"{dataset}: rank by mean {METRIC_LABELS.get(metric, metric)} over cases, "
+        f"{n_boot} bootstrap resamples\ncircle area = share of resamples, bar = "
+        f"{confidence:.0%} interval, x = rank on all cases, tau = median Kendall tau",
+        fontsize=9,
+    )
+    _save_png(fig, out_png)
+
+
 # --------------------------------------------------------------------------- qualitative grid
 
 

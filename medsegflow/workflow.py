@@ -118,12 +118,10 @@ def predictions_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str
 
 def figure_files(config: Mapping[str, Any]) -> list[str]:
     metric = [paths.fill(paths.METRIC_FIGURE, metric=m) for m in config["figures"]["metrics"]]
-    qualitative = [
-        paths.fill(paths.QUALITATIVE_FIGURE, dataset=d)
-        for d in config["datasets"]
-        if methods_for_dataset(config, d)
-    ]
-    return metric + qualitative
+    scored = [d for d in config["datasets"] if methods_for_dataset(config, d)]
+    qualitative = [paths.fill(paths.QUALITATIVE_FIGURE, dataset=d) for d in scored]
+    ranking = [paths.fill(paths.RANKING_FIGURE, dataset=d) for d in scored]
+    return metric + qualitative + ranking
 
 
 def final_outputs(config: Mapping[str, Any]) -> list[str]:

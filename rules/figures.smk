@@ -36,3 +36,24 @@ rule plot_qualitative:
         n_cases=config["figures"]["qualitative_cases"],
     script:
         "../scripts/plot_qualitative.py"
+
+
+rule plot_ranking:
+    input:
+        paths.fill(paths.TABLE, table="all"),
+    output:
+        paths.RANKING_FIGURE,
+    log:
+        "logs/plot_ranking/{dataset}.log",
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
+    params:
+        tables=config["tables"],
+        seed=config["seed"],
+    script:
+        "../scripts/plot_ranking.py"

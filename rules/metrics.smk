@@ -59,3 +59,26 @@ rule summarise_tables:
         seed=config["seed"],
     script:
         "../scripts/summarise_tables.py"
+
+
+rule rank_methods:
+    input:
+        paths.fill(paths.TABLE, table="all"),
+    output:
+        paths.fill(paths.TABLE, table="ranking"),
+    log:
+        "logs/rank_methods/ranking.log",
+    benchmark:
+        "benchmarks/rank_methods/ranking.tsv"
+    conda:
+        "../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
+    params:
+        tables=config["tables"],
+        seed=config["seed"],
+    script:
+        "../scripts/rank_methods.py"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import math
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -285,3 +286,33 @@ def case_captions(
             ", ".join(extra[:5]),
         )
     return {c: captions.get(c, template.format(case_id=c, modality=modality)) for c in case_ids}
+
+
+def get_spacing(
+    params: Mapping[str, Any],
+    key: str,
+    *,
+    key_name: str | None = None,
+    lengths: Sequence[int] = (2, 3),
+) -> tuple[float, ...] | None:
+    """``params[key]`` as a spacing in mm: ``(x, y, z)``, or ``(x, y, 1.0)`` from ``[x, y]``
+    (with ``lengths=(2,)``: ``(x, y)``); None when absent. :class:`ConfigError` names
+    ``params.<key_name or key>`` for anything but ``lengths`` positive finite numbers."""
+    value = params.get(key)
+    if value is None:
+        return None
+    if (
+        isinstance(value, str | bytes)
+        or not isinstance(value, Sequence)
+        or len(value) not in lengths
+        or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+            for v in value
+        )
+    ):
+        shapes = " or ".join(["[x, y]", "[x, y, z]"][n - 2] for n in lengths)
+        raise ConfigError(
+            f"params.{key_name or key}: expected {shapes} spacing in mm > 0, got {value!r}"
+        )
+    values = tuple(float(v) for v in value)
+    return values if len(values) == 3 or tuple(lengths) == (2,) else (*values, 1.0)

@@ -51,6 +51,7 @@ from medsegflow.datasets._params import (
     get_label_map,
     get_mapping,
     get_root,
+    get_spacing,
     get_str,
     list_images,
     plan_cases,
@@ -96,7 +97,7 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     pattern = get_str(params, "images", default=DEFAULT_IMAGES)
     modality = get_str(params, "modality")
     template = _get_mask_template(params)
-    spacing_xy = _get_spacing(params)
+    spacing_xy = get_spacing(params, "spacing_mm", lengths=(2,)) or (1.0, 1.0)
     rule, label_map = get_mask_rule(params)
     found = list_images(root, pattern)
     masks = {img: root / _mask_relpath(img.relative_to(root), template) for img in found}
@@ -297,18 +298,6 @@ def _get_mask_template(params: Mapping[str, Any]) -> str:
 
 def _mask_relpath(image_rel: Path, template: str) -> str:
     return template.format(stem=image_rel.stem, dir=image_rel.parent.as_posix())
-
-
-def _get_spacing(params: Mapping[str, Any]) -> tuple[float, float]:
-    value = params.get("spacing_mm", (1.0, 1.0))
-    if (
-        isinstance(value, str)
-        or not isinstance(value, Sequence)
-        or len(value) != 2
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in value)
-    ):
-        raise ConfigError(f"params.spacing_mm: expected [sx, sy] in mm, both > 0, got {value!r}")
-    return float(value[0]), float(value[1])
 
 
 def _size(array: np.ndarray) -> str:

@@ -247,7 +247,7 @@ def test_duplicate_case_ids(tmp_path: Path) -> None:
         "label_replace": [["ct", "seg"]],
     }
     message = _fails(InputError, tmp_path / "out", params=params)
-    assert "p2/ct.nii.gz: case id 'ct'" in message and "p1/ct.nii.gz" in message
+    assert "p2/ct.nii.gz: duplicate case id 'ct'" in message and "p1/ct.nii.gz" in message
 
 
 @pytest.mark.parametrize(

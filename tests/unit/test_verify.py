@@ -142,3 +142,14 @@ def test_verify_command_exits_1_and_0(tmp_path: Path, capsys) -> None:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip() == "verify: no problems in 1 datasets (1 cases read)"
+
+
+def test_verify_on_a_study_config_names_every_missing_root():
+    """experiments/medclip_samv2.yaml with its placeholder roots: one line per dataset."""
+    config = yaml.safe_load((REPO / "experiments" / "medclip_samv2.yaml").read_text())
+    lines = format_reports(verify_datasets(config)).splitlines()
+    roots = [entry["params"]["root"] for entry in config["datasets"].values()]
+    assert len(lines) == len(roots) + 1
+    for root, line in zip(roots, lines, strict=False):
+        assert line.startswith(root) and "not found" in line, line
+    assert lines[-1] == "verify: 4 problems in 4 of 4 datasets (0 cases read)"

@@ -63,6 +63,8 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "summarise_tables": 1,
         "plot_metric": 2,
         "plot_qualitative": 2,
+        "rank_methods": 1,
+        "plot_ranking": 2,
         "all": 1,
     }
 
@@ -105,6 +107,20 @@ def test_single_figure_is_its_own_target(repo_root, tmp_path):
     assert counts["plot_qualitative"] == 1
     assert counts["embed_images"] == 1  # LiteMedSAM's embeddings of phantom_us only
     assert "train_sam_model" not in counts and "collect_tables" not in counts
+    ranking = run_snakemake(
+        repo_root,
+        tmp_path,
+        "results/figures/ranking_phantom_us.png",
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(repo_root / "config.yaml"),
+    )
+    assert ranking.returncode == 0, ranking.stderr + ranking.stdout
+    assert job_counts(ranking.stdout)["plot_ranking"] == 1
+    assert "rank_methods" not in job_counts(ranking.stdout)  # the figure ranks by itself
+    assert job_counts(ranking.stdout)["collect_tables"] == 1
 
 
 def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path):

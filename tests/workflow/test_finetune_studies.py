@@ -10,6 +10,7 @@ from test_dag import job_counts, run_snakemake
 from medsegflow import planning
 from medsegflow import workflow as wf
 from medsegflow.config import load_config
+from medsegflow.datasets.synapse import TRANSUNET8, TRANSUNET_SPLIT
 from medsegflow.errors import ConfigError
 
 
@@ -42,6 +43,8 @@ def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tm
         "summarise_tables": 1,
         "plot_metric": 2,
         "plot_qualitative": 1,
+        "rank_methods": 1,
+        "plot_ranking": 1,
         "all": 1,
     }
     # the placeholder weights only warn in a dry-run, naming key, path and source
@@ -52,12 +55,17 @@ def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tm
 
 def test_samed_synapse_setting(repo_root):
     config = _config(repo_root, "experiments/samed_synapse.yaml")
-    params = config["datasets"]["synapse"]["params"]
-    assert len(params["labels"]) == 14 and len(params["keep_labels"]) == 8
-    split = params["split"]
-    assert sorted(split.values()).count("train") == 18 and len(split) == 30
-    organs = ["aorta", "gallbladder", "kidney_left", "kidney_right", "liver", "pancreas"]
-    organs += ["spleen", "stomach"]
+    entry = config["datasets"]["synapse"]
+    assert entry["adapter"] == "synapse"
+    assert entry["params"] == {
+        "root": "/data/Synapse/RawData/Training",
+        "organs": "transunet8",
+        "split": "transunet",
+    }
+    # SAMed's output channel i is label value i of TransUNet's data: classes in value order
+    organs = [name for name, value in sorted(TRANSUNET8.items(), key=lambda kv: kv[1])][1:]
+    assert organs[:3] == ["spleen", "right_kidney", "left_kidney"] and organs[-1] == "pancreas"
+    assert len(TRANSUNET_SPLIT) == 30 and list(TRANSUNET_SPLIT.values()).count("train") == 18
     for name in ("samed_released", "samed_s_released", "samed_trained"):
         train = config["sam_models"][name]["train"]
         assert train["classes"] == organs and train["image_size"] == 512
@@ -125,3 +133,55 @@ def test_a_dataset_with_no_methods_is_only_trained_on(repo_root):
     figures = wf.figure_files(config)
     assert "results/figures/qualitative_phantom_ct.png" in figures
     assert not any("phantom_us" in f for f in figures)
+
+
+def test_medsam_flare22_plans_box_rows_with_medsams_setting(repo_root, tmp_path):
+    result, counts = _dry_run(repo_root, tmp_path, "experiments/medsam_flare22.yaml")
+    # one dataset; 3 encoders (MedSAM, LiteMedSAM, SAM) embed once, 2 prompt sets (2D, 3D)
+    assert counts == {
+        "prepare_dataset": 1,
+        "preprocess_dataset": 1,
+        "embed_images": 3,
+        "make_prompts": 2,
+        "predict_method": 4,
+        "score_method": 4,
+        "collect_tables": 1,
+        "summarise_tables": 1,
+        "plot_metric": 2,
+        "plot_qualitative": 1,
+        "rank_methods": 1,
+        "plot_ranking": 1,
+        "all": 1,
+    }
+    assert "weights.medsam_vit_b: file not found at /data/weights/medsam_vit_b.pth" in (
+        result.stderr + result.stdout
+    )
+    config = _config(repo_root, "experiments/medsam_flare22.yaml")
+    entry = config["datasets"]["flare22"]
+    assert entry["adapter"] == "flare22" and entry["params"]["split"] == "medsam"
+    assert "duodenum" not in entry["params"]["keep_labels"]
+    assert len(entry["params"]["keep_labels"]) == 12
+    assert entry["window"] == {"level": 40, "width": 400}
+    assert config["preprocess"]["cleaning"] == {"min_voxels_3d": 1000, "min_pixels_2d": 100}
+    assert {m["model"] for m in config["methods"].values()} == {
+        "medsam",
+        "lite_medsam",
+        "sam_vit_b",
+    }
+
+
+def test_study_configs_name_the_seed_datasets_adapters(repo_root):
+    adapters = {
+        "experiments/medclip_samv2.yaml": {
+            "busi": "busi",
+            "brain_mri": "figshare_brain",
+            "lung_xray": "covid_qu_ex",
+            "lung_ct": "lung_ct",
+        },
+        "experiments/samed_synapse.yaml": {"synapse": "synapse"},
+        "experiments/medsa_isic.yaml": {"isic2016": "isic2016"},
+        "experiments/medsam_flare22.yaml": {"flare22": "flare22"},
+    }
+    for path, expected in adapters.items():
+        config = _config(repo_root, path)
+        assert {d: e["adapter"] for d, e in config["datasets"].items()} == expected, path
