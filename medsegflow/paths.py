@@ -39,11 +39,13 @@ PSEUDOLABELS = "results/pseudolabels/{dataset}/{method}/manifest.tsv"
 PREDICTIONS = "results/predictions/{dataset}/{method}/manifest.tsv"
 PREDICTION_SHARD = "results/predictions/{dataset}/{method}/shards/{scatteritem}.tsv"
 METRICS = "results/metrics/{dataset}/{method}.csv"
+CONVENTION_METRICS = "results/metrics/{dataset}/{method}_conventions.csv"
 TABLE = "results/tables/{table}.csv"
-TABLES = ("all", "summary", "stats", "ranking")
+TABLES = ("all", "summary", "stats", "ranking", "conventions")
 METRIC_FIGURE = "results/figures/{metric}_by_method.png"
 QUALITATIVE_FIGURE = "results/figures/qualitative_{dataset}.png"
 RANKING_FIGURE = "results/figures/ranking_{dataset}.png"
+CONVENTIONS_FIGURE = "results/figures/conventions_rank.png"
 
 
 def fill(template: str, **wildcards: str) -> str:

@@ -220,6 +220,64 @@ def plot_ranking(
     _save_png(fig, out_png)
 
 
+# --------------------------------------------------------------------------- convention replay
+
+
+def plot_convention_ranks(
+    table: pd.DataFrame, *, out_png: str | os.PathLike, metrics: Sequence[str] = ("dsc", "nsd")
+) -> None:
+    """Each method's rank under each convention, by overall DSC and by overall NSD.
+
+    ``table`` is ``conventions.csv`` (:func:`medsegflow.stages.replay.conventions_table`).
+    One panel per dataset and metric: conventions on x (MedSegFlow's own first), rank on y
+    (1 at the top), one line per method, labelled with its rank under MedSegFlow's own
+    scoring (tied methods share a label). A convention that defines no value for a method
+    (Med-SA without soft outputs; NSD in SAMed) leaves a gap; ranks are among the methods
+    it scores.
+    """
+    from medsegflow.ranking import ALL_CLASSES
+
+    overall = table[table["label_name"] == ALL_CLASSES]
+    if overall.empty:
+        raise ValueError("conventions table: no overall ('all classes') rows")
+    datasets = list(dict.fromkeys(overall["dataset"]))
+    conventions = list(dict.fromkeys(overall["convention"]))
+    n_methods = overall.groupby("dataset")["method"].nunique().max()
+    width = 1.1 * len(conventions) + 4.0
+    fig = Figure(
+        figsize=(width * len(metrics), len(datasets) * (0.3 * n_methods + 1.9)),
+        layout="constrained",
+    )
+    axes = fig.subplots(len(datasets), len(metrics), squeeze=False)
+    for row, dataset in enumerate(datasets):
+        sub = overall[overall["dataset"] == dataset]
+        for col, metric in enumerate(metrics):
+            ax = axes[row, col]
+            wide = sub.pivot_table(index="method", columns="convention", values=metric)
+            wide = wide.reindex(columns=conventions)
+            ranks = wide.rank(ascending=metric in LOWER_IS_BETTER, method="min")
+            own = ranks[conventions[0]].dropna().sort_values(kind="stable")
+            colours = sns.color_palette("husl", max(len(own), 1))
+            for colour, method in zip(colours, own.index, strict=True):
+                values = ranks.loc[method].to_numpy()
+                defined = np.flatnonzero(~np.isnan(values))  # lines skip undefined columns
+                ax.plot(defined, values[defined], "-o", color=colour, ms=4)
+            names = own.groupby(own).apply(lambda group: " / ".join(group.index))
+            ax.set_yticks(names.index.to_numpy(), list(names), fontsize=7)
+            ax.set_xticks(range(len(conventions)), conventions, rotation=30, ha="right")
+            ax.set_xlim(-0.3, len(conventions) - 0.7)
+            ax.set_ylim(len(ranks) + 0.5, 0.5)
+            label = METRIC_LABELS.get(metric, metric)
+            ax.set_title(f"{dataset}: rank by {label} (all classes)", fontsize=9)
+            ax.grid(axis="x", alpha=0.3)
+    fig.suptitle(
+        "The same predictions ranked under each paper's scoring convention "
+        "(left axis: the method, at its MedSegFlow rank)",
+        fontsize=10,
+    )
+    _save_png(fig, out_png)
+
+
 # --------------------------------------------------------------------------- qualitative grid
 
 

@@ -102,6 +102,13 @@ def metrics_files(config: Mapping[str, Any]) -> list[str]:
     return [paths.fill(paths.METRICS, dataset=d, method=m) for d, m in dataset_method_pairs(config)]
 
 
+def convention_files(config: Mapping[str, Any]) -> list[str]:
+    return [
+        paths.fill(paths.CONVENTION_METRICS, dataset=d, method=m)
+        for d, m in dataset_method_pairs(config)
+    ]
+
+
 def metrics_files_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
     return [
         paths.fill(paths.METRICS, dataset=dataset, method=m)
@@ -121,7 +128,7 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
     scored = [d for d in config["datasets"] if methods_for_dataset(config, d)]
     qualitative = [paths.fill(paths.QUALITATIVE_FIGURE, dataset=d) for d in scored]
     ranking = [paths.fill(paths.RANKING_FIGURE, dataset=d) for d in scored]
-    return metric + qualitative + ranking
+    return [*metric, *qualitative, *ranking, paths.CONVENTIONS_FIGURE]
 
 
 def final_outputs(config: Mapping[str, Any]) -> list[str]:

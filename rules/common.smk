@@ -60,6 +60,10 @@ def get_metrics_files(wildcards):
     return wf.metrics_files(config)
 
 
+def get_convention_files(wildcards):
+    return wf.convention_files(config)
+
+
 def get_dataset_metrics_files(wildcards):
     return wf.metrics_files_for_dataset(config, wildcards.dataset)
 

@@ -57,3 +57,21 @@ rule plot_ranking:
         seed=config["seed"],
     script:
         "../scripts/plot_ranking.py"
+
+
+rule plot_conventions:
+    input:
+        paths.fill(paths.TABLE, table="conventions"),
+    output:
+        paths.CONVENTIONS_FIGURE,
+    log:
+        "logs/plot_conventions/conventions.log",
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
+    script:
+        "../scripts/plot_conventions.py"

@@ -3,7 +3,8 @@ rule score_method:
         predictions=paths.PREDICTIONS,
         preprocessed=paths.PREPROCESSED,
     output:
-        paths.METRICS,
+        metrics=paths.METRICS,
+        conventions=paths.CONVENTION_METRICS,
     log:
         "logs/score_method/{dataset}/{method}.log",
     benchmark:
@@ -82,3 +83,22 @@ rule rank_methods:
         seed=config["seed"],
     script:
         "../scripts/rank_methods.py"
+
+
+rule collect_conventions:
+    input:
+        replays=get_convention_files,
+        summary=paths.fill(paths.TABLE, table="summary"),
+    output:
+        paths.fill(paths.TABLE, table="conventions"),
+    log:
+        "logs/collect_conventions/conventions.log",
+    conda:
+        "../envs/base.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
+    script:
+        "../scripts/collect_conventions.py"

@@ -10,5 +10,6 @@ with log_to(snakemake.log[0]):
         predictions_manifest=snakemake.input.predictions,
         preprocessed_manifest=snakemake.input.preprocessed,
         metrics=snakemake.params.metrics,
-        out_csv=snakemake.output[0],
+        out_csv=snakemake.output.metrics,
+        conventions_csv=snakemake.output.conventions,
     )

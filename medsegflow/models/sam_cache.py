@@ -2,7 +2,7 @@
 
 ``results/embeddings/{dataset}/{model}/{case_id}.npz`` holds the image-encoder output of
 every embedded slice of the case, and ``manifest.tsv`` (written last) lists the cases:
-``case_id, split, n_slices, seconds``. Every prompt variant of every SAM method reads
+``case_id, split, n_slices, seconds, gpu_mem_mb``. Every prompt variant of every SAM method reads
 these files and runs only the prompt encoder and mask decoder.
 
 Coordinate frames: prompts are stored in the ORIGINAL slice frame (pixels, x = column,
@@ -99,7 +99,8 @@ def load_case_embeddings(path: str | os.PathLike) -> CaseEmbeddings:
 
 # --- cache folder layout (written by medsegflow.stages.embed.embed_dataset) -------------
 
-EMBEDDINGS_MANIFEST_COLUMNS = ("case_id", "split", "n_slices", "seconds")
+EMBEDDINGS_MANIFEST_COLUMNS = ("case_id", "split", "n_slices", "seconds", "gpu_mem_mb")
+"""``gpu_mem_mb``: the case's peak GPU memory while encoding, NaN on the CPU."""
 MODEL_INFO_FILE = "model.json"
 """``{"arch": str, "checkpoint": str, "image_size": int}``: the model that made the cache."""
 

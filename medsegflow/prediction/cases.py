@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import InputError
+from medsegflow.gpu_memory import gpu_peak_mb, reset_gpu_peak
 from medsegflow.io import Volume, read_volume, write_volume
 from medsegflow.manifests import read_preprocessed_image, read_preprocessed_manifest, read_prompts
 from medsegflow.prediction.job import PredictJob, Shard, check_shard
-from medsegflow.prediction.manifest import PREDICTION_COLUMNS, write_prediction_manifest
+from medsegflow.prediction.manifest import WRITTEN_COLUMNS, write_prediction_manifest
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ def predict_cases(job: PredictJob, *, segment: CaseRunner, desc: str = "predict"
     n_empty = 0
     for case in tqdm(cases.to_dict("records"), desc=desc, unit="case"):
         start = time.perf_counter()
+        reset_gpu_peak()
         case_id = case["case_id"]
         image = read_preprocessed_image(image_path(job.preprocessed_dir, case_id))
         label_zyx, n_prompts = segment(case, image)
@@ -146,10 +148,16 @@ def predict_cases(job: PredictJob, *, segment: CaseRunner, desc: str = "predict"
         write_volume(job.out_dir / f"{case_id}.nii.gz", Volume(label_zyx, image.geometry))
         seconds = round(time.perf_counter() - start, 3)
         rows.append(
-            {"case_id": case_id, "split": case["split"], "n_prompts": n_prompts, "seconds": seconds}
+            {
+                "case_id": case_id,
+                "split": case["split"],
+                "n_prompts": n_prompts,
+                "seconds": seconds,
+                "gpu_mem_mb": gpu_peak_mb(),
+            }
         )
         log.info("%s: %d prompts, %.2f s", case_id, n_prompts, seconds)
-    manifest = pd.DataFrame(rows, columns=list(PREDICTION_COLUMNS))
+    manifest = pd.DataFrame(rows, columns=list(WRITTEN_COLUMNS))
     path = write_prediction_manifest(manifest, job.out_dir, job.shard)
     log.info(
         "%s: predicted %d cases into %s (%s; %d all background) in %.1f s",

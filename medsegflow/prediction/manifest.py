@@ -1,7 +1,7 @@
 """The prediction manifest (``manifest.tsv`` or a shard's ``shards/{i}-of-{n}.tsv``).
 
-Columns ``case_id, split, n_prompts, seconds``: one row per predicted case, written after
-every case's volume, so a manifest's presence means its cases are complete.
+Columns ``case_id, split, n_prompts, seconds, gpu_mem_mb``: one row per predicted case,
+written after every case's volume, so a manifest's presence means its cases are complete.
 """
 
 from __future__ import annotations
@@ -20,6 +20,9 @@ from medsegflow.prediction.job import Shard
 log = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("case_id", "split", "n_prompts", "seconds")
+"""The columns a manifest must have (older manifests have only these)."""
+WRITTEN_COLUMNS = (*PREDICTION_COLUMNS, "gpu_mem_mb")
+"""The columns written now: ``gpu_mem_mb`` is the case's peak GPU memory, NaN on the CPU."""
 MANIFEST_NAME = "manifest.tsv"
 SHARDS_DIR = "shards"
 

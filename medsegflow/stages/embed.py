@@ -5,7 +5,7 @@
 
     {case_id}.npz   float16 (N, C, h, w) image-encoder outputs of the case's slices
     model.json      {"arch", "checkpoint", "image_size"}: what the predictor loads
-    manifest.tsv    case_id, split, n_slices, seconds (written last: the file target)
+    manifest.tsv    case_id, split, n_slices, seconds, gpu_mem_mb (written last: the target)
 
 The slices are those of the preprocessed ``slices.tsv`` (every foreground slice plus the
 selected empty ones), and for a 3D case every slice between its first and last
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path
 from medsegflow.errors import InputError
+from medsegflow.gpu_memory import gpu_peak_mb, reset_gpu_peak
 from medsegflow.io import atomic_path
 from medsegflow.manifests import (
     SLICES_COLUMNS,
@@ -91,7 +92,7 @@ def embed_dataset(
             (:func:`~medsegflow.models.sam_loader.autocast`).
 
     Returns:
-        The manifest: ``case_id, split, n_slices, seconds``.
+        The manifest: ``case_id, split, n_slices, seconds, gpu_mem_mb``.
     """
     import torch
 
@@ -109,6 +110,7 @@ def embed_dataset(
     encode_seconds = 0.0
     for case in tqdm(cases.to_dict("records"), desc="embed", unit="case"):
         start = time.perf_counter()
+        reset_gpu_peak()
         image_zyx = read_preprocessed_image(image_path(pre, case["case_id"])).array_zyx
         z = _case_slices(slices, case["case_id"], n_z=image_zyx.shape[0], source=pre / "slices.tsv")
         tic = time.perf_counter()
@@ -132,6 +134,7 @@ def embed_dataset(
                 "split": case["split"],
                 "n_slices": int(z.size),
                 "seconds": round(time.perf_counter() - start, 3),
+                "gpu_mem_mb": gpu_peak_mb(),
             }
         )
     manifest = pd.DataFrame(rows, columns=list(EMBEDDINGS_MANIFEST_COLUMNS))

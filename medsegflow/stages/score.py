@@ -18,6 +18,7 @@ from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.manifests import read_table
 from medsegflow.metrics import compute_metrics
+from medsegflow.stages.replay import ConventionReplay
 from medsegflow.tables import ROW_COLUMNS, write_csv_atomic
 
 log = logging.getLogger(__name__)
@@ -93,8 +94,13 @@ def score_predictions(
     preprocessed_manifest: str | os.PathLike,
     metrics: Mapping[str, Any],
     out_csv: str | os.PathLike,
+    conventions_csv: str | os.PathLike | None = None,
 ) -> pd.DataFrame:
     """Score every case of ``metrics['splits']``; write one row per case and class.
+
+    With ``conventions_csv``, every case is also re-scored under each convention of
+    ``metrics['conventions']`` (:class:`~medsegflow.stages.replay.ConventionReplay`) and
+    their aggregated rows are written there.
 
     A case of those splits without a prediction, or a prediction on the wrong grid or
     with unknown labels, stops the job with an :class:`InputError` naming the file; the
@@ -113,11 +119,15 @@ def score_predictions(
     units = distance_units(preprocessed_manifest)
     ref_dir = reference_labels_dir(preprocessed_manifest, metrics["reference"])
     pred_dir = Path(predictions_manifest).parent
+    names = {value: name for name, value in label_map.items()}
+    replay = ConventionReplay(metrics.get("conventions", []), names) if conventions_csv else None
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     for case in tqdm(cases.itertuples(), total=len(cases), desc=f"score {dataset}/{method}"):
         gt = read_volume(ref_dir / f"{case.case_id}.nii.gz")
         pred = _read_prediction(pred_dir / f"{case.case_id}.nii.gz", gt, label_map=label_map)
+        if replay is not None:
+            replay.add(pred, gt.array_zyx, gt.spacing_zyx)
         for row in score_case(
             pred_zyx=pred, gt=gt, label_map=label_map, nsd_tolerance_mm=metrics["nsd_tolerance_mm"]
         ):
@@ -132,6 +142,8 @@ def score_predictions(
                 }
             )
     table = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "distance_unit"])
+    if replay is not None:
+        write_csv_atomic(replay.rows(dataset=dataset, method=method), conventions_csv)
     write_csv_atomic(table, out_csv)
     mean_dsc = table.groupby("label_name")["dsc"].mean().round(3).to_dict() if rows else {}
     log.info(

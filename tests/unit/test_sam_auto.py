@@ -35,7 +35,7 @@ from medsegflow.methods.sam_auto import (
 from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_decode import Decoded
 from medsegflow.prediction.job import PredictJob
-from medsegflow.prediction.manifest import PREDICTION_COLUMNS
+from medsegflow.prediction.manifest import WRITTEN_COLUMNS
 from medsegflow.stages.predict import predict_dataset
 
 AREAS = {"min_area_frac": 0.001, "max_area_frac": 0.5}  # the schema's defaults
@@ -278,7 +278,8 @@ def test_end_to_end_with_the_tiny_sam(volume_case, tmp_path):
         splits=["test"],
         seed=0,
     )
-    assert tuple(manifest.columns) == PREDICTION_COLUMNS
+    assert tuple(manifest.columns) == WRITTEN_COLUMNS
+    assert manifest["gpu_mem_mb"].isna().all()  # no GPU here
     assert manifest[["case_id", "n_prompts"]].values.tolist() == [["vol01", 2 * 36]]
     out = read_volume(tmp_path / "p" / "vol01.nii.gz")
     assert out.array_zyx.shape == SHAPE and out.array_zyx.dtype == np.uint8

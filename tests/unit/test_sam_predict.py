@@ -34,7 +34,7 @@ from medsegflow.models.sam_cache import (
 )
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts, refine_with_clicks
 from medsegflow.prediction.job import PredictJob
-from medsegflow.prediction.manifest import PREDICTION_COLUMNS
+from medsegflow.prediction.manifest import WRITTEN_COLUMNS
 from medsegflow.prompts.voting import average_vote
 from medsegflow.stages.predict import predict_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
@@ -288,7 +288,8 @@ def test_3d_case_keeps_the_original_shape_and_unprompted_slices_stay_empty(model
         splits=["test"],
         seed=0,
     )
-    assert tuple(manifest.columns) == PREDICTION_COLUMNS
+    assert tuple(manifest.columns) == WRITTEN_COLUMNS
+    assert manifest["gpu_mem_mb"].isna().all()  # no GPU here
     assert manifest[["case_id", "n_prompts"]].values.tolist() == [["vol01", len(prompts)]]
     out = read_volume(root / "pred" / "vol01.nii.gz")
     assert out.array_zyx.shape == SHAPE and out.array_zyx.dtype == np.uint8

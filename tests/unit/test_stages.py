@@ -17,7 +17,7 @@ from medsegflow.manifests import (
     parse_points,
     read_prompts,
 )
-from medsegflow.prediction.manifest import PREDICTION_COLUMNS
+from medsegflow.prediction.manifest import WRITTEN_COLUMNS
 from medsegflow.stages.predict import predict_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.stages.prompts import make_prompts
@@ -205,7 +205,8 @@ def test_point_prompt_table_round_trips_and_respects_the_objects(pipeline):
 def test_predictions_keep_geometry_and_find_the_objects(pipeline):
     pred, data = pipeline["pred"], pipeline["data"]
     manifest = pd.read_csv(pred / "manifest.tsv", sep="\t", dtype={"case_id": str})
-    assert tuple(manifest.columns) == PREDICTION_COLUMNS
+    assert tuple(manifest.columns) == WRITTEN_COLUMNS
+    assert manifest["gpu_mem_mb"].isna().all()  # no GPU here
     assert manifest[["case_id", "split", "n_prompts"]].values.tolist() == [
         ["ct01", "test", 10],
         ["us01", "test", 1],

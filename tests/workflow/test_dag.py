@@ -65,6 +65,8 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "plot_qualitative": 2,
         "rank_methods": 1,
         "plot_ranking": 2,
+        "collect_conventions": 1,
+        "plot_conventions": 1,
         "all": 1,
     }
 
