@@ -41,11 +41,12 @@ PREDICTION_SHARD = "results/predictions/{dataset}/{method}/shards/{scatteritem}.
 METRICS = "results/metrics/{dataset}/{method}.csv"
 CONVENTION_METRICS = "results/metrics/{dataset}/{method}_conventions.csv"
 TABLE = "results/tables/{table}.csv"
-TABLES = ("all", "summary", "stats", "ranking", "conventions")
+TABLES = ("all", "summary", "stats", "ranking", "conventions", "cost")
 METRIC_FIGURE = "results/figures/{metric}_by_method.png"
 QUALITATIVE_FIGURE = "results/figures/qualitative_{dataset}.png"
 RANKING_FIGURE = "results/figures/ranking_{dataset}.png"
 CONVENTIONS_FIGURE = "results/figures/conventions_rank.png"
+COST_FIGURE = "results/figures/cost_pareto.png"
 
 
 def fill(template: str, **wildcards: str) -> str:

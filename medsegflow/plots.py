@@ -278,6 +278,64 @@ def plot_convention_ranks(
     _save_png(fig, out_png)
 
 
+# --------------------------------------------------------------------------- cost
+
+
+def plot_cost_pareto(
+    cost: pd.DataFrame, summary: pd.DataFrame, *, out_png: str | os.PathLike, metric: str = "dsc"
+) -> None:
+    """Mean ``metric`` over classes against seconds per case (log scale), one panel per
+    dataset; the Pareto front (no method both faster and better) is joined by a line and
+    its methods are named (:func:`medsegflow.cost.pareto_front`)."""
+    from medsegflow.cost import pareto_front
+
+    scores = (
+        summary[summary["metric"] == metric]
+        .groupby(["dataset", "method"], sort=False)["mean"]
+        .mean()
+        .rename("score")
+        .reset_index()
+    )
+    table = cost.merge(scores, on=["dataset", "method"], how="inner")
+    table = table[np.isfinite(table["s_per_case"]) & (table["s_per_case"] > 0)]
+    if table.empty:
+        raise ValueError("cost table: no method with both seconds per case and a score")
+    datasets = list(dict.fromkeys(table["dataset"]))
+    ncols = min(2, len(datasets))
+    nrows = math.ceil(len(datasets) / ncols)
+    fig = Figure(figsize=(6.2 * ncols, 4.6 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    families = list(dict.fromkeys(table["family"]))
+    colours = dict(zip(families, sns.color_palette("colorblind", len(families)), strict=True))
+    for ax, dataset in zip(axes, datasets, strict=False):
+        sub = table[table["dataset"] == dataset].reset_index(drop=True)
+        front = pareto_front(sub["s_per_case"].to_numpy(), sub["score"].to_numpy())
+        for family in families:
+            fam = sub[sub["family"] == family]
+            ax.scatter(fam["s_per_case"], fam["score"], color=colours[family], label=family, s=22)
+        best = sub[front].sort_values("s_per_case")
+        ax.plot(best["s_per_case"], best["score"], "k--", lw=1, zorder=0)
+        for row in best.itertuples(index=False):
+            ax.annotate(
+                row.method,
+                (row.s_per_case, row.score),
+                fontsize=7,
+                xytext=(4, 3),
+                textcoords="offset points",
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds per case (encoder + decoder + text stages), log scale")
+        ax.set_ylabel(f"mean {METRIC_LABELS.get(metric, metric)} over classes")
+        ax.set_title(dataset, fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(datasets) :]:
+        ax.set_visible(False)
+    handles = [Line2D([], [], marker="o", ls="", color=colours[f], label=f) for f in families]
+    fig.legend(handles=handles, title="family", loc="outside right upper", fontsize=8)
+    fig.suptitle("Accuracy against cost; dashed: the Pareto front (named)", fontsize=10)
+    _save_png(fig, out_png)
+
+
 # --------------------------------------------------------------------------- qualitative grid
 
 

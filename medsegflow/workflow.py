@@ -128,7 +128,7 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
     scored = [d for d in config["datasets"] if methods_for_dataset(config, d)]
     qualitative = [paths.fill(paths.QUALITATIVE_FIGURE, dataset=d) for d in scored]
     ranking = [paths.fill(paths.RANKING_FIGURE, dataset=d) for d in scored]
-    return [*metric, *qualitative, *ranking, paths.CONVENTIONS_FIGURE]
+    return [*metric, *qualitative, *ranking, paths.CONVENTIONS_FIGURE, paths.COST_FIGURE]
 
 
 def final_outputs(config: Mapping[str, Any]) -> list[str]:

@@ -2,7 +2,13 @@ rule plot_metric:
     input:
         paths.fill(paths.TABLE, table="summary"),
     output:
-        paths.METRIC_FIGURE,
+        report(
+            paths.METRIC_FIGURE,
+            caption="../report/metric_figure.rst",
+            category="Metrics",
+            subcategory="All datasets",
+            labels={"figure": "{metric} by method"},
+        ),
     log:
         "logs/plot_metric/{metric}.log",
     conda:
@@ -22,7 +28,13 @@ rule plot_qualitative:
         predictions=get_dataset_predictions,
         metrics=get_dataset_metrics_files,
     output:
-        paths.QUALITATIVE_FIGURE,
+        report(
+            paths.QUALITATIVE_FIGURE,
+            caption="../report/qualitative.rst",
+            category="Qualitative",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "best, median, worst"},
+        ),
     log:
         "logs/plot_qualitative/{dataset}.log",
     conda:
@@ -42,7 +54,13 @@ rule plot_ranking:
     input:
         paths.fill(paths.TABLE, table="all"),
     output:
-        paths.RANKING_FIGURE,
+        report(
+            paths.RANKING_FIGURE,
+            caption="../report/ranking_figure.rst",
+            category="Ranking stability",
+            subcategory="{dataset}",
+            labels={"dataset": "{dataset}", "figure": "bootstrap ranks"},
+        ),
     log:
         "logs/plot_ranking/{dataset}.log",
     conda:
@@ -63,7 +81,13 @@ rule plot_conventions:
     input:
         paths.fill(paths.TABLE, table="conventions"),
     output:
-        paths.CONVENTIONS_FIGURE,
+        report(
+            paths.CONVENTIONS_FIGURE,
+            caption="../report/conventions_figure.rst",
+            category="Conventions",
+            subcategory="All datasets",
+            labels={"figure": "ranks under each convention"},
+        ),
     log:
         "logs/plot_conventions/conventions.log",
     conda:
@@ -75,3 +99,28 @@ rule plot_conventions:
         attempt=get_attempt,
     script:
         "../scripts/plot_conventions.py"
+
+
+rule plot_cost:
+    input:
+        cost=paths.fill(paths.TABLE, table="cost"),
+        summary=paths.fill(paths.TABLE, table="summary"),
+    output:
+        report(
+            paths.COST_FIGURE,
+            caption="../report/cost_figure.rst",
+            category="Cost",
+            subcategory="All datasets",
+            labels={"figure": "DSC against seconds per case"},
+        ),
+    log:
+        "logs/plot_cost/cost.log",
+    conda:
+        "../envs/plots.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
+    script:
+        "../scripts/plot_cost.py"

@@ -44,8 +44,20 @@ rule summarise_tables:
     input:
         paths.fill(paths.TABLE, table="all"),
     output:
-        summary=paths.fill(paths.TABLE, table="summary"),
-        stats=paths.fill(paths.TABLE, table="stats"),
+        summary=report(
+            paths.fill(paths.TABLE, table="summary"),
+            caption="../report/summary_table.rst",
+            category="Metrics",
+            subcategory="All datasets",
+            labels={"table": "summary"},
+        ),
+        stats=report(
+            paths.fill(paths.TABLE, table="stats"),
+            caption="../report/stats_table.rst",
+            category="Metrics",
+            subcategory="All datasets",
+            labels={"table": "paired tests"},
+        ),
     log:
         "logs/summarise_tables/summary.log",
     conda:
@@ -66,7 +78,13 @@ rule rank_methods:
     input:
         paths.fill(paths.TABLE, table="all"),
     output:
-        paths.fill(paths.TABLE, table="ranking"),
+        report(
+            paths.fill(paths.TABLE, table="ranking"),
+            caption="../report/ranking_table.rst",
+            category="Ranking stability",
+            subcategory="All datasets",
+            labels={"table": "ranking"},
+        ),
     log:
         "logs/rank_methods/ranking.log",
     benchmark:
@@ -90,7 +108,13 @@ rule collect_conventions:
         replays=get_convention_files,
         summary=paths.fill(paths.TABLE, table="summary"),
     output:
-        paths.fill(paths.TABLE, table="conventions"),
+        report(
+            paths.fill(paths.TABLE, table="conventions"),
+            caption="../report/conventions_table.rst",
+            category="Conventions",
+            subcategory="All datasets",
+            labels={"table": "conventions"},
+        ),
     log:
         "logs/collect_conventions/conventions.log",
     conda:
@@ -102,3 +126,27 @@ rule collect_conventions:
         attempt=get_attempt,
     script:
         "../scripts/collect_conventions.py"
+
+
+rule cost_table:
+    input:
+        get_metrics_files,
+    output:
+        report(
+            paths.fill(paths.TABLE, table="cost"),
+            caption="../report/cost_table.rst",
+            category="Cost",
+            subcategory="All datasets",
+            labels={"table": "cost"},
+        ),
+    log:
+        "logs/cost_table/cost.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=get_mem_mb,
+        runtime=get_runtime,
+        attempt=get_attempt,
+    script:
+        "../scripts/cost_table.py"

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # System packages the tests need besides the Python ones: Debian's slurm-wlm and munge, for
-# tests/integration/test_slurm.py (it starts its own one-node SLURM cluster as root).
+# tests/integration/test_slurm.py (it starts its own one-node SLURM cluster as root), and
+# chromium, for tests/integration/test_report.py (opens the HTML report headless).
 # Idempotent; uses sudo when not root. Without them that test fails, naming what is missing.
 set -euo pipefail
-if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null; then
+if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+    && command -v chromium >/dev/null; then
     exit 0
 fi
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends slurm-wlm munge >/dev/null
+$SUDO apt-get install -y -qq --no-install-recommends slurm-wlm munge chromium >/dev/null

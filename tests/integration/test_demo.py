@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -223,6 +224,71 @@ def test_fine_tuned_rows_and_their_models(demo):
     assert pred.array_zyx.shape == image.array_zyx.shape
     labels = json.loads((demo / "results/data/phantom_ct/labels.json").read_text())
     assert set(np.unique(pred.array_zyx)) <= set(labels.values())
+
+
+def test_ranking_conventions_and_cost_tables(demo):
+    rows = pd.read_csv(demo / "results/tables/all.csv", dtype={"case_id": str})
+    ranking = pd.read_csv(demo / "results/tables/ranking.csv")
+    us = ranking[(ranking["dataset"] == "phantom_us") & (ranking["metric"] == "dsc")]
+    assert set(us["label_name"]) == {"lesion"}  # one class: no "all classes" group
+    methods = expected_methods(yaml.safe_load((demo / "config.yaml").read_text()), "phantom_us")
+    assert set(us["method"]) == methods
+    best = us.sort_values("rank").iloc[0]
+    means = rows[rows["dataset"] == "phantom_us"].groupby("method")["dsc"].mean()
+    assert best["method"] == means.idxmax()
+    assert (us["rank_ci_low"] <= us["rank"]).all() and (us["rank"] <= us["rank_ci_high"]).all()
+    conventions = pd.read_csv(demo / "results/tables/conventions.csv")
+    assert list(dict.fromkeys(conventions["convention"])) == [
+        "medsegflow", "samed", "medsam_cvpr24", "sam_med3d", "med_sa", "medclip_samv2",
+    ]  # fmt: skip
+    own = conventions[
+        (conventions["convention"] == "medsegflow")
+        & (conventions["label_name"] == "lesion")
+        & (conventions["method"] == "otsu_box")
+    ]
+    assert own["dsc"].iloc[0] == pytest.approx(means["otsu_box"], rel=1e-5)
+    cost = pd.read_csv(demo / "results/tables/cost.csv").set_index(["dataset", "method"])
+    sam = cost.loc[("phantom_us", "sam_box")]
+    assert sam["encoder_s_per_case"] > 0 and sam["decoder_s_per_case"] > 0
+    assert sam["s_per_case"] == pytest.approx(sam["encoder_s_per_case"] + sam["decoder_s_per_case"])
+    assert sam["n_parameters"] == 9801439  # LiteMedSAM, counted from its checkpoint
+    assert cost.loc[("phantom_ct", "medsam_ft_box"), "n_trainable"] > 0
+    assert cost.loc[("phantom_us", "otsu_box"), "n_parameters"] == 0
+    for name in ("ranking_phantom_us", "ranking_phantom_ct", "conventions_rank", "cost_pareto"):
+        image = mpimg.imread(demo / f"results/figures/{name}.png")
+        assert image.shape[0] > 200 and float(np.std(image)) > 0.01
+
+
+def test_html_report_opens_in_a_browser(demo, repo_root):
+    """Snakemake's own report, rendered by headless Chromium (Debian's chromium package)."""
+    result = snakemake(demo, repo_root, "--report", "results/report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = demo / "results/report.html"
+    assert html.stat().st_size > 100_000
+    chromium = shutil.which("chromium")
+    assert chromium, "chromium not found: run tests/install_system_deps.sh"
+    common = [
+        chromium,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--virtual-time-budget=10000",
+    ]
+    dom = subprocess.run(
+        [*common, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=300
+    ).stdout
+    for category in ("Metrics", "Ranking stability", "Conventions", "Cost", "Qualitative"):
+        assert category in dom, category
+    shot = demo / "report.png"
+    subprocess.run(
+        [*common, "--window-size=1400,900", f"--screenshot={shot}", html.as_uri()],
+        capture_output=True,
+        timeout=300,
+        check=True,
+    )
+    image = mpimg.imread(shot)
+    assert image.shape[:2] == (900, 1400)
+    assert float(np.std(image)) > 0.05  # not blank
 
 
 def test_rerun_is_a_no_op(demo, repo_root):

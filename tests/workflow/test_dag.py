@@ -67,6 +67,8 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "plot_ranking": 2,
         "collect_conventions": 1,
         "plot_conventions": 1,
+        "cost_table": 1,
+        "plot_cost": 1,
         "all": 1,
     }
 

@@ -47,6 +47,8 @@ def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tm
         "plot_ranking": 1,
         "collect_conventions": 1,
         "plot_conventions": 1,
+        "cost_table": 1,
+        "plot_cost": 1,
         "all": 1,
     }
     # the placeholder weights only warn in a dry-run, naming key, path and source
@@ -155,6 +157,8 @@ def test_medsam_flare22_plans_box_rows_with_medsams_setting(repo_root, tmp_path)
         "plot_ranking": 1,
         "collect_conventions": 1,
         "plot_conventions": 1,
+        "cost_table": 1,
+        "plot_cost": 1,
         "all": 1,
     }
     assert "weights.medsam_vit_b: file not found at /data/weights/medsam_vit_b.pth" in (

@@ -140,8 +140,8 @@ def test_full_study_dry_run_plans_the_comparison_and_ablation_grid(repo_root, tm
     assert counts["compute_saliency"] == 4 * (27 + 2 + 3)
     assert counts["predict_pseudolabels"] == 4
     assert counts["train_nnunet"] == 4 * 2
-    # + rank_methods, plot_ranking per dataset, collect_conventions, plot_conventions
-    assert sum(counts.values()) == 855 + 1 + 4 + 2
+    # + rank_methods, plot_ranking per dataset, collect_conventions, plot_conventions, cost
+    assert sum(counts.values()) == 855 + 1 + 4 + 2 + 2
 
 
 @pytest.mark.parametrize(
@@ -185,7 +185,7 @@ def test_full_study_dry_run_without_weights_plans_the_same_jobs(repo_root):
     assert dry.returncode == 0, dry.stderr + dry.stdout
     assert "WARNING: missing weight files" in dry.stderr
     assert "weights.sam_vit_b" in dry.stderr and "weights.biomedclip" in dry.stderr
-    assert sum(job_counts(dry.stdout).values()) == 862  # as with the weights present
+    assert sum(job_counts(dry.stdout).values()) == 864  # as with the weights present
     real = run_snakemake(repo_root, repo_root, "nothing", "--cores", "1", "--configfile", study)
     assert real.returncode != 0
     assert "ConfigError" in real.stderr and "missing weight files" in real.stderr
