@@ -47,7 +47,7 @@ ABLATION_GRID = {
 
 def study_config(n_datasets: int, n_cases: int) -> dict:
     """The demo config with ``n_datasets`` phantom datasets and the ablation grid."""
-    with open(REPO / "config.yaml") as handle:
+    with open(REPO / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     kinds = ("ct", "us")
     config["datasets"] = {
@@ -88,7 +88,9 @@ def snakemake(workdir: Path, *args: str) -> tuple[Timing, str]:
     """Run Snakemake in ``workdir``; return its timing and stdout + stderr."""
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), *args, "--configfile", "config.yaml"]
     start, cpu_start = time.perf_counter(), _children_cpu_s()
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=3600)
+    result = subprocess.run(
+        cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8", timeout=3600
+    )
     timing = Timing(time.perf_counter() - start, _children_cpu_s() - cpu_start)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{result.stderr[-3000:]}")
@@ -105,7 +107,7 @@ def total_jobs(output: str) -> int:
 def dry_run(workdir: Path, config: dict) -> tuple[Timing, int]:
     """Timing and number of jobs of ``snakemake -n`` for ``config`` in ``workdir``."""
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     timing, output = snakemake(workdir, "-n", "--cores", "1", "--quiet", "rules")
     return timing, total_jobs(output)
 
@@ -135,7 +137,7 @@ def bench_study(scratch: Path, n_datasets: int, n_cases: int, max_seconds: float
 def bench_demo_noop(scratch: Path) -> None:
     workdir = scratch / "demo"
     workdir.mkdir()
-    (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text())
+    (workdir / "config.yaml").write_text((REPO / "config.yaml").read_text(encoding="utf-8"))
     build_s, _ = snakemake(workdir, "all", "--cores", "2")
     dry_s, output = snakemake(workdir, "all", "-n", "--cores", "2")
     if "Nothing to be done" not in output:

@@ -94,7 +94,7 @@ def main() -> int:
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", str(args.cores), "all"]
     cmd += ["--configfile", str(REPO / "config.yaml")]
     start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
     wall = time.perf_counter() - start
     if result.returncode != 0:
         print(result.stdout[-2000:] + result.stderr[-4000:], file=sys.stderr)

@@ -32,7 +32,7 @@ def _read_configs(paths: Sequence[str]) -> dict:
     config: dict = {}
     for path in paths:
         try:
-            with open(path) as handle:
+            with open(path, encoding="utf-8") as handle:
                 loaded = yaml.safe_load(handle) or {}
         except OSError as err:
             raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None

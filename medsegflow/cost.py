@@ -104,7 +104,7 @@ def count_parameters(checkpoint: str | Path) -> int | None:
 
 
 def _json(path: Path) -> dict[str, Any]:
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
 
 
 def _method_cost(

@@ -130,7 +130,7 @@ def atomic_path(path: str | os.PathLike, *, suffix: str | None = None) -> Iterat
 def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_text(text, encoding="utf-8")
 
 
 def _sitk():

@@ -21,7 +21,7 @@ def log_to(path: str | os.PathLike) -> Iterator[logging.Logger]:
     """
     os.makedirs(os.path.dirname(os.fspath(path)) or ".", exist_ok=True)
     root = logging.getLogger()
-    with open(path, "w", buffering=1) as handle:
+    with open(path, "w", encoding="utf-8", buffering=1) as handle:
         handler = logging.StreamHandler(handle)
         handler.setFormatter(logging.Formatter(LOG_FORMAT))
         root.addHandler(handler)

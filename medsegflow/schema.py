@@ -44,7 +44,7 @@ def _read_uri(uri: str) -> dict[str, Any]:
         raise ConfigError(f"schema reference {uri!r}: only schema files can be referenced")
     path = Path(uri.removeprefix("file://"))
     try:
-        with open(path) as handle:
+        with open(path, encoding="utf-8") as handle:
             contents = yaml.safe_load(handle)
     except OSError as err:
         raise ConfigError(f"{path}: cannot read schema file ({err.strerror})") from None

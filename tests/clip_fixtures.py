@@ -64,12 +64,12 @@ TINY_BERT = {
 
 
 def _write_bert_tokenizer(folder: Path, vocab: list[str]) -> None:
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
     names = ["pad_token", "unk_token", "cls_token", "sep_token", "mask_token"]
     special = dict(zip(names, SPECIALS, strict=True))
-    (folder / "special_tokens_map.json").write_text(json.dumps(special))
+    (folder / "special_tokens_map.json").write_text(json.dumps(special), encoding="utf-8")
     config = {"do_lower_case": True, "tokenizer_class": "BertTokenizer", **special}
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "tokenizer_config.json").write_text(json.dumps(config), encoding="utf-8")
 
 
 def write_tiny_biomedclip(
@@ -85,7 +85,7 @@ def write_tiny_biomedclip(
     torch.manual_seed(seed)
     with tempfile.TemporaryDirectory() as tmp:
         bert = {**TINY_BERT, "vocab_size": len(vocab)}
-        (Path(tmp) / "config.json").write_text(json.dumps(bert))
+        (Path(tmp) / "config.json").write_text(json.dumps(bert), encoding="utf-8")
         text_cfg = {
             **BIOMEDCLIP_MODEL_CFG["text_cfg"],
             "hf_model_name": tmp,
@@ -104,7 +104,7 @@ def write_tiny_biomedclip(
         "model_cfg": BIOMEDCLIP_MODEL_CFG,
         "preprocess_cfg": {"mean": OPENAI_MEAN, "std": OPENAI_STD},
     }
-    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2))
+    (folder / "open_clip_config.json").write_text(json.dumps(config, indent=2), encoding="utf-8")
     _write_bert_tokenizer(folder, vocab)
     return state
 
@@ -127,7 +127,7 @@ def register_tiny_openai_arch(config_dir: Path) -> str:
                 "layers": 2,
             },
         }
-        path.write_text(json.dumps(cfg))
+        path.write_text(json.dumps(cfg), encoding="utf-8")
         open_clip.add_model_config(path)
     return TINY_OPENAI_ARCH
 

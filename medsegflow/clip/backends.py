@@ -176,7 +176,7 @@ def read_open_clip_config(folder: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{path}: file not found (an open_clip model folder needs it)")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise InputError(f"{path}: not valid JSON ({err})") from None
     model_cfg = config.get("model_cfg") if isinstance(config, dict) else None
@@ -231,7 +231,9 @@ def _text_folder(
     with tempfile.TemporaryDirectory(prefix="medsegflow-clip-text-") as tmp:
         text_dir = Path(tmp)
         config = _bert_config_from_weights(state, weights)
-        (text_dir / TEXT_CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (text_dir / TEXT_CONFIG_FILE).write_text(
+            json.dumps(config, indent=2) + "\n", encoding="utf-8"
+        )
         for name in TOKENIZER_FILES:
             if (folder / name).is_file():
                 shutil.copyfile(folder / name, text_dir / name)

@@ -86,15 +86,19 @@ def write_bert_tokenizer(
 ) -> None:
     """``vocab.txt``, ``tokenizer_config.json`` and ``special_tokens_map.json`` of a BERT
     WordPiece tokenizer (the files of BiomedCLIP's repository)."""
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    (folder / "special_tokens_map.json").write_text(json.dumps(SPECIAL_TOKENS, indent=2) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    (folder / "special_tokens_map.json").write_text(
+        json.dumps(SPECIAL_TOKENS, indent=2) + "\n", encoding="utf-8"
+    )
     tokenizer_config = {
         "tokenizer_class": "BertTokenizer",
         "do_lower_case": lowercase,
         "model_max_length": int(context_length),
         **SPECIAL_TOKENS,
     }
-    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config, indent=2) + "\n")
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps(tokenizer_config, indent=2) + "\n", encoding="utf-8"
+    )
 
 
 def build_demo_clip(
@@ -241,11 +245,11 @@ def write_clip_folder(
     config.setdefault("preprocess_cfg", {}).update(mean=list(bundle.mean), std=list(bundle.std))
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     with atomic_folder(folder) as tmp:
-        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
         torch.save(state, tmp / WEIGHTS_FILE)
         if config["model_cfg"]["text_cfg"].get("hf_model_name"):
             model.text.config.to_json_file(tmp / TEXT_CONFIG_FILE)
             _write_tokenizer(bundle.tokenizer, tmp)
         for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
+            (tmp / name).write_text(text, encoding="utf-8")
     return Path(folder)

@@ -282,7 +282,7 @@ def read_cases(dataset_dir: str | os.PathLike) -> pd.DataFrame:
 def read_label_map(dataset_dir: str | os.PathLike) -> dict[str, int]:
     """Read ``labels.json`` of a canonical dataset as ``{name: value}``."""
     path = Path(dataset_dir) / "labels.json"
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         return {str(k): int(v) for k, v in json.load(handle).items()}
 
 

@@ -137,7 +137,7 @@ def _list_splits(root: Path, ids: list[str], lists: Mapping[str, Any]) -> dict[s
         path = path if path.is_absolute() or path.is_file() else root / path
         if not path.is_file():
             raise InputError(f"{path}: split list not found (params.split_lists.{split})")
-        for number, line in enumerate(path.read_text().splitlines(), start=1):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             name = line.strip()
             if not name:
                 continue

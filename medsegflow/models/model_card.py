@@ -75,7 +75,7 @@ def read_card(weights: str | os.PathLike) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
-        card = json.loads(path.read_text())
+        card = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot read the model card ({err})") from None
     if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:

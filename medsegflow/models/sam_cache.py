@@ -122,7 +122,7 @@ def read_model_info(embeddings_dir: str | os.PathLike) -> dict[str, object]:
     """``model.json`` of a cache folder; :class:`InputError` naming the file if unusable."""
     path = Path(embeddings_dir) / MODEL_INFO_FILE
     try:
-        info = json.loads(path.read_text())
+        info = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
         raise InputError(f"{path}: cannot read the cache's model description ({err})") from None
     missing = [k for k in ("arch", "checkpoint", "image_size") if k not in info]

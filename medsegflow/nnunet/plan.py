@@ -33,7 +33,7 @@ def read_marker(path: str | os.PathLike) -> dict[str, Any]:
     """A stage marker JSON; :class:`InputError` naming the file when missing or unreadable."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except json.JSONDecodeError as err:

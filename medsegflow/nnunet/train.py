@@ -94,7 +94,7 @@ def build_trainer(
     """
     pre = Path(info["preprocessed_dir"])
     configuration = settings["configuration"]
-    plans = json.loads((pre / f"{info['plans']}.json").read_text())
+    plans = json.loads((pre / f"{info['plans']}.json").read_text(encoding="utf-8"))
     if settings["batch_size"]:
         plans["configurations"][configuration]["batch_size"] = settings["batch_size"]
     plans["continue_training"] = False  # nnU-Net pops this key
@@ -105,7 +105,7 @@ def build_trainer(
         plans=plans,
         configuration=configuration,
         fold=fold,
-        dataset_json=json.loads((pre / "dataset.json").read_text()),
+        dataset_json=json.loads((pre / "dataset.json").read_text(encoding="utf-8")),
         device=device,
     )
 

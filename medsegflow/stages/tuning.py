@@ -189,7 +189,7 @@ def apply_chosen(
     updated = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in method.items()}
     if not chosen_path:
         return updated
-    chosen = json.loads(Path(chosen_path).read_text())
+    chosen = json.loads(Path(chosen_path).read_text(encoding="utf-8"))
     for group in GROUPS:
         updated[group] = {**(updated.get(group) or {}), **(chosen.get(group) or {})}
     return updated

@@ -77,7 +77,7 @@ def _free_port() -> int:
 def _tail(path: Path, n: int = 15) -> str:
     if not path.is_file():
         return f"({path} not written)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-n:])
 
 
 @dataclass
@@ -139,7 +139,9 @@ class SlurmCluster:
         return bin_dir
 
     def _run(self, step: str, cmd: list[str]) -> None:
-        result = subprocess.run(cmd, env=self.env, capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            cmd, env=self.env, capture_output=True, text=True, encoding="utf-8", timeout=300
+        )
         if result.returncode != 0:
             raise SlurmStartError(
                 f"{step} failed ({' '.join(cmd)}): {result.stderr.strip() or result.stdout}"
@@ -182,6 +184,7 @@ class SlurmCluster:
                 env=self.env,
                 capture_output=True,
                 text=True,
+                encoding="utf-8",
                 timeout=300,
             )
             state = (result.stdout or result.stderr).strip()
@@ -203,6 +206,7 @@ class SlurmCluster:
             env=self.env,
             capture_output=True,
             text=True,
+            encoding="utf-8",
             timeout=300,
             check=True,
         )
@@ -222,7 +226,7 @@ class SlurmCluster:
         for pid_file in ("run/slurmd.pid", "run/slurmctld.pid", "munge/munged.pid"):
             path = self.root / pid_file
             try:
-                pid = int(path.read_text().strip())
+                pid = int(path.read_text(encoding="utf-8").strip())
             except (OSError, ValueError):
                 continue
             try:

@@ -35,7 +35,7 @@ def test_corrupt_dataset_fails_alone(repo_root, shared_data, tmp_path):
         "prompts": {"box": {"source": "gt", "type": "box"}},
         "methods": {"otsu_box": {"family": "classical", "algorithm": "otsu", "prompts": "box"}},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     cmd = [
         SNAKEMAKE,
         "-s",
@@ -48,9 +48,9 @@ def test_corrupt_dataset_fails_alone(repo_root, shared_data, tmp_path):
         "--configfile",
         str(tmp_path / "config.yaml"),
     ]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode != 0
-    log = (tmp_path / "logs/prepare_dataset/broken.log").read_text()
+    log = (tmp_path / "logs/prepare_dataset/broken.log").read_text(encoding="utf-8")
     assert "case1_0000.nii.gz: cannot read image (corrupt or truncated file)" in log
     assert not (tmp_path / "results/data/broken/cases.tsv").exists()
     good = pd.read_csv(tmp_path / "results/metrics/phantom_us/otsu_box.csv")

@@ -26,7 +26,7 @@ def expected_methods(config: dict, dataset: str) -> set[str]:
 
 
 def reduced_config(repo_root: Path) -> dict:
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["datasets"]["phantom_ct"]["params"].update(n_cases=5, shape=[24, 96, 96])
     config["datasets"]["phantom_us"]["params"].update(n_cases=8)
@@ -59,13 +59,15 @@ def snakemake(workdir: Path, repo_root: Path, *args: str) -> subprocess.Complete
         "--configfile",
         str(workdir / "config.yaml"),
     ]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
 def demo(repo_root, tmp_path_factory):
     workdir = tmp_path_factory.mktemp("demo")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(reduced_config(repo_root)))
+    (workdir / "config.yaml").write_text(
+        yaml.safe_dump(reduced_config(repo_root)), encoding="utf-8"
+    )
     result = snakemake(workdir, repo_root, "all")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return workdir
@@ -73,7 +75,7 @@ def demo(repo_root, tmp_path_factory):
 
 def test_all_csv_has_one_row_per_test_case_class_and_method(demo):
     rows = pd.read_csv(demo / "results/tables/all.csv", dtype={"case_id": str})
-    config = yaml.safe_load((demo / "config.yaml").read_text())
+    config = yaml.safe_load((demo / "config.yaml").read_text(encoding="utf-8"))
     for dataset, n_classes in (("phantom_ct", 4), ("phantom_us", 1)):
         methods = expected_methods(config, dataset)
         assert {"medclip_coarse", "medclip_sam"} <= methods
@@ -157,7 +159,9 @@ def test_text_driven_rows_and_their_stages(demo):
     saliency = read_volume(maps[0]).array_zyx
     assert saliency.dtype == np.float32 and saliency.min() == 0.0 and saliency.max() == 1.0
     chosen = json.loads(
-        (demo / "results/tuning/phantom_us/medclip_sam_tuned/chosen.json").read_text()
+        (demo / "results/tuning/phantom_us/medclip_sam_tuned/chosen.json").read_text(
+            encoding="utf-8"
+        )
     )
     assert chosen["split"] == "val" and chosen["saliency"]["vlayer"] in (7, 8)
     assert chosen["coarse"]["method"] in ("kmeans", "threshold")
@@ -173,7 +177,9 @@ def test_lite_medsam_rows_zero_shot(demo):
     import json
 
     rows = pd.read_csv(demo / "results/tables/all.csv")
-    info = json.loads((demo / "results/embeddings/phantom_us/lite_medsam/model.json").read_text())
+    info = json.loads(
+        (demo / "results/embeddings/phantom_us/lite_medsam/model.json").read_text(encoding="utf-8")
+    )
     assert info["arch"] == "lite_medsam" and info["checkpoint"].endswith("lite_medsam.pth")
     us = rows[rows["dataset"] == "phantom_us"].groupby("method")["dsc"].mean()
     assert us["sam_box"] > 0.75  # zero-shot from a jittered box (demo: 0.90)
@@ -191,7 +197,7 @@ def test_fine_tuned_rows_and_their_models(demo):
     import json
 
     cards = {
-        name: json.loads((demo / f"results/models/{name}/model.json").read_text())
+        name: json.loads((demo / f"results/models/{name}/model.json").read_text(encoding="utf-8"))
         for name in ("lite_medsam_medsam", "lite_medsam_samed", "lite_medsam_medsa")
     }
     for name, card in cards.items():
@@ -222,7 +228,7 @@ def test_fine_tuned_rows_and_their_models(demo):
     pred = read_volume(demo / f"results/predictions/phantom_ct/samed_lora/{case}.nii.gz")
     image = read_volume(demo / f"results/data/phantom_ct/images/{case}.nii.gz")
     assert pred.array_zyx.shape == image.array_zyx.shape
-    labels = json.loads((demo / "results/data/phantom_ct/labels.json").read_text())
+    labels = json.loads((demo / "results/data/phantom_ct/labels.json").read_text(encoding="utf-8"))
     assert set(np.unique(pred.array_zyx)) <= set(labels.values())
 
 
@@ -231,7 +237,9 @@ def test_ranking_conventions_and_cost_tables(demo):
     ranking = pd.read_csv(demo / "results/tables/ranking.csv")
     us = ranking[(ranking["dataset"] == "phantom_us") & (ranking["metric"] == "dsc")]
     assert set(us["label_name"]) == {"lesion"}  # one class: no "all classes" group
-    methods = expected_methods(yaml.safe_load((demo / "config.yaml").read_text()), "phantom_us")
+    methods = expected_methods(
+        yaml.safe_load((demo / "config.yaml").read_text(encoding="utf-8")), "phantom_us"
+    )
     assert set(us["method"]) == methods
     best = us.sort_values("rank").iloc[0]
     means = rows[rows["dataset"] == "phantom_us"].groupby("method")["dsc"].mean()
@@ -243,6 +251,7 @@ def test_ranking_conventions_and_cost_tables(demo):
     ]  # fmt: skip
     own = conventions[
         (conventions["convention"] == "medsegflow")
+        & (conventions["dataset"] == "phantom_us")
         & (conventions["label_name"] == "lesion")
         & (conventions["method"] == "otsu_box")
     ]
@@ -275,7 +284,11 @@ def test_html_report_opens_in_a_browser(demo, repo_root):
         "--virtual-time-budget=10000",
     ]
     dom = subprocess.run(
-        [*common, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=300
+        [*common, "--dump-dom", html.as_uri()],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        timeout=300,
     ).stdout
     for category in ("Metrics", "Ranking stability", "Conventions", "Cost", "Qualitative"):
         assert category in dom, category

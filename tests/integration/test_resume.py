@@ -56,7 +56,7 @@ def command(repo_root: Path, *args: str) -> list[str]:
 
 def workdir_with_config(tmp_path_factory, name: str) -> Path:
     workdir = tmp_path_factory.mktemp(name)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(CONFIG), encoding="utf-8")
     return workdir
 
 
@@ -96,7 +96,9 @@ def kill_during_prediction(repo_root: Path, workdir: Path) -> dict:
 @pytest.fixture(scope="module")
 def reference(repo_root, tmp_path_factory):
     workdir = workdir_with_config(tmp_path_factory, "uninterrupted")
-    result = subprocess.run(command(repo_root), cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run(
+        command(repo_root), cwd=workdir, capture_output=True, text=True, encoding="utf-8"
+    )
     assert result.returncode == 0, result.stderr[-5000:]
     return workdir
 
@@ -107,7 +109,9 @@ def resumed(repo_root, tmp_path_factory):
     at_kill = kill_during_prediction(repo_root, workdir)
     for path in at_kill["files"]:  # finished files are complete even after SIGKILL
         assert read_volume(path).array_zyx.shape == (1, 96, 96)
-    locked = subprocess.run(command(repo_root), cwd=workdir, capture_output=True, text=True)
+    locked = subprocess.run(
+        command(repo_root), cwd=workdir, capture_output=True, text=True, encoding="utf-8"
+    )
     unlock = subprocess.run(command(repo_root, "--unlock"), cwd=workdir, capture_output=True)
     assert unlock.returncode == 0
     # a temporary that a killed writer left, whatever the kill itself left (it may be none)
@@ -118,6 +122,7 @@ def resumed(repo_root, tmp_path_factory):
         cwd=workdir,
         capture_output=True,
         text=True,
+        encoding="utf-8",
     )
     assert rerun.returncode == 0, rerun.stderr[-5000:]
     return workdir, at_kill, locked, rerun.stdout + rerun.stderr

@@ -18,7 +18,7 @@ DATASET = "phantom_us"
 
 def study_config(repo_root: Path, shards: int) -> dict:
     """The demo's phantom_us (15 cases, val + test predicted), its classical baselines."""
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["datasets"] = {DATASET: config["datasets"][DATASET]}
     config["datasets"][DATASET]["exclude_methods"] = []  # names the demo's SAM rows
@@ -34,11 +34,11 @@ def study_config(repo_root: Path, shards: int) -> dict:
 
 def run_predictions(repo_root: Path, workdir: Path, shards: int) -> tuple[dict, str]:
     config = study_config(repo_root, shards)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     targets = [f"results/predictions/{DATASET}/{m}/manifest.tsv" for m in config["methods"]]
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), *targets, "--cores", "2",
            "--configfile", "config.yaml"]  # fmt: skip
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     return config, result.stdout + result.stderr
 

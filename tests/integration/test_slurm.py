@@ -32,7 +32,7 @@ TARGET = "results/tables/summary.csv"  # the tables; figures add a level of jobs
 
 def study_config(repo_root: Path) -> dict:
     """The demo on phantom_us only (8 cases), its two classical baselines."""
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["datasets"] = {"phantom_us": config["datasets"]["phantom_us"]}
     config["datasets"]["phantom_us"]["exclude_methods"] = []  # names the demo's SAM rows
@@ -47,7 +47,9 @@ def study_config(repo_root: Path) -> dict:
 
 
 def run(cmd: list[str], workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        cmd, cwd=workdir, env=env, capture_output=True, text=True, encoding="utf-8"
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
     return result
 
@@ -73,7 +75,7 @@ def runs(cluster, repo_root, tmp_path_factory):
     config = yaml.safe_dump(study_config(repo_root))
     local, slurm = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
     for workdir in (local, slurm):
-        (workdir / "config.yaml").write_text(config)
+        (workdir / "config.yaml").write_text(config, encoding="utf-8")
     snakefile = ["-s", str(repo_root / "Snakefile"), TARGET]
     run(
         [SNAKEMAKE, *snakefile, "--cores", "2", "--retries", "1", "--configfile", "config.yaml"],
@@ -126,7 +128,7 @@ def test_every_job_went_through_slurm(runs, cluster):
     for slurm_id in submitted:
         logs = list((slurm / ".snakemake/slurm_logs").rglob(f"{slurm_id}.log"))
         assert len(logs) == 1, f"no SLURM log for job {slurm_id}"
-    ctld = cluster.ctld_log.read_text()
+    ctld = cluster.ctld_log.read_text(encoding="utf-8")
     for slurm_id in submitted:
         assert f"JobId={slurm_id} " in ctld
 
@@ -153,10 +155,14 @@ def test_failed_attempt_was_retried_with_nothing_lost_or_duplicated(runs, cluste
     ]
     assert sorted(j["state"] for j in faulty) == ["COMPLETED", "FAILED"], faulty
     failed_id = next(j["job_id"] for j in faulty if j["state"] == "FAILED")
-    failed_log = next((slurm / ".snakemake/slurm_logs").rglob(f"{failed_id}.log")).read_text()
+    failed_log = next((slurm / ".snakemake/slurm_logs").rglob(f"{failed_id}.log")).read_text(
+        encoding="utf-8"
+    )
     assert "InjectedFault" in failed_log and "fails on attempt 1" in failed_log
     for workdir in runs[:2]:  # the local run retried it too (--retries 1)
-        job_log = (workdir / "logs/predict_method/phantom_us/otsu_box.log").read_text()
+        job_log = (workdir / "logs/predict_method/phantom_us/otsu_box.log").read_text(
+            encoding="utf-8"
+        )
         assert "runs normally on attempt 2" in job_log
     cases = pd.read_csv(slurm / "results/data/phantom_us/cases.tsv", sep="\t", dtype=str)
     test_ids = sorted(cases.loc[cases["split"] == "test", "case_id"])

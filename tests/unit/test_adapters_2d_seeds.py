@@ -110,7 +110,7 @@ def _figshare_tree(root: Path) -> dict[int, tuple[np.ndarray, np.ndarray]]:
         _write_cjdata(root / part / f"{number}.mat", image, mask, code, pid)
         expected[number] = (image, mask)
     _write_cvind(root / "cvind.mat", [1, 1, 2, 2, 3, 3])
-    (root / "README.txt").write_text("brain tumor dataset\n")
+    (root / "README.txt").write_text("brain tumor dataset\n", encoding="utf-8")
     return expected
 
 
@@ -381,7 +381,7 @@ def _lung_ct_tree(root: Path) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndar
             back = np.asarray(Image.open(masks / f"{pid}_mask_{k}.jpg").convert("RGB"))
             written = np.asarray(Image.open(images / f"{pid}_{k}.jpg"))
             expected[f"{pid}_{k:03d}"] = (written, back[..., 2] > 127, back[..., 1] > 127, gtv[z])
-    (root / "train.csv").write_text("ImageId,MaskId\n")
+    (root / "train.csv").write_text("ImageId,MaskId\n", encoding="utf-8")
     return expected
 
 
@@ -474,7 +474,7 @@ def _kvasir_tree(parent: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         back = np.asarray(Image.open(root / "masks" / f"{case_id}.jpg").convert("RGB"))
         image = np.asarray(Image.open(root / "images" / f"{case_id}.jpg").convert("RGB"))
         expected[case_id] = (image, back.max(axis=-1) > 127, binary > 0)
-    (root / "kavsir_bboxes.json").write_text("{}\n")
+    (root / "kavsir_bboxes.json").write_text("{}\n", encoding="utf-8")
     return expected
 
 
@@ -503,8 +503,8 @@ def test_kvasir_seg_thresholds_jpeg_masks_and_reads_split_lists(tmp_path: Path) 
 
     root = tmp_path / "kvasir-seg" / "Kvasir-SEG"
     ids = list(KVASIR_IDS)
-    (root / "train.txt").write_text(f"{ids[0]}\n{ids[1]}.jpg\n\n{ids[2]}\n")
-    (root / "val.txt").write_text(f"{ids[3]}\n")
+    (root / "train.txt").write_text(f"{ids[0]}\n{ids[1]}.jpg\n\n{ids[2]}\n", encoding="utf-8")
+    (root / "val.txt").write_text(f"{ids[3]}\n", encoding="utf-8")
     lists = {"root": str(root), "split_lists": {"train": "train.txt", "test": "val.txt"}}
     table = prepare_dataset(adapter="kvasir_seg", params=lists, seed=0, out_dir=tmp_path / "lists")
     assert dict(zip(table["case_id"], table["split"], strict=True)) == {
@@ -521,7 +521,7 @@ def test_kvasir_seg_errors_name_the_file_or_key(tmp_path: Path) -> None:
     root = tmp_path / "kvasir-seg" / "Kvasir-SEG"
     ids = list(KVASIR_IDS)
     run = {"seed": 0, "out_dir": tmp_path / "o"}
-    (root / "train.txt").write_text("\n".join(ids[:3]) + "\n")
+    (root / "train.txt").write_text("\n".join(ids[:3]) + "\n", encoding="utf-8")
     with pytest.raises(
         ConfigError, match=rf"params\.split_lists: 1 image\(s\) are in no list, e\.g\. {ids[3]}"
     ):
@@ -530,7 +530,7 @@ def test_kvasir_seg_errors_name_the_file_or_key(tmp_path: Path) -> None:
             params={"root": str(root), "split_lists": {"train": "train.txt"}},
             **run,
         )
-    (root / "val.txt").write_text("cju0notthere\n")
+    (root / "val.txt").write_text("cju0notthere\n", encoding="utf-8")
     params = {"root": str(root), "split_lists": {"train": "train.txt", "test": "val.txt"}}
     with pytest.raises(InputError, match=r"val\.txt:1: 'cju0notthere' is not an image"):
         prepare_dataset(adapter="kvasir_seg", params=params, **run)

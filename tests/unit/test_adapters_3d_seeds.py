@@ -419,7 +419,7 @@ def _msd_spleen_tree(root: Path) -> None:
         ],
         "test": ["./imagesTs/spleen_1.nii.gz"],
     }
-    (root / "dataset.json").write_text(json.dumps(meta, indent=4))
+    (root / "dataset.json").write_text(json.dumps(meta, indent=4), encoding="utf-8")
 
 
 @needs_data
@@ -466,7 +466,7 @@ def test_msd_multi_label_names_channels_and_errors(tmp_path: Path) -> None:
             {"image": "./imagesTr/pancreas_001.nii.gz", "label": "./labelsTr/pancreas_001.nii.gz"}
         ],
     }
-    (root / "dataset.json").write_text(json.dumps(meta))
+    (root / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     out = tmp_path / "out"
     params = {"root": str(root), "split_all": "test", "keep_labels": ["non_enhancing_tumour"]}
     prepare_dataset(adapter="msd", params=params, seed=0, out_dir=out)
@@ -502,7 +502,7 @@ def test_msd_multi_label_names_channels_and_errors(tmp_path: Path) -> None:
             {"image": "./imagesTr/BRATS_001.nii.gz", "label": "./labelsTr/BRATS_001.nii.gz"}
         ],
     }
-    (brain / "dataset.json").write_text(json.dumps(meta))
+    (brain / "dataset.json").write_text(json.dumps(meta), encoding="utf-8")
     table = prepare_dataset(
         adapter="msd",
         params={"root": str(brain), "channel": 2, "split_all": "test"},
@@ -527,7 +527,7 @@ def test_msd_multi_label_names_channels_and_errors(tmp_path: Path) -> None:
     (root / "labelsTr" / "pancreas_001.nii.gz").unlink()
     with pytest.raises(InputError, match=r"pancreas_001\.nii\.gz: label file not found"):
         prepare_dataset(adapter="msd", params=params, seed=0, out_dir=tmp_path / "x")
-    (root / "dataset.json").write_text("{not json")
+    (root / "dataset.json").write_text("{not json", encoding="utf-8")
     with pytest.raises(InputError, match=r"dataset\.json: cannot read dataset\.json"):
         prepare_dataset(adapter="msd", params=params, seed=0, out_dir=tmp_path / "x")
 

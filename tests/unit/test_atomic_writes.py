@@ -29,10 +29,10 @@ def test_a_rewrite_removes_only_its_own_leftover_temporaries(tmp_path):
 
 def test_a_failed_write_leaves_the_target_and_no_temporary(tmp_path):
     target = tmp_path / "table.csv"
-    target.write_text("old\n")
+    target.write_text("old\n", encoding="utf-8")
     with pytest.raises(RuntimeError, match="disk full"), atomic_path(target) as tmp:
-        tmp.write_text("new, half")
+        tmp.write_text("new, half", encoding="utf-8")
         assert stale_temporaries(target, ".csv") == [tmp]
         raise RuntimeError("disk full")
-    assert target.read_text() == "old\n"
+    assert target.read_text(encoding="utf-8") == "old\n"
     assert list(tmp_path.glob(".*")) == []

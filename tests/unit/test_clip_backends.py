@@ -208,7 +208,7 @@ def test_bad_folders_stop_with_one_line_naming_the_file(biomed, tmp_path):
         load_clip_folder(corrupt, name="x", kind="biomedclip")
 
     bad_json = _copy_folder(src, tmp_path / "bad_json")
-    (bad_json / "open_clip_config.json").write_text("{")
+    (bad_json / "open_clip_config.json").write_text("{", encoding="utf-8")
     with pytest.raises(InputError, match="open_clip_config.json: not valid JSON"):
         load_clip_folder(bad_json, name="x", kind="biomedclip")
 

@@ -17,7 +17,7 @@ from medsegflow.cost import COST_COLUMNS, cost_table, count_parameters, pareto_f
 
 @pytest.fixture(scope="module")
 def config(repo_root):
-    return load_config(yaml.safe_load((repo_root / "config.yaml").read_text()))
+    return load_config(yaml.safe_load((repo_root / "config.yaml").read_text(encoding="utf-8")))
 
 
 def _tsv(path, rows):

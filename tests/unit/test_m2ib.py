@@ -53,9 +53,9 @@ def timm_bert_clip(folder) -> ClipBundle:
     from transformers import BertConfig
 
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
     tokenizer_config = {"tokenizer_class": "BertTokenizer", "do_lower_case": True}
-    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    (folder / "tokenizer_config.json").write_text(json.dumps(tokenizer_config), encoding="utf-8")
     BertConfig(
         vocab_size=len(VOCAB),
         hidden_size=32,

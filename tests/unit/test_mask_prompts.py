@@ -109,7 +109,9 @@ def test_points_only_and_the_same_sampling_as_gt_prompts(tmp_path):
     pre = tmp_path / "pre"
     write_volume(pre / "labels" / "vol01.nii.gz", Volume(label))
     write_volume(pre / "labels" / "empty02.nii.gz", Volume(np.zeros(SHAPE, np.uint8)))
-    (pre / "labels.json").write_text(json.dumps({"background": 0, "organ": 1, "lesion": 2}))
+    (pre / "labels.json").write_text(
+        json.dumps({"background": 0, "organ": 1, "lesion": 2}), encoding="utf-8"
+    )
     rows = [
         {c: 0 for c in MANIFEST_COLUMNS} | {"case_id": c, "split": s, "modality": "CT"}
         for c, s in (("vol01", "test"), ("empty02", "val"))
@@ -131,7 +133,9 @@ def test_points_only_and_the_same_sampling_as_gt_prompts(tmp_path):
     )
     pd.testing.assert_frame_equal(masks, gt)
     assert masks[["x_min", "y_min", "x_max", "y_max"]].isna().all().all()
-    assert (tmp_path / "m.tsv").read_text() == (tmp_path / "gt.tsv").read_text()
+    assert (tmp_path / "m.tsv").read_text(encoding="utf-8") == (tmp_path / "gt.tsv").read_text(
+        encoding="utf-8"
+    )
 
 
 def test_empty_masks_give_no_rows_and_errors_name_the_key(tmp_path):

@@ -105,7 +105,7 @@ def test_conversion_layout_dataset_json_and_geometry(canonical: Path, tmp_path: 
         "c3_0000.nii.gz",
         "c4_0000.nii.gz",
     ]
-    content = json.loads((folder / "dataset.json").read_text())
+    content = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert content["channel_names"] == {"0": "CT"}
     assert content["labels"] == {"background": 0, "organ": 1, "lesion": 2}
     assert content["numTraining"] == 3
@@ -140,7 +140,9 @@ def test_other_modality_is_the_channel_name(tmp_path: Path) -> None:
     cases = (_case(c, s, modality="MR") for c, s in SPLITS.items())
     write_canonical_dataset(cases, label_map=LABEL_MAP, out_dir=out)
     _, folder = _convert(out, tmp_path)
-    assert json.loads((folder / "dataset.json").read_text())["channel_names"] == {"0": "MR"}
+    assert json.loads((folder / "dataset.json").read_text(encoding="utf-8"))["channel_names"] == {
+        "0": "MR"
+    }
 
 
 def test_image_without_its_label_is_one_line_naming_the_file(
@@ -240,7 +242,7 @@ def test_dataset_ids_are_stable_three_digit_and_collisions_name_both() -> None:
 
 @pytest.fixture()
 def raw_config(repo_root: Path) -> dict:
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         raw = yaml.safe_load(handle)
     raw["methods"]["nnunet_a"] = {"family": "nnunet", "epochs": 1, "num_processes": 1}
     raw["methods"]["nnunet_b"] = {
@@ -308,6 +310,6 @@ def test_schema_rejects_bad_nnunet_values(raw_config: dict) -> None:
 
 
 def test_schema_trainers_are_the_supported_base_trainers(repo_root: Path) -> None:
-    with open(repo_root / "schemas/families/nnunet.schema.yaml") as handle:
+    with open(repo_root / "schemas/families/nnunet.schema.yaml", encoding="utf-8") as handle:
         schema = yaml.safe_load(handle)
     assert schema["properties"]["trainer"]["enum"] == list(BASE_TRAINERS)

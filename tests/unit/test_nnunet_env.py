@@ -45,12 +45,19 @@ def test_device_is_cuda_then_mps_then_cpu() -> None:
 
 def test_child_process_output_goes_to_the_log(tmp_path: Path) -> None:
     log = tmp_path / "job.log"
-    with open(log, "w", buffering=1) as handle, contextlib.redirect_stdout(handle):
+    with (
+        open(log, "w", encoding="utf-8", buffering=1) as handle,
+        contextlib.redirect_stdout(handle),
+    ):
         with process_output_to_log():
             os.write(1, b"from fd 1\n")
             subprocess.run(["echo", "from a child"], check=True)
         print("from python")
-    assert log.read_text().splitlines() == ["from fd 1", "from a child", "from python"]
+    assert log.read_text(encoding="utf-8").splitlines() == [
+        "from fd 1",
+        "from a child",
+        "from python",
+    ]
 
 
 def test_schedule_trainer_subclasses_the_base_with_the_schedule() -> None:

@@ -63,7 +63,7 @@ def test_real_ct_converts_and_passes_nnunet_integrity_check(name: str, tmp_path:
 
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
-    content = json.loads((folder / "dataset.json").read_text())
+    content = json.loads((folder / "dataset.json").read_text(encoding="utf-8"))
     assert content["channel_names"] == {"0": "CT"}
     assert content["numTraining"] == len(shapes)
     for case_id, shape in shapes.items():
@@ -88,7 +88,9 @@ def test_integrity_failure_is_one_line_naming_the_folder(tmp_path: Path) -> None
     (folder / "imagesTr").mkdir(parents=True)
     (folder / "labelsTr").mkdir()
     dataset_json = {"channel_names": {"0": "CT"}, "labels": {"background": 0, "a": 1}}
-    (folder / "dataset.json").write_text(json.dumps({**dataset_json, "numTraining": 2}))
+    (folder / "dataset.json").write_text(
+        json.dumps({**dataset_json, "numTraining": 2}), encoding="utf-8"
+    )
     with pytest.raises(InputError) as err:
         verify_raw_dataset(folder)
     assert str(err.value).startswith(f"{folder}: nnU-Net dataset integrity check failed:")

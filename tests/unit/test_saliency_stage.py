@@ -75,7 +75,9 @@ def _preprocessed(root):
         pre / "manifest.tsv", sep="\t", index=False
     )
     pd.DataFrame([], columns=list(SLICES_COLUMNS)).to_csv(pre / "slices.tsv", sep="\t", index=False)
-    (pre / "labels.json").write_text(json.dumps({"background": 0, "liver": 1, "lesion": 2}))
+    (pre / "labels.json").write_text(
+        json.dumps({"background": 0, "liver": 1, "lesion": 2}), encoding="utf-8"
+    )
     return pre
 
 

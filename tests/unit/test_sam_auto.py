@@ -332,5 +332,5 @@ def test_end_to_end_with_the_tiny_sam(volume_case, tmp_path):
             seed=0,
         )
     assert not (tmp_path / "r").exists()
-    info = json.loads((root / "emb" / "model.json").read_text())
+    info = json.loads((root / "emb" / "model.json").read_text(encoding="utf-8"))
     assert info["arch"] == "demo"

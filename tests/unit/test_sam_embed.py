@@ -92,7 +92,7 @@ def test_embeds_every_listed_slice_of_the_requested_splits(setup):
         assert cached.image_size == 64
     info = read_model_info(out)
     assert info == {"arch": "demo", "checkpoint": str(setup["ckpt"]), "image_size": 64}
-    assert json.loads((out / "model.json").read_text())["arch"] == "demo"
+    assert json.loads((out / "model.json").read_text(encoding="utf-8"))["arch"] == "demo"
 
 
 def test_cached_embeddings_equal_sam_predictor_features_and_ignore_batching(setup):

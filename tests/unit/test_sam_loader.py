@@ -93,7 +93,7 @@ def test_demo_checkpoint_round_trip_gives_the_same_model(tmp_path):
     loaded, device = load_sam_model(path, arch="demo", device="cpu")
     assert device == torch.device("cpu")
     assert not loaded.training
-    card = json.loads((tmp_path / "model.json").read_text())
+    card = json.loads((tmp_path / "model.json").read_text(encoding="utf-8"))
     assert card["spec"]["embed_dim"] == 32 and card["arch"] == "demo"
     assert card["recipe"] == {"recipe": "scratch"} and card["modules"] == []
     for (name, a), (_, b) in zip(

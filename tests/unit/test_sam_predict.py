@@ -411,7 +411,7 @@ def test_random_clicks_follow_the_jobs_seed(model, volume_case):
 
 
 def test_every_job_that_samples_gets_the_config_seed(repo_root):
-    text = "".join(p.read_text() for p in (repo_root / "rules").glob("*.smk"))
+    text = "".join(p.read_text(encoding="utf-8") for p in (repo_root / "rules").glob("*.smk"))
     blocks = dict(re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", text, flags=re.M | re.S))
     sampling = [
         "prepare_dataset",

@@ -108,7 +108,7 @@ def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(train
     assert list(history.columns) == ["iteration", "loss", "seconds"]
     assert list(history["iteration"]) == list(range(1, 21))
     assert history["loss"].iloc[-3:].mean() < 0.85 * history["loss"].iloc[:3].mean()
-    card = json.loads((folder / "model.json").read_text())
+    card = json.loads((folder / "model.json").read_text(encoding="utf-8"))
     assert card["arch"] == "demo" and card["spec"]["img_size"] == 64 and card["base"] is None
     assert card["recipe"] == {**TRAIN, "datasets": None, "val_slices": 32}  # the complete recipe
     assert card["training"]["iterations"] == 20 and card["modules"] == []
@@ -166,8 +166,8 @@ def test_bad_training_input_stops_with_one_line(datasets, tmp_path):
     pre.mkdir()
     manifest = pd.read_csv(datasets[1] / "manifest.tsv", sep="\t")
     manifest.assign(split="test").to_csv(pre / "manifest.tsv", sep="\t", index=False)
-    (pre / "slices.tsv").write_text((datasets[1] / "slices.tsv").read_text())
-    (pre / "labels.json").write_text((datasets[1] / "labels.json").read_text())
+    (pre / "slices.tsv").write_text((datasets[1] / "slices.tsv").read_text(encoding="utf-8"))
+    (pre / "labels.json").write_text((datasets[1] / "labels.json").read_text(encoding="utf-8"))
     with pytest.raises(InputError, match="no train case with foreground"):
         train_demo_sam(
             preprocessed_dirs=[pre], out_checkpoint=tmp_path / "sam.pth", train=TRAIN, seed=0
@@ -277,7 +277,7 @@ def test_finetune_starts_from_the_base_and_loads_through_the_same_loader(
         base={"model": "demo_sam", "checkpoint": str(base_path)},
     )
     assert stats["iterations"] == 3
-    card = json.loads((out.parent / "model.json").read_text())
+    card = json.loads((out.parent / "model.json").read_text(encoding="utf-8"))
     assert card["base"] == {"model": "demo_sam", "checkpoint": str(base_path)}
     assert card["recipe"]["recipe"] == "finetune" and card["recipe"]["lr"] == 0.0001
     assert card["spec"]["img_size"] == 64  # the base's architecture

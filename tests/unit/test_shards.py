@@ -157,7 +157,7 @@ def test_predict_dataset_runs_a_shard_and_refuses_a_family_ignoring_it(tmp_path,
     from medsegflow.families import registry
 
     schema = tmp_path / "any.schema.yaml"
-    schema.write_text("type: object\n")
+    schema.write_text("type: object\n", encoding="utf-8")
     for name, honours in (("good", True), ("bad", False)):
         monkeypatch.setitem(
             registry.FAMILIES, name, fake_family(name, schema, honours_shard=honours)

@@ -122,7 +122,7 @@ def test_preprocess_outputs(pipeline):
     assert rows.loc[
         "us01", ["n_components_removed_3d", "n_components_removed_2d", "voxels_removed"]
     ].tolist() == [0, 0, 0]
-    assert json.loads((pre / "labels.json").read_text()) == LABEL_MAP
+    assert json.loads((pre / "labels.json").read_text(encoding="utf-8")) == LABEL_MAP
     for case_id in ("ct01", "us01"):
         src = read_volume(data / "images" / f"{case_id}.nii.gz")
         for kind in ("images", "labels"):

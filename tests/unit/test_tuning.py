@@ -64,7 +64,7 @@ def test_tuning_reads_val_labels_only_and_writes_the_choice(tmp_path, bundle):  
     assert chosen["coarse"] == {"method": best["coarse.method"]}
     assert chosen["dsc"] == pytest.approx(best["dsc"])
     assert chosen["n_val_cases"] == 2
-    assert json.loads((out / "chosen.json").read_text()) == chosen
+    assert json.loads((out / "chosen.json").read_text(encoding="utf-8")) == chosen
     assert not (out / "work").exists()
     applied = apply_chosen(METHOD, out / "chosen.json")
     assert applied["saliency"] == {"vlayer": chosen["saliency"]["vlayer"], "steps": 2, "samples": 2}

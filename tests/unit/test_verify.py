@@ -120,11 +120,11 @@ def test_verify_command_exits_1_and_0(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "study.yaml: invalid config: <config>: 'methods' is a required property" in out
     assert all(text in out for text in expected.values())
-    demo = yaml.safe_load((REPO / "config.yaml").read_text())
+    demo = yaml.safe_load((REPO / "config.yaml").read_text(encoding="utf-8"))
     config = {**demo, "datasets": config["datasets"]}
     assert main(["verify", "--configfile", str(path), "--dataset", "nosuch"]) == 1
     assert "datasets.nosuch: no such dataset" in capsys.readouterr().out
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert main(["verify", "--configfile", str(path)]) == 1
     out = capsys.readouterr().out
     assert "invalid config" not in out and all(text in out for text in expected.values())
@@ -132,11 +132,12 @@ def test_verify_command_exits_1_and_0(tmp_path: Path, capsys) -> None:
     for case in ("nolabel", "shape", "spacing", "values", "nan", "empty", "truncated"):
         (tmp_path / "ct" / "imagesTr" / f"{case}_0000.nii.gz").unlink()
     (tmp_path / "ct" / "imagesTr" / "sub" / "good_0000.nii.gz").unlink()
-    path.write_text(yaml.safe_dump(clean))
+    path.write_text(yaml.safe_dump(clean), encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, "-m", "medsegflow", "verify", "--configfile", str(path)],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         cwd=REPO,
         check=False,
     )
@@ -146,7 +147,9 @@ def test_verify_command_exits_1_and_0(tmp_path: Path, capsys) -> None:
 
 def test_verify_on_a_study_config_names_every_missing_root():
     """experiments/medclip_samv2.yaml with its placeholder roots: one line per dataset."""
-    config = yaml.safe_load((REPO / "experiments" / "medclip_samv2.yaml").read_text())
+    config = yaml.safe_load(
+        (REPO / "experiments" / "medclip_samv2.yaml").read_text(encoding="utf-8")
+    )
     lines = format_reports(verify_datasets(config)).splitlines()
     roots = [entry["params"]["root"] for entry in config["datasets"].values()]
     assert len(lines) == len(roots) + 1

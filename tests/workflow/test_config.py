@@ -11,7 +11,7 @@ from medsegflow.errors import ConfigError
 
 @pytest.fixture()
 def raw(repo_root):
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         return yaml.safe_load(handle)
 
 

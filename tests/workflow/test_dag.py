@@ -14,7 +14,7 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 def run_snakemake(repo_root: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -74,7 +74,7 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
 
 
 def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_path):
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["ablations"]["kmeans_clusters"]["grid"] = {
         "n_clusters": [3, 4, 5],
@@ -82,7 +82,7 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     }
     config["datasets"]["phantom_us"]["methods"] = ["otsu_box"]
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
@@ -128,11 +128,11 @@ def test_single_figure_is_its_own_target(repo_root, tmp_path):
 
 
 def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path):
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["methods"]["otsu_box"]["algoritm"] = "otsu"
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "1", "--configfile", str(path))
     assert result.returncode != 0
     assert (
@@ -147,6 +147,7 @@ def test_lint_is_clean(repo_root):
         cwd=repo_root,
         capture_output=True,
         text=True,
+        encoding="utf-8",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
@@ -159,6 +160,7 @@ def test_snakefmt_is_clean(repo_root):
         cwd=repo_root,
         capture_output=True,
         text=True,
+        encoding="utf-8",
     )
     assert result.returncode == 0, result.stderr
 
@@ -166,7 +168,9 @@ def test_snakefmt_is_clean(repo_root):
 def test_ruff_is_clean(repo_root):
     ruff = str(Path(sys.executable).with_name("ruff"))
     for args in (["check", "."], ["format", "--check", "."]):
-        result = subprocess.run([ruff, *args], cwd=repo_root, capture_output=True, text=True)
+        result = subprocess.run(
+            [ruff, *args], cwd=repo_root, capture_output=True, text=True, encoding="utf-8"
+        )
         assert result.returncode == 0, result.stdout + result.stderr
 
 

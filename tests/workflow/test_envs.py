@@ -33,7 +33,7 @@ def pyproject_pins(repo_root) -> dict[str, str]:
 
 def env_pins(path) -> dict[str, str]:
     """``{package: version}`` of an env file; fails on any spec that is not an exact pin."""
-    with open(path) as handle:
+    with open(path, encoding="utf-8") as handle:
         env = yaml.safe_load(handle)
     pins = {}
     for dep in env["dependencies"]:
@@ -68,7 +68,7 @@ def rule_blocks(repo_root) -> dict[str, tuple[Path, str]]:
     """``{rule: (rule file, text of its block)}`` for every rule in rules/*.smk."""
     blocks = {}
     for smk in sorted((repo_root / "rules").glob("*.smk")):
-        parts = re.split(r"^rule (\w+):\n", smk.read_text(), flags=re.M)
+        parts = re.split(r"^rule (\w+):\n", smk.read_text(encoding="utf-8"), flags=re.M)
         for name, body in zip(parts[1::2], parts[2::2], strict=True):
             blocks[name] = (smk, body.split("\n\n\n")[0])
     return blocks
@@ -108,7 +108,7 @@ def _third_party(module: str) -> str | None:
 
 def module_imports(path: Path, *, top_level_only: bool) -> set[str]:
     """Absolute module names imported by a file (at module level only, or anywhere)."""
-    tree = ast.parse(path.read_text())
+    tree = ast.parse(path.read_text(encoding="utf-8"))
     nodes = tree.body if top_level_only else list(ast.walk(tree))
     names = set()
     for node in nodes:
@@ -206,10 +206,13 @@ def test_jobs_import_medsegflow_from_the_workflow_folder(repo_root, tmp_path):
         [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
         capture_output=True,
         text=True,
+        encoding="utf-8",
         check=True,
     ).stdout.strip()
     # the dependencies, but not the .pth hooks that make medsegflow importable
-    (Path(purelib) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    (Path(purelib) / "deps.pth").write_text(
+        sysconfig.get_paths()["purelib"] + "\n", encoding="utf-8"
+    )
     workdir = tmp_path / "work"
     workdir.mkdir()
     bare = subprocess.run([python, "-c", "import medsegflow"], cwd=workdir, capture_output=True)
@@ -219,10 +222,10 @@ def test_jobs_import_medsegflow_from_the_workflow_folder(repo_root, tmp_path):
         "prompts": {"box": {"source": "gt", "type": "box"}},
         "methods": {"otsu": {"family": "classical", "algorithm": "otsu", "prompts": "box"}},
     }
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     cmd = [python, "-m", "snakemake", "-s", str(repo_root / "Snakefile")]
     cmd += ["results/data/us/cases.tsv", "--cores", "1", "--configfile", "config.yaml"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr[-3000:]
-    cases = (workdir / "results/data/us/cases.tsv").read_text().splitlines()
+    cases = (workdir / "results/data/us/cases.tsv").read_text(encoding="utf-8").splitlines()
     assert len(cases) == 1 + 4

@@ -35,7 +35,9 @@ def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
     assert files == {f"{name}.schema.yaml" for name in names}
     for name, family in FAMILIES.items():
         assert family.schema_uri == schema_uri(f"families/{name}.schema.yaml")
-        schema = yaml.safe_load((SCHEMA_DIR / "families" / f"{name}.schema.yaml").read_text())
+        schema = yaml.safe_load(
+            (SCHEMA_DIR / "families" / f"{name}.schema.yaml").read_text(encoding="utf-8")
+        )
         assert schema["properties"]["family"] == {"const": name}
         assert (repo_root / "envs" / f"{family.env}.yaml").is_file()
     assert set(resources.family_runtimes()) == names
@@ -59,11 +61,11 @@ def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
 
 @pytest.mark.parametrize("module", ["workflow.py", "planning.py", "resources.py", "config.py"])
 def test_the_workflow_logic_names_no_family(repo_root, module):
-    source = (repo_root / "medsegflow" / module).read_text()
+    source = (repo_root / "medsegflow" / module).read_text(encoding="utf-8")
     for name in FAMILIES:
         assert not re.search(rf"""["']{name}["']""", source), f"{module} names family {name}"
     assert "family ==" not in source and "family in (" not in source
-    rules = "".join(p.read_text() for p in (repo_root / "rules").glob("*.smk"))
+    rules = "".join(p.read_text(encoding="utf-8") for p in (repo_root / "rules").glob("*.smk"))
     assert '["family"]' not in rules and "family ==" not in rules  # rules bind, never branch
 
 
@@ -89,7 +91,7 @@ def test_every_schema_object_rejects_unknown_keys_and_optional_keys_have_default
     assert len(files) >= 8
     problems = []
     for path in files:
-        for where, schema in _objects(yaml.safe_load(path.read_text()), path.name):
+        for where, schema in _objects(yaml.safe_load(path.read_text(encoding="utf-8")), path.name):
             if where.rsplit("/", 1)[-1] in SHARED:
                 continue
             if "additionalProperties" not in schema:
@@ -114,7 +116,7 @@ def _import_graph(root: Path) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = defaultdict(set)
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text())):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 targets = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom):

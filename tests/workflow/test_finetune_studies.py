@@ -15,7 +15,7 @@ from medsegflow.errors import ConfigError
 
 
 def _config(repo_root, path):
-    with open(repo_root / path) as handle:
+    with open(repo_root / path, encoding="utf-8") as handle:
         return load_config(yaml.safe_load(handle))
 
 

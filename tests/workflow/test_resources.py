@@ -69,7 +69,7 @@ def test_method_env_by_family():
 def test_dry_run_shows_each_jobs_requests(repo_root, tmp_path):
     cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--cores", "1"]
     cmd += ["--configfile", str(repo_root / "config.yaml")]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8")
     assert result.returncode == 0, result.stderr
     jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M)
     by_rule = {}

@@ -11,11 +11,11 @@ from test_dag import job_counts, run_snakemake
 
 
 def dry_run(repo_root: Path, workdir: Path, shards: int | None, *args: str) -> str:
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     if shards is not None:
         config["scale"] = {"predict_shards": shards}
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config))
+    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     result = run_snakemake(
         repo_root, workdir, "-n", "--cores", "1", *args, "--configfile", "config.yaml"
     )
@@ -70,10 +70,10 @@ def test_set_scatter_overrides_the_config(repo_root, tmp_path, unsharded):
 
 
 def test_zero_shards_is_a_config_error(repo_root, tmp_path):
-    with open(repo_root / "config.yaml") as handle:
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["scale"] = {"predict_shards": 0}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     result = run_snakemake(repo_root, tmp_path, "-n", "--configfile", "config.yaml")
     assert result.returncode != 0
     assert "predict_shards" in result.stdout + result.stderr

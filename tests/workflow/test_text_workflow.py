@@ -16,7 +16,7 @@ from medsegflow.families import text_stages as wft
 
 
 def _config(repo_root, path="config.yaml"):
-    with open(repo_root / path) as handle:
+    with open(repo_root / path, encoding="utf-8") as handle:
         return load_config(yaml.safe_load(handle))
 
 
