@@ -27,6 +27,9 @@ include: "rules/sam.smk"
 include: "rules/predict.smk"
 include: "rules/metrics.smk"
 include: "rules/figures.smk"
+include: "rules/robustness.smk"
+include: "rules/sam3d.smk"
+include: "rules/clicks.smk"
 include: "rules/nnunet.smk"
 
 

@@ -23,6 +23,11 @@ SAM_MODEL_CARD = "results/models/{model}/model.json"
 """Its sidecar: base, recipe and architecture (:mod:`medsegflow.models.model_card`)."""
 SAM_MODEL_HISTORY = "results/models/{model}/train_log.csv"
 
+SAM3D_WEIGHTS = "results/models/sam3d/{sam3d}/sam3d.pth"
+"""A SAM-Med3D trained by the pipeline (family ``sam3d``, ``model_state_dict`` layout)."""
+SAM3D_CARD = "results/models/sam3d/{sam3d}/model.json"
+SAM3D_HISTORY = "results/models/sam3d/{sam3d}/train_log.csv"
+
 CLIP_CAPTIONS = "results/clip_data/{clip}/captions.csv"
 CLIP_MODEL = "results/models/{clip}/open_clip_config.json"
 """The file target of a CLIP model folder trained or fine-tuned by the pipeline."""
@@ -40,13 +45,29 @@ PREDICTIONS = "results/predictions/{dataset}/{method}/manifest.tsv"
 PREDICTION_SHARD = "results/predictions/{dataset}/{method}/shards/{scatteritem}.tsv"
 METRICS = "results/metrics/{dataset}/{method}.csv"
 CONVENTION_METRICS = "results/metrics/{dataset}/{method}_conventions.csv"
+CLICK_METRICS = "results/metrics/{dataset}/{method}_clicks.csv"
+"""DSC and NSD after each click of an interactive method (:mod:`medsegflow.interactive`)."""
+ROBUSTNESS = "results/robustness/{dataset}/{model}.csv"
+"""Per-case prompt-robustness curves of one SAM model (:mod:`medsegflow.robustness`)."""
 TABLE = "results/tables/{table}.csv"
-TABLES = ("all", "summary", "stats", "ranking", "conventions", "cost")
+TABLES = (
+    "all",
+    "summary",
+    "stats",
+    "ranking",
+    "conventions",
+    "cost",
+    "robustness",
+    "clicks",
+    "clicks_auc",
+)
 METRIC_FIGURE = "results/figures/{metric}_by_method.png"
 QUALITATIVE_FIGURE = "results/figures/qualitative_{dataset}.png"
 RANKING_FIGURE = "results/figures/ranking_{dataset}.png"
 CONVENTIONS_FIGURE = "results/figures/conventions_rank.png"
 COST_FIGURE = "results/figures/cost_pareto.png"
+ROBUSTNESS_FIGURE = "results/figures/robustness_{dataset}.png"
+CLICKS_FIGURE = "results/figures/clicks_{dataset}.png"
 
 
 def fill(template: str, **wildcards: str) -> str:

@@ -28,6 +28,7 @@ from medsegflow.planning import (
     released_checkpoint,
     sam_checkpoint,
     sam_model,
+    sam_model_inputs,
     sam_models_with_bases,
 )
 
@@ -93,6 +94,7 @@ def check_config(config: Mapping[str, Any]) -> None:
     for family in FAMILIES.values():
         if family.check:
             family.check(config)
+    robustness_pairs(config)
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -128,7 +130,17 @@ def figure_files(config: Mapping[str, Any]) -> list[str]:
     scored = [d for d in config["datasets"] if methods_for_dataset(config, d)]
     qualitative = [paths.fill(paths.QUALITATIVE_FIGURE, dataset=d) for d in scored]
     ranking = [paths.fill(paths.RANKING_FIGURE, dataset=d) for d in scored]
-    return [*metric, *qualitative, *ranking, paths.CONVENTIONS_FIGURE, paths.COST_FIGURE]
+    curves = [paths.fill(paths.ROBUSTNESS_FIGURE, dataset=d) for d in robustness_datasets(config)]
+    clicks = [paths.fill(paths.CLICKS_FIGURE, dataset=d) for d, _ in interactive_pairs(config)]
+    return [
+        *metric,
+        *qualitative,
+        *ranking,
+        paths.CONVENTIONS_FIGURE,
+        paths.COST_FIGURE,
+        *curves,
+        *dict.fromkeys(clicks),
+    ]
 
 
 def final_outputs(config: Mapping[str, Any]) -> list[str]:
@@ -141,6 +153,98 @@ def predict_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict
     """Named input files of the prediction job of (``dataset``, ``method``): its family's
     (:attr:`medsegflow.families.Family.inputs`)."""
     return family_of(config, method).inputs(config, dataset, method)
+
+
+# --- the interactive protocol (families with ``interactive``) ---------------------------
+
+
+def is_interactive(config: Mapping[str, Any], method: str) -> bool:
+    family = family_of(config, method)
+    return bool(family.interactive and family.interactive(config, method))
+
+
+def interactive_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dataset, method) of the scored methods that run the interactive protocol."""
+    return [(d, m) for d, m in dataset_method_pairs(config) if is_interactive(config, m)]
+
+
+def click_metrics_files(config: Mapping[str, Any]) -> list[str]:
+    return [
+        paths.fill(paths.CLICK_METRICS, dataset=d, method=m) for d, m in interactive_pairs(config)
+    ]
+
+
+# --- prompt-robustness curves (robustness:) -----------------------------------------------
+
+
+def _prompted_sam_models(config: Mapping[str, Any], dataset: str) -> list[str]:
+    """SAM models that a method scored on ``dataset`` decodes with GT prompts."""
+    found = [
+        config["methods"][m]["model"]
+        for m in methods_for_dataset(config, dataset)
+        if family_of(config, m).cache == "sam_embeddings"
+        and config["methods"][m].get("model")
+        and config["methods"][m].get("prompts")
+    ]
+    return list(dict.fromkeys(found))
+
+
+def robustness_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(dataset, SAM model) of each prompt-robustness job, in config order.
+
+    ``robustness.datasets`` (null: every dataset with scored methods) and
+    ``robustness.models`` (null: the models that the dataset's methods decode with GT
+    prompts, :func:`_prompted_sam_models`). :class:`ConfigError` names an unknown key.
+    """
+    spec = config.get("robustness") or {}
+    datasets = spec.get("datasets")
+    for dataset in datasets or []:
+        if dataset not in config["datasets"]:
+            raise ConfigError(f"robustness.datasets: unknown dataset '{dataset}'")
+    models = spec.get("models")
+    for model in models or []:
+        if model not in config.get("sam_models", {}):
+            known = ", ".join(sorted(config.get("sam_models", {}))) or "none"
+            raise ConfigError(f"robustness.models: unknown SAM model '{model}'; known: {known}")
+    chosen = list(config["datasets"]) if datasets is None else datasets
+    pairs = []
+    for dataset in chosen:
+        if not methods_for_dataset(config, dataset):
+            continue
+        used = _prompted_sam_models(config, dataset) if models is None else models
+        pairs += [(dataset, model) for model in used]
+    return pairs
+
+
+def robustness_files(config: Mapping[str, Any], dataset: str | None = None) -> list[str]:
+    """The per-(dataset, model) curve files (of one dataset when given)."""
+    return [
+        paths.fill(paths.ROBUSTNESS, dataset=d, model=m)
+        for d, m in robustness_pairs(config)
+        if dataset is None or d == dataset
+    ]
+
+
+def robustness_inputs(config: Mapping[str, Any], dataset: str, model: str) -> dict[str, str]:
+    """Named inputs of a curve job: the preprocessed manifest, the model's embeddings of
+    ``dataset`` and its weights."""
+    return {
+        "preprocessed": paths.fill(paths.PREPROCESSED, dataset=dataset),
+        **sam_model_inputs(config, dataset, model),
+    }
+
+
+ROBUSTNESS_GRID_KEYS = ("max_cases", "box_px", "positive_points", "negative_points", "max_clicks")
+
+
+def robustness_grid(config: Mapping[str, Any]) -> dict[str, Any]:
+    """What a curve job computes (its params): the grid, not which models or datasets."""
+    spec = config.get("robustness") or {}
+    return {key: spec[key] for key in ROBUSTNESS_GRID_KEYS if key in spec}
+
+
+def robustness_datasets(config: Mapping[str, Any]) -> list[str]:
+    return list(dict.fromkeys(d for d, _ in robustness_pairs(config)))
 
 
 # --- SAM-family models: embeddings and weights ---------------------------------------------
@@ -163,6 +267,7 @@ def sam_models_used(config: Mapping[str, Any]) -> list[str]:
         for m in methods_planned(config, d)
         if config["methods"][m].get("model")
     ]
+    used += [model for _, model in robustness_pairs(config)]
     return sam_models_with_bases(config, list(dict.fromkeys(used)))
 
 

@@ -12,6 +12,7 @@ from medsegflow import workflow as wf
 from medsegflow.config import load_config
 from medsegflow.errors import ConfigError
 from medsegflow.families import nnunet as nnu
+from medsegflow.families import sam3d as s3d
 from medsegflow.families import text_stages as txt
 
 config = load_config(config)
@@ -70,6 +71,38 @@ def get_dataset_metrics_files(wildcards):
 
 def get_dataset_predictions(wildcards):
     return wf.predictions_for_dataset(config, wildcards.dataset)
+
+
+# Prompt-robustness curves (medsegflow.workflow.robustness_pairs)
+
+
+def get_robustness_inputs(wildcards):
+    return wf.without_paths(
+        wf.robustness_inputs(config, wildcards.dataset, wildcards.model), PLAN_WITHOUT
+    )
+
+
+def get_robustness_files(wildcards):
+    return wf.robustness_files(config)
+
+
+# SAM-Med3D (medsegflow.families.sam3d) and the interactive protocol
+
+
+def get_sam3d_train_inputs(wildcards):
+    return s3d.train_inputs(config, wildcards.sam3d)
+
+
+def get_sam3d_method_config(wildcards):
+    return pl.method_config(config, wildcards.sam3d)
+
+
+def get_sam3d_train_threads(wildcards):
+    return pl.method_config(config, wildcards.sam3d)["train"]["threads"]
+
+
+def get_click_metrics_files(wildcards):
+    return wf.click_metrics_files(config)
 
 
 # SAM-family models: the training stage and the embedding cache

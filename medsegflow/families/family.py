@@ -49,6 +49,9 @@ class Family:
             for the rules of its extra stages.
         check: cross-reference checks of its methods at parse time (:class:`ConfigError`).
         missing_weights: one line per weight file its methods need and that is missing.
+        interactive: whether a method runs the interactive protocol (``(config, method) ->
+            bool``): its predictions then hold the labels after every click
+            (:mod:`medsegflow.interactive`), scored into ``{method}_clicks.csv``.
     """
 
     name: str
@@ -62,6 +65,7 @@ class Family:
     wildcards: Callable[[Config], dict[str, list[str]]] | None = None
     check: Callable[[Config], None] | None = None
     missing_weights: Callable[[Config], list[str]] | None = None
+    interactive: Callable[[Config, str], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.cache not in CACHES:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from medsegflow.errors import ConfigError
-from medsegflow.families import classical, nnunet, sam, sam_auto, sam_semantic, text_sam
+from medsegflow.families import classical, nnunet, sam, sam3d, sam_auto, sam_semantic, text_sam
 from medsegflow.families.family import Config, Family
 from medsegflow.schema import complete
 
@@ -24,6 +24,7 @@ BUILTIN: tuple[Family, ...] = (
     sam_semantic.FAMILY,
     text_sam.FAMILY,
     nnunet.FAMILY,
+    sam3d.FAMILY,
 )
 """The built-in families; a new one is added here (or registered by an entry point)."""
 

@@ -10,9 +10,17 @@ volume slice by slice with per-slice prompts. Per object (``prompt_id``):
    cleaned reference label of that slice (oracle, like the prompts);
 3. the repeats are combined by ``voting`` (:mod:`medsegflow.prompts.voting`).
 
+With a box3d prompt set, objects are propagated from their middle slice instead
+(:mod:`medsegflow.methods.sam_volume`), and ``clicks3d.n`` corrective 3D clicks may follow
+(the CVPR 2025 interactive protocol): the labels after the propagation and after every
+click go to ``clicks/{case_id}.npz`` (:mod:`medsegflow.interactive`, step 0 the box).
+
 Objects are painted into a label volume of the original image geometry (larger masks
 first, so small objects inside large ones win) by the shared loop of
-:mod:`medsegflow.prediction.cases`. The model's architecture comes from the cache's
+:mod:`medsegflow.prediction.cases`. With ``save_probabilities`` the objects' foreground
+probabilities (the mean over the voted repeats) are kept as well and written per label
+(:func:`medsegflow.prediction.painting.paint_probabilities`) to ``{case_id}_probs.npz``,
+the soft outputs of the Med-SA convention. The model's architecture comes from the cache's
 ``model.json``; torch and segment_anything are imported lazily.
 """
 
@@ -20,16 +28,28 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
+import pandas as pd
 
+from medsegflow.datasets.canonical import read_label_map
 from medsegflow.errors import ConfigError, InputError
+from medsegflow.interactive import (
+    CLICK_TABLE_COLUMNS,
+    click_volumes_path,
+    write_click_volumes,
+)
 from medsegflow.manifests import BOX_COLUMNS, parse_points
-from medsegflow.methods.sam_volume import propagated_objects, volume_rows
+from medsegflow.methods.sam_volume import (
+    corrective_clicks,
+    propagate_objects,
+    propagated_objects,
+    volume_rows,
+)
 from medsegflow.models.sam_cache import (
     MODEL_INFO_FILE,
     CaseEmbeddings,
@@ -38,15 +58,19 @@ from medsegflow.models.sam_cache import (
     read_model_info,
 )
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts, refine_with_clicks
-from medsegflow.prediction.cases import CaseInput, predict_prompted_cases
+from medsegflow.prediction.cases import CaseInput, CasePrediction, predict_prompted_cases
 from medsegflow.prediction.job import PredictJob
-from medsegflow.prediction.painting import ObjectMask, paint_objects
+from medsegflow.prediction.painting import (
+    ObjectMask,
+    mean_probability,
+    paint_objects,
+    paint_probabilities,
+)
 from medsegflow.prompts.points import connected_components
 from medsegflow.prompts.voting import vote
 from medsegflow.seeding import case_rng
 
 if TYPE_CHECKING:
-    import pandas as pd
     import torch
     from segment_anything.modeling import Sam
 
@@ -63,12 +87,16 @@ class SamConfig:
     click_mode: str
     click_mask_input: bool
     batch_size: int
+    save_probabilities: bool = False
+    clicks3d: int = 0
+    clicks3d_mode: str = "center"
+    clicks3d_mask_input: bool = True
 
 
 def parse_sam_config(method: Mapping[str, Any]) -> SamConfig:
     """The settings of a complete ``sam`` method (schema defaults filled in, see
     :func:`medsegflow.families.complete_method`)."""
-    clicks = method["clicks"]
+    clicks, clicks3d = method["clicks"], method["clicks3d"]
     return SamConfig(
         multimask=method["multimask"],
         voting=method["voting"],
@@ -76,6 +104,10 @@ def parse_sam_config(method: Mapping[str, Any]) -> SamConfig:
         click_mode=clicks["mode"],
         click_mask_input=clicks["mask_input"],
         batch_size=method["batch_size"],
+        save_probabilities=method["save_probabilities"],
+        clicks3d=clicks3d["n"],
+        clicks3d_mode=clicks3d["mode"],
+        clicks3d_mask_input=clicks3d["mask_input"],
     )
 
 
@@ -113,6 +145,9 @@ def _slice_objects(
     source: str,
 ) -> list[ObjectMask]:
     """Decode, refine (clicks against ``label_yx``) and vote the prompts of one slice.
+
+    With ``config.save_probabilities`` each object keeps the mean of its repeats'
+    probabilities (``prob_yx``, float16), the map the ``average`` vote thresholds at 0.5.
 
     Args:
         rows: the prompt rows of one slice ``z``.
@@ -158,7 +193,8 @@ def _slice_objects(
         mask_yx = vote(config.voting, masks_ryx=masks[idx], probs_ryx=probs[idx])
         label = int(records[idx[0]]["label"])
         z = int(records[idx[0]]["z"])
-        objects.append(ObjectMask(z, label, mask_yx, float(mask_yx.sum())))
+        prob_yx = mean_probability(probs[idx]) if config.save_probabilities else None
+        objects.append(ObjectMask(z, label, mask_yx, float(mask_yx.sum()), prob_yx))
     return objects
 
 
@@ -221,17 +257,36 @@ def segment_sam_case(
     config: SamConfig,
     embeddings_dir: str | os.PathLike,
     rng: np.random.Generator,
-) -> np.ndarray:
+    prob_labels: Sequence[int] = (),
+    clicks_rng: np.random.Generator | None = None,
+    clicks_path: str | os.PathLike | None = None,
+) -> CasePrediction:
     """Label volume ``(Z, Y, X)`` of one case from its cached embeddings and prompts.
 
     Prompts of one slice are decoded on it; box3d prompts (over several slices) are
     propagated from their middle slice (:mod:`medsegflow.methods.sam_volume`). Slices
-    without prompts stay background. Raises :class:`InputError` naming the embedding file
-    when its slice size or encoder input size does not match.
+    without prompts stay background. With ``config.save_probabilities`` the prediction
+    also holds the float16 ``(C, Z, Y, X)`` probabilities of the ``prob_labels`` (the
+    dataset's foreground labels; :func:`paint_probabilities`: an object's mean over its
+    repeats, the maximum over the objects of one label on a slice, 0 where none was
+    decoded). Raises :class:`InputError` naming the embedding file when its slice size or
+    encoder input size does not match.
+
+    With ``config.clicks3d`` (n > 0) every row is a box3d object (one-slice ones too, as a
+    one-slice propagation: its box decoded alone, the per-slice path's mask up to the
+    rounding of batched decoding), corrected by n clicks
+    (:func:`~medsegflow.methods.sam_volume.corrective_clicks`, random ones drawn from
+    ``clicks_rng``, default ``rng``) against the cleaned reference; the ``1 + n`` label
+    volumes and the clicks go to ``clicks_path`` (:func:`write_click_volumes`,
+    ``first_click=0``), and the last step is returned. :class:`ConfigError` when it is
+    combined with ``clicks.rounds`` or with prompts that are not boxes alone.
     """
     shape_zyx = case.image.array_zyx.shape
+    _check_clicks3d(case, config)
     if case.prompts.empty:
-        return paint_objects(shape_zyx, [])
+        if config.clicks3d:
+            _write_clicks3d(clicks_path, shape_zyx, [[]] * (1 + config.clicks3d), None)
+        return _case_prediction(shape_zyx, [], config=config, prob_labels=prob_labels)
     cached = load_checked_embeddings(embeddings_dir, case.case_id, model=model, shape_zyx=shape_zyx)
     volume = volume_rows(case.prompts)
     if len(volume) and config.click_rounds:
@@ -239,6 +294,31 @@ def segment_sam_case(
             f"{case.source}: box3d prompts are propagated without oracle clicks; "
             "set the method's clicks.rounds to 0"
         )
+    if config.clicks3d:
+        flat = case.prompts.drop(index=volume.index).sort_values("z", kind="stable")
+        volume_objects = propagate_objects(
+            model,
+            cached,
+            pd.concat([volume, flat]),  # the per-slice path's painting order
+            multimask=config.multimask,
+            n_z=shape_zyx[0],
+            keep_logits=config.clicks3d_mask_input,
+        )
+        steps, clicks = corrective_clicks(
+            model,
+            cached,
+            volume_objects,
+            case.read_label_zyx(),
+            n_clicks=config.clicks3d,
+            mode=config.clicks3d_mode,
+            rng=rng if clicks_rng is None else clicks_rng,
+            mask_input=config.clicks3d_mask_input,
+            voting=config.voting,
+            keep_probs=config.save_probabilities,
+            batch_size=config.batch_size,
+        )
+        _write_clicks3d(clicks_path, shape_zyx, steps, clicks)
+        return _case_prediction(shape_zyx, steps[-1], config=config, prob_labels=prob_labels)
     objects = propagated_objects(
         model,
         cached,
@@ -246,6 +326,7 @@ def segment_sam_case(
         multimask=config.multimask,
         voting=config.voting,
         n_z=shape_zyx[0],
+        keep_probs=config.save_probabilities,
     )
     label_zyx = case.read_label_zyx() if config.click_rounds else None
     flat = case.prompts.drop(index=volume.index)
@@ -260,7 +341,53 @@ def segment_sam_case(
             rng=rng,
             source=case.source,
         )
-    return paint_objects(shape_zyx, objects)
+    return _case_prediction(shape_zyx, objects, config=config, prob_labels=prob_labels)
+
+
+def _check_clicks3d(case: CaseInput, config: SamConfig) -> None:
+    if not config.clicks3d:
+        return
+    if config.click_rounds:
+        raise ConfigError(
+            f"{case.source}: clicks3d.n corrective 3D clicks replace the 2D oracle clicks; "
+            "set the method's clicks.rounds to 0 (or clicks3d.n to 0)"
+        )
+    prompts = case.prompts
+    boxed = np.isfinite(prompts[list(BOX_COLUMNS)].to_numpy(dtype=np.float64)).all(axis=1)
+    no_points = [not len(parse_points(v, source=case.source)) for v in prompts["points"]]
+    if not (boxed & np.array(no_points, dtype=bool)).all():
+        raise ConfigError(
+            f"{case.source}: clicks3d.n needs a box3d prompt set (one box per object, no "
+            f"points); case {case.case_id} has prompts with points or without a box"
+        )
+
+
+def _write_clicks3d(
+    path: str | os.PathLike | None,
+    shape_zyx: tuple[int, ...],
+    steps: list[list[ObjectMask]],
+    clicks: pd.DataFrame | None,
+) -> None:
+    if path is None:
+        raise ValueError("segment_sam_case: clicks3d needs a clicks_path")
+    labels_kzyx = np.stack([paint_objects(shape_zyx, objects) for objects in steps])
+    if clicks is None:
+        clicks = pd.DataFrame(columns=list(CLICK_TABLE_COLUMNS))
+    write_click_volumes(path, labels_kzyx, clicks, first_click=0)
+
+
+def _case_prediction(
+    shape_zyx: tuple[int, ...],
+    objects: list[ObjectMask],
+    *,
+    config: SamConfig,
+    prob_labels: Sequence[int],
+) -> CasePrediction:
+    label_zyx = paint_objects(shape_zyx, objects)
+    if not config.save_probabilities:
+        return CasePrediction(label_zyx)
+    probs_czyx = paint_probabilities(shape_zyx, objects, prob_labels)
+    return CasePrediction(label_zyx, probs_czyx, tuple(int(v) for v in prob_labels))
 
 
 def predict_sam_cases(
@@ -274,17 +401,31 @@ def predict_sam_cases(
     """Predict every case of ``job`` with a loaded ``model``; write volumes and manifest.
 
     ``prompts_path`` defaults to the job's ``prompts``. Random clicks of a case draw from
-    ``case_rng(job.seed, case_id, "clicks", job.method_name)``. Returns the manifest (see
-    :func:`~medsegflow.prediction.cases.predict_prompted_cases`).
+    ``case_rng(job.seed, case_id, "clicks", job.method_name)``, random ``clicks3d`` ones
+    from ``case_rng(job.seed, case_id, "clicks3d", job.method_name)``; with
+    ``config.clicks3d`` each case's steps go to ``clicks/{case_id}.npz``
+    (:func:`~medsegflow.interactive.click_volumes_path`; without, a stale one is removed). With
+    ``config.save_probabilities`` each case's probabilities of every foreground label of
+    the dataset's label map (in label-value order) go to ``{case_id}_probs.npz``. Returns
+    the manifest (see :func:`~medsegflow.prediction.cases.predict_prompted_cases`).
     """
+    prob_labels: list[int] = []
+    if config.save_probabilities:
+        prob_labels = sorted(v for v in read_label_map(job.preprocessed_dir).values() if v != 0)
 
-    def segment_case(case: CaseInput) -> np.ndarray:
+    def segment_case(case: CaseInput) -> CasePrediction:
+        clicks_path = click_volumes_path(job.out_dir, case.case_id)
+        if not config.clicks3d:
+            clicks_path.unlink(missing_ok=True)
         return segment_sam_case(
             case,
             model=model,
             config=config,
             embeddings_dir=embeddings_dir,
             rng=case_rng(job.seed, case.case_id, "clicks", job.method_name),
+            prob_labels=prob_labels,
+            clicks_rng=case_rng(job.seed, case.case_id, "clicks3d", job.method_name),
+            clicks_path=clicks_path if config.clicks3d else None,
         )
 
     return predict_prompted_cases(job, segment_case=segment_case, prompts_path=prompts_path)

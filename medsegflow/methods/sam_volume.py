@@ -7,25 +7,40 @@ pixels at the 256 scale (``3 * max(H, W) / 256`` original pixels), falling back 
 middle box when the neighbour came back empty, within the box's z range
 (:func:`medsegflow.prompts.propagation.propagate_box_3d`). Every slice is decoded from its
 cached embedding, by the model's own recipe. Repeated draws of one object are voted
-slice by slice over the repeats that reached the slice. Oracle clicks are not part of
-this protocol here.
+slice by slice over the repeats that reached the slice. The 2D oracle clicks
+(``clicks.rounds``) are not part of this protocol.
+
+Corrective 3D clicks (``clicks3d``, :func:`corrective_clicks`; the CVPR 2025 interactive
+protocol for 2D models): after the propagation (step 0), each step gives every object one
+click, :func:`medsegflow.sam3d.clicks.next_click` on the case's original voxel grid
+between the object's voted 3D mask and its reference (:func:`object_reference`), and
+re-decodes only the clicked slice ``z``: each repeat with the box it had there (the 3D
+box's own on the middle slice, the neighbour's widened box elsewhere), every click of the
+object on ``z`` so far as points, and (``mask_input``) that repeat's previous low-res
+logits of ``z`` as SAM's mask input, with one output mask as in
+:func:`medsegflow.models.sam_decode.refine_with_clicks`. The neighbours are not
+propagated again. An object that matches its reference gets no more clicks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
+from scipy import ndimage
 
+from medsegflow.interactive import CLICK_TABLE_COLUMNS
 from medsegflow.manifests import BOX_COLUMNS
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts
-from medsegflow.prediction.painting import ObjectMask
+from medsegflow.prediction.painting import ObjectMask, mean_probability
 from medsegflow.prompts.propagation import litemedsam_margin_px, propagate_box_3d
 from medsegflow.prompts.voting import vote
+from medsegflow.sam3d.clicks import FULL_CONNECTIVITY, next_click
 
 if TYPE_CHECKING:
-    import pandas as pd
     from segment_anything.modeling import Sam
 
     from medsegflow.models.sam_cache import CaseEmbeddings
@@ -38,6 +53,72 @@ def volume_rows(prompts: pd.DataFrame) -> pd.DataFrame:
     return prompts[prompts["z_min"] < prompts["z_max"]]
 
 
+@dataclass(frozen=True)
+class SliceDecoding:
+    """One repeat's decoding of one slice of a box3d object.
+
+    Attributes:
+        box_xyxy: float64 ``(4,)`` the box it was decoded with (original slice frame).
+        mask_yx: bool ``(H, W)`` foreground.
+        prob_yx: float32 ``(H, W)`` foreground probabilities.
+        low_res_1hw: float32 ``(1, 4h, 4w)`` chosen low-res logits (model frame), the mask
+            input of a corrective click; None when not kept.
+    """
+
+    box_xyxy: np.ndarray
+    mask_yx: np.ndarray
+    prob_yx: np.ndarray
+    low_res_1hw: np.ndarray | None = None
+
+
+@dataclass
+class VolumeObject:
+    """One box3d object (``prompt_id``; a one-slice box is one too): its repeats'
+    per-slice decodings and its corrective clicks.
+
+    Attributes:
+        label, component: of its prompt rows (``component`` -1: the label's union,
+            otherwise its 26-connected component of that rank, largest first).
+        runs: one ``{z: SliceDecoding}`` per repeat, every slice it visited.
+        points_zn3: ``{z: (N, 3) [x, y, label]}`` the corrective clicks on slice ``z``.
+    """
+
+    label: int
+    component: int
+    runs: list[dict[int, SliceDecoding]]
+    points_zn3: dict[int, np.ndarray] = field(default_factory=dict)
+    _voted: dict[int, tuple[str, bool, ObjectMask]] = field(default_factory=dict, repr=False)
+
+    @property
+    def slices(self) -> list[int]:
+        """The visited slices, ascending (contiguous: ``z_min .. z_max``)."""
+        return sorted({z for run in self.runs for z in run})
+
+    def masks(self, *, voting: str, keep_probs: bool) -> list[ObjectMask]:
+        """Per-slice masks, ascending ``z``: the repeats that reached the slice voted by
+        ``voting``; with ``keep_probs`` the float16 mean of their probabilities."""
+        out = []
+        for z in self.slices:
+            if self._voted.get(z, (None, None))[:2] != (voting, keep_probs):
+                masks = np.stack([run[z].mask_yx for run in self.runs if z in run])
+                probs = np.stack([run[z].prob_yx for run in self.runs if z in run])
+                mask_yx = vote(voting, masks_ryx=masks, probs_ryx=probs)
+                prob_yx = mean_probability(probs) if keep_probs else None
+                voted = ObjectMask(z, self.label, mask_yx, float(mask_yx.sum()), prob_yx)
+                self._voted[z] = (voting, keep_probs, voted)
+            out.append(self._voted[z][2])
+        return out
+
+    def redecoded(self, z: int, decodings: list[SliceDecoding]) -> None:
+        """Replace slice ``z`` of every repeat that reached it (in ``runs`` order)."""
+        reached = [run for run in self.runs if z in run]
+        if len(decodings) != len(reached):
+            raise ValueError(f"slice {z}: {len(decodings)} decodings for {len(reached)} repeats")
+        for run, decoding in zip(reached, decodings, strict=True):
+            run[z] = decoding
+        self._voted.pop(z, None)
+
+
 def propagate_row(
     model: Sam,
     cached: CaseEmbeddings,
@@ -45,23 +126,26 @@ def propagate_row(
     *,
     multimask: bool,
     n_z: int,
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """``z -> (bool mask, float32 probabilities)`` (each ``(H, W)``) of one box3d prompt
-    row, propagated from its middle slice ``z``."""
+    keep_logits: bool = False,
+) -> dict[int, SliceDecoding]:
+    """``z -> SliceDecoding`` of one box3d prompt row, propagated from its middle slice
+    ``z``; ``keep_logits`` keeps each slice's low-res logits (for corrective clicks)."""
     sizes = (cached.original_size, cached.input_size)
-    probs: dict[int, np.ndarray] = {}
+    decodings: dict[int, SliceDecoding] = {}
 
     def segment(z: int, box_xyxy: np.ndarray) -> np.ndarray:
+        box = np.asarray(box_xyxy, dtype=np.float64)
         decoded = decode_prompts(
             model,
             cached.embeddings[cached.index_of(z)],
-            [SamPrompt(np.asarray(box_xyxy, dtype=np.float64), NO_POINTS)],
+            [SamPrompt(box, NO_POINTS)],
             original_size=sizes[0],
             input_size=sizes[1],
             multimask=multimask,
             batch_size=1,
         )
-        probs[z] = decoded.probs_pyx[0]
+        low_res = decoded.low_res_pchw[0] if keep_logits else None
+        decodings[z] = SliceDecoding(box, decoded.masks_pyx[0], decoded.probs_pyx[0], low_res)
         return decoded.masks_pyx[0]
 
     box = np.array([row[c] for c in BOX_COLUMNS], dtype=np.float64)
@@ -72,7 +156,29 @@ def propagate_row(
         shape_zyx=(n_z, *cached.original_size),
         margin_px=litemedsam_margin_px(cached.original_size),
     )
-    return {z: (mask, probs[z]) for z, mask in masks.items()}
+    return {z: decodings[z] for z in masks}
+
+
+def propagate_objects(
+    model: Sam,
+    cached: CaseEmbeddings,
+    rows: pd.DataFrame,
+    *,
+    multimask: bool,
+    n_z: int,
+    keep_logits: bool = False,
+) -> list[VolumeObject]:
+    """Every object (``prompt_id``, in order of first row) of box3d ``rows``, each repeat
+    propagated (:func:`propagate_row`)."""
+    objects = []
+    for _, group in rows.groupby("prompt_id", sort=False):
+        runs = [
+            propagate_row(model, cached, row, multimask=multimask, n_z=n_z, keep_logits=keep_logits)
+            for row in group.to_dict("records")
+        ]
+        label, component = int(group["label"].iloc[0]), int(group["component"].iloc[0])
+        objects.append(VolumeObject(label, component, runs))
+    return objects
 
 
 def propagated_objects(
@@ -83,19 +189,136 @@ def propagated_objects(
     multimask: bool,
     voting: str,
     n_z: int,
+    keep_probs: bool = False,
 ) -> list[ObjectMask]:
     """Per-slice object masks of a case's box3d rows: each object's repeats propagated,
-    then voted per slice by ``voting``."""
-    objects = []
-    for _, group in rows.groupby("prompt_id", sort=False):
-        runs = [
-            propagate_row(model, cached, row, multimask=multimask, n_z=n_z)
-            for row in group.to_dict("records")
-        ]
-        label = int(group["label"].iloc[0])
-        for z in sorted({z for run in runs for z in run}):
-            masks = np.stack([run[z][0] for run in runs if z in run])
-            probs = np.stack([run[z][1] for run in runs if z in run])
-            mask_yx = vote(voting, masks_ryx=masks, probs_ryx=probs)
-            objects.append(ObjectMask(z, label, mask_yx, float(mask_yx.sum())))
-    return objects
+    then voted per slice by ``voting``. With ``keep_probs`` each mask keeps the float16
+    mean of the probabilities of the repeats that reached its slice (``prob_yx``)."""
+    objects = propagate_objects(model, cached, rows, multimask=multimask, n_z=n_z)
+    return [m for obj in objects for m in obj.masks(voting=voting, keep_probs=keep_probs)]
+
+
+def object_reference(
+    label_zyx: np.ndarray, obj: VolumeObject, *, components: dict[int, tuple] | None = None
+) -> tuple[int, np.ndarray]:
+    """``(z_min, bool (z_max - z_min + 1, Y, X))``: the reference of ``obj`` on its
+    visited slices ``z_min .. z_max``.
+
+    It is the object its box3d prompt was made for (``volume_prompts`` of
+    :mod:`medsegflow.prompts.sampling`): the label's voxels (``component`` -1) or the
+    label's ``component``-th 26-connected component, largest first with stable ties as
+    there, cut to the slices the propagation visited, the only slices the object has a box
+    on (for prompts made from this reference, the component's own z range). So with
+    several objects of one label (``components: each``) each object is corrected toward
+    its own component only: the other components are not its misses, and are its false
+    positives only where it covers them. ``components`` caches each label's
+    ``(labelled volume, component order)`` across objects.
+    """
+    z_lo, z_hi = obj.slices[0], obj.slices[-1]
+    mask_zyx = np.asarray(label_zyx) == obj.label
+    if obj.component < 0:
+        return z_lo, mask_zyx[z_lo : z_hi + 1]
+    cache = {} if components is None else components
+    if obj.label not in cache:
+        labelled, n = ndimage.label(mask_zyx, structure=FULL_CONNECTIVITY)
+        sizes = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
+        cache[obj.label] = (labelled, np.argsort(-sizes, kind="stable"))
+    labelled, order = cache[obj.label]
+    if obj.component >= len(order):
+        return z_lo, np.zeros_like(mask_zyx[z_lo : z_hi + 1])
+    return z_lo, labelled[z_lo : z_hi + 1] == order[obj.component] + 1
+
+
+def _slab(masks: list[ObjectMask], z_lo: int, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.zeros(shape, dtype=bool)
+    for mask in masks:
+        out[mask.z - z_lo] = mask.mask_yx
+    return out
+
+
+def click_slice(
+    model: Sam,
+    cached: CaseEmbeddings,
+    obj: VolumeObject,
+    click_zyxl: tuple[int, int, int, int],
+    *,
+    mask_input: bool,
+    batch_size: int,
+) -> None:
+    """Add one click ``(z, y, x, label)`` to ``obj`` and re-decode its slice ``z``: each
+    repeat with its box there, the object's clicks on ``z`` as points and (``mask_input``)
+    its previous low-res logits of ``z``, one output mask."""
+    z, y, x, positive = (int(v) for v in click_zyxl)
+    previous = obj.points_zn3.get(z, NO_POINTS)
+    points = np.concatenate([previous, np.array([[x, y, positive]], dtype=np.int64)])
+    obj.points_zn3[z] = points
+    reached = [run[z] for run in obj.runs if z in run]
+    if mask_input and any(d.low_res_1hw is None for d in reached):
+        raise ValueError(f"slice {z}: no low-res logits kept (propagate with keep_logits)")
+    decoded = decode_prompts(
+        model,
+        cached.embeddings[cached.index_of(z)],
+        [SamPrompt(d.box_xyxy, points) for d in reached],
+        original_size=cached.original_size,
+        input_size=cached.input_size,
+        multimask=False,
+        batch_size=batch_size,
+        mask_inputs=np.stack([d.low_res_1hw for d in reached]) if mask_input else None,
+    )
+    masks, probs, low_res = decoded.masks_pyx, decoded.probs_pyx, decoded.low_res_pchw
+    obj.redecoded(
+        z,
+        [SliceDecoding(d.box_xyxy, masks[i], probs[i], low_res[i]) for i, d in enumerate(reached)],
+    )
+
+
+def corrective_clicks(
+    model: Sam,
+    cached: CaseEmbeddings,
+    objects: list[VolumeObject],
+    label_zyx: np.ndarray,
+    *,
+    n_clicks: int,
+    mode: str,
+    rng: np.random.Generator,
+    mask_input: bool,
+    voting: str,
+    keep_probs: bool,
+    batch_size: int,
+) -> tuple[list[list[ObjectMask]], pd.DataFrame]:
+    """``n_clicks`` steps of one corrective click per object (module docstring).
+
+    Args:
+        objects: propagated with ``keep_logits`` (when ``mask_input``); changed in place.
+        label_zyx: the case's cleaned reference labels (the simulated user).
+        mode: ``"center"`` or ``"random"`` (:func:`medsegflow.sam3d.clicks.next_click`;
+            ``rng`` draws the random ones, object after object, step after step).
+
+    Returns:
+        ``(steps, clicks)``: the objects' per-slice masks after each step (``1 +
+        n_clicks`` lists, step 0 the propagation's), and the clicks
+        (:data:`~medsegflow.interactive.CLICK_TABLE_COLUMNS`: click number from 1,
+        original ``z, y, x`` voxel indices, ``positive`` 1 on a miss, 0 on a false
+        positive), one row per object and step that got one.
+    """
+
+    def current() -> list[ObjectMask]:
+        return [m for obj in objects for m in obj.masks(voting=voting, keep_probs=keep_probs)]
+
+    cache: dict[int, tuple] = {}
+    references = [object_reference(label_zyx, obj, components=cache) for obj in objects]
+    steps, rows = [current()], []
+    for number in range(1, n_clicks + 1):
+        for obj, (z_lo, reference) in zip(objects, references, strict=True):
+            pred = _slab(obj.masks(voting=voting, keep_probs=keep_probs), z_lo, reference.shape)
+            click = next_click(pred, reference, mode=mode, rng=rng)
+            if click is None:
+                continue
+            z, y, x, positive = int(click[0]) + z_lo, int(click[1]), int(click[2]), int(click[3])
+            zyxl = (z, y, x, positive)
+            click_slice(model, cached, obj, zyxl, mask_input=mask_input, batch_size=batch_size)
+            rows.append(
+                {"label": obj.label, "click": number, "z": z, "y": y, "x": x, "positive": positive}
+            )
+        steps.append(current())
+    return steps, pd.DataFrame(rows, columns=list(CLICK_TABLE_COLUMNS))

@@ -1,10 +1,11 @@
 """The per-case loop of every family: read each case, segment it, write it, then the manifest.
 
 :func:`predict_cases` reads each case's preprocessed image, asks the family for its label
-volume, writes it in the original image geometry (``out_dir/{case_id}.nii.gz``) and then
-the manifest (:mod:`medsegflow.prediction.manifest`). :func:`predict_prompted_cases` adds
-the shared prompt file on top. Cases are those of the job's splits and shard
-(:func:`select_cases`).
+volume, writes it in the original image geometry (``out_dir/{case_id}.nii.gz``; before it,
+``out_dir/{case_id}_probs.npz`` when the family returns soft outputs, see
+:class:`CasePrediction`) and then the manifest (:mod:`medsegflow.prediction.manifest`).
+:func:`predict_prompted_cases` adds the shared prompt file on top. Cases are those of the
+job's splits and shard (:func:`select_cases`).
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from __future__ import annotations
 import logging
 import os
 import time
+import zipfile
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +27,7 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import InputError
 from medsegflow.gpu_memory import gpu_peak_mb, reset_gpu_peak
-from medsegflow.io import Volume, read_volume, write_volume
+from medsegflow.io import Volume, atomic_path, read_volume, write_volume
 from medsegflow.manifests import read_preprocessed_image, read_preprocessed_manifest, read_prompts
 from medsegflow.prediction.job import PredictJob, Shard, check_shard
 from medsegflow.prediction.manifest import WRITTEN_COLUMNS, write_prediction_manifest
@@ -100,8 +103,80 @@ def read_label_volume(path: str | os.PathLike, shape_zyx: tuple[int, ...]) -> np
     return label_zyx
 
 
-CaseSegmenter = Callable[[CaseInput], np.ndarray]
-"""``segment_case(case) -> (Z, Y, X)`` integer label volume of the case's image shape."""
+@dataclass(frozen=True)
+class CasePrediction:
+    """A family's prediction of one case with its soft outputs (families without any
+    return the bare label volume instead).
+
+    Attributes:
+        label_zyx: ``(Z, Y, X)`` integer labels of the image's shape.
+        probs_czyx: float ``(C, Z, Y, X)`` foreground probabilities, channel ``c`` of label
+            ``labels[c]``, or None; written as float16 to ``{case_id}_probs.npz``.
+        labels: the label value of each channel.
+    """
+
+    label_zyx: np.ndarray
+    probs_czyx: np.ndarray | None = None
+    labels: tuple[int, ...] = ()
+
+
+CaseSegmenter = Callable[[CaseInput], np.ndarray | CasePrediction]
+"""``segment_case(case) -> (Z, Y, X)`` integer label volume of the case's image shape, or
+a :class:`CasePrediction` holding it and the case's probabilities."""
+
+PROBS_SUFFIX = "_probs.npz"
+
+
+def probabilities_path(out_dir: str | os.PathLike, case_id: str) -> Path:
+    """``out_dir/{case_id}_probs.npz``: a case's soft outputs beside its label volume."""
+    return Path(out_dir) / f"{case_id}{PROBS_SUFFIX}"
+
+
+def write_probabilities(
+    path: str | os.PathLike, probs_czyx: np.ndarray, labels: Sequence[int]
+) -> None:
+    """Write ``probs`` (float16 ``(C, Z, Y, X)``) and ``labels`` (int64 ``(C,)``) atomically
+    as a compressed ``.npz``."""
+    probs_czyx = np.asarray(probs_czyx, dtype=np.float16)
+    labels_c = np.asarray(labels, dtype=np.int64)
+    if probs_czyx.ndim != 4 or labels_c.shape != probs_czyx.shape[:1]:
+        raise ValueError(
+            f"{path}: probabilities {probs_czyx.shape} need (C, Z, Y, X) with one of the "
+            f"{labels_c.shape[0]} labels per channel"
+        )
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, probs=probs_czyx, labels=labels_c)
+
+
+def read_probabilities(
+    path: str | os.PathLike, shape_zyx: tuple[int, ...]
+) -> dict[int, np.ndarray]:
+    """``{label: (Z, Y, X) float16 probabilities}`` of a :func:`write_probabilities` file.
+
+    Raises :class:`InputError` naming ``path`` when it is unreadable, lacks ``probs`` or
+    ``labels``, its channels and labels differ in number or repeat a label, its maps are
+    not of ``shape_zyx`` (the prediction's), or a value is NaN or outside [0, 1].
+    """
+    try:
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not an .npz archive")
+        with np.load(path, allow_pickle=False) as data:
+            probs_czyx, labels_c = data["probs"], data["labels"]
+    except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise InputError(f"{path}: unreadable probability file ({err})") from None
+    if probs_czyx.ndim != 4 or probs_czyx.shape[1:] != tuple(shape_zyx):
+        raise InputError(
+            f"{path}: probabilities of shape {probs_czyx.shape}, expected (C, Z, Y, X) with "
+            f"(Z, Y, X) = {tuple(shape_zyx)}, the prediction's shape"
+        )
+    labels = [int(v) for v in np.asarray(labels_c).reshape(-1)]
+    if len(labels) != probs_czyx.shape[0] or len(set(labels)) != len(labels):
+        raise InputError(f"{path}: {probs_czyx.shape[0]} probability channels but labels {labels}")
+    if not np.issubdtype(probs_czyx.dtype, np.floating):
+        raise InputError(f"{path}: probabilities of dtype {probs_czyx.dtype}, not float")
+    if probs_czyx.size and not (probs_czyx.min() >= 0 and probs_czyx.max() <= 1):  # or NaN
+        raise InputError(f"{path}: probabilities outside [0, 1] (or NaN)")
+    return {label: probs_czyx[c] for c, label in enumerate(labels)}
 
 
 def _check_slices(prompts: pd.DataFrame, n_z: int, *, source: str, case_id: str) -> None:
@@ -113,8 +188,9 @@ def _check_slices(prompts: pd.DataFrame, n_z: int, *, source: str, case_id: str)
         )
 
 
-CaseRunner = Callable[[dict[str, Any], Volume], tuple[np.ndarray, int]]
-"""``segment(case_row, image) -> ((Z, Y, X) label volume, n_prompts)`` for one case.
+CaseRunner = Callable[[dict[str, Any], Volume], tuple[np.ndarray | CasePrediction, int]]
+"""``segment(case_row, image) -> ((Z, Y, X) label volume or CasePrediction, n_prompts)``
+for one case.
 
 ``case_row`` is the case's row of the preprocessed manifest (``case_id``, ``split``, ...);
 ``image`` its preprocessed ``uint8`` image."""
@@ -126,9 +202,12 @@ def predict_cases(job: PredictJob, *, segment: CaseRunner, desc: str = "predict"
     For each case (:func:`job_cases`: the job's splits and shard): reads the preprocessed
     ``uint8`` image, calls ``segment``, checks the label volume's shape and writes
     ``out_dir/{case_id}.nii.gz`` with the preprocessed image's geometry, which is the
-    canonical image's; the manifest row records the ``n_prompts`` that ``segment``
-    returns and the seconds the case took. The manifest (``manifest.tsv``, or the
-    shard's) is written last. ``desc`` labels the progress bar.
+    canonical image's. A :class:`CasePrediction` with probabilities has them written
+    first (:func:`write_probabilities`, ``out_dir/{case_id}_probs.npz``, same grid); one
+    without removes a probability file an earlier run left, so none is stale. The manifest
+    row records the ``n_prompts`` that ``segment`` returns and the seconds the case took.
+    The manifest (``manifest.tsv``, or the shard's) is written last. ``desc`` labels the
+    progress bar.
     """
     cases = job_cases(job)
     rows: list[dict[str, Any]] = []
@@ -138,13 +217,25 @@ def predict_cases(job: PredictJob, *, segment: CaseRunner, desc: str = "predict"
         reset_gpu_peak()
         case_id = case["case_id"]
         image = read_preprocessed_image(image_path(job.preprocessed_dir, case_id))
-        label_zyx, n_prompts = segment(case, image)
+        result, n_prompts = segment(case, image)
+        prediction = result if isinstance(result, CasePrediction) else CasePrediction(result)
+        label_zyx = prediction.label_zyx
         if label_zyx.shape != image.array_zyx.shape:
             raise ValueError(
                 f"case {case_id}: predicted shape {label_zyx.shape} differs from the "
                 f"image's {image.array_zyx.shape}"
             )
         n_empty += not label_zyx.any()
+        probs_path = probabilities_path(job.out_dir, case_id)
+        if prediction.probs_czyx is None:
+            probs_path.unlink(missing_ok=True)
+        elif prediction.probs_czyx.shape[1:] != label_zyx.shape:
+            raise ValueError(
+                f"case {case_id}: probabilities of shape {prediction.probs_czyx.shape} do "
+                f"not match the predicted shape {label_zyx.shape}"
+            )
+        else:
+            write_probabilities(probs_path, prediction.probs_czyx, prediction.labels)
         write_volume(job.out_dir / f"{case_id}.nii.gz", Volume(label_zyx, image.geometry))
         seconds = round(time.perf_counter() - start, 3)
         rows.append(
@@ -193,11 +284,11 @@ def predict_prompted_cases(
     by_case = {case_id: rows for case_id, rows in prompts.groupby("case_id", sort=False)}
     empty = prompts.iloc[0:0]
 
-    def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
+    def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray | CasePrediction, int]:
         case_id = case["case_id"]
         case_prompts = by_case.get(case_id, empty)
         _check_slices(case_prompts, image.array_zyx.shape[0], source=source, case_id=case_id)
-        label_zyx = segment_case(
+        prediction = segment_case(
             CaseInput(
                 case_id=case_id,
                 split=case["split"],
@@ -207,6 +298,6 @@ def predict_prompted_cases(
                 source=source,
             )
         )
-        return label_zyx, len(case_prompts)
+        return prediction, len(case_prompts)
 
     return predict_cases(job, segment=segment)

@@ -1,12 +1,13 @@
 """Painting per-slice object masks into a label volume of the image's shape.
 
 Objects are painted largest first, so smaller objects painted later win where masks
-overlap (a lesion inside its organ).
+overlap (a lesion inside its organ). :func:`paint_probabilities` stacks the objects'
+probability maps per label instead, for conventions that score soft outputs (Med-SA).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,13 +26,16 @@ class ObjectMask:
 
     ``area`` orders the painting (largest first, so smaller objects painted later win
     where masks overlap, e.g. a lesion inside its organ): the prompt box's area for
-    box-prompted families, the mask's pixel count otherwise.
+    box-prompted families, the mask's pixel count otherwise. ``prob_yx`` is the object's
+    float ``(H, W)`` foreground probability (SAM: sigmoid of the logits, the mean over the
+    voted repeats), for :func:`paint_probabilities`; None when not kept.
     """
 
     z: int
     label: int
     mask_yx: np.ndarray
     area: float
+    prob_yx: np.ndarray | None = None
 
 
 def paint_objects(shape_zyx: tuple[int, int, int], objects: Iterable[ObjectMask]) -> np.ndarray:
@@ -47,6 +51,42 @@ def paint_objects(shape_zyx: tuple[int, int, int], objects: Iterable[ObjectMask]
         obj = objects[i]
         label_zyx[obj.z][obj.mask_yx] = obj.label
     return label_zyx
+
+
+def mean_probability(probs_ryx: np.ndarray) -> np.ndarray:
+    """float16 ``(H, W)``: the mean of ``R`` repeats' probability maps ``(R, H, W)`` of one
+    object, the map the ``average`` vote thresholds at 0.5 (float64 mean, as there)."""
+    return np.asarray(probs_ryx).mean(axis=0, dtype=np.float64).astype(np.float16)
+
+
+def paint_probabilities(
+    shape_zyx: tuple[int, int, int], objects: Iterable[ObjectMask], labels: Sequence[int]
+) -> np.ndarray:
+    """Per-label foreground probabilities of ``objects``, one channel per ``labels`` value.
+
+    Channel ``c`` of slice ``z`` is the maximum over the objects of label ``labels[c]`` on
+    ``z`` of their ``prob_yx`` (an object without one counts its mask as 0/1), 0 where no
+    object of that label was decoded. Unlike :func:`paint_objects`, labels do not compete:
+    each channel is its own label's. Raises :class:`ValueError` for an object whose label is
+    not in ``labels`` or whose map is not of the slice shape.
+
+    Returns:
+        float16 ``(C, Z, Y, X)``, ``C = len(labels)``.
+    """
+    channel = {int(v): c for c, v in enumerate(labels)}
+    probs_czyx = np.zeros((len(channel), *shape_zyx), dtype=np.float16)
+    for obj in objects:
+        if obj.label not in channel:
+            raise ValueError(f"object of label {obj.label} on slice {obj.z}: not in {list(labels)}")
+        soft_yx = obj.mask_yx if obj.prob_yx is None else obj.prob_yx
+        if soft_yx.shape != tuple(shape_zyx[1:]):
+            raise ValueError(
+                f"object of label {obj.label} on slice {obj.z}: map shape {soft_yx.shape}, "
+                f"the slices are {tuple(shape_zyx[1:])}"
+            )
+        out_yx = probs_czyx[channel[obj.label], obj.z]
+        np.maximum(out_yx, soft_yx.astype(np.float16), out=out_yx)
+    return probs_czyx
 
 
 def box_rows(prompts: pd.DataFrame) -> pd.DataFrame:

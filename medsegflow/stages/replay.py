@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from medsegflow.conventions import CONVENTIONS, CaseResult
+from medsegflow.conventions import CONVENTIONS, CaseResult, SoftOutputs
 from medsegflow.errors import ConfigError
 from medsegflow.ranking import ALL_CLASSES
 from medsegflow.tables import write_csv_atomic
@@ -63,9 +63,11 @@ class ConventionReplay:
         pred_zyx: np.ndarray,
         gt_zyx: np.ndarray,
         spacing_zyx: Sequence[float],
-        prob_zyx: np.ndarray | None = None,
+        prob_zyx: SoftOutputs | None = None,
     ) -> None:
-        """Score one case under every convention (``prob_zyx``: soft outputs, for Med-SA)."""
+        """Score one case under every convention (``prob_zyx``: soft outputs, for Med-SA:
+        ``{label: (Z, Y, X) probabilities}`` or ``(C, Z, Y, X)``, see
+        :func:`medsegflow.conventions.medsa_case`)."""
         for name in self.names:
             case = CONVENTIONS[name].case
             self.results[name].append(

@@ -18,6 +18,7 @@ from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.manifests import read_table
 from medsegflow.metrics import compute_metrics
+from medsegflow.prediction.cases import probabilities_path, read_probabilities
 from medsegflow.stages.replay import ConventionReplay
 from medsegflow.tables import ROW_COLUMNS, write_csv_atomic
 
@@ -73,6 +74,21 @@ def _read_prediction(path: Path, gt, *, label_map: Mapping[str, int]) -> np.ndar
     return pred.array_zyx
 
 
+def _read_soft_outputs(
+    pred_dir: Path, case_id: str, shape_zyx: tuple[int, ...], *, label_map: Mapping[str, int]
+) -> dict[int, np.ndarray] | None:
+    """``{label: (Z, Y, X) probabilities}`` of ``{case_id}_probs.npz`` in ``pred_dir``, or
+    None without one; :class:`InputError` naming it unless it has every foreground label."""
+    path = probabilities_path(pred_dir, case_id)
+    if not path.is_file():
+        return None
+    probs = read_probabilities(path, shape_zyx)
+    missing = sorted(v for v in label_map.values() if v != 0 and v not in probs)
+    if missing:
+        raise InputError(f"{path}: no probabilities for labels {missing} of the label map")
+    return probs
+
+
 def score_case(
     *, pred_zyx: np.ndarray, gt, label_map: Mapping[str, int], nsd_tolerance_mm: float
 ) -> list[dict[str, Any]]:
@@ -100,7 +116,12 @@ def score_predictions(
 
     With ``conventions_csv``, every case is also re-scored under each convention of
     ``metrics['conventions']`` (:class:`~medsegflow.stages.replay.ConventionReplay`) and
-    their aggregated rows are written there.
+    their aggregated rows are written there. A case's soft outputs
+    (``{case_id}_probs.npz`` beside its prediction, written by predictors with
+    ``save_probabilities``) are passed on to the conventions that score them (Med-SA);
+    without the file those conventions give NaN for the case. A probability file that is
+    unreadable, lacks a foreground class or is not on the prediction's grid stops the job
+    with an :class:`InputError` naming it.
 
     A case of those splits without a prediction, or a prediction on the wrong grid or
     with unknown labels, stops the job with an :class:`InputError` naming the file; the
@@ -127,7 +148,8 @@ def score_predictions(
         gt = read_volume(ref_dir / f"{case.case_id}.nii.gz")
         pred = _read_prediction(pred_dir / f"{case.case_id}.nii.gz", gt, label_map=label_map)
         if replay is not None:
-            replay.add(pred, gt.array_zyx, gt.spacing_zyx)
+            probs = _read_soft_outputs(pred_dir, case.case_id, pred.shape, label_map=label_map)
+            replay.add(pred, gt.array_zyx, gt.spacing_zyx, prob_zyx=probs)
         for row in score_case(
             pred_zyx=pred, gt=gt, label_map=label_map, nsd_tolerance_mm=metrics["nsd_tolerance_mm"]
         ):

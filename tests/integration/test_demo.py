@@ -266,6 +266,43 @@ def test_ranking_conventions_and_cost_tables(demo):
     for name in ("ranking_phantom_us", "ranking_phantom_ct", "conventions_rank", "cost_pareto"):
         image = mpimg.imread(demo / f"results/figures/{name}.png")
         assert image.shape[0] > 200 and float(np.std(image)) > 0.01
+    # medsa_box saves probability maps (save_probabilities): Med-SA's soft-output rule scores
+    medsa = conventions[
+        (conventions["convention"] == "med_sa")
+        & (conventions["method"] == "medsa_box")
+        & (conventions["dataset"] == "phantom_ct")
+    ]
+    assert len(medsa) and medsa["dsc"].between(0, 1).all()  # finite: NaN is not between
+
+
+def test_robustness_curves_from_the_cached_embeddings(demo):
+    config = yaml.safe_load((demo / "config.yaml").read_text(encoding="utf-8"))
+    grid = config["robustness"]
+    table = pd.read_csv(demo / "results/tables/robustness.csv")
+    assert set(zip(table["dataset"], table["model"], strict=True)) == {
+        ("phantom_us", "lite_medsam")
+    }
+    cases = pd.read_csv(demo / "results/data/phantom_us/cases.tsv", sep="\t", dtype=str)
+    n_test = int((cases["split"] == "test").sum())
+    per_case = pd.read_csv(demo / "results/robustness/phantom_us/lite_medsam.csv", dtype=str)
+    assert per_case["case_id"].nunique() == min(n_test, grid["max_cases"])
+    curves = table.set_index(["curve", "x"])
+    for curve, xs in (
+        ("box_jitter", grid["box_px"]),
+        ("box_shift", grid["box_px"]),
+        ("positive_points", grid["positive_points"]),
+        ("negative_points", grid["negative_points"]),
+        ("clicks", range(1, grid["max_clicks"] + 1)),
+    ):
+        values = curves.loc[curve, "dsc"].loc[[float(x) for x in xs]]
+        assert values.between(0, 1).all(), curve
+    # LiteMedSAM keeps a tight box's lesion, loses it to a box moved by 80 px at 1024
+    assert curves.loc[("box_jitter", 0.0), "dsc"] > 0.6
+    assert curves.loc[("box_shift", 80.0), "dsc"] < curves.loc[("box_shift", 0.0), "dsc"]
+    noc = curves.loc["noc", "noc"]
+    assert list(noc.index) == [0.85, 0.90] and noc.between(1, grid["max_clicks"]).all()
+    image = mpimg.imread(demo / "results/figures/robustness_phantom_us.png")
+    assert image.shape[1] > 1000 and float(np.std(image)) > 0.01
 
 
 def test_html_report_opens_in_a_browser(demo, repo_root):
@@ -290,7 +327,15 @@ def test_html_report_opens_in_a_browser(demo, repo_root):
         encoding="utf-8",
         timeout=300,
     ).stdout
-    for category in ("Metrics", "Ranking stability", "Conventions", "Cost", "Qualitative"):
+    categories = (
+        "Metrics",
+        "Ranking stability",
+        "Conventions",
+        "Cost",
+        "Qualitative",
+        "Robustness",
+    )
+    for category in categories:
         assert category in dom, category
     shot = demo / "report.png"
     subprocess.run(

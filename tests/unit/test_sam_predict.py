@@ -17,6 +17,7 @@ import torch
 from medsegflow.datasets.canonical import CanonicalCase, write_canonical_dataset
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.families.registry import complete_method
+from medsegflow.interactive import click_volumes_path, read_click_volumes
 from medsegflow.io import Geometry, Volume, read_volume
 from medsegflow.manifests import read_prompts
 from medsegflow.methods.sam import (
@@ -26,6 +27,7 @@ from medsegflow.methods.sam import (
     predict_sam_cases,
     row_prompt,
 )
+from medsegflow.methods.sam_volume import click_slice, propagate_objects
 from medsegflow.models.input_recipes import input_recipe
 from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_cache import (
@@ -125,7 +127,8 @@ def _spy(model, monkeypatch) -> list[dict]:
     encode, decode = model.prompt_encoder.forward, model.mask_decoder.forward
 
     def spy_encoder(points, boxes, masks):
-        calls.append({"points": points, "masks": None if masks is None else masks.clone()})
+        masks_ = None if masks is None else masks.clone()
+        calls.append({"points": points, "boxes": boxes, "masks": masks_})
         return encode(points, boxes, masks)
 
     def spy_decoder(**kwargs):
@@ -487,3 +490,255 @@ def test_box3d_prompts_propagate_from_the_middle_slice(model, volume_case, monke
             config=sam_config(clicks={"rounds": 1}),
             embeddings_dir=root / "emb",
         )
+
+
+def test_save_probabilities_writes_the_soft_outputs_beside_the_labels(model, volume_case):
+    """``save_probabilities``: ``{case}_probs.npz`` holds float16 (C, Z, Y, X) maps of the
+    label map's foreground labels; slice 0 (one object, two repeats) is their mean, whose
+    > 0.5 is the painted (averaged) mask; unprompted slices and absent labels are 0. A run
+    without the option removes the stale file."""
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    out_dir = root / "pred_probs"
+    predict_sam_cases(
+        job(inputs, out_dir),
+        model=model,
+        config=sam_config(voting="average", save_probabilities=True),
+        embeddings_dir=root / "emb",
+    )
+    assert sorted(p.name for p in out_dir.iterdir()) == [
+        "manifest.tsv", "vol01.nii.gz", "vol01_probs.npz",
+    ]  # fmt: skip
+    with np.load(out_dir / "vol01_probs.npz") as data:
+        probs, labels = data["probs"], data["labels"]
+    assert probs.dtype == np.float16 and probs.shape == (2, *SHAPE)
+    assert labels.tolist() == [1, 2] and np.issubdtype(labels.dtype, np.integer)
+    out = read_volume(out_dir / "vol01.nii.gz").array_zyx
+    assert not probs[:, 1].any() and not probs[1, 0].any()  # no prompt; no lesion on z 0
+
+    prompts = read_prompts(inputs["prompts"])
+    rows = prompts[prompts["z"] == 0]
+    cached = load_case_embeddings(root / "emb" / "vol01.npz")
+    decoded = decode_prompts(
+        model,
+        cached.embeddings[cached.index_of(0)],
+        [row_prompt(r, source="t") for r in rows.to_dict("records")],
+        original_size=cached.original_size,
+        input_size=cached.input_size,
+        multimask=True,
+    )
+    mean_yx = decoded.probs_pyx.astype(np.float64).mean(axis=0)
+    np.testing.assert_allclose(probs[0, 0], mean_yx, atol=5e-4)  # float16 rounding
+    # float16 rounds (0.5, 0.5 + 2**-12] down to 0.5: painted, but not > 0.5 once stored
+    clear = ~((mean_yx > 0.5) & (mean_yx <= 0.5 + 2**-12))
+    assert clear.mean() > 0.95 and 0 < (out[0] == 1).sum() < out[0].size
+    np.testing.assert_array_equal((probs[0, 0] > 0.5)[clear], (out[0] == 1)[clear])
+
+    predict_sam_cases(  # the same folder without the option: same labels, no stale file
+        job(inputs, out_dir), model=model, config=sam_config(), embeddings_dir=root / "emb"
+    )
+    assert not (out_dir / "vol01_probs.npz").exists()
+    np.testing.assert_array_equal(read_volume(out_dir / "vol01.nii.gz").array_zyx, out)
+
+
+def test_save_probabilities_covers_box3d_propagation(model, volume_case):
+    """Propagated objects keep their probabilities: slice 1 (the organ's middle slice, only
+    reached by the 3D box) holds the decoder's sigmoid there."""
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    make_prompts(
+        preprocessed_dir=root / "pre",
+        out_path=root / "box3d_p.tsv",
+        prompt={"type": "box3d", "jitter": 0},
+        seed=0,
+        prompt_name="b3",
+    )
+    predict_sam_cases(
+        job({**inputs, "prompts": root / "box3d_p.tsv"}, root / "pred3d_probs"),
+        model=model,
+        config=sam_config(save_probabilities=True),
+        embeddings_dir=root / "emb",
+    )
+    with np.load(root / "pred3d_probs" / "vol01_probs.npz") as data:
+        probs = data["probs"]
+    cached = load_case_embeddings(root / "emb" / "vol01.npz")
+    middle = decode_prompts(
+        model,
+        cached.embeddings[cached.index_of(1)],
+        [SamPrompt(np.array([10.0, 5, 49, 29]), np.zeros((0, 3)))],
+        original_size=cached.original_size,
+        input_size=cached.input_size,
+        multimask=True,
+    )
+    np.testing.assert_allclose(probs[0, 1], middle.probs_pyx[0], atol=5e-4)
+    assert not probs[1, 1].any()  # the lesion's box is on slice 2 only
+    assert probs[0, 0].any() and probs[0, 2].any()  # propagated up and down
+
+
+def _box3d_prompts(root: Path) -> Path:
+    path = root / "box3d_clicks.tsv"
+    if not path.exists():
+        make_prompts(
+            preprocessed_dir=root / "pre",
+            out_path=path,
+            prompt={"type": "box3d", "jitter": 0},
+            seed=0,
+            prompt_name="b3",
+        )
+    return path
+
+
+def _box3d_run(model, volume_case, name: str, *, seed: int = 0, **keys) -> Path:
+    """Predict the volume case from its box3d prompts into ``root/name``."""
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    predict_sam_cases(
+        job({**inputs, "prompts": _box3d_prompts(root)}, root / name, seed=seed),
+        model=model,
+        config=sam_config(**keys),
+        embeddings_dir=root / "emb",
+    )
+    return root / name
+
+
+def test_clicks3d_correct_the_box3d_propagation_slice_by_slice(model, volume_case):
+    """``clicks3d.n = 2``: step 0 is the plain box3d prediction; each step clicks every
+    object (the organ's 3D box over slices 0..2, the lesion's one-slice box on 2) on its
+    error with the error's sign and changes only the clicked slices; the last step is the
+    written prediction."""
+    gt = volume_case["label"]
+    plain = read_volume(_box3d_run(model, volume_case, "c3_plain") / "vol01.nii.gz").array_zyx
+    out_dir = _box3d_run(model, volume_case, "c3", clicks3d={"n": 2})
+    labels, clicks, first = read_click_volumes(click_volumes_path(out_dir, "vol01"), SHAPE)
+    assert first == 0 and labels.shape == (3, *SHAPE)
+    np.testing.assert_array_equal(labels[0], plain)
+    np.testing.assert_array_equal(labels[-1], read_volume(out_dir / "vol01.nii.gz").array_zyx)
+    assert clicks[["label", "click"]].values.tolist() == [[1, 1], [2, 1], [1, 2], [2, 2]]
+    assert (clicks.loc[clicks["label"] == 2, "z"] == 2).all()  # the lesion's only slice
+    for k in (1, 2):
+        step, before = clicks[clicks["click"] == k], labels[k - 1]
+        for label, z, y, x, positive in step[["label", "z", "y", "x", "positive"]].values:
+            assert positive == (gt[z, y, x] == label)  # positive on a miss, else negative
+            # a miss is not painted with the label; a false positive is painted (the lesion
+            # may cover the organ's)
+            assert before[z, y, x] != label if positive else before[z, y, x] != 0
+        changed = np.flatnonzero((labels[k] != before).any(axis=(1, 2)))
+        assert set(changed.tolist()) <= set(step["z"].tolist())
+    assert (labels[1:] != labels[:-1]).any()
+
+
+def test_clicks3d_random_clicks_follow_the_jobs_seed(model, volume_case):
+    def run(seed: int, name: str) -> pd.DataFrame:
+        clicks3d = {"n": 3, "mode": "random"}
+        out_dir = _box3d_run(model, volume_case, name, seed=seed, clicks3d=clicks3d)
+        return read_click_volumes(click_volumes_path(out_dir, "vol01"), SHAPE)[1]
+
+    first, again, other = run(11, "c3_s11"), run(11, "c3_s11b"), run(12, "c3_s12")
+    pd.testing.assert_frame_equal(first, again)
+    assert len(first) == len(other) == 6 and not first.equals(other)
+
+
+def test_clicks3d_decode_the_clicked_slice_with_its_box_clicks_and_logits(
+    model, volume_case, monkeypatch
+):
+    """The decoder call of a click: the box that slice had, every click of the object on
+    that slice so far as points (model frame), one output, and that slice's previous
+    chosen low-res logits as mask input; without ``mask_input``, none."""
+    calls = _spy(model, monkeypatch)
+    out_dir = _box3d_run(model, volume_case, "c3_spy", clicks3d={"n": 2})
+    _, clicks, _ = read_click_volumes(click_volumes_path(out_dir, "vol01"), SHAPE)
+    assert len(clicks) == 4 and len(calls) == 4 + 4  # organ 1, 2, 0 and lesion 2; 4 clicks
+    first = {(1, 1): 0, (1, 2): 1, (1, 0): 2, (2, 2): 3}  # (label, z) -> propagation call
+    latest, points = dict(first), {}
+    recipe = model.input_recipe
+    for i, (label, z, y, x, positive) in enumerate(
+        clicks[["label", "z", "y", "x", "positive"]].values.tolist()
+    ):
+        call = calls[4 + i]
+        assert not call["multimask"]
+        torch.testing.assert_close(call["boxes"], calls[first[(label, z)]]["boxes"])
+        torch.testing.assert_close(call["masks"], _chosen(calls[latest[(label, z)]]))
+        xyl = np.array(points.setdefault((label, z), []) + [[x, y, positive]], dtype=np.float64)
+        points[(label, z)].append([x, y, positive])
+        coords, signs = call["points"]
+        np.testing.assert_allclose(coords.numpy(), recipe.map_points(xyl[None, :, :2], SIZES[0]))
+        assert signs.tolist() == [xyl[:, 2].tolist()]
+        latest[(label, z)] = 4 + i
+    assert torch.equal(calls[0]["boxes"], torch.as_tensor(
+        recipe.map_boxes(np.array([[10.0, 5, 49, 29]]), SIZES[0]), dtype=torch.float
+    ))  # fmt: skip
+
+    calls.clear()
+    _box3d_run(model, volume_case, "c3_spy_alone", clicks3d={"n": 1, "mask_input": False})
+    assert len(calls) == 4 + 2 and all(c["masks"] is None for c in calls)
+
+    # off the middle slice, the box is the one propagation gave that slice
+    root = volume_case["root"]
+    cached = load_case_embeddings(root / "emb" / "vol01.npz")
+    prompts = read_prompts(_box3d_prompts(root))
+    calls.clear()
+    [organ] = propagate_objects(
+        model, cached, prompts[prompts["label"] == 1], multimask=True, n_z=3, keep_logits=True
+    )
+    before = organ.masks(voting="average", keep_probs=False)
+    click_slice(model, cached, organ, (0, 12, 20, 1), mask_input=True, batch_size=8)
+    assert len(calls) == 3 + 1 and organ.points_zn3[0].tolist() == [[20, 12, 1]]
+    assert not torch.equal(calls[2]["boxes"], calls[0]["boxes"])  # slice 0: neighbour's box
+    torch.testing.assert_close(calls[3]["boxes"], calls[2]["boxes"])
+    torch.testing.assert_close(calls[3]["masks"], _chosen(calls[2]))
+    after = organ.masks(voting="average", keep_probs=False)
+    assert after[1:] == before[1:] and after[0] is not before[0]
+
+
+def test_clicks3d_settings_and_config_errors(model, volume_case, tmp_path):
+    assert sam_config(clicks3d={"n": 5, "mode": "random", "mask_input": False}) == SamConfig(
+        True, "average", 0, "center", True, 64, False, 5, "random", False
+    )
+    assert sam_config().clicks3d == 0  # off by default
+    for extra, key in (
+        ({"clicks3d": {"n": -1}}, r"clicks3d\.n"),
+        ({"clicks3d": {"mode": "edge"}}, r"clicks3d\.mode"),
+        ({"clicks3d": {"rounds": 1}}, r"clicks3d\.rounds"),
+    ):
+        with pytest.raises(ConfigError, match=rf"methods\.m\.{key}"):
+            sam_config(**extra)
+    root, inputs = volume_case["root"], volume_case["inputs"]
+    for prompts, keys, message in (
+        (inputs["prompts"], {}, r"clicks3d\.n needs a box3d prompt set"),  # box + points
+        (_box3d_prompts(root), {"clicks": {"rounds": 1}}, r"set the method's clicks\.rounds to 0"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            predict_sam_cases(
+                job({**inputs, "prompts": prompts}, tmp_path / "p"),
+                model=model,
+                config=sam_config(clicks3d={"n": 1}, **keys),
+                embeddings_dir=root / "emb",
+            )
+    assert not click_volumes_path(tmp_path / "p", "vol01").exists()
+
+
+def test_clicks3d_methods_run_the_interactive_protocol(repo_root):
+    """A sam method is interactive with ``clicks3d.n`` > 0, with or without the schema's
+    defaults filled in; the config check names the key for a non-box3d set or 2D clicks."""
+    import yaml
+
+    from medsegflow.config import load_config
+    from medsegflow.families.sam import FAMILY
+    from medsegflow.planning import dataset_method_pairs
+    from medsegflow.workflow import interactive_pairs
+
+    raw = yaml.safe_load((repo_root / "config.yaml").read_text(encoding="utf-8"))
+    base = load_config(raw)
+    assert not FAMILY.interactive(raw, "sam_box3d") and not FAMILY.interactive(base, "sam_box3d")
+    raw["methods"]["sam_box3d"]["clicks3d"] = {"n": 5}
+    assert FAMILY.interactive(raw, "sam_box3d")
+    config = load_config(raw)
+    filled = {"n": 5, "mode": "center", "mask_input": True}
+    assert config["methods"]["sam_box3d"]["clicks3d"] == filled
+    added = set(interactive_pairs(config)) - set(interactive_pairs(base))
+    assert added == {(d, m) for d, m in dataset_method_pairs(config) if m == "sam_box3d"} != set()
+    for method, keys, message in (
+        ("sam_box", {"clicks3d": {"n": 1}}, "follow a box3d prompt set; prompts 'box_j20'"),
+        ("sam_box3d", {"clicks": {"rounds": 1}}, r"set methods\.sam_box3d\.clicks\.rounds to 0"),
+    ):
+        bad = yaml.safe_load(yaml.safe_dump(raw))
+        bad["methods"][method].update(keys)
+        with pytest.raises(ConfigError, match=rf"methods\.{method}\.clicks3d\.n: .*{message}"):
+            load_config(bad)

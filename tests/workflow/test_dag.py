@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -32,33 +33,33 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     )
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_us: 18 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
-    # SAM without text, 3 text-driven methods + 5 grid points, nnU-Net 2d and weak);
-    # phantom_ct: 13 (no sam_auto, clicks, tuned text method, weak nnU-Net, prompt-set or
-    # post-processing grid; the 3D-box row and the three fine-tuned rows). LiteMedSAM's
-    # weights are packaged; its three fine-tuned versions (MedSAM, SAMed, Med-SA recipes)
-    # are trained here, and the two promptable ones embed phantom_ct with their own
-    # encoders (SAMed's semantic model encodes as it predicts). 3 GT prompt sets + box3d
-    # on CT; 5 saliency jobs (US: base, 2 prompt sets, tuned; CT: base), 8 coarse-mask
-    # jobs, 3 prompt files from coarse masks.
+    # phantom_us: 16 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
+    # SAM without text, 3 text-driven methods + 3 grid points, nnU-Net 2d and weak);
+    # phantom_ct: 10 (otsu, kmeans + its grid point, LiteMedSAM's box and 3D box, the
+    # three fine-tuned rows, SAM-Med3D trained here, nnU-Net 2d). LiteMedSAM's weights are
+    # packaged; its three fine-tuned versions (MedSAM, SAMed, Med-SA recipes) are trained
+    # here, and the two promptable ones embed phantom_ct with their own encoders (SAMed's
+    # semantic model encodes as it predicts). 3 GT prompt sets on US, box and box3d on CT;
+    # 4 saliency jobs (US: base, 2 prompt sets, tuned), 5 coarse-mask jobs, 2 prompt files
+    # from coarse masks; one robustness job (LiteMedSAM on US), one interactive method.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
         "train_sam_model": 3,
-        "make_prompts": 7,
+        "make_prompts": 5,
         "embed_images": 4,
         "make_clip_captions": 1,
         "finetune_clip": 1,
         "tune_text_method": 1,
-        "compute_saliency": 5,
-        "make_coarse_masks": 8,
-        "make_mask_prompts": 3,
+        "compute_saliency": 4,
+        "make_coarse_masks": 5,
+        "make_mask_prompts": 2,
         "predict_pseudolabels": 1,
         "convert_nnunet_dataset": 3,
         "plan_nnunet_dataset": 3,
         "train_nnunet": 3,
-        "predict_method": 31,
-        "score_method": 31,
+        "predict_method": 26,
+        "score_method": 26,
         "collect_tables": 1,
         "summarise_tables": 1,
         "plot_metric": 2,
@@ -69,6 +70,13 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "plot_conventions": 1,
         "cost_table": 1,
         "plot_cost": 1,
+        "compute_robustness": 1,  # LiteMedSAM on phantom_us (robustness.datasets)
+        "collect_robustness": 1,
+        "plot_robustness": 1,
+        "train_sam3d_model": 1,
+        "score_clicks": 1,
+        "collect_clicks": 1,
+        "plot_clicks": 1,
         "all": 1,
     }
 
@@ -86,11 +94,11 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_ct: 12 configured methods (not sam_auto, sam_clicks, the tuned and weak ones,
-    # the grids of text prompts and post-processing) + 6 k-means points; phantom_us: otsu_box
-    assert counts["predict_method"] == (12 + 6) + 1
-    assert counts["score_method"] == 19
-    assert counts["make_prompts"] == 4 + 1
+    # phantom_ct: 9 configured methods (not sam_auto, the point prompts, clicks, the text
+    # path, the weak nnU-Net) + 6 k-means points; phantom_us: otsu_box
+    assert counts["predict_method"] == (9 + 6) + 1
+    assert counts["score_method"] == 16
+    assert counts["make_prompts"] == 2 + 1
     assert counts["embed_images"] == 3  # LiteMedSAM and its MedSAM and Med-SA versions
 
 
@@ -182,3 +190,48 @@ def test_scratch_sam_experiment_trains_one_model_and_embeds_with_both(repo_root,
     assert counts["train_sam_model"] == 1  # sam_demo; LiteMedSAM's weights are packaged
     assert counts["embed_images"] == 2 and counts["predict_method"] == 3
     assert "results/models/sam_demo/sam.pth" in result.stdout
+
+
+def test_robustness_jobs_follow_the_config(repo_root, tmp_path):
+    """Default: one job per SAM model a GT-prompted method decodes on each dataset; an
+    explicit list replaces it, [] switches the curves off, unknown names stop the run."""
+    from medsegflow import workflow as wf
+    from medsegflow.config import load_config
+    from medsegflow.errors import ConfigError
+
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    raw.pop("robustness")
+    config = load_config(raw)
+    assert wf.robustness_pairs(config) == [
+        ("phantom_ct", "lite_medsam"),
+        ("phantom_ct", "lite_medsam_medsam"),
+        ("phantom_ct", "lite_medsam_medsa"),
+        ("phantom_us", "lite_medsam"),  # SAMed's semantic model takes no prompt: no curve
+    ]
+    assert "results/figures/robustness_phantom_ct.png" in wf.final_outputs(config)
+    config = load_config({**raw, "robustness": {"models": []}})
+    assert wf.robustness_pairs(config) == [] and wf.robustness_files(config) == []
+    assert not any("robustness_" in f for f in wf.final_outputs(config))
+    assert "results/tables/robustness.csv" in wf.final_outputs(config)  # an empty table
+    for key, value, message in (
+        ("models", ["sam_huge"], "robustness.models: unknown SAM model 'sam_huge'"),
+        ("datasets", ["brats"], "robustness.datasets: unknown dataset 'brats'"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            wf.check_config(load_config({**raw, "robustness": {key: value}}))
+    # the figure is its own target: the curve job and its embeddings, nothing else
+    result = run_snakemake(
+        repo_root,
+        tmp_path,
+        "results/figures/robustness_phantom_us.png",
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(repo_root / "config.yaml"),
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    assert counts["compute_robustness"] == 1 and counts["embed_images"] == 1
+    assert "predict_method" not in counts and "train_sam_model" not in counts

@@ -26,7 +26,15 @@ from medsegflow.schema import SCHEMA_DIR, schema_uri
 
 def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
     names = set(FAMILIES)
-    assert names == {"classical", "sam", "sam_auto", "sam_semantic", "text_sam", "nnunet"}
+    assert names == {
+        "classical",
+        "sam",
+        "sam_auto",
+        "sam_semantic",
+        "text_sam",
+        "nnunet",
+        "sam3d",
+    }
     assert {f.name for f in BUILTIN} == names  # no entry-point family in the test env
     generated = config_schema()["$defs"]["method"]
     assert set(generated["properties"]["family"]["enum"]) == names
@@ -49,6 +57,7 @@ def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
         "sam_auto": "sam_embeddings",
         "text_sam": "sam_embeddings",
         "nnunet": "own",
+        "sam3d": "own",
     }
     assert [n for n, f in FAMILIES.items() if f.train is not None] == [
         "sam",
@@ -56,6 +65,7 @@ def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
         "sam_semantic",
         "text_sam",
         "nnunet",
+        "sam3d",
     ]
 
 

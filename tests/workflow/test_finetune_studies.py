@@ -49,6 +49,9 @@ def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tm
         "plot_conventions": 1,
         "cost_table": 1,
         "plot_cost": 1,
+        "compute_robustness": 1,  # zero-shot SAM, the promptable row
+        "collect_robustness": 1,
+        "plot_robustness": 1,
         "all": 1,
     }
     # the placeholder weights only warn in a dry-run, naming key, path and source
@@ -92,6 +95,7 @@ def test_medsa_isic_trains_on_the_official_training_set_and_scores_its_test_set(
     assert counts["predict_method"] == 3 and counts["score_method"] == 3
     assert counts["embed_images"] == 2 and counts["make_prompts"] == 2
     assert counts["plot_qualitative"] == 1
+    assert counts["compute_robustness"] == 2  # both encoders' curves, on the same grid
     config = _config(repo_root, "experiments/medsa_isic.yaml")
     assert config["datasets"]["isic2016"]["adapter"] == "isic2016"
     train = config["sam_models"]["sam_vit_b_medsa"]["train"]
@@ -125,6 +129,7 @@ def test_longer_demo_fine_tuning_plans_three_trainings(repo_root, tmp_path):
     assert counts["train_sam_model"] == 3
     assert counts["embed_images"] == 3  # LiteMedSAM, its MedSAM and Med-SA versions
     assert counts["predict_method"] == 4 and counts["score_method"] == 4
+    assert counts["compute_robustness"] == 3 and counts["plot_robustness"] == 1
 
 
 def test_a_dataset_with_no_methods_is_only_trained_on(repo_root):
@@ -159,6 +164,9 @@ def test_medsam_flare22_plans_box_rows_with_medsams_setting(repo_root, tmp_path)
         "plot_conventions": 1,
         "cost_table": 1,
         "plot_cost": 1,
+        "compute_robustness": 3,  # one per promptable model
+        "collect_robustness": 1,
+        "plot_robustness": 1,
         "all": 1,
     }
     assert "weights.medsam_vit_b: file not found at /data/weights/medsam_vit_b.pth" in (
@@ -193,3 +201,46 @@ def test_study_configs_name_the_seed_datasets_adapters(repo_root):
     for path, expected in adapters.items():
         config = _config(repo_root, path)
         assert {d: e["adapter"] for d, e in config["datasets"].items()} == expected, path
+
+
+def test_sammed3d_study_plans_the_interactive_protocol_for_both_models(repo_root, tmp_path):
+    result, counts = _dry_run(repo_root, tmp_path, "experiments/sammed3d.yaml")
+    # 3 datasets x 2 methods: SAM-Med3D-turbo (no embedding cache, nothing trained) and
+    # LiteMedSAM's 3D box with 3D clicks; every row also scored click by click
+    assert counts == {
+        "prepare_dataset": 3,
+        "preprocess_dataset": 3,
+        "embed_images": 3,  # LiteMedSAM only: SAM-Med3D encodes each crop as it predicts
+        "make_prompts": 3,
+        "predict_method": 6,
+        "score_method": 6,
+        "score_clicks": 6,
+        "collect_clicks": 1,
+        "plot_clicks": 3,
+        "compute_robustness": 3,  # LiteMedSAM, the promptable 2D model
+        "collect_robustness": 1,
+        "plot_robustness": 3,
+        "collect_tables": 1,
+        "summarise_tables": 1,
+        "plot_metric": 2,
+        "plot_qualitative": 3,
+        "rank_methods": 1,
+        "plot_ranking": 3,
+        "collect_conventions": 1,
+        "plot_conventions": 1,
+        "cost_table": 1,
+        "plot_cost": 1,
+        "all": 1,
+    }
+    assert "weights.sam_med3d_turbo: file not found at /data/weights/sam_med3d_turbo.pth" in (
+        result.stderr + result.stdout
+    )
+    config = _config(repo_root, "experiments/sammed3d.yaml")
+    turbo = config["methods"]["sammed3d_turbo"]
+    assert turbo["spec"] == "turbo" and turbo["crop_centre"] == "first_click"  # no oracle
+    assert turbo["clicks"] == {"n": 5, "first": "center", "mode": "center"}
+    assert config["methods"]["litemedsam_box3d"]["clicks3d"]["n"] == 5
+    assert config["prompts"]["box3d"]["type"] == "box3d"
+    assert wf.interactive_pairs(config) == [
+        (d, m) for d in ("flare22", "spleen", "prostate") for m in config["methods"]
+    ]

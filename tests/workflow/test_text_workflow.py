@@ -140,8 +140,10 @@ def test_full_study_dry_run_plans_the_comparison_and_ablation_grid(repo_root, tm
     assert counts["compute_saliency"] == 4 * (27 + 2 + 3)
     assert counts["predict_pseudolabels"] == 4
     assert counts["train_nnunet"] == 4 * 2
-    # + rank_methods, plot_ranking per dataset, collect_conventions, plot_conventions, cost
+    # + rank_methods, plot_ranking per dataset, collect_conventions, plot_conventions, cost;
+    # no robustness job: no SAM method of the study decodes GT prompts
     assert sum(counts.values()) == 855 + 1 + 4 + 2 + 2
+    assert "compute_robustness" not in counts
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,249 @@
+"""SAM-Med3D interactive inference: encode a crop once, then one decoder call per click.
+
+Follows uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``sam_model_infer``):
+
+- the crop (:mod:`medsegflow.sam3d.preprocess`) is encoded once (``model.image_encoder``);
+- click k's prompt is **all clicks so far** (``points_coords = torch.cat([...])``) and the
+  previous low-resolution logits as the mask prompt (zeros of ``size // 4`` per axis before
+  the first click), decoded with ``multimask_output=False``;
+- the low-resolution logits are upsampled trilinearly (``align_corners=False``) to the crop,
+  ``sigmoid > 0.5`` is the mask, pasted back and resampled onto the original grid.
+
+Clicks are simulated by :mod:`medsegflow.sam3d.clicks` from the object's mask **inside the
+crop** (as the official script, which samples from the cropped label): an error outside the
+crop cannot be clicked. When the prediction already equals the cropped reference, no click
+is added and the previous prediction is repeated, so there is always one mask per click.
+The crop is centred on the first click (or ``first_click_zyx``), never on the reference's
+centre unless ``oracle_gt_centre`` (the official script's oracle) is asked for.
+
+Devices: CUDA with bfloat16 autocast when available, otherwise the CPU in float32
+(:func:`medsegflow.models.sam_loader.autocast`, precision ``"auto"``). torch is imported
+inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from medsegflow.io import Volume
+from medsegflow.sam3d import clicks as click_rules
+from medsegflow.sam3d.preprocess import (
+    CropBox,
+    ModelGrid,
+    crop_box,
+    extract,
+    gt_centre,
+    model_to_original,
+    original_to_model,
+    paste,
+    prepare_crop,
+    to_model_grid,
+    to_original,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class InteractiveResult:
+    """One object's interactive run.
+
+    ``masks``: uint8 ``original_shape_zyx`` predictions, one per click. ``clicks_ijk``:
+    int64 ``(N, 4)`` ``[i, j, k, label]`` in the model frame; ``clicks_zyx``: float64
+    ``(N, 3)`` the same clicks as original voxel indices. ``box``: the crop.
+    """
+
+    masks: list[np.ndarray]
+    clicks_ijk: np.ndarray
+    clicks_zyx: np.ndarray
+    box: CropBox
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+class CropSession:
+    """A crop's image embedding, computed once, and the decoder calls on it."""
+
+    def __init__(
+        self, model: Any, crop: np.ndarray, *, device: str | None = None, precision: str = "auto"
+    ) -> None:
+        import torch
+
+        from medsegflow.models.sam_loader import autocast, select_device
+
+        self.model = model
+        self.device = select_device(device)
+        self.precision = precision
+        self.size = int(crop.shape[0])
+        self._autocast = autocast
+        model.to(self.device).eval()
+        tensor = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))[None, None]
+        with torch.inference_mode(), autocast(self.device, precision):
+            self.embedding = model.image_encoder(tensor.to(self.device))
+
+    def empty_logits(self) -> torch.Tensor:
+        """The mask prompt before the first click: zeros ``(1, 1, s/4, s/4, s/4)``."""
+        import torch
+
+        side = self.size // 4
+        return torch.zeros((1, 1, side, side, side), device=self.device)
+
+    def decode(
+        self, points: np.ndarray, labels: np.ndarray, mask_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, np.ndarray]:
+        """Low-res logits ``(1, 1, s/4, s/4, s/4)`` float32 and the crop's probability
+        float32 ``(s, s, s)`` for crop-frame ``points`` ``(N, 3)`` with ``labels`` ``(N,)``."""
+        import torch
+        import torch.nn.functional as F
+
+        model = self.model
+        coords = torch.as_tensor(np.asarray(points, dtype=np.float32)[None], device=self.device)
+        tags = torch.as_tensor(np.asarray(labels, dtype=np.int64)[None], device=self.device)
+        with torch.inference_mode(), self._autocast(self.device, self.precision):
+            sparse, dense = model.prompt_encoder(
+                points=[coords, tags], boxes=None, masks=mask_logits
+            )
+            low_res, _ = model.mask_decoder(
+                image_embeddings=self.embedding,
+                image_pe=model.prompt_encoder.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=False,
+            )
+        low_res = low_res.float()
+        logits = F.interpolate(
+            low_res, size=(self.size,) * 3, mode="trilinear", align_corners=False
+        )
+        return low_res, torch.sigmoid(logits)[0, 0].cpu().numpy()
+
+
+def segment_object(
+    model: Any,
+    grid: ModelGrid,
+    object_ijk: np.ndarray,
+    *,
+    n_clicks: int = 5,
+    mode: str = "center",
+    rng: np.random.Generator | None = None,
+    first_click_zyx: np.ndarray | None = None,
+    first_mode: str | None = None,
+    oracle_gt_centre: bool = False,
+    device: str | None = None,
+) -> InteractiveResult:
+    """Interactive run for one object (``object_ijk``: bool/0-1 mask in the model frame).
+
+    ``first_click_zyx``: a user's first positive click (original voxel indices) instead of
+    a simulated one, otherwise drawn by ``first_mode`` (default ``mode``). ``mode``/``rng``:
+    :mod:`medsegflow.sam3d.clicks`.
+    """
+    if n_clicks < 1:
+        raise ValueError(f"n_clicks must be >= 1, got {n_clicks}")
+    object_ijk = np.asarray(object_ijk, dtype=bool)
+    started = time.perf_counter()
+    if first_click_zyx is not None:
+        centre = np.floor(original_to_model(first_click_zyx, grid)[0] + 0.5).astype(np.int64)
+        first = np.array([*centre, 1], dtype=np.int64)
+    else:
+        first = click_rules.first_click(object_ijk, mode=first_mode or mode, rng=rng)
+    size = int(model.image_encoder.img_size)
+    box = crop_box(gt_centre(object_ijk) if oracle_gt_centre else first[:3], size)
+    gt_crop = extract(object_ijk, box, fill=False)
+    session = CropSession(model, prepare_crop(grid, box), device=device)
+    encoded = time.perf_counter()
+    points = [np.r_[box.to_crop(first[None, :3])[0], first[3]]]
+    low_res, masks, pred_crop = session.empty_logits(), [], None
+    for _ in range(n_clicks):
+        if pred_crop is not None:
+            click = click_rules.next_click(pred_crop, gt_crop, mode=mode, rng=rng)
+            if click is None:
+                masks.append(masks[-1].copy())
+                continue
+            points.append(click.astype(np.float64))
+        array = np.asarray(points)
+        low_res, prob = session.decode(array[:, :3], array[:, 3], low_res)
+        pred_crop = prob > 0.5
+        masks.append(to_original(paste(pred_crop.astype(np.uint8), box, grid.shape), grid))
+    clicks_ijk = np.asarray(points)
+    clicks_ijk[:, :3] += np.asarray(box.start)
+    return InteractiveResult(
+        masks=masks,
+        clicks_ijk=np.rint(clicks_ijk).astype(np.int64),
+        clicks_zyx=model_to_original(clicks_ijk[:, :3], grid),
+        box=box,
+        seconds={
+            "encode": encoded - started,
+            "total": time.perf_counter() - started,
+        },
+    )
+
+
+def interactive_segment(
+    model: Any,
+    image: Volume,
+    object_mask: Volume,
+    *,
+    n_clicks: int = 5,
+    mode: str = "center",
+    rng: np.random.Generator | None = None,
+    **options: Any,
+) -> InteractiveResult:
+    """:func:`segment_object` from volumes: ``object_mask`` (non-zero = the object) on the
+    image's grid. ``options`` go to :func:`segment_object`."""
+    binary = Volume((np.asarray(object_mask.array_zyx) > 0).astype(np.uint8), image.geometry)
+    grid = to_model_grid(image, label=binary)
+    return segment_object(
+        model, grid, grid.label_ijk > 0, n_clicks=n_clicks, mode=mode, rng=rng, **options
+    )
+
+
+def segment_labels(
+    model: Any,
+    image: Volume,
+    label: Volume,
+    *,
+    n_clicks: int = 5,
+    mode: str = "center",
+    rng: np.random.Generator | None = None,
+    values: list[int] | None = None,
+    device: str | None = None,
+    first_mode: str | None = None,
+    oracle_gt_centre: bool = False,
+) -> tuple[list[np.ndarray], dict[int, InteractiveResult]]:
+    """One interactive run per label value (default: every non-zero value of ``label``),
+    painted into label volumes in ascending value order (a later value overwrites, as the
+    official ``validate_paired_img_gt``). Returns ``(painted, results)``: ``painted[k]``
+    is the uint8 zyx label volume after click ``k + 1``. The image and the label are
+    resampled once; values absent after resampling are skipped with a warning."""
+    grid = to_model_grid(image, label=label)
+    wanted = (
+        sorted(int(v) for v in np.unique(label.array_zyx) if v != 0) if values is None else values
+    )
+    painted = [np.zeros(grid.original_shape_zyx, dtype=np.uint8) for _ in range(n_clicks)]
+    results: dict[int, InteractiveResult] = {}
+    for value in wanted:
+        object_ijk = grid.label_ijk == value
+        if not object_ijk.any():
+            log.warning("label %d vanishes at the model spacing: skipped", value)
+            continue
+        result = segment_object(
+            model,
+            grid,
+            object_ijk,
+            n_clicks=n_clicks,
+            mode=mode,
+            rng=rng,
+            device=device,
+            first_mode=first_mode,
+            oracle_gt_centre=oracle_gt_centre,
+        )
+        for k, mask in enumerate(result.masks):
+            painted[k][mask > 0] = value
+        results[value] = result
+    return painted, results

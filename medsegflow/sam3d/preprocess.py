@@ -1,0 +1,277 @@
+"""SAM-Med3D's input pipeline in the original geometry, and its exact inverse.
+
+Follows uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``data_preprocess`` /
+``data_postprocess``), with torchio as there:
+
+1. The image (and label) is read with its world affine, resampled to 1.5 mm isotropic
+   (``tio.Resample(1.5)``: linear for the image, nearest for labels), then reoriented with
+   ``tio.ToCanonical()`` (RAS). That resampled, canonical grid is the **model frame**; its
+   voxel indices ``(i, j, k)`` are the tensor axes the network and its point prompts use
+   (SAM-Med3D takes ``torch.argwhere`` indices of that tensor as click coordinates). The
+   training loader (``utils/data_loader.py``) uses the same orientation (``sitk_to_nib``
+   then ``tio.ToCanonical``).
+2. A cube of ``size`` voxels (128 for turbo) is cut around a centre and zero-padded where it
+   leaves the image (``tio.CropOrPad``: its default padding value is 0; a single-voxel mask
+   at ``c`` puts ``c`` at index ``size // 2``, which :func:`crop_box` reproduces). The
+   official script centres the crop on the ground-truth label (``mask_name='label'``),
+   an oracle; here the centre is the first click or a box centre, and the GT's centre only
+   when a caller asks for it (:func:`gt_centre`).
+3. z-score normalisation of the crop over its voxels > 0 (``tio.ZNormalization(
+   masking_method=lambda x: x > 0)``, after the crop, so padding is not foreground; unbiased
+   std, applied to every voxel). Where the crop holds fewer than 2 such voxels or their std
+   is 0 (torchio raises), all voxels are used instead; a constant crop becomes 0.
+
+The inverse pastes a crop's mask into the model frame and resamples it with nearest
+neighbours onto the original grid (``tio.Resample(target=original image)``, as
+``data_postprocess`` does), giving exactly the input's shape; the caller keeps the input's
+:class:`~medsegflow.io.Geometry`. Arrays outside this module are ``zyx`` (io's convention);
+``ijk`` arrays are in the model frame. torch and torchio are imported inside the functions.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from itertools import product
+
+import numpy as np
+
+from medsegflow.io import Geometry, Volume
+
+log = logging.getLogger(__name__)
+
+TARGET_SPACING_MM = 1.5
+_LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+@dataclass
+class ModelGrid:
+    """A case resampled to the model frame (isotropic, RAS canonical, ``ijk`` axes).
+
+    ``image_ijk`` float32 and ``label_ijk`` (uint8, nearest; None without a label) share
+    ``affine`` (4x4 RAS, mm). ``original_affine`` is the RAS affine of the original
+    ``xyz``-ordered grid of shape ``original_shape_zyx[::-1]``.
+    """
+
+    image_ijk: np.ndarray
+    affine: np.ndarray
+    original_shape_zyx: tuple[int, int, int]
+    original_affine: np.ndarray
+    geometry: Geometry
+    label_ijk: np.ndarray | None = None
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(int(s) for s in self.image_ijk.shape)
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """A cube ``[start, start + size)`` of the model frame (``start`` may be negative)."""
+
+    start: tuple[int, int, int]
+    size: int
+
+    @property
+    def stop(self) -> tuple[int, int, int]:
+        return tuple(s + self.size for s in self.start)
+
+    def to_crop(self, points_ijk: np.ndarray) -> np.ndarray:
+        """Model-frame points ``(N, 3)`` in the crop's voxel frame."""
+        return np.asarray(points_ijk, dtype=np.float64) - np.asarray(self.start)
+
+    def contains(self, points_ijk: np.ndarray) -> np.ndarray:
+        """Bool ``(N,)``: which points (model frame) fall inside the cube."""
+        local = self.to_crop(points_ijk)
+        return np.all((local >= -0.5) & (local < self.size - 0.5), axis=-1)
+
+
+def ras_affine(geometry: Geometry) -> np.ndarray:
+    """4x4 RAS affine of the ``xyz``-ordered voxel grid (``array_zyx.transpose(2, 1, 0)``).
+
+    ITK's world frame is LPS: ``world = origin + direction @ (spacing * index_xyz)``.
+    """
+    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)
+    lps = np.eye(4)
+    lps[:3, :3] = direction * np.asarray(geometry.spacing_xyz, dtype=np.float64)
+    lps[:3, 3] = geometry.origin_xyz
+    return _LPS_TO_RAS @ lps
+
+
+def to_model_grid(
+    image: Volume, *, label: Volume | None = None, spacing_mm: float = TARGET_SPACING_MM
+) -> ModelGrid:
+    """Resample ``image`` (and ``label``) to ``spacing_mm`` isotropic in RAS canonical
+    orientation (steps 1 of the module docstring). ``label`` must have the image's shape;
+    it is resampled as is (nearest), any integer values."""
+    import torch
+    import torchio as tio
+
+    array = np.asarray(image.array_zyx)
+    if array.ndim != 3:
+        raise ValueError(f"SAM-Med3D needs a 3D image, got shape {array.shape}")
+    affine = ras_affine(image.geometry)
+    items = {"image": tio.ScalarImage(tensor=_to_tensor(array, torch.float32), affine=affine)}
+    if label is not None:
+        if label.array_zyx.shape != array.shape:
+            raise ValueError(
+                f"label shape {label.array_zyx.shape} differs from image shape {array.shape}"
+            )
+        items["label"] = tio.LabelMap(
+            tensor=_to_tensor(label.array_zyx, torch.int16), affine=affine
+        )
+    subject = tio.Compose([tio.Resample(spacing_mm), tio.ToCanonical()])(tio.Subject(**items))
+    label_ijk = None
+    if label is not None:
+        label_ijk = subject["label"].data[0].numpy().astype(np.uint8)
+    return ModelGrid(
+        image_ijk=subject["image"].data[0].numpy().astype(np.float32),
+        affine=np.asarray(subject["image"].affine, dtype=np.float64),
+        original_shape_zyx=tuple(int(s) for s in array.shape),
+        original_affine=affine,
+        geometry=image.geometry,
+        label_ijk=label_ijk,
+    )
+
+
+def _to_tensor(array_zyx: np.ndarray, dtype):
+    import torch
+
+    xyz = np.ascontiguousarray(np.asarray(array_zyx).transpose(2, 1, 0))
+    return torch.from_numpy(xyz.astype(np.float32 if dtype == torch.float32 else np.int16))[None]
+
+
+def original_to_model(points_zyx: np.ndarray, grid: ModelGrid) -> np.ndarray:
+    """Original voxel indices ``(N, 3)`` zyx to model-frame indices ``(N, 3)`` ijk (float)."""
+    xyz = np.asarray(points_zyx, dtype=np.float64).reshape(-1, 3)[:, ::-1]
+    homogeneous = np.c_[xyz, np.ones(len(xyz))]
+    return (np.linalg.inv(grid.affine) @ grid.original_affine @ homogeneous.T).T[:, :3]
+
+
+def model_to_original(points_ijk: np.ndarray, grid: ModelGrid) -> np.ndarray:
+    """Model-frame indices ``(N, 3)`` ijk to original voxel indices ``(N, 3)`` zyx (float)."""
+    ijk = np.asarray(points_ijk, dtype=np.float64).reshape(-1, 3)
+    homogeneous = np.c_[ijk, np.ones(len(ijk))]
+    xyz = (np.linalg.inv(grid.original_affine) @ grid.affine @ homogeneous.T).T[:, :3]
+    return xyz[:, ::-1].copy()
+
+
+def box_to_model(box_zyx: np.ndarray, grid: ModelGrid) -> tuple[np.ndarray, np.ndarray]:
+    """A box ``[[z0, y0, x0], [z1, y1, x1]]`` of original voxel indices (inclusive) as the
+    model-frame ``(lo_ijk, hi_ijk)`` enclosing its 8 corners."""
+    box = np.asarray(box_zyx, dtype=np.float64).reshape(2, 3)
+    corners = np.array([[box[a, 0], box[b, 1], box[c, 2]] for a, b, c in product((0, 1), repeat=3)])
+    model = original_to_model(corners, grid)
+    return model.min(axis=0), model.max(axis=0)
+
+
+def gt_centre(label_ijk: np.ndarray) -> np.ndarray:
+    """Centre of the bounding box of ``label_ijk > 0``: the official (oracle) crop centre."""
+    where = np.argwhere(np.asarray(label_ijk) > 0)
+    if where.size == 0:
+        raise ValueError("gt_centre: the label is empty")
+    return (where.min(axis=0) + where.max(axis=0)) / 2.0
+
+
+def crop_box(centre_ijk: np.ndarray, size: int) -> CropBox:
+    """The ``size``-cube whose voxel ``size // 2`` (each axis) is the rounded centre
+    (``tio.CropOrPad``'s placement for a mask centred there; halves round up)."""
+    centre = np.floor(np.asarray(centre_ijk, dtype=np.float64).reshape(3) + 0.5).astype(int)
+    return CropBox(tuple(int(c - size // 2) for c in centre), int(size))
+
+
+def extract(array_ijk: np.ndarray, box: CropBox, *, fill: float = 0.0) -> np.ndarray:
+    """The cube of ``array_ijk`` under ``box``, ``fill`` where it leaves the array."""
+    out = np.full((box.size,) * 3, fill, dtype=array_ijk.dtype)
+    src, dst = _overlap(box, array_ijk.shape)
+    if src is not None:
+        out[dst] = array_ijk[src]
+    return out
+
+
+def paste(values: np.ndarray, box: CropBox, shape: tuple[int, int, int], *, fill=0) -> np.ndarray:
+    """A ``shape`` array, ``fill`` except the in-bounds part of the cube ``values``."""
+    out = np.full(shape, fill, dtype=values.dtype)
+    src, dst = _overlap(box, shape)
+    if src is not None:
+        out[src] = values[dst]
+    return out
+
+
+def _overlap(box: CropBox, shape: tuple[int, ...]) -> tuple[tuple, tuple] | tuple[None, None]:
+    """Slices of the array (``src``) and of the cube (``dst``) where they overlap."""
+    src, dst = [], []
+    for start, stop, n in zip(box.start, box.stop, shape, strict=True):
+        lo, hi = max(start, 0), min(stop, n)
+        if lo >= hi:
+            return None, None
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    return tuple(src), tuple(dst)
+
+
+def znormalise(crop: np.ndarray) -> np.ndarray:
+    """z-score over the voxels > 0 (torchio's ``ZNormalization.znorm``), float32; see the
+    module docstring for the fallback when there are too few or constant ones."""
+    import torch
+    import torchio as tio
+
+    tensor = torch.from_numpy(np.ascontiguousarray(crop, dtype=np.float32))
+    mask = tensor > 0
+    out = tio.ZNormalization.znorm(tensor, mask) if int(mask.sum()) >= 2 else None
+    if out is None or not bool(torch.isfinite(out).all()):
+        out = tio.ZNormalization.znorm(tensor, torch.ones_like(mask))
+    if out is None:
+        log.warning("constant SAM-Med3D crop: normalised to zeros")
+        return np.zeros_like(crop, dtype=np.float32)
+    return out.numpy()
+
+
+def prepare_crop(grid: ModelGrid, box: CropBox) -> np.ndarray:
+    """The normalised float32 ``(size, size, size)`` model input under ``box``."""
+    return znormalise(extract(grid.image_ijk, box, fill=0.0))
+
+
+def to_original(mask_ijk: np.ndarray, grid: ModelGrid) -> np.ndarray:
+    """A model-frame label array back on the original grid: uint8 ``original_shape_zyx``,
+    nearest-neighbour resampling with the two affines (exact shape and geometry)."""
+    import torch
+    import torchio as tio
+
+    mask_ijk = np.asarray(mask_ijk)
+    if mask_ijk.shape != grid.shape:
+        raise ValueError(f"mask shape {mask_ijk.shape} is not the model grid's {grid.shape}")
+    labels = tio.LabelMap(
+        tensor=torch.from_numpy(mask_ijk.astype(np.int16))[None], affine=grid.affine
+    )
+    shape_xyz = tuple(reversed(grid.original_shape_zyx))
+    reference = tio.ScalarImage(tensor=torch.zeros((1, *shape_xyz)), affine=grid.original_affine)
+    resampled = tio.Resample(target=reference, label_interpolation="nearest")(labels)
+    return resampled.data[0].numpy().transpose(2, 1, 0).astype(np.uint8)
+
+
+def window_boxes(
+    lo_ijk: np.ndarray, hi_ijk: np.ndarray, size: int, *, min_overlap: float = 0.25
+) -> list[CropBox]:
+    """Cubes of ``size`` covering the model-frame extent ``[lo, hi]`` (inclusive voxels).
+
+    An axis whose extent fits in one cube gets one cube centred on it; a longer axis gets
+    the fewest cubes, evenly spaced from ``lo`` to ``hi``, that overlap their neighbours by
+    at least ``min_overlap * size`` voxels. The result is the product over the 3 axes, in
+    raster order.
+    """
+    if not 0 <= min_overlap < 1:
+        raise ValueError(f"min_overlap must be in [0, 1), got {min_overlap}")
+    lo = np.floor(np.asarray(lo_ijk, dtype=np.float64)).astype(int)
+    hi = np.ceil(np.asarray(hi_ijk, dtype=np.float64)).astype(int)
+    stride = max(1, int(size - math.ceil(min_overlap * size)))
+    starts_per_axis = []
+    for a, b in zip(lo, hi, strict=True):
+        extent = int(b - a + 1)
+        if extent <= size:
+            starts_per_axis.append([crop_box(np.full(3, (a + b) / 2.0), size).start[0]])
+            continue
+        n = math.ceil((extent - size) / stride) + 1
+        starts_per_axis.append([int(round(v)) for v in np.linspace(a, b - size + 1, n)])
+    return [CropBox(tuple(s), int(size)) for s in product(*starts_per_axis)]

@@ -1,0 +1,222 @@
+"""SAM-Med3D core: checkpoint layout, geometry round trip, crops, clicks, windows, inference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medsegflow.errors import InputError
+from medsegflow.io import Geometry, Volume, read_volume
+from medsegflow.metrics import compute_metrics
+from medsegflow.sam3d import clicks
+from medsegflow.sam3d.preprocess import (
+    crop_box,
+    extract,
+    gt_centre,
+    original_to_model,
+    paste,
+    prepare_crop,
+    to_model_grid,
+    to_original,
+    window_boxes,
+)
+
+STS = Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ibsi_sts" / "STS_001"
+
+
+@pytest.fixture(scope="module")
+def sts():
+    image = read_volume(STS / "CT_image.nii.gz")
+    mask = read_volume(STS / "CT_mask.nii.gz")
+    return image, mask, to_model_grid(image, label=mask)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from medsegflow.sam3d.model import build_sam3d
+
+    torch.manual_seed(0)
+    return build_sam3d("tiny")
+
+
+# --- model and checkpoints -------------------------------------------------------------
+
+
+def test_tiny_checkpoint_in_turbo_layout_loads(tiny, tmp_path):
+    from medsegflow.sam3d.model import load_checkpoint
+
+    path = tmp_path / "sam_med3d_tiny.pth"
+    torch.save({"model_state_dict": tiny.state_dict(), "epoch": 3}, path)
+    loaded = load_checkpoint(path, "tiny")
+    for key, value in tiny.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    bare = tmp_path / "bare.pth"
+    torch.save(tiny.state_dict(), bare)
+    assert load_checkpoint(bare, "tiny") is not None
+
+
+def test_checkpoint_errors_name_the_file(tiny, tmp_path):
+    from medsegflow.sam3d.model import load_checkpoint
+
+    missing = tmp_path / "nope.pth"
+    with pytest.raises(InputError, match="nope.pth"):
+        load_checkpoint(missing, "tiny")
+    state = dict(tiny.state_dict())
+    state.pop("mask_decoder.iou_token.weight")
+    state["extra.weight"] = torch.zeros(1)
+    wrong = tmp_path / "wrong.pth"
+    torch.save({"model_state_dict": state}, wrong)
+    with pytest.raises(InputError, match=r"wrong\.pth.*mask_decoder\.iou_token\.weight.*extra"):
+        load_checkpoint(wrong, "tiny")
+    reshaped = dict(tiny.state_dict())
+    reshaped["mask_decoder.iou_token.weight"] = torch.zeros(1, 48)
+    torch.save({"model_state_dict": reshaped}, tmp_path / "reshaped.pth")
+    with pytest.raises(InputError, match=r"reshaped\.pth.*shape mismatch.*iou_token"):
+        load_checkpoint(tmp_path / "reshaped.pth", "tiny")
+    torch.save({"model_state_dict": tiny.state_dict()}, tmp_path / "tiny_as_turbo.pth")
+    with pytest.raises(InputError, match=r"tiny_as_turbo\.pth.*missing keys"):
+        load_checkpoint(tmp_path / "tiny_as_turbo.pth", "turbo")
+
+
+def test_turbo_shapes_on_meta_device():
+    from medsegflow.sam3d.model import expected_state_dict_shapes
+
+    shapes = expected_state_dict_shapes("turbo")
+    assert shapes["image_encoder.patch_embed.proj.weight"] == (768, 1, 16, 16, 16)
+    assert shapes["image_encoder.pos_embed"] == (1, 8, 8, 8, 768)
+    assert shapes["image_encoder.blocks.0.attn.rel_pos_d"] == (27, 64)  # window 14
+    assert shapes["image_encoder.blocks.2.attn.rel_pos_d"] == (15, 64)  # global block
+    assert shapes["image_encoder.neck.0.weight"] == (384, 768, 1, 1, 1)
+    assert shapes["prompt_encoder.mask_downscaling.6.weight"] == (384, 16, 1, 1, 1)
+    assert shapes["mask_decoder.mask_tokens.weight"] == (4, 384)
+    assert "pixel_mean" not in shapes
+    assert len({k.split(".")[2] for k in shapes if k.startswith("image_encoder.blocks.")}) == 12
+    total = sum(int(np.prod(s)) for s in shapes.values())
+    assert 100e6 < total < 101e6
+
+
+# --- geometry ---------------------------------------------------------------------------
+
+
+def test_resample_crop_paste_round_trip_on_real_ct(sts):
+    image, mask, grid = sts
+    assert np.allclose(np.diag(grid.affine)[:3], 1.5)
+    reference = grid.label_ijk > 0
+    box = crop_box(clicks.first_click(reference, mode="center")[:3], 128)
+    back = to_original(paste(extract(reference, box, fill=False), box, grid.shape), grid)
+    assert back.shape == mask.array_zyx.shape == image.array_zyx.shape
+    dsc = compute_metrics(back > 0, mask.array_zyx > 0, mask.spacing_zyx)[1]["dsc"]
+    assert dsc >= 0.95
+    point = np.array([[30.0, 100.0, 90.0]])
+    from medsegflow.sam3d.preprocess import model_to_original
+
+    assert np.allclose(model_to_original(original_to_model(point, grid), grid), point)
+
+
+def test_crop_is_centred_on_the_first_click_not_the_gt(sts):
+    _, _, grid = sts
+    reference = grid.label_ijk > 0
+    centre = gt_centre(reference)
+    inside = np.argwhere(reference)
+    click = inside[np.argmax(np.abs(inside - centre).sum(axis=1))]  # far off-centre
+    assert np.abs(click - centre).max() > 15
+    box = crop_box(click, 128)
+    assert np.array_equal(np.asarray(box.start) + 64, click)
+    assert box.to_crop(click[None])[0].tolist() == [64, 64, 64]
+    assert crop_box(centre, 128).start != box.start
+    crop = prepare_crop(grid, box)
+    raw = extract(grid.image_ijk, box, fill=0.0)
+    fg = raw[raw > 0]
+    assert crop.shape == (128, 128, 128)
+    assert np.isclose(crop[raw > 0].mean(), 0.0, atol=1e-4)
+    assert np.isclose(crop[raw > 0].std(ddof=1), 1.0, atol=1e-3)
+    assert np.isclose(crop[0, 0, 0], (raw[0, 0, 0] - fg.mean()) / fg.std(ddof=1), atol=1e-3)
+
+
+# --- clicks -----------------------------------------------------------------------------
+
+
+def _cube(shape, lo, hi):
+    mask = np.zeros(shape, bool)
+    mask[tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))] = True
+    return mask
+
+
+def test_first_click_inside_the_object_and_seeded():
+    gt = _cube((20, 20, 20), (2, 3, 4), (9, 12, 15))
+    assert clicks.first_click(gt, mode="center").tolist() == [5, 7, 9, 1]
+    a = [clicks.first_click(gt, mode="random", rng=np.random.default_rng(7)) for _ in range(2)]
+    assert np.array_equal(a[0], a[1]) and gt[tuple(a[0][:3])]
+    draws = {
+        tuple(clicks.first_click(gt, mode="random", rng=np.random.default_rng(s))) for s in range(5)
+    }
+    assert len(draws) > 1 and all(gt[d[:3]] for d in draws)
+
+
+def test_next_click_sign_and_largest_component_centre():
+    gt = _cube((30, 30, 30), (2, 2, 2), (12, 12, 12))
+    pred = gt.copy()
+    pred[2:12, 2:12, 2:5] = False  # false negative slab, 300 voxels
+    pred |= _cube(pred.shape, (20, 20, 20), (27, 27, 27))  # false positive cube, 343 voxels
+    click = clicks.next_click(pred, gt, mode="center")
+    assert click.tolist() == [23, 23, 23, 0]
+    pred[20:27, 20:27, 20:27] = False
+    pred |= _cube(pred.shape, (20, 20, 20), (22, 22, 22))  # small FP, 8 voxels
+    click = clicks.next_click(pred, gt, mode="center")
+    assert click[3] == 1 and (gt & ~pred)[tuple(click[:3])]
+    assert click[2] == 3  # the slab's middle plane (x in 2..4)
+    rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
+    ra = clicks.next_click(pred, gt, mode="random", rng=rng_a)
+    rb = clicks.next_click(pred, gt, mode="random", rng=rng_b)
+    assert np.array_equal(ra, rb) and ra[3] == 1 and (gt & ~pred)[tuple(ra[:3])]
+    assert clicks.next_click(gt, gt) is None
+
+
+# --- sliding windows and inference ------------------------------------------------------
+
+
+def test_windows_cover_an_object_larger_than_one_crop():
+    lo, hi = np.array([5, 0, 10]), np.array([150, 40, 200])
+    boxes = window_boxes(lo, hi, 64, min_overlap=0.25)
+    covered = np.zeros((220, 220, 220), bool)
+    for box in boxes:
+        covered[tuple(slice(max(s, 0), e) for s, e in zip(box.start, box.stop, strict=True))] = True
+    assert covered[5:151, 0:41, 10:201].all()
+    starts_z = sorted({b.start[0] for b in boxes})
+    gaps = np.diff(starts_z)
+    assert len(starts_z) == 3 and (gaps <= 64 - 16).all()
+    assert len({b.start[1] for b in boxes}) == 1
+    assert len(boxes) == 3 * 1 * 4
+    assert len(window_boxes(lo, lo + 10, 64)) == 1
+
+
+def test_sliding_windows_run_on_a_large_box(tiny):
+    from medsegflow.sam3d.windows import segment_windows
+
+    rng = np.random.default_rng(0)
+    image = Volume(rng.normal(40, 20, (30, 70, 70)).astype(np.float32), Geometry((2.0, 2.0, 3.0)))
+    result = segment_windows(tiny, image, box_zyx=np.array([[2, 5, 5], [27, 64, 64]]))
+    assert len(result.boxes) == result.n_run > 1
+    assert result.mask.shape == image.array_zyx.shape and result.mask.dtype == np.uint8
+
+
+def test_interactive_run_returns_one_mask_per_click(tiny):
+    from medsegflow.sam3d.infer import interactive_segment
+
+    rng = np.random.default_rng(1)
+    array = rng.normal(0, 10, (24, 60, 50)).astype(np.float32)
+    label = np.zeros(array.shape, np.uint8)
+    label[8:16, 20:40, 15:35] = 1
+    array[label > 0] += 100
+    geometry = Geometry((1.2, 1.0, 2.5), origin_xyz=(5.0, -3.0, 10.0))
+    result = interactive_segment(
+        tiny, Volume(array, geometry), Volume(label, geometry), n_clicks=3, mode="center"
+    )
+    assert len(result.masks) == 3
+    assert all(m.shape == array.shape and m.dtype == np.uint8 for m in result.masks)
+    assert result.clicks_ijk.shape[1] == 4 and result.clicks_ijk[0, 3] == 1
+    assert label[tuple(np.rint(result.clicks_zyx[0]).astype(int))] == 1
+    assert np.array_equal(np.asarray(result.box.start) + 32, result.clicks_ijk[0, :3])
