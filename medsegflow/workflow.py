@@ -95,6 +95,7 @@ def check_config(config: Mapping[str, Any]) -> None:
         if family.check:
             family.check(config)
     robustness_pairs(config)
+    check_derived_file_names(config)
 
 
 # --- targets ------------------------------------------------------------------------------
@@ -166,6 +167,31 @@ def is_interactive(config: Mapping[str, Any], method: str) -> bool:
 def interactive_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     """(dataset, method) of the scored methods that run the interactive protocol."""
     return [(d, m) for d, m in dataset_method_pairs(config) if is_interactive(config, m)]
+
+
+def interactive_method_pattern(config: Mapping[str, Any]) -> str:
+    """The ``{method}`` wildcard of the per-click scoring: the interactive methods only
+    (so ``results/metrics/{d}/{m}_clicks.csv`` of a method ``m`` is never read as the
+    metrics file of a method named ``m_clicks``)."""
+    names = [m for m in config["methods"] if is_interactive(config, m)]
+    return alternation(names) if names else "(?!)"
+
+
+def check_derived_file_names(config: Mapping[str, Any]) -> None:
+    """:class:`ConfigError` for a method whose metrics file is another method's
+    conventions or per-click file (``<m>_conventions``, ``<m>_clicks`` of an interactive
+    ``m``)."""
+    names = set(config["methods"])
+    for method in config["methods"]:
+        derived = [f"{method}_conventions"]
+        if is_interactive(config, method):
+            derived.append(f"{method}_clicks")
+        for name in derived:
+            if name in names:
+                raise ConfigError(
+                    f"methods.{name}: its metrics file would be the file {name}.csv that "
+                    f"methods.{method} writes; rename it"
+                )
 
 
 def click_metrics_files(config: Mapping[str, Any]) -> list[str]:

@@ -9,6 +9,8 @@ rule score_clicks:
         preprocessed=paths.PREPROCESSED,
     output:
         paths.CLICK_METRICS,
+    wildcard_constraints:
+        method=wf.interactive_method_pattern(config),
     log:
         "logs/score_clicks/{dataset}/{method}.log",
     benchmark:

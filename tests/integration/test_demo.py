@@ -45,6 +45,7 @@ def reduced_config(repo_root: Path) -> dict:
     for method in ("medclip_coarse", "medclip_sam", "medclip_sam_tuned"):
         config["methods"][method].setdefault("saliency", {}).update(steps=3, samples=3)
     config["methods"]["medclip_sam_tuned"]["tune"]["grid"]["saliency.vlayer"] = [7, 8]
+    config["methods"]["sam3d_clicks"]["train"]["iterations"] = 3
     return config
 
 
@@ -302,6 +303,39 @@ def test_robustness_curves_from_the_cached_embeddings(demo):
     noc = curves.loc["noc", "noc"]
     assert list(noc.index) == [0.85, 0.90] and noc.between(1, grid["max_clicks"]).all()
     image = mpimg.imread(demo / "results/figures/robustness_phantom_us.png")
+    assert image.shape[1] > 1000 and float(np.std(image)) > 0.01
+
+
+def test_the_interactive_protocol_scores_every_click(demo):
+    """SAM-Med3D (clicks 1..5) and LiteMedSAM's 3D box with 3D clicks (box = click 0, then
+    4) on the CT phantoms; the last click is the method's prediction."""
+    rows = pd.read_csv(demo / "results/tables/all.csv", dtype={"case_id": str})
+    curves = pd.read_csv(demo / "results/tables/clicks.csv")
+    auc = pd.read_csv(demo / "results/tables/clicks_auc.csv")
+    assert set(curves["method"]) == {"sam3d_clicks", "sam_box3d_interactive"}
+    assert set(curves["dataset"]) == {"phantom_ct"}
+    clicks = curves.groupby("method")["click"].agg(["min", "max"])
+    assert clicks.loc["sam3d_clicks"].tolist() == [1, 5]
+    assert clicks.loc["sam_box3d_interactive"].tolist() == [0, 4]
+    assert curves["dsc"].between(0, 1).all() and curves["nsd"].between(0, 1).all()
+    for method, last in (("sam3d_clicks", 5), ("sam_box3d_interactive", 4)):
+        per_case = pd.read_csv(
+            demo / f"results/metrics/phantom_ct/{method}_clicks.csv", dtype={"case_id": str}
+        )
+        final = per_case[per_case["click"] == last].set_index(["case_id", "label_name"])["dsc"]
+        scored = rows[rows["method"] == method].set_index(["case_id", "label_name"])["dsc"]
+        pd.testing.assert_series_equal(
+            final.sort_index(), scored.sort_index(), check_names=False, rtol=1e-5
+        )
+    # the box step of the 2D model is LiteMedSAM's plain 3D box protocol
+    box = curves[(curves["method"] == "sam_box3d_interactive") & (curves["click"] == 0)]
+    box3d = rows[rows["method"] == "sam_box3d"].groupby("label_name")["dsc"].mean()
+    for row in box[box["label_name"] != "all classes"].itertuples():
+        assert row.dsc == pytest.approx(box3d[row.label_name], abs=5e-3), row.label_name
+    overall = auc[auc["label_name"] == "all classes"].set_index("method")
+    assert overall.loc["sam3d_clicks", "n_clicks"] == 5
+    assert 0 <= overall.loc["sam3d_clicks", "dsc_auc"] <= 4
+    image = mpimg.imread(demo / "results/figures/clicks_phantom_ct.png")
     assert image.shape[1] > 1000 and float(np.std(image)) > 0.01
 
 

@@ -35,13 +35,14 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     counts = job_counts(result.stdout)
     # phantom_us: 16 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
     # SAM without text, 3 text-driven methods + 3 grid points, nnU-Net 2d and weak);
-    # phantom_ct: 10 (otsu, kmeans + its grid point, LiteMedSAM's box and 3D box, the
-    # three fine-tuned rows, SAM-Med3D trained here, nnU-Net 2d). LiteMedSAM's weights are
-    # packaged; its three fine-tuned versions (MedSAM, SAMed, Med-SA recipes) are trained
-    # here, and the two promptable ones embed phantom_ct with their own encoders (SAMed's
-    # semantic model encodes as it predicts). 3 GT prompt sets on US, box and box3d on CT;
-    # 4 saliency jobs (US: base, 2 prompt sets, tuned), 5 coarse-mask jobs, 2 prompt files
-    # from coarse masks; one robustness job (LiteMedSAM on US), one interactive method.
+    # phantom_ct: 11 (otsu, kmeans + its grid point, LiteMedSAM's box and 3D box, the 3D
+    # box with 3D clicks, the three fine-tuned rows, SAM-Med3D trained here, nnU-Net 2d).
+    # LiteMedSAM's weights are packaged; its three fine-tuned versions (MedSAM, SAMed,
+    # Med-SA recipes) are trained here, and the two promptable ones embed phantom_ct with
+    # their own encoders (SAMed's semantic model encodes as it predicts). 3 GT prompt sets
+    # on US, box and box3d on CT; 4 saliency jobs (US: base, 2 prompt sets, tuned), 5
+    # coarse-mask jobs, 2 prompt files from coarse masks; one robustness job (LiteMedSAM on
+    # US), two interactive methods.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
@@ -58,8 +59,8 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "convert_nnunet_dataset": 3,
         "plan_nnunet_dataset": 3,
         "train_nnunet": 3,
-        "predict_method": 26,
-        "score_method": 26,
+        "predict_method": 27,
+        "score_method": 27,
         "collect_tables": 1,
         "summarise_tables": 1,
         "plot_metric": 2,
@@ -74,7 +75,7 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
         "collect_robustness": 1,
         "plot_robustness": 1,
         "train_sam3d_model": 1,
-        "score_clicks": 1,
+        "score_clicks": 2,  # SAM-Med3D and LiteMedSAM's 3D box with 3D clicks
         "collect_clicks": 1,
         "plot_clicks": 1,
         "all": 1,
@@ -235,3 +236,24 @@ def test_robustness_jobs_follow_the_config(repo_root, tmp_path):
     counts = job_counts(result.stdout)
     assert counts["compute_robustness"] == 1 and counts["embed_images"] == 1
     assert "predict_method" not in counts and "train_sam_model" not in counts
+
+
+def test_a_method_named_like_another_methods_derived_file_is_refused(repo_root):
+    from medsegflow import workflow as wf
+    from medsegflow.config import load_config
+    from medsegflow.errors import ConfigError
+
+    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
+        raw = yaml.safe_load(handle)
+    pattern = re.compile(wf.interactive_method_pattern(load_config(raw)))
+    assert [m for m in raw["methods"] if pattern.fullmatch(m)] == [
+        "sam_box3d_interactive",
+        "sam3d_clicks",
+    ]
+    for name, source in (
+        ("sam3d_clicks_clicks", "sam3d_clicks"),
+        ("otsu_box_conventions", "otsu_box"),
+    ):
+        clash = {**raw, "methods": {**raw["methods"], name: raw["methods"]["otsu_box"]}}
+        with pytest.raises(ConfigError, match=f"methods.{name}: .* methods.{source} writes"):
+            wf.check_config(load_config(clash))
