@@ -9,12 +9,12 @@ rule score_clicks:
         preprocessed=paths.PREPROCESSED,
     output:
         paths.CLICK_METRICS,
-    wildcard_constraints:
-        method=wf.interactive_method_pattern(config),
     log:
         "logs/score_clicks/{dataset}/{method}.log",
     benchmark:
         "benchmarks/score_clicks/{dataset}/{method}.tsv"
+    wildcard_constraints:
+        method=wf.interactive_method_pattern(config),
     conda:
         "../envs/base.yaml"
     threads: 1

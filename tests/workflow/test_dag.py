@@ -95,10 +95,10 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
     assert result.returncode == 0, result.stderr + result.stdout
     counts = job_counts(result.stdout)
-    # phantom_ct: 9 configured methods (not sam_auto, the point prompts, clicks, the text
+    # phantom_ct: 10 configured methods (not sam_auto, the point prompts, clicks, the text
     # path, the weak nnU-Net) + 6 k-means points; phantom_us: otsu_box
-    assert counts["predict_method"] == (9 + 6) + 1
-    assert counts["score_method"] == 16
+    assert counts["predict_method"] == (10 + 6) + 1
+    assert counts["score_method"] == 17
     assert counts["make_prompts"] == 2 + 1
     assert counts["embed_images"] == 3  # LiteMedSAM and its MedSAM and Med-SA versions
 

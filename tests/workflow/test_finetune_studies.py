@@ -52,6 +52,7 @@ def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tm
         "compute_robustness": 1,  # zero-shot SAM, the promptable row
         "collect_robustness": 1,
         "plot_robustness": 1,
+        "collect_clicks": 1,  # clicks.csv is always written (empty without interactive rows)
         "all": 1,
     }
     # the placeholder weights only warn in a dry-run, naming key, path and source
@@ -167,6 +168,7 @@ def test_medsam_flare22_plans_box_rows_with_medsams_setting(repo_root, tmp_path)
         "compute_robustness": 3,  # one per promptable model
         "collect_robustness": 1,
         "plot_robustness": 1,
+        "collect_clicks": 1,  # clicks.csv is always written (empty without interactive rows)
         "all": 1,
     }
     assert "weights.medsam_vit_b: file not found at /data/weights/medsam_vit_b.pth" in (

@@ -141,8 +141,9 @@ def test_full_study_dry_run_plans_the_comparison_and_ablation_grid(repo_root, tm
     assert counts["predict_pseudolabels"] == 4
     assert counts["train_nnunet"] == 4 * 2
     # + rank_methods, plot_ranking per dataset, collect_conventions, plot_conventions, cost;
-    # no robustness job: no SAM method of the study decodes GT prompts
-    assert sum(counts.values()) == 855 + 1 + 4 + 2 + 2
+    # no robustness job: no SAM method of the study decodes GT prompts; robustness.csv and
+    # clicks.csv are still written (empty), one job each
+    assert sum(counts.values()) == 855 + 1 + 4 + 2 + 2 + 2
     assert "compute_robustness" not in counts
 
 
@@ -187,7 +188,7 @@ def test_full_study_dry_run_without_weights_plans_the_same_jobs(repo_root):
     assert dry.returncode == 0, dry.stderr + dry.stdout
     assert "WARNING: missing weight files" in dry.stderr
     assert "weights.sam_vit_b" in dry.stderr and "weights.biomedclip" in dry.stderr
-    assert sum(job_counts(dry.stdout).values()) == 864  # as with the weights present
+    assert sum(job_counts(dry.stdout).values()) == 866  # as with the weights present
     real = run_snakemake(repo_root, repo_root, "nothing", "--cores", "1", "--configfile", study)
     assert real.returncode != 0
     assert "ConfigError" in real.stderr and "missing weight files" in real.stderr
