@@ -1,10 +1,9 @@
-"""Figures from result tables: metric summaries and a qualitative case grid.
+"""Figures from result tables: metric summaries, ranks, conventions and cost.
 
-Plots read the tables written by :mod:`medsegflow.tables` and, for the qualitative
-grid only, the preprocessed image, cleaned label and predicted label volumes through
-:func:`medsegflow.io.read_volume`. They never import model code. Figures are drawn on a
-bare :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot global state) and saved
-atomically as PNG.
+Plots read the tables written by :mod:`medsegflow.tables` (the qualitative figures, which
+read images, are :mod:`medsegflow.qualitative`). They never import model code. Figures
+are drawn on a bare :class:`matplotlib.figure.Figure` (Agg canvas, no pyplot global
+state) and saved atomically as PNG.
 """
 
 from __future__ import annotations
@@ -12,20 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
 from matplotlib.transforms import blended_transform_factory
 
-from medsegflow.io import atomic_path, read_volume
-from medsegflow.tables import SUMMARY_COLUMNS, collect_metrics
+from medsegflow.io import atomic_path
+from medsegflow.tables import SUMMARY_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +34,11 @@ METRIC_LABELS = {
     "assd_mm": "ASSD (mm)",
 }
 LOWER_IS_BETTER = frozenset({"hd95_mm", "assd_mm"})
-# Error-map colours (RGB): correct foreground, false positive, false negative, wrong class.
-ERROR_COLOURS: dict[str, tuple[float, float, float]] = {
-    "TP (correct class)": (0.10, 0.75, 0.20),
-    "FP (predicted on background)": (0.90, 0.10, 0.10),
-    "FN (missed foreground)": (0.15, 0.45, 0.95),
-    "wrong class": (1.00, 0.85, 0.00),
-}
-_OVERLAY_ALPHA = 0.55
 _ERRORBAR_STYLE = {"fmt": "o", "markersize": 5, "capsize": 3, "elinewidth": 1.2}
 _N_TEXT_STYLE = {"fontsize": 7, "va": "center", "ha": "left"}
-_CLASS_ORDER = (1, 4, 6, 9, 5, 8, 7, 0, 2, 3)  # tab10: orange, purple, pink, cyan, brown, ...
 
 
-def _save_png(fig: Figure, out_png: str | os.PathLike) -> None:
+def save_png(fig: Figure, out_png: str | os.PathLike) -> None:
     with atomic_path(out_png, suffix=".png") as tmp:
         fig.savefig(tmp, format="png", dpi=150)
     log.info("wrote %s", os.fspath(out_png))
@@ -138,7 +125,7 @@ def plot_metric_by_method(
         "over cases\nn = cases used; NaN values are excluded, not averaged",
         fontsize=10,
     )
-    _save_png(fig, out_png)
+    save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------- ranking stability
@@ -217,7 +204,7 @@ def plot_ranking(
         f"{confidence:.0%} interval, x = rank on all cases, tau = median Kendall tau",
         fontsize=9,
     )
-    _save_png(fig, out_png)
+    save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------- convention replay
@@ -275,7 +262,7 @@ def plot_convention_ranks(
         "(left axis: the method, at its MedSegFlow rank)",
         fontsize=10,
     )
-    _save_png(fig, out_png)
+    save_png(fig, out_png)
 
 
 # --------------------------------------------------------------------------- cost
@@ -333,274 +320,4 @@ def plot_cost_pareto(
     handles = [Line2D([], [], marker="o", ls="", color=colours[f], label=f) for f in families]
     fig.legend(handles=handles, title="family", loc="outside right upper", fontsize=8)
     fig.suptitle("Accuracy against cost; dashed: the Pareto front (named)", fontsize=10)
-    _save_png(fig, out_png)
-
-
-# --------------------------------------------------------------------------- qualitative grid
-
-
-@dataclass(frozen=True)
-class QualCase:
-    """One row of the qualitative grid: a 2D slice with its ground truth and predictions.
-
-    ``image_yx`` is a 2D float or uint8 array; ``gt_yx`` and each ``predictions[method]``
-    are 2D integer label maps of the same ``(H, W)`` shape (0 = background). ``dscs`` maps
-    method -> DSC shown in the panel title (NaN or absent shows ``n/a``). ``z`` is the
-    slice index in the source volume.
-    """
-
-    dataset: str
-    case_id: str
-    z: int
-    image_yx: np.ndarray
-    gt_yx: np.ndarray
-    predictions: Mapping[str, np.ndarray]
-    dscs: Mapping[str, float] = field(default_factory=dict)
-
-
-def _check_cases(cases: Sequence[QualCase]) -> list[str]:
-    if not cases:
-        raise ValueError("plot_qualitative: no cases given")
-    methods = list(cases[0].predictions)
-    for case in cases:
-        name = f"{case.dataset}/{case.case_id}"
-        if list(case.predictions) != methods:
-            raise ValueError(
-                f"case {name}: methods {list(case.predictions)} differ from the "
-                f"first case's {methods}"
-            )
-        if case.image_yx.ndim != 2 or case.gt_yx.shape != case.image_yx.shape:
-            raise ValueError(
-                f"case {name}: image {case.image_yx.shape} and ground truth "
-                f"{case.gt_yx.shape} must be 2D arrays of the same shape"
-            )
-        for method, pred in case.predictions.items():
-            if pred.shape != case.gt_yx.shape:
-                raise ValueError(
-                    f"case {name}: prediction of {method!r} has shape {pred.shape}, "
-                    f"ground truth {case.gt_yx.shape}"
-                )
-    return methods
-
-
-def _normalise(image_yx: np.ndarray) -> np.ndarray:
-    """Scale to [0, 1] between the 0.5 and 99.5 percentiles (constant image -> zeros)."""
-    image = np.asarray(image_yx, dtype=np.float64)
-    low, high = np.percentile(image, [0.5, 99.5])
-    if high <= low:
-        return np.zeros_like(image)
-    return np.clip((image - low) / (high - low), 0.0, 1.0)
-
-
-def class_colour(label: int) -> tuple[float, float, float]:
-    """Colour of class ``label`` (>= 1), the same in every figure.
-
-    The tab10 palette, reordered so that the first five classes avoid the error-map
-    colours (green, red, blue, yellow); labels above 10 cycle.
-    """
-    palette = sns.color_palette("tab10", 10)
-    return tuple(palette[_CLASS_ORDER[(int(label) - 1) % len(_CLASS_ORDER)]])
-
-
-def _overlay(masks: Mapping[tuple[float, float, float], np.ndarray], shape: tuple) -> np.ndarray:
-    """RGBA image with each boolean mask painted in its colour, transparent elsewhere."""
-    rgba = np.zeros((*shape, 4))
-    for colour, mask in masks.items():
-        rgba[mask] = (*colour, _OVERLAY_ALPHA)
-    return rgba
-
-
-def _error_masks(gt_yx: np.ndarray, pred_yx: np.ndarray) -> dict:
-    names = list(ERROR_COLOURS)
-    gt_fg, pred_fg = gt_yx > 0, pred_yx > 0
-    masks = [
-        gt_fg & pred_fg & (gt_yx == pred_yx),
-        pred_fg & ~gt_fg,
-        gt_fg & ~pred_fg,
-        gt_fg & pred_fg & (gt_yx != pred_yx),
-    ]
-    return {ERROR_COLOURS[name]: mask for name, mask in zip(names, masks, strict=True)}
-
-
-def _dsc_text(value: float | None) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{value:.3f}"
-
-
-def _draw_case_row(axes, case: QualCase, methods: list[str]) -> None:
-    image = _normalise(case.image_yx)
-    labels = [int(v) for v in np.unique(case.gt_yx) if v > 0]
-    for ax in axes:
-        ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0].set_ylabel(f"{case.dataset}\n{case.case_id}, z={case.z}", fontsize=8)
-    gt_masks = {class_colour(v): case.gt_yx == v for v in labels}
-    axes[1].imshow(_overlay(gt_masks, case.gt_yx.shape), interpolation="nearest")
-    for ax, method in zip(axes[2:], methods, strict=True):
-        errors = _error_masks(case.gt_yx, case.predictions[method])
-        ax.imshow(_overlay(errors, case.gt_yx.shape), interpolation="nearest")
-        ax.set_title(f"{method}\nDSC {_dsc_text(case.dscs.get(method))}", fontsize=8)
-
-
-def _legend_handles(cases: Sequence[QualCase], label_names: Mapping[int, str]) -> tuple:
-    labels = sorted({int(v) for case in cases for v in np.unique(case.gt_yx) if v > 0})
-    classes = [Patch(color=class_colour(v), label=f"{v}: {label_names.get(v, v)}") for v in labels]
-    errors = [Patch(color=colour, label=name) for name, colour in ERROR_COLOURS.items()]
-    return classes, errors
-
-
-def plot_qualitative(
-    *,
-    cases: Sequence[QualCase],
-    out_png: str | os.PathLike,
-    title: str = "",
-    label_names: Mapping[int, str] | None = None,
-) -> None:
-    """Draw a grid with one row per case: image | ground truth | one error map per method.
-
-    The ground-truth column paints each class in its :func:`class_colour`; each method's
-    column paints, on top of the image, correct foreground green, false positives red,
-    false negatives blue and foreground given the wrong class yellow, with the method's
-    DSC in the title. ``label_names`` maps label value -> class name for the legend.
-    Raises ValueError when cases have different methods or mismatched shapes.
-    """
-    methods = _check_cases(cases)
-    ncols = 2 + len(methods)
-    fig = Figure(figsize=(2.3 * ncols, 2.3 * len(cases) + 1.4), layout="constrained")
-    grid = fig.subplots(len(cases), ncols, squeeze=False)
-    for axes, case in zip(grid, cases, strict=True):
-        _draw_case_row(axes, case, methods)
-    grid[0, 0].set_title("image", fontsize=8)
-    grid[0, 1].set_title("ground truth", fontsize=8)
-    classes, errors = _legend_handles(cases, label_names or {})
-    fig.legend(
-        handles=classes + errors,
-        loc="outside lower center",
-        fontsize=8,
-        ncols=min(4 if ncols > 3 else 2, len(classes) + len(errors)),
-        frameon=False,
-    )
-    if title:
-        fig.suptitle(title, fontsize=10)
-    _save_png(fig, out_png)
-
-
-# --------------------------------------------------------------------------- case selection
-
-
-def choose_qualitative_cases(
-    rows: pd.DataFrame, *, n_cases: int, method: str | None = None
-) -> list[str]:
-    """Pick ``n_cases`` case ids spread over the DSC range, worst first.
-
-    ``rows`` are per-case metric rows of one dataset (``method, case_id, dsc``). Each case
-    is ranked by its mean DSC over classes and methods (only ``method``'s rows when
-    given), NaN values skipped; cases with no finite DSC are not eligible. Ties break by
-    ``case_id``. The picks sit at evenly spaced ranks from the worst to the best case, so
-    an odd ``n_cases`` includes the median case. Fewer cases are returned when fewer are
-    eligible. Deterministic.
-    """
-    if n_cases < 1:
-        raise ValueError(f"n_cases must be >= 1, got {n_cases}")
-    use = rows if method is None else rows[rows["method"] == method]
-    if use.empty:
-        raise ValueError(f"no metric rows to choose cases from (method={method!r})")
-    per_case = use.groupby("case_id")["dsc"].mean().dropna()
-    if per_case.empty:
-        raise ValueError(f"no case has a finite DSC (method={method!r})")
-    ranked = per_case.rename("dsc").reset_index().sort_values(["dsc", "case_id"], kind="stable")
-    count = min(n_cases, len(ranked))
-    positions = np.unique(np.floor(np.linspace(0, len(ranked) - 1, count) + 0.5).astype(int))
-    return [str(c) for c in ranked["case_id"].iloc[positions]]
-
-
-def choose_qualitative_slice(label_zyx: np.ndarray) -> int:
-    """Index z of the slice of a ``(Z, H, W)`` label volume with the most foreground.
-
-    Ties go to the lowest z; an all-background volume gives the middle slice.
-    """
-    label_zyx = np.asarray(label_zyx)
-    if label_zyx.ndim != 3:
-        raise ValueError(f"expected a (Z, H, W) label volume, got shape {label_zyx.shape}")
-    counts = (label_zyx > 0).sum(axis=(1, 2))
-    if counts.max() == 0:
-        return label_zyx.shape[0] // 2
-    return int(np.argmax(counts))
-
-
-def _read_checked(path: Path, shape: tuple[int, ...] | None, reference: Path | None) -> np.ndarray:
-    array = read_volume(path).array_zyx
-    if shape is not None and array.shape != shape:
-        raise ValueError(f"{path}: shape {array.shape} differs from {reference} shape {shape}")
-    return array
-
-
-def _load_case(
-    case_id: str,
-    *,
-    dataset: str,
-    rows: pd.DataFrame,
-    preprocessed_dir: Path,
-    predictions_dirs: Mapping[str, str | os.PathLike],
-) -> QualCase:
-    label_path = preprocessed_dir / "labels" / f"{case_id}.nii.gz"
-    gt = _read_checked(label_path, None, None)
-    image = _read_checked(preprocessed_dir / "images" / f"{case_id}.nii.gz", gt.shape, label_path)
-    z = choose_qualitative_slice(gt)
-    predictions = {
-        method: _read_checked(Path(folder) / f"{case_id}.nii.gz", gt.shape, label_path)[z]
-        for method, folder in predictions_dirs.items()
-    }
-    dscs = rows[rows["case_id"] == case_id].groupby("method")["dsc"].mean().to_dict()
-    return QualCase(
-        dataset=dataset,
-        case_id=case_id,
-        z=z,
-        image_yx=image[z],
-        gt_yx=gt[z],
-        predictions=predictions,
-        dscs=dscs,
-    )
-
-
-def render_qualitative_figure(
-    *,
-    dataset: str,
-    metrics_csvs: Sequence[str | os.PathLike],
-    preprocessed_dir: str | os.PathLike,
-    predictions_dirs: Mapping[str, str | os.PathLike],
-    n_cases: int,
-    out_png: str | os.PathLike,
-    rank_by: str | None = None,
-) -> None:
-    """Render the qualitative grid of one dataset from files on disk.
-
-    Reads the per-method metric CSVs (``results/metrics/{dataset}/{method}.csv``), picks
-    ``n_cases`` cases with :func:`choose_qualitative_cases` (ranked by ``rank_by``'s DSC,
-    or the mean over the methods in ``predictions_dirs``), and for each case reads
-    ``{preprocessed_dir}/images/{case}.nii.gz``, ``{preprocessed_dir}/labels/{case}.nii.gz``
-    and ``{predictions_dirs[method]}/{case}.nii.gz`` (all ``(Z, H, W)``, same shape),
-    shows the slice with the most ground-truth foreground and each method's case DSC
-    (mean over classes). Columns follow the order of ``predictions_dirs``.
-    Raises ValueError naming the file or dataset when inputs are missing or disagree.
-    """
-    if not predictions_dirs:
-        raise ValueError(f"dataset {dataset!r}: no prediction folders given")
-    rows = collect_metrics(metrics_csvs)
-    rows = rows[(rows["dataset"] == dataset) & rows["method"].isin(list(predictions_dirs))]
-    if rows.empty:
-        raise ValueError(
-            f"no metric rows for dataset {dataset!r} and methods "
-            f"{list(predictions_dirs)} in {[os.fspath(p) for p in metrics_csvs]}"
-        )
-    case_ids = choose_qualitative_cases(rows, n_cases=n_cases, method=rank_by)
-    log.info("dataset %s: qualitative cases %s", dataset, case_ids)
-    folders = {"preprocessed_dir": Path(preprocessed_dir), "predictions_dirs": predictions_dirs}
-    cases = [_load_case(c, dataset=dataset, rows=rows, **folders) for c in case_ids]
-    label_names = dict(zip(rows["label"].astype(int), rows["label_name"], strict=True))
-    ranking = f"{rank_by}'s DSC" if rank_by else "mean DSC over methods"
-    title = (
-        f"{dataset}: cases from worst to best {ranking}\nslice with the most "
-        "ground-truth foreground; DSC per case (3D, mean over classes)"
-    )
-    plot_qualitative(cases=cases, out_png=out_png, title=title, label_names=label_names)
+    save_png(fig, out_png)

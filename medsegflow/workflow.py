@@ -126,6 +126,17 @@ def predictions_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str
     ]
 
 
+def prompt_files_for_dataset(config: Mapping[str, Any], dataset: str) -> dict[str, str]:
+    """method -> the ``prompts.tsv`` its prediction job reads, for the prompted methods of
+    ``dataset`` (what the qualitative figure draws)."""
+    inputs = {m: predict_inputs(config, dataset, m) for m in methods_for_dataset(config, dataset)}
+    return {m: files["prompts"] for m, files in inputs.items() if "prompts" in files}
+
+
+def interactive_methods_for_dataset(config: Mapping[str, Any], dataset: str) -> list[str]:
+    return [m for d, m in interactive_pairs(config) if d == dataset]
+
+
 def figure_files(config: Mapping[str, Any]) -> list[str]:
     metric = [paths.fill(paths.METRIC_FIGURE, metric=m) for m in config["figures"]["metrics"]]
     scored = [d for d in config["datasets"] if methods_for_dataset(config, d)]

@@ -73,6 +73,18 @@ def get_dataset_predictions(wildcards):
     return wf.predictions_for_dataset(config, wildcards.dataset)
 
 
+def get_dataset_prompt_files(wildcards):
+    return wf.prompt_files_for_dataset(config, wildcards.dataset)
+
+
+def get_dataset_prompt_inputs(wildcards):
+    return sorted(set(get_dataset_prompt_files(wildcards).values()))
+
+
+def get_dataset_interactive_methods(wildcards):
+    return wf.interactive_methods_for_dataset(config, wildcards.dataset)
+
+
 # Prompt-robustness curves (medsegflow.workflow.robustness_pairs)
 
 

@@ -27,13 +27,17 @@ rule plot_qualitative:
         preprocessed=paths.PREPROCESSED,
         predictions=get_dataset_predictions,
         metrics=get_dataset_metrics_files,
+        prompts=get_dataset_prompt_inputs,
     output:
         report(
             paths.QUALITATIVE_FIGURE,
             caption="../report/qualitative.rst",
             category="Qualitative",
             subcategory="{dataset}",
-            labels={"dataset": "{dataset}", "figure": "best, median, worst"},
+            labels={
+                "dataset": "{dataset}",
+                "figure": "worst, median, best per method",
+            },
         ),
     log:
         "logs/plot_qualitative/{dataset}.log",
@@ -46,6 +50,8 @@ rule plot_qualitative:
         attempt=get_attempt,
     params:
         n_cases=config["figures"]["qualitative_cases"],
+        prompt_files=get_dataset_prompt_files,
+        interactive=get_dataset_interactive_methods,
     script:
         "../scripts/plot_qualitative.py"
 

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from medsegflow.debug import inject_faults
 from medsegflow.logs import log_to
-from medsegflow.plots import render_qualitative_figure
+from medsegflow.qualitative import render_qualitative_figure
 
 with log_to(snakemake.log[0]):
     inject_faults(snakemake)
@@ -13,4 +13,6 @@ with log_to(snakemake.log[0]):
         predictions_dirs={Path(p).parent.name: Path(p).parent for p in snakemake.input.predictions},
         n_cases=snakemake.params.n_cases,
         out_png=snakemake.output[0],
+        prompt_files=snakemake.params.prompt_files,
+        interactive=snakemake.params.interactive,
     )

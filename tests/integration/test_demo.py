@@ -144,6 +144,11 @@ def test_figures_are_real_images(demo):
         image = mpimg.imread(demo / f"results/figures/{name}.png")
         assert image.shape[0] > 200 and image.shape[1] > 200
         assert float(np.std(image)) > 0.01
+    # the qualitative figure picks each method's own worst, median and best case
+    log = (demo / "logs/plot_qualitative/phantom_us.log").read_text(encoding="utf-8")
+    rows = pd.read_csv(demo / "results/tables/all.csv")
+    for method in rows.loc[rows["dataset"] == "phantom_us", "method"].unique():
+        assert f"{method}: cases worst " in log, method
 
 
 def test_text_driven_rows_and_their_stages(demo):
@@ -370,6 +375,7 @@ def test_html_report_opens_in_a_browser(demo, repo_root):
         "Cost",
         "Qualitative",
         "Robustness",
+        "Interactive",
     )
     for category in categories:
         assert category in dom, category
