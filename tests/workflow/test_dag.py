@@ -257,3 +257,31 @@ def test_a_method_named_like_another_methods_derived_file_is_refused(repo_root):
         clash = {**raw, "methods": {**raw["methods"], name: raw["methods"]["otsu_box"]}}
         with pytest.raises(ConfigError, match=f"methods.{name}: .* methods.{source} writes"):
             wf.check_config(load_config(clash))
+
+
+@pytest.mark.parametrize(
+    ("target", "rule", "not_needed"),
+    [
+        ("results/figures/clicks_phantom_ct.png", "plot_clicks", "compute_robustness"),
+        ("results/tables/clicks_auc.csv", "collect_clicks", "plot_qualitative"),
+        ("results/figures/cost_pareto.png", "plot_cost", "plot_qualitative"),
+        ("results/figures/conventions_rank.png", "plot_conventions", "score_clicks"),
+        ("results/tables/robustness.csv", "collect_robustness", "predict_method"),
+        ("results/figures/qualitative_phantom_ct.png", "plot_qualitative", "compute_robustness"),
+    ],
+)
+def test_each_analysis_output_is_its_own_target(repo_root, tmp_path, target, rule, not_needed):
+    result = run_snakemake(
+        repo_root,
+        tmp_path,
+        target,
+        "-n",
+        "--cores",
+        "1",
+        "--configfile",
+        str(repo_root / "config.yaml"),
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    counts = job_counts(result.stdout)
+    assert counts[rule] == 1
+    assert not_needed not in counts
