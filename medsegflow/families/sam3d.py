@@ -5,7 +5,9 @@ trained here (``train:``; ``rules/sam3d.smk``, one job per method writing
 ``results/models/sam3d/{method}/sam3d.pth``). Predictions read the canonical image (the
 original intensities: SAM-Med3D z-normalises its crop itself) and the cleaned reference
 (the simulated user), and write, besides the label volume after the last click, the
-label volume after every click (:mod:`medsegflow.interactive`).
+label volume after every click (:mod:`medsegflow.interactive`). With ``windows:
+{enabled: true}``, objects larger than one crop get their final mask from sliding crops
+over their 3D box (:mod:`medsegflow.sam3d.windows`).
 """
 
 from __future__ import annotations

@@ -16,6 +16,12 @@ is added and the previous prediction is repeated, so there is always one mask pe
 The crop is centred on the first click (or ``first_click_zyx``), never on the reference's
 centre unless ``oracle_gt_centre`` (the official script's oracle) is asked for.
 
+Objects larger than one crop (MedSegFlow's rule, off by default): with ``window_overlap``,
+:func:`segment_labels` replaces the final mask of an object whose 3D box does not fit in
+one crop by sliding crops over that box with all of its clicks
+(:func:`medsegflow.sam3d.windows.window_final`); the masks after the earlier clicks stay
+the single crop's.
+
 Devices: CUDA with bfloat16 autocast when available, otherwise the CPU in float32
 (:func:`medsegflow.models.sam_loader.autocast`, precision ``"auto"``). torch is imported
 inside the functions.
@@ -49,6 +55,8 @@ from medsegflow.sam3d.preprocess import (
 if TYPE_CHECKING:
     import torch
 
+    from medsegflow.sam3d.windows import WindowResult
+
 log = logging.getLogger(__name__)
 
 
@@ -59,6 +67,9 @@ class InteractiveResult:
     ``masks``: uint8 ``original_shape_zyx`` predictions, one per click. ``clicks_ijk``:
     int64 ``(N, 4)`` ``[i, j, k, label]`` in the model frame; ``clicks_zyx``: float64
     ``(N, 3)`` the same clicks as original voxel indices. ``box``: the crop.
+    ``seconds``: ``encode`` (the crop's encoder call), ``total`` (the whole object, windows
+    included) and, when windows ran, ``windows``. ``windows``: the sliding crops that made
+    the last mask (:func:`segment_labels`); None when the single crop made every mask.
     """
 
     masks: list[np.ndarray]
@@ -66,6 +77,7 @@ class InteractiveResult:
     clicks_zyx: np.ndarray
     box: CropBox
     seconds: dict[str, float] = field(default_factory=dict)
+    windows: WindowResult | None = None
 
 
 class CropSession:
@@ -215,12 +227,26 @@ def segment_labels(
     device: str | None = None,
     first_mode: str | None = None,
     oracle_gt_centre: bool = False,
+    window_overlap: float | None = None,
 ) -> tuple[list[np.ndarray], dict[int, InteractiveResult]]:
     """One interactive run per label value (default: every non-zero value of ``label``),
     painted into label volumes in ascending value order (a later value overwrites, as the
     official ``validate_paired_img_gt``). Returns ``(painted, results)``: ``painted[k]``
     is the uint8 zyx label volume after click ``k + 1``. The image and the label are
-    resampled once; values absent after resampling are skipped with a warning."""
+    resampled once; values absent after resampling are skipped with a warning.
+
+    ``window_overlap`` (None: off): an object whose 3D box (the bounding box of
+    ``label == value`` in original voxel indices, as a 3D box prompt gives it) does not fit
+    in one crop gets, after its clicks, its LAST mask from sliding crops over that box that
+    overlap by at least this fraction, prompted with all of its clicks
+    (:func:`medsegflow.sam3d.windows.window_final`; the result's ``windows`` and
+    ``seconds["windows"]``). Its earlier masks stay the single crop's: they are what the
+    simulated user saw when placing the next click (drawn from the errors inside the first
+    crop). The last mask is the prediction that is written and scored, so the last point
+    of the click curve is the final prediction; the step to it holds both the last click
+    and the windows. Objects that fit are untouched (no extra model call), so they get
+    exactly the results without windows.
+    """
     grid = to_model_grid(image, label=label)
     wanted = (
         sorted(int(v) for v in np.unique(label.array_zyx) if v != 0) if values is None else values
@@ -243,7 +269,48 @@ def segment_labels(
             first_mode=first_mode,
             oracle_gt_centre=oracle_gt_centre,
         )
+        if window_overlap is not None:
+            _window_last_mask(
+                model, grid, label.array_zyx == value, result, value, window_overlap, device
+            )
         for k, mask in enumerate(result.masks):
             painted[k][mask > 0] = value
         results[value] = result
     return painted, results
+
+
+def _window_last_mask(
+    model: Any,
+    grid: ModelGrid,
+    object_zyx: np.ndarray,
+    result: InteractiveResult,
+    value: int,
+    min_overlap: float,
+    device: str | None,
+) -> None:
+    """Replace ``result``'s last mask by the windowed one when the object needs windows."""
+    from medsegflow.sam3d.windows import window_final
+
+    windowed = window_final(
+        model,
+        grid,
+        object_zyx,
+        result.clicks_zyx,
+        result.clicks_ijk[:, 3],
+        min_overlap=min_overlap,
+        device=device,
+    )
+    if windowed is None:
+        return
+    result.masks[-1] = windowed.mask
+    result.windows = windowed
+    result.seconds["windows"] = windowed.seconds
+    result.seconds["total"] += windowed.seconds
+    log.info(
+        "label %d is larger than one %d^3 crop: %d windows planned, %d run, %.2f s",
+        value,
+        int(model.image_encoder.img_size),
+        len(windowed.boxes),
+        windowed.n_run,
+        windowed.seconds,
+    )

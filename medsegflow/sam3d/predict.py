@@ -11,6 +11,16 @@ crop, with the previous low-resolution logits as the mask prompt
 (:func:`medsegflow.sam3d.infer.segment_object`). The masks are pasted back and resampled to
 the original grid and painted in ascending label order.
 
+With ``windows: {enabled: true}``, an object whose 3D box (the reference's bounding box,
+as a box prompt gives it) exceeds one crop on some axis gets its final mask, after the
+clicks, from sliding crops over that box with all of its clicks
+(:func:`medsegflow.sam3d.windows.window_final`); its masks after the earlier clicks stay
+the single crop's, and objects that fit are unchanged
+(:func:`medsegflow.sam3d.infer.segment_labels`). The cost is logged per object and per
+case, and the table :func:`predict_sam3d` returns has ``n_windows`` (crops run) and
+``window_seconds`` per case; ``manifest.tsv`` has the shared columns only (the case's
+``seconds`` include the windows).
+
 Written: ``{case_id}.nii.gz``, the labels after the last click (scored like any method),
 and ``clicks/{case_id}.npz``, the labels after every click with the clicks in original
 voxel indices (:mod:`medsegflow.interactive`). Random draws use
@@ -62,8 +72,13 @@ def segment_case3d(
     rng: np.random.Generator,
     oracle_gt_centre: bool,
     device: str | None,
+    window_overlap: float | None = None,
 ) -> tuple[np.ndarray, pd.DataFrame, dict[str, float]]:
-    """``(labels after each click (K, Z, Y, X), clicks table, seconds)`` of one case."""
+    """``(labels after each click (K, Z, Y, X), clicks table, cost)`` of one case.
+
+    ``cost``: seconds ``encode`` (the first crops), ``total`` and ``windows`` (the sliding
+    crops, 0 without), and ``n_windows``, the sliding crops run. ``window_overlap``: see
+    :func:`medsegflow.sam3d.infer.segment_labels` (None: one crop per object)."""
     from medsegflow.sam3d.infer import segment_labels
 
     painted, results = segment_labels(
@@ -76,17 +91,21 @@ def segment_case3d(
         rng=rng,
         device=device,
         oracle_gt_centre=oracle_gt_centre,
+        window_overlap=window_overlap,
     )
-    seconds = {
+    cost = {
         "encode": sum(r.seconds["encode"] for r in results.values()),
         "total": sum(r.seconds["total"] for r in results.values()),
+        "windows": sum(r.seconds.get("windows", 0.0) for r in results.values()),
+        "n_windows": sum(r.windows.n_run for r in results.values() if r.windows is not None),
     }
-    return np.stack(painted), _clicks_table(results), seconds
+    return np.stack(painted), _clicks_table(results), cost
 
 
 def predict_sam3d(job: PredictJob) -> pd.DataFrame:
     """The family predictor (``family: sam3d``); ``job.inputs``: ``preprocessed``, ``data``
-    (the canonical ``cases.tsv``) and ``checkpoint``."""
+    (the canonical ``cases.tsv``) and ``checkpoint``. Returns the manifest with two more
+    columns per case: ``n_windows`` (sliding crops run) and ``window_seconds``."""
     from medsegflow.sam3d.model import load_checkpoint
 
     job.require("data", "checkpoint", family="sam3d")
@@ -101,6 +120,9 @@ def predict_sam3d(job: PredictJob) -> pd.DataFrame:
         )
     data_dir = Path(job.inputs["data"]).parent
     device = job.device or spec.get("device")
+    windows = spec["windows"]
+    overlap = float(windows["min_overlap"]) if windows["enabled"] else None
+    window_cost: dict[str, tuple[int, float]] = {}
 
     def segment(case: dict[str, Any], _preprocessed: Volume) -> tuple[np.ndarray, int]:
         case_id = case["case_id"]
@@ -117,7 +139,7 @@ def predict_sam3d(job: PredictJob) -> pd.DataFrame:
                 f"{image.array_zyx.shape}"
             )
         start = time.perf_counter()
-        volumes, clicks, seconds = segment_case3d(
+        volumes, clicks, cost = segment_case3d(
             model,
             image,
             label,
@@ -125,18 +147,27 @@ def predict_sam3d(job: PredictJob) -> pd.DataFrame:
             rng=case_rng(job.seed, case_id, "clicks3d", job.method_name),
             oracle_gt_centre=oracle,
             device=device,
+            window_overlap=overlap,
         )
+        window_cost[case_id] = (int(cost["n_windows"]), round(float(cost["windows"]), 3))
         write_click_volumes(
             click_volumes_path(job.out_dir, case_id), volumes, clicks, first_click=1
         )
         log.info(
-            "%s: %d objects x %d clicks in %.1f s (encoder %.1f s)",
+            "%s: %d objects x %d clicks in %.1f s (encoder %.1f s; %d sliding windows, %.1f s)",
             case_id,
             clicks["label"].nunique() if len(clicks) else 0,
             len(volumes),
             time.perf_counter() - start,
-            seconds["encode"],
+            cost["encode"],
+            cost["n_windows"],
+            cost["windows"],
         )
         return volumes[-1], len(clicks)
 
-    return predict_cases(job, segment=segment, desc=f"{job.method_name} (3D clicks)")
+    manifest = predict_cases(job, segment=segment, desc=f"{job.method_name} (3D clicks)")
+    ids = manifest["case_id"].astype(str)
+    return manifest.assign(
+        n_windows=[window_cost[c][0] for c in ids],
+        window_seconds=[window_cost[c][1] for c in ids],
+    )

@@ -12,6 +12,13 @@ positive click at the centre of the box's part inside it when a box was given, a
 skipped otherwise. The cubes' probabilities (sigmoid of the upsampled logits) are averaged
 per voxel over the cubes that ran and cover it, and ``mean > 0.5`` is the mask, resampled
 onto the original grid. The cost is one encoder call per cube (``WindowResult.seconds``).
+
+In the interactive predictor (``windows: {enabled: true}`` of a ``sam3d`` method,
+:func:`window_final`): after an object's clicks, an object whose 3D box does not fit in
+one crop gets its final mask from :func:`segment_windows` over that box with all of its
+clicks. The box is the reference object's bounding box in original voxel indices
+(:func:`reference_box_zyx`, the box3d prompt's tight box), the box a user's 3D box prompt
+gives; it only places and seeds the cubes, nothing is centred on the reference's centre.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from medsegflow.io import Volume
+from medsegflow.prompts.propagation import box_3d_from_mask
 from medsegflow.sam3d.infer import CropSession
 from medsegflow.sam3d.preprocess import (
     CropBox,
@@ -63,7 +71,7 @@ def _window_prompt(
 
 def segment_windows(
     model: Any,
-    image: Volume,
+    image: Volume | None,
     *,
     box_zyx: np.ndarray | None = None,
     clicks_zyx: np.ndarray | None = None,
@@ -75,11 +83,15 @@ def segment_windows(
     """Segment one object from a box ``[[z0, y0, x0], [z1, y1, x1]]`` (inclusive original
     voxel indices) and/or clicks ``(N, 3)`` zyx with labels ``(N,)`` (default all
     positive), with as many cubes as its extent needs. ``grid``: the image already in the
-    model frame (:func:`~medsegflow.sam3d.preprocess.to_model_grid`)."""
+    model frame (:func:`~medsegflow.sam3d.preprocess.to_model_grid`); ``image`` may then
+    be None."""
     started = time.perf_counter()
     if box_zyx is None and clicks_zyx is None:
         raise ValueError("segment_windows needs a box or clicks")
-    grid = grid if grid is not None else to_model_grid(image)
+    if grid is None:
+        if image is None:
+            raise ValueError("segment_windows needs the image or its model grid")
+        grid = to_model_grid(image)
     points = np.zeros((0, 3))
     labels = np.zeros(0, dtype=np.int64)
     if clicks_zyx is not None:
@@ -112,3 +124,48 @@ def segment_windows(
     mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
     mask = to_original((mean > 0.5).astype(np.uint8), grid)
     return WindowResult(mask, boxes, n_run, time.perf_counter() - started)
+
+
+def reference_box_zyx(object_zyx: np.ndarray) -> np.ndarray:
+    """The 3D box prompt of an object mask ``(Z, Y, X)``: ``[[z0, y0, x0], [z1, y1, x1]]``,
+    inclusive original voxel indices (:func:`~medsegflow.prompts.propagation.box_3d_from_mask`,
+    the tight box of the box3d prompts, in this module's layout)."""
+    box_xyxy, (z0, z1) = box_3d_from_mask(object_zyx)
+    x0, y0, x1, y1 = box_xyxy
+    return np.array([[z0, y0, x0], [z1, y1, x1]], dtype=np.float64)
+
+
+def window_final(
+    model: Any,
+    grid: ModelGrid,
+    object_zyx: np.ndarray,
+    clicks_zyx: np.ndarray,
+    click_labels: np.ndarray,
+    *,
+    min_overlap: float = 0.25,
+    device: str | None = None,
+) -> WindowResult | None:
+    """The windowed final mask of one object after its interactive clicks, or None when
+    its box fits in one crop (the single-crop run is then kept as it is).
+
+    ``object_zyx``: the reference object on the original grid, whose
+    :func:`reference_box_zyx` is the extent; it fits when
+    :func:`~medsegflow.sam3d.preprocess.window_boxes` plans one cube for it (its model-frame
+    extent is at most ``model.image_encoder.img_size`` voxels on every axis).
+    ``clicks_zyx`` ``(N, 3)`` / ``click_labels`` ``(N,)``: all of the object's clicks
+    (original voxel indices), the prompt of the cubes they fall in; :func:`segment_windows`
+    does the rest."""
+    box_zyx = reference_box_zyx(object_zyx)
+    size = int(model.image_encoder.img_size)
+    if len(window_boxes(*box_to_model(box_zyx, grid), size, min_overlap=min_overlap)) == 1:
+        return None
+    return segment_windows(
+        model,
+        None,
+        box_zyx=box_zyx,
+        clicks_zyx=clicks_zyx,
+        click_labels=click_labels,
+        min_overlap=min_overlap,
+        grid=grid,
+        device=device,
+    )

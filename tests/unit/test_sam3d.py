@@ -220,3 +220,65 @@ def test_interactive_run_returns_one_mask_per_click(tiny):
     assert result.clicks_ijk.shape[1] == 4 and result.clicks_ijk[0, 3] == 1
     assert label[tuple(np.rint(result.clicks_zyx[0]).astype(int))] == 1
     assert np.array_equal(np.asarray(result.box.start) + 32, result.clicks_ijk[0, :3])
+
+
+def _long_case():
+    """A 150 mm long object (100 voxels of 1.5 mm along x: 100 model voxels, more than the
+    tiny model's 64-voxel crop) with a small second object inside its box."""
+    rng = np.random.default_rng(2)
+    shape = (16, 24, 110)
+    label = np.zeros(shape, np.uint8)
+    label[4:12, 6:18, 5:105] = 1
+    label[5:11, 8:16, 40:60] = 0
+    label[5:11, 8:16, 45:55] = 2
+    hu = np.where(label == 1, 100.0, np.where(label == 2, 200.0, 0.0)) + rng.normal(0, 10, shape)
+    geometry = Geometry((1.5, 1.5, 1.5))
+    return Volume(hu.astype(np.float32), geometry), Volume(label, geometry)
+
+
+def test_windows_extend_the_last_mask_of_an_object_longer_than_one_crop(tiny):
+    from medsegflow.sam3d.infer import segment_labels
+    from medsegflow.sam3d.windows import reference_box_zyx, segment_windows
+
+    image, label = _long_case()
+    kwargs = {"n_clicks": 3, "mode": "center", "device": "cpu"}
+    off, single = segment_labels(tiny, image, label, **kwargs)
+    on, windowed = segment_labels(tiny, image, label, window_overlap=0.25, **kwargs)
+    grid = to_model_grid(image)
+    first_crop = to_original(paste(np.ones((64,) * 3, np.uint8), single[1].box, grid.shape), grid)
+    beyond = (first_crop == 0) & (label.array_zyx == 1)
+    assert beyond.sum() > 0  # the object does not fit in its first crop
+    # one crop: nothing is predicted outside it, after any click
+    assert all(not (m[first_crop == 0]).any() for m in single[1].masks)
+    # windows: 2 crops along x (100 voxels, 64-voxel crops, stride 48), both run
+    run = windowed[1].windows
+    assert run is not None and len(run.boxes) == run.n_run == 2
+    assert sorted({b.start[0] for b in run.boxes}) == [5, 41]  # i = 109 - x (RAS)
+    assert windowed[1].seconds["windows"] == run.seconds > 0
+    assert (windowed[1].masks[-1][beyond] > 0).sum() > 0  # found beyond the first crop
+    # the windows span the reference's 3D box (not the clicks), prompted by all the clicks
+    box = reference_box_zyx(label.array_zyx == 1)
+    assert box.tolist() == [[4, 6, 5], [11, 17, 104]]
+    direct = segment_windows(
+        tiny,
+        image,
+        box_zyx=box,
+        clicks_zyx=windowed[1].clicks_zyx,
+        click_labels=windowed[1].clicks_ijk[:, 3],
+        device="cpu",
+    )
+    np.testing.assert_array_equal(direct.mask, windowed[1].masks[-1])
+    # only the last mask changes: the earlier clicks keep the single crop's masks
+    for k in range(2):
+        np.testing.assert_array_equal(windowed[1].masks[k], single[1].masks[k])
+        np.testing.assert_array_equal(on[k], off[k])
+    np.testing.assert_array_equal(windowed[1].clicks_ijk, single[1].clicks_ijk)
+    expected = np.zeros_like(on[-1])
+    expected[windowed[1].masks[-1] > 0] = 1
+    expected[windowed[2].masks[-1] > 0] = 2
+    np.testing.assert_array_equal(on[-1], expected)
+    assert not np.array_equal(on[-1], off[-1])
+    # the small object fits: no windows, exactly the single-crop result
+    assert windowed[2].windows is None and "windows" not in windowed[2].seconds
+    for a, b in zip(windowed[2].masks, single[2].masks, strict=True):
+        np.testing.assert_array_equal(a, b)

@@ -14,6 +14,7 @@ import torch
 from medsegflow.datasets.canonical import CanonicalCase, write_canonical_dataset
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.families import sam3d as family
+from medsegflow.families.registry import complete_method
 from medsegflow.interactive import (
     ALL_CLASSES,
     CLICK_COLUMNS,
@@ -24,6 +25,7 @@ from medsegflow.interactive import (
 )
 from medsegflow.io import Geometry, Volume, read_volume
 from medsegflow.prediction.job import PredictJob
+from medsegflow.prediction.manifest import WRITTEN_COLUMNS
 from medsegflow.stages.clicks import score_clicks
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.stages.score import score_predictions
@@ -104,19 +106,18 @@ def test_training_writes_loadable_weights_a_card_and_the_loss_history(trained):
     assert info["iterations"] == 2
 
 
-@pytest.fixture(scope="module")
-def predicted(dataset, trained):
+def _predict(root, weights, out_name, **method):
+    """predict_sam3d on ``root``'s test split; ``method``: keys over the tiny defaults."""
     from medsegflow.sam3d.predict import predict_sam3d
 
-    weights, _ = trained
-    method = {"family": "sam3d", "spec": "tiny", "clicks": CLICKS, "crop_centre": "first_click"}
-    out = dataset / "predictions" / "sam3d_tiny"
+    spec = {"family": "sam3d", "spec": "tiny", "clicks": CLICKS, "weights": "w", **method}
+    out = root / "predictions" / out_name
     job = PredictJob(
-        method=method,
+        method=complete_method(spec, out_name),  # as the prediction stage: defaults filled
         method_name="sam3d_tiny",
         inputs={
-            "preprocessed": str(dataset / "pre" / "manifest.tsv"),
-            "data": str(dataset / "data" / "cases.tsv"),
+            "preprocessed": str(root / "pre" / "manifest.tsv"),
+            "data": str(root / "data" / "cases.tsv"),
             "checkpoint": str(weights),
         },
         out_dir=out,
@@ -124,8 +125,12 @@ def predicted(dataset, trained):
         seed=0,
         device="cpu",
     )
-    manifest = predict_sam3d(job)
-    return out, manifest
+    return out, predict_sam3d(job)
+
+
+@pytest.fixture(scope="module")
+def predicted(dataset, trained):
+    return _predict(dataset, trained[0], "sam3d_tiny")
 
 
 def test_prediction_keeps_every_click_and_the_last_is_the_prediction(dataset, predicted):
@@ -145,6 +150,7 @@ def test_prediction_keeps_every_click_and_the_last_is_the_prediction(dataset, pr
         assert label[row["z"], row["y"], row["x"]] == value
     assert clicks.groupby("label")["click"].max().le(CLICKS["n"]).all()
     assert manifest["n_prompts"].iloc[0] == len(clicks)
+    assert manifest[["n_windows", "window_seconds"]].values.tolist() == [[0, 0.0]]
 
 
 def test_per_click_scores_use_the_one_metric_module(dataset, predicted):
@@ -229,3 +235,101 @@ def test_config_checks_name_the_key_and_missing_weights_name_the_source(monkeypa
     trained = _config(train={"datasets": ["ct"]})
     assert family.weights_file(trained, "m3d") == "results/models/sam3d/m3d/sam3d.pth"
     assert family.missing_sam3d_weights(trained) == []
+
+
+# --- objects larger than one crop: sliding windows --------------------------------------
+
+
+def test_windows_are_off_by_default_and_the_study_enables_them(repo_root):
+    import yaml
+
+    from medsegflow.config import load_config
+
+    assert complete_method({"family": "sam3d", "weights": "w"}, "m3d")["windows"] == {
+        "enabled": False,
+        "min_overlap": 0.25,
+    }
+    on = complete_method({"family": "sam3d", "weights": "w", "windows": {"enabled": True}}, "m")
+    assert on["windows"] == {"enabled": True, "min_overlap": 0.25}
+    for bad, match in (
+        ({"min_overlap": 0.95}, r"methods\.m3d\.windows\.min_overlap"),
+        ({"min_overlap": -0.1}, r"methods\.m3d\.windows\.min_overlap"),
+        ({"enabled": "yes"}, r"methods\.m3d\.windows\.enabled"),
+        ({"overlap": 0.5}, r"methods\.m3d\.windows"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            complete_method({"family": "sam3d", "weights": "w", "windows": bad}, "m3d")
+    with open(repo_root / "experiments" / "sammed3d.yaml", encoding="utf-8") as handle:
+        config = load_config(yaml.safe_load(handle))
+    assert config["methods"]["sammed3d_turbo"]["windows"] == {"enabled": True, "min_overlap": 0.25}
+
+
+LONG_SHAPE = (16, 24, 110)  # x: 110 voxels of 1.5 mm, the object 100 (> the 64-voxel crop)
+
+
+@pytest.fixture(scope="module")
+def long_dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sam3d_long")
+    label = np.zeros(LONG_SHAPE, np.uint8)
+    label[4:12, 6:18, 5:105] = 1
+    label[5:11, 8:16, 45:55] = 2  # inside 1's box; fits in one crop
+    hu = np.where(label == 1, 80.0, np.where(label == 2, 160.0, -40.0))
+    hu = hu + np.random.default_rng(1).normal(0, 8, LONG_SHAPE)
+    geometry = Geometry((1.5, 1.5, 1.5))
+    case = CanonicalCase(
+        "long", "test", "CT", Volume(hu.astype(np.int16), geometry), Volume(label, geometry)
+    )
+    write_canonical_dataset(
+        [case], label_map={"background": 0, "organ": 1, "lesion": 2}, out_dir=root / "data"
+    )
+    preprocess_dataset(
+        data_dir=root / "data",
+        out_dir=root / "pre",
+        cleaning={"min_voxels_3d": 0, "min_pixels_2d": 0},
+        n_empty_slices=0,
+        seed=0,
+    )
+    return root
+
+
+def _x_extent(mask_zyx):
+    xs = np.flatnonzero(np.asarray(mask_zyx).any(axis=(0, 1)))
+    return int(xs[-1] - xs[0] + 1) if xs.size else 0
+
+
+def test_predictor_windows_a_long_object_and_reports_the_cost(long_dataset, trained):
+    weights, _ = trained
+    runs = {
+        enabled: _predict(long_dataset, weights, f"w{int(enabled)}", windows={"enabled": enabled})
+        for enabled in (False, True)
+    }
+    volumes, finals = {}, {}
+    for enabled, (out, _) in runs.items():
+        finals[enabled] = read_volume(out / "long.nii.gz").array_zyx
+        volumes[enabled], _, _ = read_click_volumes(click_volumes_path(out, "long"), LONG_SHAPE)
+        np.testing.assert_array_equal(volumes[enabled][-1], finals[enabled])  # nii = last click
+        written = pd.read_csv(out / "manifest.tsv", sep="\t")
+        assert list(written.columns) == list(WRITTEN_COLUMNS)  # the shared manifest
+    off, on = runs[False][1], runs[True][1]
+    assert off[["n_windows", "window_seconds"]].values.tolist() == [[0, 0.0]]
+    assert on["n_windows"].tolist() == [2] and on["window_seconds"].iloc[0] > 0
+    # one 64-voxel crop (96 mm = 64 voxels here) limits the object's prediction; windows not
+    assert 0 < _x_extent(finals[False] == 1) <= 64 < _x_extent(finals[True] == 1)
+    np.testing.assert_array_equal(volumes[True][:-1], volumes[False][:-1])
+
+
+def test_windows_leave_objects_that_fit_unchanged(dataset, trained):
+    # (own runs: test_per_click_scores_use_the_one_metric_module spoils the shared click file)
+    runs = [
+        _predict(dataset, trained[0], f"fit_w{int(on)}", windows={"enabled": on})
+        for on in (False, True)
+    ]
+    (out_off, _), (out_on, manifest) = runs
+    assert manifest[["n_windows", "window_seconds"]].values.tolist() == [[0, 0.0]]
+    np.testing.assert_array_equal(
+        read_volume(out_on / "c3.nii.gz").array_zyx, read_volume(out_off / "c3.nii.gz").array_zyx
+    )
+    on = read_click_volumes(click_volumes_path(out_on, "c3"), SHAPE)
+    off = read_click_volumes(click_volumes_path(out_off, "c3"), SHAPE)
+    np.testing.assert_array_equal(on[0], off[0])
+    pd.testing.assert_frame_equal(on[1], off[1])
