@@ -20,7 +20,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from medsegflow.interactive import ALL_CLASSES
-from medsegflow.plots import _save_png
+from medsegflow.plots import save_png
 
 _PANELS = (
     ("box", "box jitter / shift (px at 1024)", "DSC"),
@@ -78,7 +78,7 @@ def plot_robustness(table: pd.DataFrame, *, dataset: str, out_png: str | os.Path
         "(per object, mean over cases)",
         fontsize=10,
     )
-    _save_png(fig, out_png)
+    save_png(fig, out_png)
     return fig
 
 
@@ -108,5 +108,5 @@ def plot_clicks(curves: pd.DataFrame, *, dataset: str, out_png: str | os.PathLik
         f"{n_cases} cases, mean over classes",
         fontsize=10,
     )
-    _save_png(fig, out_png)
+    save_png(fig, out_png)
     return fig

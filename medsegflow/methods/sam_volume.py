@@ -12,7 +12,7 @@ slice by slice over the repeats that reached the slice. The 2D oracle clicks
 
 Corrective 3D clicks (``clicks3d``, :func:`corrective_clicks`; the CVPR 2025 interactive
 protocol for 2D models): after the propagation (step 0), each step gives every object one
-click, :func:`medsegflow.sam3d.clicks.next_click` on the case's original voxel grid
+click, :func:`medsegflow.prompts.clicks.next_click_index` on the case's original voxel grid
 between the object's voted 3D mask and its reference (:func:`object_reference`), and
 re-decodes only the clicked slice ``z``: each repeat with the box it had there (the 3D
 box's own on the middle slice, the neighbour's widened box elsewhere), every click of the
@@ -36,9 +36,9 @@ from medsegflow.interactive import CLICK_TABLE_COLUMNS
 from medsegflow.manifests import BOX_COLUMNS
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.prediction.painting import ObjectMask, mean_probability
+from medsegflow.prompts.clicks import full_connectivity, next_click_index
 from medsegflow.prompts.propagation import litemedsam_margin_px, propagate_box_3d
 from medsegflow.prompts.voting import vote
-from medsegflow.sam3d.clicks import FULL_CONNECTIVITY, next_click
 
 if TYPE_CHECKING:
     from segment_anything.modeling import Sam
@@ -220,7 +220,7 @@ def object_reference(
         return z_lo, mask_zyx[z_lo : z_hi + 1]
     cache = {} if components is None else components
     if obj.label not in cache:
-        labelled, n = ndimage.label(mask_zyx, structure=FULL_CONNECTIVITY)
+        labelled, n = ndimage.label(mask_zyx, structure=full_connectivity(3))
         sizes = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
         cache[obj.label] = (labelled, np.argsort(-sizes, kind="stable"))
     labelled, order = cache[obj.label]
@@ -291,7 +291,7 @@ def corrective_clicks(
     Args:
         objects: propagated with ``keep_logits`` (when ``mask_input``); changed in place.
         label_zyx: the case's cleaned reference labels (the simulated user).
-        mode: ``"center"`` or ``"random"`` (:func:`medsegflow.sam3d.clicks.next_click`;
+        mode: ``"center"`` or ``"random"`` (:func:`medsegflow.prompts.clicks.next_click_index`;
             ``rng`` draws the random ones, object after object, step after step).
 
     Returns:
@@ -311,7 +311,7 @@ def corrective_clicks(
     for number in range(1, n_clicks + 1):
         for obj, (z_lo, reference) in zip(objects, references, strict=True):
             pred = _slab(obj.masks(voting=voting, keep_probs=keep_probs), z_lo, reference.shape)
-            click = next_click(pred, reference, mode=mode, rng=rng)
+            click = next_click_index(pred, reference, mode=mode, rng=rng)
             if click is None:
                 continue
             z, y, x, positive = int(click[0]) + z_lo, int(click[1]), int(click[2]), int(click[3])

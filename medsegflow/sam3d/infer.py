@@ -9,7 +9,7 @@ Follows uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``sam_model_inf
 - the low-resolution logits are upsampled trilinearly (``align_corners=False``) to the crop,
   ``sigmoid > 0.5`` is the mask, pasted back and resampled onto the original grid.
 
-Clicks are simulated by :mod:`medsegflow.sam3d.clicks` from the object's mask **inside the
+Clicks are simulated by :mod:`medsegflow.prompts.clicks` from the object's mask **inside the
 crop** (as the official script, which samples from the cropped label): an error outside the
 crop cannot be clicked. When the prediction already equals the cropped reference, no click
 is added and the previous prediction is repeated, so there is always one mask per click.
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medsegflow.io import Volume
-from medsegflow.sam3d import clicks as click_rules
+from medsegflow.prompts import clicks as click_rules
 from medsegflow.sam3d.preprocess import (
     CropBox,
     ModelGrid,
@@ -153,7 +153,7 @@ def segment_object(
 
     ``first_click_zyx``: a user's first positive click (original voxel indices) instead of
     a simulated one, otherwise drawn by ``first_mode`` (default ``mode``). ``mode``/``rng``:
-    :mod:`medsegflow.sam3d.clicks`.
+    :mod:`medsegflow.prompts.clicks`.
     """
     if n_clicks < 1:
         raise ValueError(f"n_clicks must be >= 1, got {n_clicks}")
@@ -173,7 +173,7 @@ def segment_object(
     low_res, masks, pred_crop = session.empty_logits(), [], None
     for _ in range(n_clicks):
         if pred_crop is not None:
-            click = click_rules.next_click(pred_crop, gt_crop, mode=mode, rng=rng)
+            click = click_rules.next_click_index(pred_crop, gt_crop, mode=mode, rng=rng)
             if click is None:
                 masks.append(masks[-1].copy())
                 continue

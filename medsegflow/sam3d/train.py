@@ -13,7 +13,7 @@ Follows uni-medical/SAM-Med3D ``train.py@0616e6c2`` (``BaseTrainer``) where it c
 - AdamW with weight decay 0.1 and betas (0.9, 0.999);
 - the crop is centred on a random voxel of the object (the data loader's ``pcc`` option:
   "crop from random click point") and the first click is that voxel; later clicks are
-  drawn in the error (:mod:`medsegflow.sam3d.clicks`, ``"random"`` in the largest error
+  drawn in the error (:mod:`medsegflow.prompts.clicks`, ``"random"`` in the largest error
   component; the official ``get_next_click3D_torch_2`` draws from the whole error).
 
 Deviations, for a few CPU minutes from random weights: 1-``max_clicks`` clicks per sample
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from medsegflow.io import Volume
-from medsegflow.sam3d import clicks as click_rules
+from medsegflow.prompts import clicks as click_rules
 from medsegflow.sam3d.model import build_sam3d, count_parameters, get_spec
 from medsegflow.sam3d.preprocess import ModelGrid, crop_box, extract, prepare_crop, to_model_grid
 
@@ -91,7 +91,7 @@ def _next_clicks(pred, gt_crops, previous, rng) -> np.ndarray:
     """One new click per sample ``(B, 4)``; a sample without error repeats its last one."""
     rows = []
     for b in range(len(gt_crops)):
-        click = click_rules.next_click(pred[b], gt_crops[b], mode="random", rng=rng)
+        click = click_rules.next_click_index(pred[b], gt_crops[b], mode="random", rng=rng)
         rows.append(previous[b] if click is None else click.astype(np.float64))
     return np.asarray(rows)
 

@@ -11,7 +11,7 @@ import torch
 from medsegflow.errors import InputError
 from medsegflow.io import Geometry, Volume, read_volume
 from medsegflow.metrics import compute_metrics
-from medsegflow.sam3d import clicks
+from medsegflow.prompts import clicks
 from medsegflow.sam3d.preprocess import (
     crop_box,
     extract,
@@ -161,18 +161,18 @@ def test_next_click_sign_and_largest_component_centre():
     pred = gt.copy()
     pred[2:12, 2:12, 2:5] = False  # false negative slab, 300 voxels
     pred |= _cube(pred.shape, (20, 20, 20), (27, 27, 27))  # false positive cube, 343 voxels
-    click = clicks.next_click(pred, gt, mode="center")
+    click = clicks.next_click_index(pred, gt, mode="center")
     assert click.tolist() == [23, 23, 23, 0]
     pred[20:27, 20:27, 20:27] = False
     pred |= _cube(pred.shape, (20, 20, 20), (22, 22, 22))  # small FP, 8 voxels
-    click = clicks.next_click(pred, gt, mode="center")
+    click = clicks.next_click_index(pred, gt, mode="center")
     assert click[3] == 1 and (gt & ~pred)[tuple(click[:3])]
     assert click[2] == 3  # the slab's middle plane (x in 2..4)
     rng_a, rng_b = np.random.default_rng(3), np.random.default_rng(3)
-    ra = clicks.next_click(pred, gt, mode="random", rng=rng_a)
-    rb = clicks.next_click(pred, gt, mode="random", rng=rng_b)
+    ra = clicks.next_click_index(pred, gt, mode="random", rng=rng_a)
+    rb = clicks.next_click_index(pred, gt, mode="random", rng=rng_b)
     assert np.array_equal(ra, rb) and ra[3] == 1 and (gt & ~pred)[tuple(ra[:3])]
-    assert clicks.next_click(gt, gt) is None
+    assert clicks.next_click_index(gt, gt) is None
 
 
 # --- sliding windows and inference ------------------------------------------------------
