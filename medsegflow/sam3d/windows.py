@@ -31,7 +31,6 @@ import numpy as np
 
 from medsegflow.io import Volume
 from medsegflow.prompts.propagation import box_3d_from_mask
-from medsegflow.sam3d.infer import CropSession
 from medsegflow.sam3d.preprocess import (
     CropBox,
     ModelGrid,
@@ -43,6 +42,7 @@ from medsegflow.sam3d.preprocess import (
     to_original,
     window_boxes,
 )
+from medsegflow.sam3d.session import CropSession
 
 
 @dataclass
