@@ -33,6 +33,7 @@ import gzip
 import math
 import os
 import re
+import struct
 import tempfile
 import zipfile
 import zlib
@@ -63,10 +64,19 @@ class Geometry:
 
     def matches(self, other: Geometry, *, tol: float = 1e-3) -> bool:
         """True when spacing, origin and direction agree within ``tol`` (relative for spacing)."""
-        sp = np.allclose(self.spacing_xyz, other.spacing_xyz, rtol=tol, atol=1e-6)
-        org = np.allclose(self.origin_xyz, other.origin_xyz, rtol=0, atol=max(tol, 1e-3) * 10)
-        drc = np.allclose(self.direction, other.direction, atol=tol)
-        return bool(sp and org and drc)
+        return not self.differences(other, tol=tol)
+
+    def differences(self, other: Geometry, *, tol: float = 1e-3) -> list[str]:
+        """Which of ``spacing``, ``origin``, ``direction`` differ from ``other``'s (beyond
+        the tolerances of :meth:`matches`), in that order; empty when they match."""
+        agree = {
+            "spacing": np.allclose(self.spacing_xyz, other.spacing_xyz, rtol=tol, atol=1e-6),
+            "origin": np.allclose(
+                self.origin_xyz, other.origin_xyz, rtol=0, atol=max(tol, 1e-3) * 10
+            ),
+            "direction": np.allclose(self.direction, other.direction, atol=tol),
+        }
+        return [name for name, same in agree.items() if not same]
 
 
 @dataclass
@@ -304,8 +314,18 @@ def read_raster(path: str | os.PathLike) -> np.ndarray:
             if img.mode in ("P", "LA", "PA", "CMYK", "YCbCr", "1"):
                 img = img.convert("RGBA" if "A" in img.mode else "RGB")
             array = np.asarray(img)
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise InputError(f"{path}: cannot read image (corrupt or truncated file): {err}") from None
+    except (
+        UnidentifiedImageError,  # not an image Pillow knows
+        OSError,  # truncated or damaged data ("image file is truncated", decoder errors)
+        SyntaxError,  # damaged PNG chunk or TIFF header
+        ValueError,  # inconsistent header values
+        struct.error,  # header shorter than its fields
+        zlib.error,  # damaged compressed stream
+        Image.DecompressionBombError,  # header declares a size beyond Pillow's limit
+    ) as err:
+        raise InputError(
+            f"{path}: cannot read image (corrupt or truncated file): {type(err).__name__}: {err}"
+        ) from None
     return array
 
 
@@ -386,12 +406,37 @@ def read_arrays(path: str | os.PathLike, keys: list[str]) -> dict[str, np.ndarra
     return _read_array_file(Path(path), keys)[0]
 
 
+_NUMPY_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    NotImplementedError,
+    zlib.error,
+    zipfile.BadZipFile,
+)
+"""What numpy raises for a damaged ``.npz`` (a zip) or ``.npy``: truncated or garbled
+archive or member, bad header (``ValueError``), a damaged zip directory claiming an
+unsupported compression method or zip version (``NotImplementedError``)."""
+_HDF5_ERRORS = (OSError, RuntimeError, KeyError, ValueError, TypeError)
+"""What h5py raises for a damaged HDF5 / MATLAB v7.3 file: ``OSError`` for a truncated or
+unreadable file, ``RuntimeError`` ("Object visitation failed") for damaged metadata."""
+_MAT_V5_ERRORS = (OSError, ValueError, EOFError, IndexError, TypeError, struct.error, zlib.error)
+"""What ``scipy.io.loadmat`` raises for a damaged v4-v7 file, besides its own
+``MatReadError`` (an empty file): 21 bytes of garbage ``IndexError``, a truncated header
+``TypeError`` ("buffer is too small"), damaged compressed data ``zlib.error``."""
+
+
 def _read_array_file(
     path: Path, keys: list[str]
 ) -> tuple[dict[str, np.ndarray], tuple[float, ...] | None]:
     if not path.is_file():
         raise InputError(f"{path}: file not found")
     suffix = image_suffix(path)
+    kind = "MATLAB .mat" if suffix == ".mat" else suffix
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: cannot read {kind} file (corrupt or truncated): empty file")
+    errors: tuple[type[BaseException], ...] = _NUMPY_ERRORS
     try:
         if suffix == ".npz":
             return _read_npz(path, keys)
@@ -400,13 +445,18 @@ def _read_array_file(
                 raise InputError(f"{path}: a .npy file holds one array, no key '{keys[0]}'")
             return {"": np.load(path, allow_pickle=False)}, None
         if suffix == ".mat" and not _is_hdf5(path):
+            from scipy.io.matlab import MatReadError
+
+            errors = (*_MAT_V5_ERRORS, MatReadError, NotImplementedError)
             return _read_mat_v5(path, keys), None
+        errors = _HDF5_ERRORS
         return _read_hdf5(path, keys, matlab=suffix == ".mat")
-    except (OSError, ValueError, EOFError, KeyError, zlib.error, zipfile.BadZipFile) as err:
-        if isinstance(err, InputError):
-            raise
+    except InputError:
+        raise
+    except errors as err:
         raise InputError(
-            f"{path}: cannot read {suffix} file (corrupt or truncated): {err}"
+            f"{path}: cannot read {kind} file (corrupt or truncated): "
+            f"{type(err).__name__}: {str(err).strip() or 'no detail'}"
         ) from None
 
 
@@ -473,7 +523,8 @@ def _read_mat_v5(path: Path, keys: list[str]) -> dict[str, np.ndarray]:
         for part in parts[1:]:
             if value is None:
                 break
-            value = value[part][0, 0] if part in (value.dtype.names or ()) else None
+            names = getattr(getattr(value, "dtype", None), "names", None) or ()
+            value = value[part][0, 0] if part in names and value.size else None
         if value is None:
             raise InputError(f"{path}: no variable '{key}'; it holds {names}")
         arrays[key] = np.asarray(value)
@@ -516,7 +567,10 @@ def read_dicom_series(folder: str | os.PathLike) -> Volume:
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(f"{folder}: DICOM folder not found")
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    except RuntimeError as err:
+        raise InputError(f"{folder}: cannot list the DICOM files: {str(err).strip()}") from None
     if not series:
         raise InputError(f"{folder}: no DICOM series in this folder")
     if len(series) > 1:
@@ -524,10 +578,10 @@ def read_dicom_series(folder: str | os.PathLike) -> Volume:
             f"{folder}: {len(series)} DICOM series in one folder ({', '.join(series)}); "
             "give one folder per series"
         )
-    files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
-    reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(files)
     try:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series[0])
+        reader = sitk.ImageSeriesReader()
+        reader.SetFileNames(files)
         image = reader.Execute()
     except RuntimeError as err:
         raise InputError(f"{folder}: cannot read the DICOM series: {str(err).strip()}") from None

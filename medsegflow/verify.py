@@ -6,13 +6,20 @@ file, instead of stopping at the first as ``prepare_dataset`` does:
 
 - adapter and parameter errors (unknown adapter, missing folder, bad ``params.<key>``);
 - image files without their label file, and case ids that are used twice or unsafe;
+- what an adapter finds while listing its files (a mask without its image, an unreadable
+  header, a missing slice, a file not named as the dataset names them): the adapters list
+  within :func:`~medsegflow.datasets._params.deferred_listing_checks`, so each is a line
+  and the listing goes on without that file;
 - unreadable files (missing, corrupt or truncated, wrong format or key);
 - image/label shape, spacing, origin or direction mismatches;
 - label values outside the label map, and non-integer labels;
 - NaN or infinite intensities;
 - empty images (every voxel one value).
 
-Nothing is written. The exit status is 1 when any problem is found, 0 otherwise.
+An exception no check expected (a reader's own error, an adapter bug) is one line too,
+naming the case's files or the dataset with the exception type; the other cases and
+datasets are still checked. Nothing is written. The exit status is 1 when any problem is
+found, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ from typing import Any
 from tqdm import tqdm
 
 from medsegflow.datasets._params import deferred_listing_checks, is_safe_case_id
-from medsegflow.datasets.canonical import SPLITS, find_case_problems
+from medsegflow.datasets.canonical import SPLITS, CaseSource, find_case_problems
 from medsegflow.datasets.registry import get_adapter
 from medsegflow.errors import ConfigError, InputError
 
@@ -43,18 +50,38 @@ class DatasetReport:
 
 
 def verify_dataset(name: str, entry: Mapping[str, Any], *, seed: int) -> DatasetReport:
-    """Check every case of dataset ``name`` (its config entry ``entry``); write nothing."""
+    """Check every case of dataset ``name`` (its config entry ``entry``); write nothing.
+
+    The adapter lists its cases within :func:`deferred_listing_checks`, so a problem with
+    one file (a missing mask, an unreadable header, a missing slice) is one line and the
+    listing goes on. An error no check expected (a reader's own exception, an adapter bug)
+    is one line too, naming the dataset or the case's files with the exception type; the
+    other cases and datasets are still checked.
+    """
     report = DatasetReport(name)
     key = f"datasets.{name}"
+    adapter_name = entry.get("adapter", "") if isinstance(entry, Mapping) else ""
     try:
-        adapter = get_adapter(entry.get("adapter", ""), key=f"{key}.adapter")
-        with deferred_listing_checks():
-            result = adapter(entry.get("params") or {}, seed=seed)
+        if not isinstance(entry, Mapping):
+            raise ConfigError(f"expected a mapping with 'adapter' and 'params', got {entry!r}")
+        adapter = get_adapter(adapter_name, key="adapter")
+        with deferred_listing_checks() as listed:
+            try:
+                result = adapter(entry.get("params") or {}, seed=seed)
+            finally:
+                report.problems += listed
     except ConfigError as err:
         report.problems += [f"{key}.{line}" for line in _lines(err)]
         return report
     except InputError as err:
         report.problems += _lines(err)
+        return report
+    except Exception as err:  # one line, then the next dataset
+        root = (entry.get("params") or {}).get("root", "") if isinstance(entry, Mapping) else ""
+        report.problems.append(
+            f"{key}: adapter '{adapter_name}' failed while listing the cases"
+            f"{f' under {root}' if root else ''} ({_describe(err)})"
+        )
         return report
     label_map = result.label_map
     if label_map.get("background") != 0:
@@ -74,18 +101,26 @@ def verify_dataset(name: str, entry: Mapping[str, Any], *, seed: int) -> Dataset
                 f"{source.source}: case id '{source.case_id}' cannot be used as a file name"
             )
             continue
-        try:
-            case = source.load()
-        except InputError as err:
-            report.problems += _lines(err)
-            continue
-        except (OSError, ValueError, KeyError) as err:  # a reader's own error, not ours
-            report.problems.append(f"{source.source}: cannot read ({type(err).__name__}: {err})")
-            continue
-        if case.split not in SPLITS:
-            report.problems.append(f"{source.source}: split '{case.split}' is not one of {SPLITS}")
-        report.problems += find_case_problems(case, label_map, check_empty=True)
+        report.problems += _case_problems(source, label_map)
     return report
+
+
+def _case_problems(source: CaseSource, label_map: Mapping[str, int]) -> list[str]:
+    """The problems of one case: its read, its split, then :func:`find_case_problems`."""
+    try:
+        case = source.load()
+    except InputError as err:
+        return _lines(err)
+    except Exception as err:  # a reader's own error or an adapter bug
+        return [f"{source.source}: cannot read ({_describe(err)})"]
+    problems = []
+    if case.split not in SPLITS:
+        problems.append(f"{source.source}: split '{case.split}' is not one of {SPLITS}")
+    try:
+        problems += find_case_problems(case, label_map, check_empty=True)
+    except Exception as err:  # e.g. an array of an unexpected type
+        problems.append(f"{source.source}: cannot check the case ({_describe(err)})")
+    return problems
 
 
 def verify_datasets(
@@ -125,6 +160,11 @@ def format_reports(reports: Sequence[DatasetReport]) -> str:
     else:
         lines.append(f"verify: no problems in {len(reports)} datasets ({n_cases} cases read)")
     return "\n".join(lines)
+
+
+def _describe(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if text else type(err).__name__
 
 
 def _lines(err: Exception) -> list[str]:

@@ -12,7 +12,7 @@ import contextvars
 import logging
 import math
 import re
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,22 +35,51 @@ COMMON_KEYS = (
 )
 """Parameters every folder adapter accepts."""
 
-_DEFERRED = contextvars.ContextVar("deferred_listing_checks", default=False)
+_DEFERRED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "deferred_listing_checks", default=None
+)
+"""The problems recorded while listing in a :func:`deferred_listing_checks` block; None
+outside one."""
 
 
 @contextlib.contextmanager
-def deferred_listing_checks():
-    """Within the block, :func:`check_labels_exist` and :func:`check_case_ids` do not raise.
+def deferred_listing_checks() -> Iterator[list[str]]:
+    """Within the block, problems found while an adapter lists its cases do not raise.
 
-    ``verify`` lists every case this way and finds those problems case by case (a missing
-    label file fails that case's read; duplicate ids are counted), so one missing file
-    does not hide the problems of all the other cases.
+    ``verify`` lists every dataset this way, so one bad file does not hide the problems of
+    all the other files. The block yields a list that collects, one line each naming the
+    file, the problems adapters report with :func:`listing_problem` (an image without its
+    mask, an unreadable header, a file that is not named as the dataset names its files,
+    ...): the adapter leaves that case out and lists the others. :func:`check_labels_exist`
+    and :func:`check_case_ids` record nothing: their cases stay listed, and verify reports
+    a missing label file when that case is read and counts duplicate ids, a line each.
+    Outside the block every one of these checks raises :class:`InputError` at the first
+    problem, as a normal run stops there.
     """
-    token = _DEFERRED.set(True)
+    problems: list[str] = []
+    token = _DEFERRED.set(problems)
     try:
-        yield
+        yield problems
     finally:
         _DEFERRED.reset(token)
+
+
+def listing_problem(problem: str | InputError) -> None:
+    """Report a problem found while listing cases (a line per problem, each naming a file).
+
+    Raises :class:`InputError` with it, unless within :func:`deferred_listing_checks`:
+    then its lines are recorded and this returns, and the adapter goes on without the case
+    or file at fault. Every listing-time check of the adapters goes through here.
+    """
+    recorded = _DEFERRED.get()
+    if recorded is None:
+        raise problem if isinstance(problem, InputError) else InputError(problem)
+    recorded += [line for line in str(problem).splitlines() if line.strip()]
+
+
+def listing_deferred() -> bool:
+    """Whether problems found while listing are recorded (``verify``) rather than raised."""
+    return _DEFERRED.get() is not None
 
 
 def is_safe_case_id(case_id: str) -> bool:
@@ -144,24 +173,38 @@ def get_root(params: Mapping[str, Any]) -> Path:
     return Path(root).expanduser()
 
 
-def list_images(root: Path, pattern: str) -> list[Path]:
+def list_images(root: Path, pattern: str, *, series_folders: bool = False) -> list[Path]:
     """Files under ``root`` matching glob ``pattern`` (``**`` allowed), sorted, hidden skipped.
 
     Hidden files (name starting with ``.``, e.g. macOS ``._case.nii.gz`` resource forks shipped
-    in some MSD archives) are never images.
+    in some MSD archives) are never images. With ``series_folders``, a matched folder that
+    directly holds a (non-hidden) file is an image too, one DICOM series
+    (:func:`medsegflow.io.read_dicom_series`), and the files inside it are not listed
+    again; matched folders holding only folders are skipped.
     """
     if not root.is_dir():
         raise InputError(f"{root}: dataset folder not found (params.root, images '{pattern}')")
     try:
-        found = sorted(p for p in root.glob(pattern) if p.is_file() and not p.name.startswith("."))
+        matched = sorted(p for p in root.glob(pattern) if not p.name.startswith("."))
     except (ValueError, NotImplementedError) as err:
         raise ConfigError(
             f"params.images: bad glob pattern '{pattern}' ({err}); give a "
             "pattern relative to params.root"
         ) from None
+    series = {p for p in matched if series_folders and p.is_dir() and _holds_files(p)}
+    found = [
+        p
+        for p in matched
+        if p in series or (p.is_file() and not any(d in series for d in p.parents))
+    ]
     if not found:
-        raise InputError(f"{root}: no files match the images pattern '{pattern}'")
+        what = "files or DICOM series folders" if series_folders else "files"
+        raise InputError(f"{root}: no {what} match the images pattern '{pattern}'")
     return found
+
+
+def _holds_files(folder: Path) -> bool:
+    return any(p.is_file() and not p.name.startswith(".") for p in folder.iterdir())
 
 
 def check_case_ids(case_ids: Mapping[Path, str]) -> None:
@@ -178,14 +221,23 @@ def check_case_ids(case_ids: Mapping[Path, str]) -> None:
             )
         else:
             first_image[case_id] = image
-    if problems and not _DEFERRED.get():
+    if problems and not listing_deferred():
         raise InputError("\n".join(problems))
 
 
-def check_labels_exist(pairs: Sequence[tuple[Path, Path]], *, kind: str = "label") -> None:
-    """Raise :class:`InputError` naming every image whose label file is missing (a line each)."""
-    missing = [(image, label) for image, label in pairs if not label.is_file()]
-    if missing and not _DEFERRED.get():
+def check_labels_exist(
+    pairs: Sequence[tuple[Path, Path]], *, kind: str = "label", series_folders: bool = False
+) -> None:
+    """Raise :class:`InputError` naming every image whose label file is missing (a line each).
+
+    With ``series_folders``, a label folder (a DICOM series) counts as present too.
+    """
+    missing = [
+        (image, label)
+        for image, label in pairs
+        if not (label.is_file() or (series_folders and label.is_dir()))
+    ]
+    if missing and not listing_deferred():
         raise InputError(
             "\n".join(
                 f"{image}: {kind} file not found, expected {label}" for image, label in missing

@@ -35,7 +35,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from medsegflow.datasets._params import assign_case_splits, check_keys, get_root
+from medsegflow.datasets._params import (
+    assign_case_splits,
+    check_keys,
+    get_root,
+    listing_problem,
+)
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
 from medsegflow.errors import ConfigError, InputError
@@ -54,7 +59,9 @@ _MASK = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<k>\d+))?\.png$")
 
 def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     """List BUSI's images and their masks; :class:`InputError` names a missing class
-    folder or an image without ``_mask.png``, before any image is read."""
+    folder or an image without ``_mask.png``, before any image is read (``verify``: each
+    such problem is a line and the other images are listed, see
+    :func:`~medsegflow.datasets._params.listing_problem`)."""
     check_keys(params, KEYS, adapter=ADAPTER)
     root = get_root(params)
     classes = _get_classes(params)
@@ -65,7 +72,10 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     for cls in classes:
         folder = root / cls
         if not folder.is_dir():
-            raise InputError(f"{folder}: BUSI class folder not found (params.root: {root})")
+            if not root.is_dir():
+                raise InputError(f"{root}: BUSI folder not found (params.root)")
+            listing_problem(f"{folder}: BUSI class folder not found (params.root: {root})")
+            continue
         found += _class_cases(folder, cls)
     ids = [case_id for case_id, *_ in found]
     splits = assign_case_splits(ids, params, seed=seed)
@@ -106,18 +116,20 @@ def _class_cases(folder: Path, cls: str) -> list[tuple[str, str, Path, list[Path
             masks.setdefault(match["stem"], []).append((int(match["k"] or 0), path))
         elif match := _IMAGE.match(path.name):
             if match[1] != cls:
-                raise InputError(f"{path}: a {match[1]} image in the {cls} folder")
+                listing_problem(f"{path}: a {match[1]} image in the {cls} folder")
+                continue
             images[path.stem] = (int(match[2]), path)
+    for stem in sorted(set(masks) - set(images)):
+        for _, mask in sorted(masks[stem]):
+            listing_problem(f"{mask}: a mask without its image {folder / stem}.png")
     if not images:
-        raise InputError(f"{folder}: no '{cls} (<n>).png' image")
-    orphans = sorted(set(masks) - set(images))
-    if orphans:
-        raise InputError(f"{folder / (orphans[0] + '_mask.png')}: a mask without its image")
+        listing_problem(f"{folder}: no '{cls} (<n>).png' image")
     cases = []
     for stem, (number, image) in sorted(images.items(), key=lambda kv: kv[1][0]):
         own = sorted(masks.get(stem, []))
         if not own or own[0][0] != 0:
-            raise InputError(f"{image}: mask file not found, expected {folder / stem}_mask.png")
+            listing_problem(f"{image}: mask file not found, expected {folder / stem}_mask.png")
+            continue
         cases.append((f"{cls}_{number:03d}", cls, image, [p for _, p in own]))
     return cases
 

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medsegflow.errors import InputError
-from medsegflow.io import Volume, atomic_path, write_text, write_volume
+from medsegflow.io import Geometry, Volume, atomic_path, write_text, write_volume
 
 log = logging.getLogger(__name__)
 
@@ -137,12 +137,11 @@ def find_case_problems(
             f"{lab_name}: label shape (z,y,x)={lab.shape} differs from image "
             f"{img_name} shape {img.shape}"
         )
-    elif not case.image.geometry.matches(case.label.geometry):
+    elif differing := case.label.geometry.differences(case.image.geometry):
         problems.append(
-            f"{lab_name}: label geometry (spacing {_fmt(case.label.geometry.spacing_xyz)}, "
-            f"origin {_fmt(case.label.geometry.origin_xyz)}) differs from image {img_name} "
-            f"(spacing {_fmt(case.image.geometry.spacing_xyz)}, "
-            f"origin {_fmt(case.image.geometry.origin_xyz)})"
+            f"{lab_name}: label geometry ({_fmt_geometry(case.label.geometry)}) differs from "
+            f"image {img_name} ({_fmt_geometry(case.image.geometry)}) in "
+            f"{' and '.join(differing)}"
         )
     if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
         n_bad = int((~np.isfinite(img)).sum())
@@ -175,6 +174,14 @@ def empty_image_problem(case: CanonicalCase) -> str:
 
 def _fmt(values: Iterable[float]) -> str:
     return "(" + ", ".join(f"{v:.4g}" for v in values) + ")"
+
+
+def _fmt_geometry(geometry: Geometry) -> str:
+    """``spacing (x, y, z), origin (x, y, z), direction (9 values, row by row)``."""
+    return (
+        f"spacing {_fmt(geometry.spacing_xyz)}, origin {_fmt(geometry.origin_xyz)}, "
+        f"direction {_fmt(geometry.direction)}"
+    )
 
 
 @dataclass

@@ -49,7 +49,13 @@ from typing import Any
 
 import numpy as np
 
-from medsegflow.datasets._params import check_keys, check_labels_exist, get_bool, get_root
+from medsegflow.datasets._params import (
+    check_keys,
+    check_labels_exist,
+    get_bool,
+    get_root,
+    listing_problem,
+)
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.png_folder import MaskRule, mask_to_label, read_image_and_masks
 from medsegflow.errors import ConfigError, InputError
@@ -71,7 +77,8 @@ _NOT_ALNUM = re.compile(r"[^A-Za-z0-9]+")
 
 def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     """List the images of the chosen part with their masks; :class:`InputError` names a
-    missing folder or an image without its mask, before any image is read. ``seed`` is
+    missing folder or an image without its mask, before any image is read (``verify``: each
+    such problem is a line and the other folders and images are listed). ``seed`` is
     unused: the splits are the official folders."""
     check_keys(params, KEYS, adapter=ADAPTER)
     root = get_root(params)
@@ -96,27 +103,32 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
             class_dir = base / folder / cls
             images_dir = class_dir / "images"
             if not images_dir.is_dir():
-                raise InputError(f"{images_dir}: COVID-QU-Ex image folder not found")
-            for name in mask_folders:
-                if not (class_dir / name).is_dir():
-                    raise InputError(f"{class_dir / name}: COVID-QU-Ex mask folder not found")
+                listing_problem(f"{images_dir}: COVID-QU-Ex image folder not found")
+                continue
+            absent = [n for n in mask_folders if not (class_dir / n).is_dir()]
+            for name in absent:
+                listing_problem(f"{class_dir / name}: COVID-QU-Ex mask folder not found")
+            if absent:
+                continue
             images = sorted(
                 p
                 for p in images_dir.iterdir()
                 if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not images:
-                raise InputError(f"{images_dir}: no image")
+                listing_problem(f"{images_dir}: no image")
             for name in mask_folders:
                 check_labels_exist([(p, class_dir / name / p.name) for p in images], kind="mask")
             for image in images:
                 case_id = _NOT_ALNUM.sub("_", image.stem).strip("_")
                 if not case_id:
-                    raise InputError(f"{image}: no letter or digit in the name to make a case id")
+                    listing_problem(f"{image}: no letter or digit in the name to make a case id")
+                    continue
                 if case_id in first:
-                    raise InputError(
+                    listing_problem(
                         f"{image}: case id '{case_id}' is also that of {first[case_id]}"
                     )
+                    continue
                 first[case_id] = image
                 masks = [class_dir / name / image.name for name in mask_folders]
                 cases.append((case_id, split, cls, image, masks))

@@ -69,6 +69,7 @@ from medsegflow.datasets._params import (
     get_bool,
     get_root,
     get_spacing,
+    listing_problem,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource, assign_splits
 from medsegflow.errors import ConfigError, InputError
@@ -107,7 +108,8 @@ _SLICE = re.compile(r"^(\d+)\.mat$")
 
 def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     """List the slices (reading only ``PID`` and ``label``) and split them by patient;
-    :class:`InputError` names a missing folder or an unreadable or malformed file."""
+    :class:`InputError` names a missing folder or an unreadable or malformed file (``verify``:
+    each bad file is a line and the other slices are listed)."""
     check_keys(params, KEYS, adapter=ADAPTER)
     root = get_root(params)
     classes = _get_classes(params)
@@ -120,7 +122,11 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     files = _list_slices(root)
     slices = []  # (case_id, number, class, pid, path)
     for number, path in sorted(files.items()):
-        pid, code = _read_header(path)
+        try:
+            pid, code = _read_header(path)
+        except InputError as err:
+            listing_problem(err)
+            continue
         if CLASSES[code] in classes:
             slices.append((f"{CLASSES[code]}_{number:04d}", number, CLASSES[code], pid, path))
     if not slices:
@@ -206,7 +212,8 @@ def _list_slices(root: Path) -> dict[int, Path]:
             continue
         number = int(match[1])
         if number in files:
-            raise InputError(f"{path}: slice {number} is also {files[number]}; keep one copy")
+            listing_problem(f"{path}: slice {number} is also {files[number]}; keep one copy")
+            continue
         files[number] = path
     if not files:
         parts = sorted(p.name for p in root.glob("brainTumorDataPublic_*.zip"))
@@ -218,7 +225,10 @@ def _list_slices(root: Path) -> dict[int, Path]:
 def _read_header(path: Path) -> tuple[str, int]:
     """``(patient id, class code)`` of one slice file."""
     arrays = read_arrays(path, [PID_KEY, LABEL_KEY])
-    pid = _decode_chars(arrays[PID_KEY])
+    try:
+        pid = _decode_chars(arrays[PID_KEY])
+    except (ValueError, TypeError, OverflowError):
+        raise InputError(f"{path}: cjdata.PID is not a MATLAB char array") from None
     if not pid:
         raise InputError(f"{path}: cjdata.PID is empty; the split by patient needs it")
     values = np.ravel(arrays[LABEL_KEY])

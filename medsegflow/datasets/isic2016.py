@@ -30,7 +30,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from medsegflow.datasets._params import check_keys, check_labels_exist, get_root
+from medsegflow.datasets._params import (
+    check_keys,
+    check_labels_exist,
+    get_root,
+    listing_problem,
+)
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource, assign_splits
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
 from medsegflow.errors import ConfigError, InputError
@@ -47,7 +52,8 @@ DEFAULT_CAPTION = "Dermoscopy image of a skin lesion."
 
 
 def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
-    """List both official sets; :class:`InputError` names a missing folder or mask."""
+    """List both official sets; :class:`InputError` names a missing folder or mask
+    (``verify``: a line each, and the other set is still listed)."""
     check_keys(params, KEYS, adapter=ADAPTER)
     root = get_root(params)
     fraction = params.get("val_fraction", 0.1)
@@ -60,10 +66,14 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     for name, split in SETS:
         images_dir = root / f"{PREFIX}{name}_Data"
         if not images_dir.is_dir():
-            raise InputError(f"{images_dir}: ISIC 2016 folder not found (params.root: {root})")
+            if not root.is_dir():
+                raise InputError(f"{root}: ISIC 2016 folder not found (params.root)")
+            listing_problem(f"{images_dir}: ISIC 2016 folder not found (params.root: {root})")
+            continue
         images = sorted(p for p in images_dir.glob("ISIC_*.jpg") if not p.name.startswith("."))
         if not images:
-            raise InputError(f"{images_dir}: no ISIC_<id>.jpg image")
+            listing_problem(f"{images_dir}: no ISIC_<id>.jpg image")
+            continue
         masks = root / f"{PREFIX}{name}_GroundTruth"
         pairs = [(image, masks / f"{image.stem}_Segmentation.png") for image in images]
         check_labels_exist(pairs, kind="mask")

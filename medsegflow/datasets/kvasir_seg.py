@@ -47,6 +47,7 @@ from medsegflow.datasets._params import (
     check_labels_exist,
     get_mapping,
     get_root,
+    listing_problem,
 )
 from medsegflow.datasets.canonical import SPLITS, AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
@@ -143,9 +144,11 @@ def _list_splits(root: Path, ids: list[str], lists: Mapping[str, Any]) -> dict[s
                 continue
             case_id = Path(name).stem if name.lower().endswith((".jpg", ".jpeg")) else name
             if case_id not in known:
-                raise InputError(f"{path}:{number}: '{name}' is not an image of {root / 'images'}")
+                listing_problem(f"{path}:{number}: '{name}' is not an image of {root / 'images'}")
+                continue
             if case_id in splits and splits[case_id] != split:
-                raise InputError(f"{path}:{number}: '{name}' is also in the {splits[case_id]} list")
+                listing_problem(f"{path}:{number}: '{name}' is also in the {splits[case_id]} list")
+                continue
             splits[case_id] = split
     unlisted = [c for c in ids if c not in splits]
     if unlisted:

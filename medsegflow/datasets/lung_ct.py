@@ -56,7 +56,13 @@ from typing import Any
 
 import numpy as np
 
-from medsegflow.datasets._params import assign_case_splits, check_keys, get_root, get_str
+from medsegflow.datasets._params import (
+    assign_case_splits,
+    check_keys,
+    get_root,
+    get_str,
+    listing_problem,
+)
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, read_raster, to_grey
@@ -76,7 +82,8 @@ _MASK = re.compile(r"^(?P<pid>.+?)_mask_(?P<k>\d+)\.jpe?g$", re.IGNORECASE)
 
 def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     """List slices and masks, split by patient; :class:`InputError` names a missing folder,
-    a mask without its image (or an image without its mask with ``unlabelled: error``)."""
+    a mask without its image (or an image without its mask with ``unlabelled: error``);
+    ``verify``: each such file is a line and the other slices are listed."""
     check_keys(params, KEYS, adapter=ADAPTER)
     root = get_root(params)
     structures = _get_structures(params)
@@ -92,19 +99,18 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     images = _list(_folder(root, "images"), _IMAGE, "<patient>_<k>.jpg")
     masks = _list(_folder(root, "masks"), _MASK, "<patient>_mask_<k>.jpg")
     orphans = sorted(set(masks) - set(images))
-    if orphans:
-        raise InputError(
-            f"{masks[orphans[0]]}: a mask without its image (and {len(orphans) - 1} more)"
+    for pid, k in orphans:
+        listing_problem(
+            f"{masks[pid, k]}: a mask without its image {_folder(root, 'images')}/{pid}_{k}.jpg"
         )
     missing = sorted(set(images) - set(masks))
-    if missing:
-        pid, k = missing[0]
-        expected = _folder(root, "masks") / f"{pid}_mask_{k}.jpg"
-        if unlabelled == "error":
-            raise InputError(
-                f"{images[missing[0]]}: mask file not found, expected {expected} "
-                f"({len(missing) - 1} more images lack their mask)"
+    if missing and unlabelled == "error":
+        for pid, k in missing:
+            listing_problem(
+                f"{images[pid, k]}: mask file not found, expected "
+                f"{_folder(root, 'masks') / f'{pid}_mask_{k}.jpg'}"
             )
+    elif missing:
         log.warning(
             "%s: %d images have no mask and are skipped, e.g. %s",
             ADAPTER,
@@ -176,7 +182,8 @@ def _list(folder: Path, pattern: re.Pattern, form: str) -> dict[tuple[str, str],
         if match and (pattern is _MASK or not _MASK.match(path.name)):
             key = (match["pid"], str(int(match["k"])))
             if key in found:
-                raise InputError(f"{path}: same slice as {found[key]}")
+                listing_problem(f"{path}: same slice as {found[key]}")
+                continue
             found[key] = path
     if not found:
         raise InputError(f"{folder}: no {form} file")

@@ -80,6 +80,7 @@ from medsegflow.datasets._params import (
     get_spacing,
     get_str,
     list_images,
+    listing_problem,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.nifti_folder import _binarize, _drop_values, _get_kept_labels
@@ -145,7 +146,8 @@ class NpzCase:
 def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     """List the npz files under ``params.root``; :class:`ConfigError` names a bad parameter
     and :class:`InputError` a missing folder, a missing gts file, a duplicate case id or a
-    file whose modality cannot be told, before any array is read."""
+    file whose modality cannot be told, before any array is read (``verify``: a line for
+    each such file, and the others are listed)."""
     check_keys(params, KEYS, adapter=ADAPTER)
     root = get_root(params)
     pattern = get_str(params, "images", default=DEFAULT_IMAGES)
@@ -165,12 +167,18 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     ]
     if not images:
         raise InputError(f"{root}: no .npz file matches the images pattern '{pattern}'")
+    modalities = {}
+    for img in images:
+        try:
+            modalities[img] = fixed_modality or _modality(img)
+        except InputError as err:
+            listing_problem(err)
+    images = [img for img in images if img in modalities]
     case_ids = {img: img.name[: -len(".npz")] for img in images}
     check_case_ids(case_ids)
     gts = {img: (gts_dir / img.name if gts_dir is not None else img) for img in images}
     if gts_dir is not None:
         check_labels_exist([(img, gts[img]) for img in images], kind="gts")
-    modalities = {img: fixed_modality or _modality(img) for img in images}
     ids = [case_ids[img] for img in images]
     splits = assign_case_splits(ids, params, seed=seed)
     captions = _captions(ids, {case_ids[img]: modalities[img] for img in images}, params)

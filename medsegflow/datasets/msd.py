@@ -57,6 +57,7 @@ from medsegflow.datasets._params import (
     check_labels_exist,
     get_root,
     get_str,
+    listing_problem,
     plan_cases,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
@@ -83,7 +84,8 @@ _NOT_NAME = re.compile(r"[^0-9a-z]+")
 
 def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     """Read ``dataset.json`` and list its training pairs; :class:`InputError` names the
-    file (dataset.json, a missing image or label) before any image is read."""
+    file (dataset.json, a missing image or label) before any image is read (``verify``: a
+    line for each bad training entry, and the others are listed)."""
     check_keys(params, KEYS, adapter=ADAPTER)
     root = get_root(params)
     meta_path = root / "dataset.json"
@@ -199,10 +201,12 @@ def _training_pairs(meta: Mapping[str, Any], path: Path, root: Path) -> list[tup
             or not isinstance(entry.get("image"), str)
             or not isinstance(entry.get("label"), str)
         ):
-            raise InputError(f"{path}: training[{i}] is not {{'image': ..., 'label': ...}}")
+            listing_problem(f"{path}: training[{i}] is not {{'image': ..., 'label': ...}}")
+            continue
         image, label = root / entry["image"], root / entry["label"]
         if not image.is_file():
-            raise InputError(f"{image}: image file not found (training[{i}] of {path})")
+            listing_problem(f"{image}: image file not found (training[{i}] of {path})")
+            continue
         pairs.append((image, label))
     return pairs
 

@@ -1,14 +1,20 @@
-"""Adapter for a folder of 3D images with one label volume each (nnU-Net raw, MSD, BIDS, ...).
+"""Adapter for a folder of 3D images with one label volume each (nnU-Net raw, MSD, BIDS,
+DICOM series, ...).
 
 Parameters (``params.<key>``)::
 
     root           dataset folder (required)
     images         glob relative to root, ``**`` allowed            default "imagesTr/*.nii.gz"
+                   a matched folder holding files is one DICOM series (see below)
     label_replace  [[from, to], ...] string replacements applied in order to the image path
                    relative to root to get its label path
                    default [["imagesTr/", "labelsTr/"], ["_0000.nii.gz", ".nii.gz"]]
+    label          instead of label_replace: label path relative to root, a template with
+                   {case_id} and {dir} (the image's folder relative to root), e.g.
+                   "labelsTr/{case_id}.nii.gz"
     case_id        regex with one group, searched in the image path relative to root
-                   default: file name without .nii.gz/.nii/.mha/.nrrd and a trailing _0000
+                   default: file name without .nii.gz/.nii/.mha/.nrrd and a trailing _0000;
+                   a series folder's whole name
     labels         label map {name: value}          default {"background": 0, "foreground": 1}
     binarize       every nonzero label value becomes 1              default false
     keep_labels    [name, ...] of params.labels scored; the others become background
@@ -19,6 +25,15 @@ Parameters (``params.<key>``)::
 The defaults read nnU-Net raw (``imagesTr/<case>_0000.nii.gz`` with ``labelsTr/<case>.nii.gz``)
 and MSD (``imagesTr/<case>.nii.gz``). For multi-channel nnU-Net sets give
 ``images: "imagesTr/*_0000.nii.gz"`` to take the first channel.
+
+DICOM series: one folder per series, e.g. ``dicom/<case>/*.dcm`` with ``labels/<case>.nii.gz``
+is read with ``images: "dicom/*"`` and ``label: "labels/{case_id}.nii.gz"``. Every folder the
+``images`` glob matches that directly holds a file is one image, read with SimpleITK's series
+reader (:func:`medsegflow.io.read_dicom_series`: slices in GDCM's order, spacing, origin and
+direction from the files); the files inside it are not images of their own. A folder holding
+no series, or several, is reported when its case is read. A label path that is a folder is a
+DICOM series too; labels are usually NIfTI. ``verify`` compares the label's geometry with the
+series' as for any image.
 
 Images keep their voxel values (CT stays in HU) and geometry; labels keep their values
 unless ``binarize`` is set. Files are listed and every label's existence checked when
@@ -57,7 +72,7 @@ from medsegflow.io import Volume, read_image
 log = logging.getLogger(__name__)
 
 ADAPTER = "nifti_folder"
-KEYS = (*COMMON_KEYS, "label_replace", "case_id", "binarize", "keep_labels")
+KEYS = (*COMMON_KEYS, "label_replace", "label", "case_id", "binarize", "keep_labels")
 DEFAULT_IMAGES = "imagesTr/*.nii.gz"
 DEFAULT_REPLACE = (("imagesTr/", "labelsTr/"), ("_0000.nii.gz", ".nii.gz"))
 _SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
@@ -85,14 +100,15 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     label_map, dropped = _get_kept_labels(params, label_map)
     if binarize and dropped:
         raise ConfigError("params.keep_labels: give either binarize or keep_labels")
-    images = list_images(root, pattern)
-    case_ids = {img: _case_id(img.relative_to(root).as_posix(), id_regex) for img in images}
-    check_case_ids(case_ids)
-    pairs = [
-        (img, root / _label_relpath(img.relative_to(root).as_posix(), replacements))
+    template = _get_label_template(params)
+    images = list_images(root, pattern, series_folders=True)
+    case_ids = {
+        img: _case_id(img.relative_to(root).as_posix(), id_regex, folder=img.is_dir())
         for img in images
-    ]
-    check_labels_exist(pairs)
+    }
+    check_case_ids(case_ids)
+    pairs = [(img, _label_path(root, img, case_ids[img], template, replacements)) for img in images]
+    check_labels_exist(pairs, series_folders=True)
     plans = plan_cases(
         [(case_ids[img], img, lab) for img, lab in pairs], params, modality=modality, seed=seed
     )
@@ -183,6 +199,24 @@ def _get_replacements(params: Mapping[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
+def _get_label_template(params: Mapping[str, Any]) -> str | None:
+    """``params.label``: a label path template with ``{case_id}`` (and ``{dir}``), or None."""
+    if params.get("label") is None:
+        return None
+    if params.get("label_replace") is not None:
+        raise ConfigError("params.label: give either params.label or params.label_replace")
+    template = get_str(params, "label")
+    try:
+        differs = template.format(case_id="a", dir="d") != template.format(case_id="b", dir="d")
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"params.label: bad template '{template}' ({err!r}); it may use {{case_id}} and {{dir}}"
+        ) from None
+    if not differs:
+        raise ConfigError(f"params.label: template '{template}' must contain {{case_id}}")
+    return template
+
+
 def _get_case_id_regex(params: Mapping[str, Any]) -> re.Pattern[str] | None:
     value = params.get("case_id")
     if value is None:
@@ -200,8 +234,9 @@ def _get_case_id_regex(params: Mapping[str, Any]) -> re.Pattern[str] | None:
     return regex
 
 
-def _case_id(relpath: str, regex: re.Pattern[str] | None) -> str:
-    """Case id of an image from its posix path relative to root."""
+def _case_id(relpath: str, regex: re.Pattern[str] | None, *, folder: bool = False) -> str:
+    """Case id of an image from its posix path relative to root (``folder``: a DICOM series
+    folder, whose whole name is the id: series folders are often named by UIDs with dots)."""
     if regex is not None:
         match = regex.search(relpath)
         if match is None or not match.group(1):
@@ -211,6 +246,8 @@ def _case_id(relpath: str, regex: re.Pattern[str] | None) -> str:
             )
         return match.group(1)
     name = relpath.rsplit("/", 1)[-1]
+    if folder:
+        return name
     for suffix in _SUFFIXES:
         if name.lower().endswith(suffix):
             name = name[: -len(suffix)]
@@ -218,6 +255,21 @@ def _case_id(relpath: str, regex: re.Pattern[str] | None) -> str:
     else:
         name = Path(name).stem
     return name.removesuffix("_0000")
+
+
+def _label_path(
+    root: Path,
+    image: Path,
+    case_id: str,
+    template: str | None,
+    replacements: Sequence[tuple[str, str]],
+) -> Path:
+    """The label path of ``image``: ``params.label`` filled in, else ``params.label_replace``."""
+    if template is not None:
+        return root / template.format(
+            case_id=case_id, dir=image.parent.relative_to(root).as_posix()
+        )
+    return root / _label_relpath(image.relative_to(root).as_posix(), replacements)
 
 
 def _label_relpath(relpath: str, replacements: Sequence[tuple[str, str]]) -> str:

@@ -85,6 +85,7 @@ from medsegflow.datasets._params import (
     get_root,
     get_spacing,
     get_str,
+    listing_problem,
     plan_cases,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource, assign_splits
@@ -266,7 +267,8 @@ def build_synapse_transunet(params: Mapping[str, Any], *, seed: int) -> AdapterR
     """List TransUNet's training slices (grouped by case) and test volumes.
 
     :class:`InputError` names a missing folder, a file that is not a TransUNet name, or a
-    missing slice of a case, before any array is read.
+    missing slice of a case, before any array is read (``verify``: each such file is a line
+    and the other cases are listed).
     """
     adapter = "synapse_transunet"
     check_keys(params, TRANSUNET_KEYS, adapter=adapter)
@@ -283,9 +285,9 @@ def build_synapse_transunet(params: Mapping[str, Any], *, seed: int) -> AdapterR
         raise InputError(f"{root}: neither train_npz/ nor test_vol_h5/ found (params.root)")
     train = _list_slices(train_dir) if train_dir.is_dir() else {}
     test = _list_volumes(test_dir) if test_dir.is_dir() else {}
-    both = sorted(set(train) & set(test))
-    if both:
-        raise InputError(f"{test[both[0]]}: case {both[0]} is also a training case in {train_dir}")
+    for case in sorted(set(train) & set(test)):
+        listing_problem(f"{test[case]}: case {case} is also a training case in {train_dir}")
+        del test[case]
     splits = {case: "train" for case in train} | {case: "test" for case in test}
     if fraction > 0 and train:
         splits.update(
@@ -327,23 +329,26 @@ def _list_slices(folder: Path) -> dict[str, list[Path]]:
             continue
         match = _SLICE.match(path.name)
         if match is None:
-            raise InputError(f"{path}: not a TransUNet training slice (case<nnnn>_slice<nnn>.npz)")
+            listing_problem(f"{path}: not a TransUNet training slice (case<nnnn>_slice<nnn>.npz)")
+            continue
         index = int(match[2])
         slices = found.setdefault(match[1], {})
         if index in slices:
-            raise InputError(f"{path}: slice {index} of {match[1]} is also {slices[index]}")
+            listing_problem(f"{path}: slice {index} of {match[1]} is also {slices[index]}")
+            continue
         slices[index] = path
     if not found:
-        raise InputError(f"{folder}: no case<nnnn>_slice<nnn>.npz file")
+        listing_problem(f"{folder}: no case<nnnn>_slice<nnn>.npz file")
     cases = {}
     for case, slices in sorted(found.items()):
         missing = sorted(set(range(max(slices) + 1)) - set(slices))
-        if missing:
-            raise InputError(
-                f"{folder / f'{case}_slice{missing[0]:03d}.npz'}: slice missing; {case} has "
+        for index in missing:  # the case is left out: its slices cannot be stacked
+            listing_problem(
+                f"{folder / f'{case}_slice{index:03d}.npz'}: slice missing; {case} has "
                 f"{len(slices)} slice files up to index {max(slices)}"
             )
-        cases[case] = [slices[i] for i in sorted(slices)]
+        if not missing:
+            cases[case] = [slices[i] for i in sorted(slices)]
     return cases
 
 
@@ -354,10 +359,11 @@ def _list_volumes(folder: Path) -> dict[str, Path]:
             continue
         match = _VOLUME.match(path.name)
         if match is None:
-            raise InputError(f"{path}: not a TransUNet test volume (case<nnnn>.npy.h5)")
+            listing_problem(f"{path}: not a TransUNet test volume (case<nnnn>.npy.h5)")
+            continue
         volumes[match[1]] = path
     if not volumes:
-        raise InputError(f"{folder}: no case<nnnn>.npy.h5 file")
+        listing_problem(f"{folder}: no case<nnnn>.npy.h5 file")
     return volumes
 
 

@@ -187,3 +187,57 @@ def test_corrupt_array_files_name_the_file(tmp_path: Path) -> None:
         read_image(tmp_path / "y.h5", key="image")
     with pytest.raises(InputError, match=r"z\.mat: file not found"):
         read_image(tmp_path / "z.mat", key="cjdata.image")
+
+
+def _damaged(tmp_path: Path, ct_crop, suffix: str, damage: str) -> Path:
+    """A real CT slice saved as ``suffix``, then emptied, replaced by 21 bytes of garbage,
+    cut to half its size or with its second half garbled."""
+    slice_yx = sitk.GetArrayFromImage(ct_crop)[2].astype(np.int16)
+    path = tmp_path / f"slice{suffix}"
+    if suffix == ".mat":
+        savemat(path, {"cjdata": {"image": slice_yx, "label": 1}})
+    elif suffix == ".mat73":
+        path = tmp_path / "slice73.mat"
+        _write_mat73(path, {"image": slice_yx, "label": np.array([[1.0]])})
+    elif suffix == ".npz":
+        np.savez_compressed(path, imgs=slice_yx)
+    elif suffix == ".h5":
+        with h5py.File(path, "w") as handle:
+            handle["image"] = slice_yx
+    else:
+        Image.fromarray((slice_yx % 256).astype(np.uint8)).save(path)
+    raw = path.read_bytes()
+    rng = np.random.default_rng(0)
+    path.write_bytes(
+        {
+            "empty": b"",
+            "garbage": rng.integers(0, 256, 21, dtype=np.uint8).tobytes(),
+            "truncated": raw[: len(raw) // 2],
+            "garbled": raw[: len(raw) // 2]
+            + rng.integers(0, 256, len(raw) // 2, np.uint8).tobytes(),
+        }[damage]
+    )
+    return path
+
+
+@pytest.mark.parametrize("damage", ["empty", "garbage", "truncated", "garbled"])
+@pytest.mark.parametrize("suffix", [".mat", ".mat73", ".npz", ".h5", ".png", ".tif"])
+def test_damaged_files_raise_input_error_naming_the_file(
+    tmp_path: Path, ct_crop, suffix: str, damage: str
+) -> None:
+    """Every reader's own exceptions (scipy's MatReadError, IndexError and TypeError, h5py's
+    OSError and RuntimeError, numpy's zip errors, Pillow's) become one InputError line."""
+    path = _damaged(tmp_path, ct_crop, suffix, damage)
+    key = {".mat": "cjdata.image", ".mat73": "cjdata/image", ".npz": "imgs", ".h5": "image"}
+    if damage == "garbled":  # uncompressed data garbled past the header may still be read
+        try:
+            read_image(path, key=key.get(suffix))
+        except InputError as err:
+            assert str(err).startswith(f"{path}: cannot read "), err
+        return
+    with pytest.raises(InputError) as info:
+        read_image(path, key=key.get(suffix))
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot read ") and "\n" not in message, message
+    if damage == "empty" and suffix not in (".png", ".tif"):
+        assert message.endswith("(corrupt or truncated): empty file")
