@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dicom_fixtures import write_dicom_series
 
 from medsegflow.datasets.canonical import read_cases
 from medsegflow.datasets.registry import prepare_dataset
@@ -24,32 +25,6 @@ pytestmark = pytest.mark.usefixtures("shared_data")  # fails (never skips) witho
 
 SPLEEN_ID = "spleen2"
 STS_ID = "1.2.826.0.1.3680043.8.498.1"  # series folders are often named by a UID (with dots)
-
-
-def _write_dicom_series(image: sitk.Image, folder: Path, uid: str) -> None:
-    """One 2D DICOM file per slice, with the position, orientation and spacing tags the series
-    reader sorts and places the slices by (as test_io_formats writes a series)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    direction = image.GetDirection()
-    for k in range(image.GetDepth()):
-        slc = sitk.Cast(image[:, :, k], sitk.sitkInt16)
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "CT",
-            "0020|000d": uid + ".1",
-            "0020|000e": uid + ".2",
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[0:7:3], *direction[1:8:3])),
-            "0028|0030": f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}",
-            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
-        }
-        for tag, value in tags.items():
-            slc.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"IM{k:04d}.dcm"))
-        writer.Execute(slc)
 
 
 def _sources() -> dict[str, tuple[sitk.Image, sitk.Image]]:
@@ -74,7 +49,7 @@ def _dicom_tree(root: Path) -> dict[str, tuple[sitk.Image, sitk.Image]]:
     sources = _sources()
     for number, (case, (image, label)) in enumerate(sources.items()):
         flipped_names = root / "tmp" / case
-        _write_dicom_series(image, flipped_names, uid=f"1.2.826.0.1.3680043.2.{number}")
+        write_dicom_series(image, flipped_names, uid=f"1.2.826.0.1.3680043.2.{number}", prefix="IM")
         files = sorted(flipped_names.iterdir())
         (root / "dicom" / case).mkdir(parents=True)
         for k, path in enumerate(files):
@@ -147,7 +122,7 @@ def test_dicom_series_files_are_not_images_of_their_own_and_verify_checks_them(
     ]
     # labels stored as DICOM series too, found by label_replace
     for case, (_, label) in _sources().items():
-        _write_dicom_series(label, root / "labels_dcm" / case, uid=f"1.2.3.{len(case)}")
+        write_dicom_series(label, root / "labels_dcm" / case, uid=f"1.2.3.{len(case)}", prefix="IM")
     params = _params(root, label=None, label_replace=[["dicom/", "labels_dcm/"]])
     (root / "dicom" / "notes" / "README.txt").unlink()
     (root / "dicom" / "notes").rmdir()

@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from dicom_fixtures import write_dicom_series
 from PIL import Image
 from scipy.io import savemat
 
@@ -50,34 +51,8 @@ def test_itk_formats_keep_values_and_geometry(tmp_path: Path, ct_crop, suffix: s
     assert volume.geometry.spacing_xyz[2] == pytest.approx(3.27, abs=0.01)
 
 
-def _write_dicom_series(
-    image: sitk.Image, folder: Path, uid: str = "1.2.826.0.1.3680043.2.1"
-) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    writer = sitk.ImageFileWriter()
-    writer.KeepOriginalImageUIDOn()
-    direction = image.GetDirection()
-    for k in range(image.GetDepth()):
-        slc = sitk.Cast(image[:, :, k], sitk.sitkInt16)
-        position = image.TransformIndexToPhysicalPoint((0, 0, k))
-        tags = {
-            "0008|0060": "CT",
-            "0020|000d": uid + ".1",
-            "0020|000e": uid + ".2",
-            "0020|0013": str(k + 1),
-            "0020|0032": "\\".join(f"{v:.6f}" for v in position),
-            "0020|0037": "\\".join(f"{v:.6f}" for v in (*direction[0:7:3], *direction[1:8:3])),
-            "0028|0030": f"{image.GetSpacing()[1]:.6f}\\{image.GetSpacing()[0]:.6f}",
-            "0018|0050": f"{image.GetSpacing()[2]:.6f}",
-        }
-        for tag, value in tags.items():
-            slc.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(slc)
-
-
 def test_dicom_series_folder_keeps_geometry(tmp_path: Path, ct_crop) -> None:
-    _write_dicom_series(ct_crop, tmp_path / "series")
+    write_dicom_series(ct_crop, tmp_path / "series")
     volume = read_image(tmp_path / "series")
     assert volume.array_zyx.shape == (6, 48, 40)
     np.testing.assert_array_equal(volume.array_zyx, sitk.GetArrayFromImage(ct_crop))
@@ -87,8 +62,8 @@ def test_dicom_series_folder_keeps_geometry(tmp_path: Path, ct_crop) -> None:
 
 
 def test_dicom_folder_with_two_series_or_none_is_refused(tmp_path: Path, ct_crop) -> None:
-    _write_dicom_series(ct_crop[:, :, :2], tmp_path / "two", uid="1.2.3.4")
-    _write_dicom_series(ct_crop[:, :, 2:4], tmp_path / "b", uid="1.2.3.5")
+    write_dicom_series(ct_crop[:, :, :2], tmp_path / "two", uid="1.2.3.4")
+    write_dicom_series(ct_crop[:, :, 2:4], tmp_path / "b", uid="1.2.3.5")
     for path in (tmp_path / "b").iterdir():
         path.rename(tmp_path / "two" / f"b_{path.name}")
     assert len(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(tmp_path / "two"))) == 2
