@@ -82,6 +82,24 @@ def listing_deferred() -> bool:
     return _DEFERRED.get() is not None
 
 
+def get_path_template(
+    params: Mapping[str, Any], key: str, field: str, *, default: str | None = None
+) -> str:
+    """``params[key]``: a path template with ``{field}`` and optionally ``{dir}``;
+    :class:`ConfigError` naming the key when it is malformed or lacks ``{field}``."""
+    template = get_str(params, key, default=default)
+    try:
+        a = template.format(**{field: "a", "dir": "d"})
+        differs = a != template.format(**{field: "b", "dir": "d"})
+    except (KeyError, IndexError, ValueError) as err:
+        raise ConfigError(
+            f"params.{key}: bad template '{template}' ({err!r}); it may use {{{field}}} and {{dir}}"
+        ) from None
+    if not differs:
+        raise ConfigError(f"params.{key}: template '{template}' must contain {{{field}}}")
+    return template
+
+
 def is_safe_case_id(case_id: str) -> bool:
     """Whether ``case_id`` can be a file name (no path separator, tab, newline, leading dot)."""
     return bool(_SAFE_ID.match(case_id)) and not case_id.startswith(".")

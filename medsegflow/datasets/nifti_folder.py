@@ -60,6 +60,7 @@ from medsegflow.datasets._params import (
     check_labels_exist,
     get_bool,
     get_label_map,
+    get_path_template,
     get_root,
     get_str,
     list_images,
@@ -205,16 +206,7 @@ def _get_label_template(params: Mapping[str, Any]) -> str | None:
         return None
     if params.get("label_replace") is not None:
         raise ConfigError("params.label: give either params.label or params.label_replace")
-    template = get_str(params, "label")
-    try:
-        differs = template.format(case_id="a", dir="d") != template.format(case_id="b", dir="d")
-    except (KeyError, IndexError, ValueError) as err:
-        raise ConfigError(
-            f"params.label: bad template '{template}' ({err!r}); it may use {{case_id}} and {{dir}}"
-        ) from None
-    if not differs:
-        raise ConfigError(f"params.label: template '{template}' must contain {{case_id}}")
-    return template
+    return get_path_template(params, "label", "case_id")
 
 
 def _get_case_id_regex(params: Mapping[str, Any]) -> re.Pattern[str] | None:

@@ -50,6 +50,7 @@ from medsegflow.datasets._params import (
     check_labels_exist,
     get_label_map,
     get_mapping,
+    get_path_template,
     get_root,
     get_spacing,
     get_str,
@@ -284,16 +285,7 @@ def _is_rgb(value: Any) -> bool:
 
 
 def _get_mask_template(params: Mapping[str, Any]) -> str:
-    template = get_str(params, "mask", default=DEFAULT_MASK)
-    try:
-        differs = template.format(stem="a", dir="d") != template.format(stem="b", dir="d")
-    except (KeyError, IndexError, ValueError) as err:
-        raise ConfigError(
-            f"params.mask: bad template '{template}' ({err!r}); it may use {{stem}} and {{dir}}"
-        ) from None
-    if not differs:
-        raise ConfigError(f"params.mask: template '{template}' must contain {{stem}}")
-    return template
+    return get_path_template(params, "mask", "stem", default=DEFAULT_MASK)
 
 
 def _mask_relpath(image_rel: Path, template: str) -> str:
