@@ -1,7 +1,7 @@
 """Loading a study's config: schema validation, ablation-grid expansion, cross-references.
 
 ``load_config(raw)`` returns a new, complete config: schema defaults filled in (the
-schema files under ``schemas/`` are the only place a default lives), ablation grids
+schema files under ``medsegflow/schemas/`` are the only place a default lives), ablation grids
 expanded into ordinary methods, cross-references checked. Every problem raises a
 :class:`~medsegflow.errors.ConfigError` whose message starts with the dotted config key.
 """
@@ -22,7 +22,7 @@ ABLATION_SEPARATOR = "__"
 
 
 def config_schema() -> dict[str, Any]:
-    """The config schema (``schemas/config.schema.yaml``) with its ``method`` definition
+    """The config schema (``medsegflow/schemas/config.schema.yaml``) with its ``method`` definition
     generated from the family registry (:func:`medsegflow.families.method_schema`)."""
     schema = copy.deepcopy(read_schema(CONFIG_SCHEMA))
     schema["$defs"]["method"] = method_schema()

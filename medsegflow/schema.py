@@ -1,4 +1,4 @@
-"""JSON-schema machinery: the schema files under ``schemas/``, ``$ref`` between them, defaults.
+"""JSON-schema machinery: the schema files under ``medsegflow/schemas/``, ``$ref`` between them, defaults.
 
 The schema files are the only place a config default lives. Every block of the config is
 completed here: validated against its schema, with the ``default:`` of each absent key
@@ -26,12 +26,12 @@ import yaml
 
 from medsegflow.errors import ConfigError
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 CONFIG_SCHEMA = SCHEMA_DIR / "config.schema.yaml"
 
 
 def schema_uri(path: str | Path, fragment: str = "") -> str:
-    """``file://`` URI of a schema file (relative paths are under ``schemas/``)."""
+    """``file://`` URI of a schema file (relative paths are under ``medsegflow/schemas/``)."""
     path = Path(path)
     if not path.is_absolute():
         path = SCHEMA_DIR / path
@@ -116,7 +116,7 @@ def complete(instance: Any, ref: str | Path, *, key: str) -> Any:
 
     Args:
         instance: a config block (e.g. one method, one prompt set).
-        ref: a schema file (relative to ``schemas/``, absolute, or a ``file://`` URI)
+        ref: a schema file (relative to ``medsegflow/schemas/``, absolute, or a ``file://`` URI)
             with an optional ``#/$defs/...`` fragment, e.g.
             ``"common.schema.yaml#/$defs/gt_prompt"``.
         key: the block's dotted config key, which starts every error message.

@@ -42,7 +42,7 @@ class Family:
         cache: the cache its predictions read: ``"sam_embeddings"`` (the method's
             ``model`` names a ``sam_models`` entry whose image embeddings are computed
             once per dataset), ``"none"``, or ``"own"`` (a cache the family's own jobs make).
-        schema: its config schema file: a path relative to ``schemas/`` for the built-in
+        schema: its config schema file: a path relative to ``medsegflow/schemas/`` for the built-in
             families, an absolute path for the others.
         train: its optional training step (:data:`TrainFn`).
         wildcards: its own wildcards and their values (``config -> {wildcard: [values]}``),

@@ -147,7 +147,7 @@ def segment_in_box(
 
 @dataclass(frozen=True)
 class ClassicalConfig:
-    """A ``classical`` method's settings (``schemas/families/classical.schema.yaml``)."""
+    """A ``classical`` method's settings (``medsegflow/schemas/families/classical.schema.yaml``)."""
 
     algorithm: str
     n_clusters: int

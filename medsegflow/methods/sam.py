@@ -79,7 +79,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SamConfig:
-    """A ``family: sam`` method's decoding settings (``schemas/families/sam.schema.yaml``)."""
+    """A ``family: sam`` method's decoding settings (``medsegflow/schemas/families/sam.schema.yaml``)."""
 
     multimask: bool
     voting: str

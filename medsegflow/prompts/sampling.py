@@ -43,7 +43,7 @@ UNION = -1
 @dataclass(frozen=True)
 class PromptSpec:
     """How to draw a prompt; the keys of a ``prompts:`` config entry besides ``source``
-    (``schemas/common.schema.yaml`` documents them and holds their defaults)."""
+    (``medsegflow/schemas/common.schema.yaml`` documents them and holds their defaults)."""
 
     type: str
     jitter: float

@@ -1,7 +1,7 @@
 """The family registry is the one place a family is declared, and the library is layered.
 
 - the registry, the families of the generated config schema, the schema files under
-  ``schemas/families/`` and the runtime (env, GPU) table are the same set;
+  ``medsegflow/schemas/families/`` and the runtime (env, GPU) table are the same set;
 - the workflow logic names no family;
 - every schema object rejects unknown keys and every optional key has a default;
 - the import graph of ``medsegflow`` (imports inside functions included) has no cycle,
