@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests need besides the Python ones: Debian's slurm-wlm and munge, for
 # tests/integration/test_slurm.py (it starts its own one-node SLURM cluster as root), and
-# chromium, for tests/integration/test_report.py (opens the HTML report headless).
+# chromium, for the HTML report test of tests/integration/test_demo.py (opens it headless).
 # Idempotent; uses sudo when not root. Without them that test fails, naming what is missing.
 set -euo pipefail
 if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \

@@ -36,6 +36,7 @@ from medsegflow.clip.dhn_nce import dhn_nce_loss
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import read_raster
 from medsegflow.schema import complete
+from medsegflow.threads import limit_threads
 from medsegflow.training.schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def finetune_clip(
 
     if epochs < 1 or batch_size < 2:
         raise ConfigError(f"epochs {epochs} must be >= 1 and batch_size {batch_size} >= 2")
-    torch.set_num_threads(int(threads))
+    limit_threads(int(threads))
     torch.manual_seed(int(seed))
     rng = np.random.default_rng(int(seed))
     table, images = read_caption_table(captions_csv)

@@ -28,6 +28,7 @@ from medsegflow.nnunet.plan import read_marker
 from medsegflow.nnunet.trainer import schedule_trainer
 from medsegflow.prediction.cases import predict_cases
 from medsegflow.prediction.job import PredictJob
+from medsegflow.threads import limit_threads
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,11 +72,10 @@ def load_predictor(training: Mapping[str, Any], *, threads: int = 2, mirroring: 
 
     ``mirroring``: nnU-Net's test-time augmentation (average over mirrored inputs).
     """
-    import torch
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    torch.set_num_threads(threads)
+    limit_threads(threads)
     model_dir = Path(training["model_dir"])
     plans_manager = PlansManager(str(model_dir / "plans.json"))
     dataset_json = read_marker(model_dir / "dataset.json")

@@ -32,6 +32,7 @@ from medsegflow.nnunet.env import (
 from medsegflow.nnunet.plan import read_marker
 from medsegflow.nnunet.trainer import schedule_trainer
 from medsegflow.schema import complete
+from medsegflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -148,9 +149,7 @@ def train_nnunet(
         augmentation_processes=augmentation,
     )
     with environment as roots, process_output_to_log():
-        import torch
-
-        torch.set_num_threads(settings["num_processes"])
+        limit_threads(settings["num_processes"])
         _seed_everything(seed)
         trainer = build_trainer(
             trainer_class, info=info, settings=settings, results_root=roots.results, device=device

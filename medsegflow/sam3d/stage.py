@@ -24,6 +24,7 @@ from medsegflow.datasets.canonical import image_path, label_path, read_cases
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume, write_text
 from medsegflow.tables import write_csv_atomic
+from medsegflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -63,12 +64,11 @@ def train_sam3d_model(
     device: str | None = None,
 ) -> dict[str, Any]:
     """Train and write the weights, card and loss history; returns the training summary."""
-    import torch
 
     from medsegflow.sam3d.model import save_checkpoint
     from medsegflow.sam3d.train import TrainConfig, train_sam3d
 
-    torch.set_num_threads(int(train.get("threads", 1)))
+    limit_threads(int(train.get("threads", 1)))
     cases = training_cases(data_dirs, preprocessed_dirs)
     config = TrainConfig(
         spec=spec,

@@ -46,6 +46,7 @@ from medsegflow.models.sam_cache import (
 )
 from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import load_sam_model
+from medsegflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +95,9 @@ def embed_dataset(
     Returns:
         The manifest: ``case_id, split, n_slices, seconds, gpu_mem_mb``.
     """
-    import torch
 
     if threads:
-        torch.set_num_threads(int(threads))
+        limit_threads(int(threads))
     pre, out_dir = Path(preprocessed_dir), Path(out_dir)
     cases = read_preprocessed_manifest(pre, splits=splits)
     if cases.empty:

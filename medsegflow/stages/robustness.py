@@ -31,6 +31,7 @@ from medsegflow.robustness import (
     summarise_curves,
 )
 from medsegflow.tables import write_csv_atomic
+from medsegflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,11 @@ def robustness_curves(
     (:func:`medsegflow.methods.sam.load_cached_model`); the decoder runs under the
     prediction jobs' autocast (:func:`medsegflow.models.sam_loader.autocast`).
     """
-    import torch
 
     from medsegflow.models.sam_loader import autocast
 
     if threads:
-        torch.set_num_threads(int(threads))
+        limit_threads(int(threads))
     pre_dir = Path(preprocessed_manifest).parent
     cases = read_table(preprocessed_manifest, columns=("case_id", "split"))
     cases = cases[cases["split"].isin(list(splits))]

@@ -40,6 +40,7 @@ from medsegflow.saliency.maps import (
     saliency_map_path,
 )
 from medsegflow.seeding import case_rng
+from medsegflow.threads import limit_threads
 
 if TYPE_CHECKING:
     from medsegflow.clip.bundle import ClipBundle
@@ -131,7 +132,6 @@ def compute_saliency(
         InputError: no case in ``splits``, a case without sentences, a missing or
             non-uint8 image, or a label of another shape than its image.
     """
-    import torch
 
     from medsegflow.saliency.blocks import check_layer, vision_blocks
     from medsegflow.saliency.m2ib import image_saliency
@@ -149,7 +149,7 @@ def compute_saliency(
         model_name=bundle.name,
     )
     if threads:
-        torch.set_num_threads(int(threads))
+        limit_threads(int(threads))
     pre, out_dir = Path(preprocessed_dir), Path(out_dir)
     cases = read_preprocessed_manifest(pre, splits=splits)
     if cases.empty:

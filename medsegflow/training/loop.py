@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from medsegflow.threads import limit_threads
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -57,7 +59,7 @@ def fit(
 
     from medsegflow.models.sam_loader import autocast, select_device
 
-    torch.set_num_threads(int(settings["threads"]))
+    limit_threads(int(settings["threads"]))
     precision = str(settings.get("precision", "auto"))
     device = select_device("auto")
     model.to(device).train()
