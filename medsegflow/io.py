@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import glob
 import gzip
+import logging
 import math
 import os
 import re
@@ -45,6 +46,8 @@ from typing import Any
 import numpy as np
 
 from medsegflow.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -141,6 +144,26 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_csv_atomic(
+    table: Any,
+    path: str | os.PathLike,
+    *,
+    sep: str = ",",
+    float_format: str | None = "%.6g",
+    na_rep: str = "",
+) -> None:
+    """Write a pandas ``table`` to ``path`` without the index, atomically (:func:`atomic_path`).
+
+    Floats use ``float_format``: 6 significant digits by default (the result tables);
+    ``None`` keeps every digit (the stage tables that later jobs read back). NaN is
+    written as ``na_rep`` (an empty field by default), booleans as True/False;
+    ``sep="\t"`` writes the ``.tsv`` stage tables.
+    """
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep=sep, index=False, float_format=float_format, na_rep=na_rep)
+    log.info("wrote %s (%d rows)", os.fspath(path), len(table))
 
 
 def _sitk():

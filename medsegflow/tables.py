@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import wilcoxon
 
-from medsegflow.io import atomic_path
+from medsegflow.io import write_csv_atomic as write_csv_atomic  # the one CSV writer
 from medsegflow.metrics import METRIC_NAMES
 
 log = logging.getLogger(__name__)
@@ -355,16 +355,3 @@ def compare_methods(
                 )
     stats = pd.DataFrame.from_records(records, columns=list(STATS_COLUMNS))
     return stats.astype({"n_pairs": np.int64, "n_dropped": np.int64})
-
-
-def write_csv_atomic(
-    df: pd.DataFrame, path: str | os.PathLike, *, float_format: str = "%.6g"
-) -> None:
-    """Write ``df`` to ``path`` as CSV without the index, atomically (temp file + rename).
-
-    Floats use ``float_format`` (6 significant digits by default); NaN is written as an
-    empty field, booleans as True/False.
-    """
-    with atomic_path(path) as tmp:
-        df.to_csv(tmp, index=False, float_format=float_format)
-    log.info("wrote %s (%d rows)", os.fspath(path), len(df))

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path, label_path, read_cases, read_label_map
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import atomic_path, read_volume
+from medsegflow.io import atomic_path, read_volume, write_csv_atomic
 from medsegflow.manifests import SLICES_COLUMNS, read_preprocessed_manifest, read_table
 from medsegflow.seeding import case_rng
 
@@ -255,8 +255,7 @@ def make_caption_table(
         row["image"] = f"images/{row['dataset']}/{row.pop('stem')}.png"
         _write_png(out_dir / row["image"], row.pop("array"))
     table = pd.DataFrame(rows, columns=list(CAPTION_COLUMNS))
-    with atomic_path(out_dir / "captions.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv_atomic(table, out_dir / "captions.csv", float_format=None)
     log.info(
         "%d image-caption pairs (%s), %d distinct captions, in %s",
         len(table),

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medsegflow.errors import InputError
-from medsegflow.io import Geometry, Volume, atomic_path, write_text, write_volume
+from medsegflow.io import Geometry, Volume, write_csv_atomic, write_text, write_volume
 
 log = logging.getLogger(__name__)
 
@@ -254,8 +254,7 @@ def write_canonical_dataset(
         raise InputError(f"{out}: the adapter produced no cases")
     write_text(out / "labels.json", json.dumps(dict(label_map), indent=2) + "\n")
     table = pd.DataFrame(rows, columns=list(CASES_COLUMNS))
-    with atomic_path(out / "cases.tsv") as tmp:
-        table.to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(table, out / "cases.tsv", sep="\t", float_format=None)
     counts = table["split"].value_counts().to_dict()
     log.info("dataset written to %s: %d cases %s", out, len(table), counts)
     return table

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from medsegflow.errors import InputError
-from medsegflow.io import atomic_path
+from medsegflow.io import write_csv_atomic
 from medsegflow.prediction.job import Shard
 
 log = logging.getLogger(__name__)
@@ -43,8 +43,7 @@ def write_prediction_manifest(
 ) -> Path:
     """Write a job's manifest atomically (:func:`manifest_path`); returns its path."""
     path = manifest_path(out_dir, shard)
-    with atomic_path(path) as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(manifest, path, sep="\t", float_format=None)
     return path
 
 
@@ -114,7 +113,6 @@ def gather_shard_manifests(
         .drop(columns="_shard")
         .reset_index(drop=True)
     )
-    with atomic_path(out_path) as tmp:
-        gathered.to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(gathered, out_path, sep="\t", float_format=None)
     log.info("gathered %d cases from %d shards into %s", len(gathered), len(tables), out_path)
     return gathered

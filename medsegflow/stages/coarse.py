@@ -36,7 +36,7 @@ from tqdm import tqdm
 from medsegflow.coarse.postprocess import coarse_mask, parse_coarse_config
 from medsegflow.datasets.canonical import image_path
 from medsegflow.errors import InputError
-from medsegflow.io import Volume, atomic_path, read_volume, write_volume
+from medsegflow.io import Volume, read_volume, write_csv_atomic, write_volume
 from medsegflow.manifests import read_table
 from medsegflow.prediction.painting import ObjectMask, paint_objects
 from medsegflow.saliency.maps import (
@@ -133,8 +133,7 @@ def make_coarse_masks(
             }
         )
     manifest = pd.DataFrame(rows, columns=list(COARSE_COLUMNS))
-    with atomic_path(out_dir / "manifest.tsv") as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(manifest, out_dir / "manifest.tsv", sep="\t", float_format=None)
     n_targets, n_empty = int(manifest["n_targets"].sum()), int(manifest["n_empty"].sum())
     log.info(
         "coarse masks (%s) of %d cases: %d targets, %d empty (%.1f%%) into %s",

@@ -3,7 +3,7 @@
 ``results/embeddings/{dataset}/{model}/`` (``out_dir``), see
 :mod:`medsegflow.models.sam_cache`::
 
-    {case_id}.npz   float16 (N, C, h, w) image-encoder outputs of the case's slices
+    {case_id}.npz   (N, C, h, w) encoder outputs of the case's slices (float32; bf16: float16)
     model.json      {"arch", "checkpoint", "image_size"}: what the predictor loads
     manifest.tsv    case_id, split, n_slices, seconds, gpu_mem_mb (written last: the target)
 
@@ -30,7 +30,7 @@ from tqdm import tqdm
 from medsegflow.datasets.canonical import image_path
 from medsegflow.errors import InputError
 from medsegflow.gpu_memory import gpu_peak_mb, reset_gpu_peak
-from medsegflow.io import atomic_path
+from medsegflow.io import write_csv_atomic
 from medsegflow.manifests import (
     SLICES_COLUMNS,
     read_preprocessed_image,
@@ -138,8 +138,7 @@ def embed_dataset(
             }
         )
     manifest = pd.DataFrame(rows, columns=list(EMBEDDINGS_MANIFEST_COLUMNS))
-    with atomic_path(out_dir / "manifest.tsv") as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(manifest, out_dir / "manifest.tsv", sep="\t", float_format=None)
     n = int(manifest["n_slices"].sum())
     log.info(
         "embedded %d slices of %d cases with %s on %s (%s): %.2f images/s (encoder only)",

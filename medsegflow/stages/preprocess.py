@@ -31,7 +31,7 @@ from medsegflow.datasets.canonical import (
     read_label_map,
 )
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Volume, atomic_path, read_volume, write_text, write_volume
+from medsegflow.io import Volume, read_volume, write_csv_atomic, write_text, write_volume
 from medsegflow.manifests import MANIFEST_COLUMNS, SLICES_COLUMNS
 from medsegflow.preprocess.cleaning import CleaningReport, LabelCleaning, clean_label
 from medsegflow.preprocess.intensity import (
@@ -191,11 +191,14 @@ def _write_tables(
 ) -> pd.DataFrame:
     """Write ``labels.json``, ``slices.tsv`` and, last, ``manifest.tsv``; return the manifest."""
     write_text(out_dir / "labels.json", json.dumps(dict(label_map), indent=2) + "\n")
-    with atomic_path(out_dir / "slices.tsv") as tmp:
-        pd.DataFrame(slice_rows, columns=list(SLICES_COLUMNS)).to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(
+        pd.DataFrame(slice_rows, columns=list(SLICES_COLUMNS)),
+        out_dir / "slices.tsv",
+        sep="\t",
+        float_format=None,
+    )
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
-    with atomic_path(out_dir / "manifest.tsv") as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(manifest, out_dir / "manifest.tsv", sep="\t", float_format=None)
     splits = manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0).to_dict()
     log.info("preprocessed %d cases into %s (%s)", len(manifest), out_dir, splits)
     return manifest

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import label_path, read_label_map
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import atomic_path, read_volume
+from medsegflow.io import read_volume, write_csv_atomic
 from medsegflow.manifests import (
     BOX_COLUMNS,
     PROMPT_COLUMNS,
@@ -138,8 +138,7 @@ def _write_prompt_table(
             log.info("%s: no foreground, no prompts", case_id)
     table = pd.DataFrame(rows, columns=list(PROMPT_COLUMNS))
     table = table.astype({c: np.float64 for c in BOX_COLUMNS})
-    with atomic_path(Path(out_path)) as tmp:
-        table.to_csv(tmp, sep="\t", index=False, na_rep="NaN")
+    write_csv_atomic(table, Path(out_path), sep="\t", na_rep="NaN", float_format=None)
     return table
 
 

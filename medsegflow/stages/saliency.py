@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Volume, atomic_path, read_volume, write_volume
+from medsegflow.io import Volume, read_volume, write_csv_atomic, write_volume
 from medsegflow.manifests import read_preprocessed_image, read_preprocessed_manifest
 from medsegflow.saliency.maps import (
     SALIENCY_LAYOUT,
@@ -210,13 +210,14 @@ def compute_saliency(
             }
         )
         log.info("%s: %d maps of labels %s, %.2f s", case_id, len(targets), sorted(maps), seconds)
-    with atomic_path(out_dir / "targets.tsv") as tmp:
-        pd.DataFrame(target_rows, columns=list(SALIENCY_TARGET_COLUMNS)).to_csv(
-            tmp, sep="\t", index=False
-        )
+    write_csv_atomic(
+        pd.DataFrame(target_rows, columns=list(SALIENCY_TARGET_COLUMNS)),
+        out_dir / "targets.tsv",
+        sep="\t",
+        float_format=None,
+    )
     manifest = pd.DataFrame(rows, columns=list(SALIENCY_MANIFEST_COLUMNS))
-    with atomic_path(out_dir / "manifest.tsv") as tmp:
-        manifest.to_csv(tmp, sep="\t", index=False)
+    write_csv_atomic(manifest, out_dir / "manifest.tsv", sep="\t", float_format=None)
     seconds = time.perf_counter() - started
     n_targets = len(target_rows)
     log.info(

@@ -35,7 +35,7 @@ import pandas as pd
 from medsegflow.clip.bundle import ClipBundle
 from medsegflow.datasets.canonical import label_path
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import atomic_path, read_volume, write_text
+from medsegflow.io import read_volume, write_csv_atomic, write_text
 from medsegflow.manifests import read_preprocessed_manifest
 from medsegflow.saliency.m2ib import M2IBParams
 from medsegflow.stages.coarse import make_coarse_masks
@@ -174,8 +174,7 @@ def tune_text_method(
         "n_val_cases": len(val_cases),
         "split": TUNING_SPLIT,
     }
-    with atomic_path(out_dir / "tuning.csv") as tmp:
-        table.to_csv(tmp, index=False)
+    write_csv_atomic(table, out_dir / "tuning.csv", float_format=None)
     write_text(out_dir / "chosen.json", json.dumps(chosen, indent=2, default=float) + "\n")
     shutil.rmtree(work, ignore_errors=True)
     log.info("chose %s (val DSC %.4f)", points[best], rows[best]["dsc"])

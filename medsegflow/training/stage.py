@@ -25,7 +25,7 @@ from typing import Any
 import pandas as pd
 
 from medsegflow.errors import ConfigError
-from medsegflow.io import atomic_path
+from medsegflow.io import write_csv_atomic
 from medsegflow.models.sam_loader import save_sam_model
 from medsegflow.schema import complete
 from medsegflow.training.imported import import_checkpoint
@@ -118,8 +118,7 @@ def train_sam_model(
         stats.update(_validation(trained, preprocessed_dirs, settings, seed=seed))
     out_weights = Path(out_weights)
     history = pd.DataFrame(trained.history, columns=list(HISTORY_COLUMNS))
-    with atomic_path(out_weights.parent / "train_log.csv") as tmp:
-        history.to_csv(tmp, index=False)
+    write_csv_atomic(history, out_weights.parent / "train_log.csv", float_format=None)
     save_sam_model(
         trained.model,
         out_weights,
