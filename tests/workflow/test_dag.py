@@ -10,29 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
-
-def run_snakemake(repo_root: Path, workdir: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), *args]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
-
-
-def job_counts(output: str) -> dict[str, int]:
-    table = output.split("Job stats:")[1]
-    return {
-        m.group(1): int(m.group(2))
-        for m in re.finditer(r"^(\w+)\s+(\d+)$", table, flags=re.M)
-        if m.group(1) != "total"
-    }
-
-
-def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tmp_path):
-    result = run_snakemake(
-        repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(repo_root / "config.yaml")
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout)
+def test_default_config_dry_run_has_one_job_per_dataset_and_method(snakemake, demo_plan):
+    counts = snakemake.job_counts(demo_plan.stdout)
     # phantom_us: 16 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
     # SAM without text, 3 text-driven methods + 3 grid points, nnU-Net 2d and weak);
     # phantom_ct: 11 (otsu, kmeans + its grid point, LiteMedSAM's box and 3D box, the 3D
@@ -82,7 +62,7 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(repo_root, tm
     }
 
 
-def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_path):
+def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_path, snakemake):
     with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["ablations"]["kmeans_clusters"]["grid"] = {
@@ -92,9 +72,8 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     config["datasets"]["phantom_us"]["methods"] = ["otsu_box"]
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(path))
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout)
+    result = snakemake(["-n"], cwd=tmp_path, config=path, check=True)
+    counts = snakemake.job_counts(result.stdout)
     # phantom_ct: 10 configured methods (not sam_auto, the point prompts, clicks, the text
     # path, the weak nnU-Net) + 6 k-means points; phantom_us: otsu_box
     assert counts["predict_method"] == (10 + 6) + 1
@@ -103,46 +82,30 @@ def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_pat
     assert counts["embed_images"] == 3  # LiteMedSAM and its MedSAM and Med-SA versions
 
 
-def test_single_figure_is_its_own_target(repo_root, tmp_path):
-    # --configfile takes several values, so the target goes first.
-    result = run_snakemake(
-        repo_root,
-        tmp_path,
-        "results/figures/qualitative_phantom_us.png",
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(repo_root / "config.yaml"),
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout)
+def test_single_figure_is_its_own_target(repo_root, tmp_path, snakemake):
+    config = repo_root / "config.yaml"
+    target = "results/figures/qualitative_phantom_us.png"
+    result = snakemake([target, "-n"], cwd=tmp_path, config=config, check=True)
+    counts = snakemake.job_counts(result.stdout)
     assert counts["plot_qualitative"] == 1
     assert counts["embed_images"] == 1  # LiteMedSAM's embeddings of phantom_us only
     assert "train_sam_model" not in counts and "collect_tables" not in counts
-    ranking = run_snakemake(
-        repo_root,
-        tmp_path,
-        "results/figures/ranking_phantom_us.png",
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(repo_root / "config.yaml"),
+    target = "results/figures/ranking_phantom_us.png"
+    ranking = snakemake.job_counts(
+        snakemake([target, "-n"], cwd=tmp_path, config=config, check=True).stdout
     )
-    assert ranking.returncode == 0, ranking.stderr + ranking.stdout
-    assert job_counts(ranking.stdout)["plot_ranking"] == 1
-    assert "rank_methods" not in job_counts(ranking.stdout)  # the figure ranks by itself
-    assert job_counts(ranking.stdout)["collect_tables"] == 1
+    assert ranking["plot_ranking"] == 1
+    assert "rank_methods" not in ranking  # the figure ranks by itself
+    assert ranking["collect_tables"] == 1
 
 
-def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path):
+def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path, snakemake):
     with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["methods"]["otsu_box"]["algoritm"] = "otsu"
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "1", "--configfile", str(path))
+    result = snakemake(["-n"], cwd=tmp_path, config=path)
     assert result.returncode != 0
     assert (
         "invalid config: methods.otsu_box.algoritm: unknown key; allowed: algorithm,"
@@ -150,15 +113,8 @@ def test_bad_config_stops_before_any_job_naming_the_key(repo_root, tmp_path):
     )
 
 
-def test_lint_is_clean(repo_root):
-    result = subprocess.run(
-        [SNAKEMAKE, "--lint", "--cores", "1"],
-        cwd=repo_root,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_lint_is_clean(repo_root, snakemake):
+    result = snakemake(["--lint"], cwd=repo_root, check=True)
     assert "Congratulations, your workflow is in a good condition" in result.stdout + result.stderr
 
 
@@ -183,17 +139,18 @@ def test_ruff_is_clean(repo_root):
         assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_scratch_sam_experiment_trains_one_model_and_embeds_with_both(repo_root, tmp_path):
-    study = str(repo_root / "experiments" / "demo_sam_scratch.yaml")
-    result = run_snakemake(repo_root, tmp_path, "-n", "--cores", "2", "--configfile", study)
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout)
+def test_scratch_sam_experiment_trains_one_model_and_embeds_with_both(
+    repo_root, tmp_path, snakemake
+):
+    study = repo_root / "experiments" / "demo_sam_scratch.yaml"
+    result = snakemake(["-n"], cwd=tmp_path, config=study, check=True)
+    counts = snakemake.job_counts(result.stdout)
     assert counts["train_sam_model"] == 1  # sam_demo; LiteMedSAM's weights are packaged
     assert counts["embed_images"] == 2 and counts["predict_method"] == 3
     assert "results/models/sam_demo/sam.pth" in result.stdout
 
 
-def test_robustness_jobs_follow_the_config(repo_root, tmp_path):
+def test_robustness_jobs_follow_the_config(repo_root, tmp_path, snakemake):
     """Default: one job per SAM model a GT-prompted method decodes on each dataset; an
     explicit list replaces it, [] switches the curves off, unknown names stop the run."""
     from medsegflow import workflow as wf
@@ -222,18 +179,9 @@ def test_robustness_jobs_follow_the_config(repo_root, tmp_path):
         with pytest.raises(ConfigError, match=message):
             wf.check_config(load_config({**raw, "robustness": {key: value}}))
     # the figure is its own target: the curve job and its embeddings, nothing else
-    result = run_snakemake(
-        repo_root,
-        tmp_path,
-        "results/figures/robustness_phantom_us.png",
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(repo_root / "config.yaml"),
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout)
+    target = "results/figures/robustness_phantom_us.png"
+    result = snakemake([target, "-n"], cwd=tmp_path, config=repo_root / "config.yaml", check=True)
+    counts = snakemake.job_counts(result.stdout)
     assert counts["compute_robustness"] == 1 and counts["embed_images"] == 1
     assert "predict_method" not in counts and "train_sam_model" not in counts
 
@@ -270,18 +218,10 @@ def test_a_method_named_like_another_methods_derived_file_is_refused(repo_root):
         ("results/figures/qualitative_phantom_ct.png", "plot_qualitative", "compute_robustness"),
     ],
 )
-def test_each_analysis_output_is_its_own_target(repo_root, tmp_path, target, rule, not_needed):
-    result = run_snakemake(
-        repo_root,
-        tmp_path,
-        target,
-        "-n",
-        "--cores",
-        "1",
-        "--configfile",
-        str(repo_root / "config.yaml"),
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout)
+def test_each_analysis_output_is_its_own_target(
+    repo_root, tmp_path, snakemake, target, rule, not_needed
+):
+    result = snakemake([target, "-n"], cwd=tmp_path, config=repo_root / "config.yaml", check=True)
+    counts = snakemake.job_counts(result.stdout)
     assert counts[rule] == 1
     assert not_needed not in counts

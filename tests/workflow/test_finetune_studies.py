@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from test_dag import job_counts, run_snakemake
 
 from medsegflow import planning
 from medsegflow import workflow as wf
@@ -19,16 +18,13 @@ def _config(repo_root, path):
         return load_config(yaml.safe_load(handle))
 
 
-def _dry_run(repo_root, tmp_path, study):
-    result = run_snakemake(
-        repo_root, tmp_path, "-n", "--cores", "2", "--configfile", str(repo_root / study)
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result, job_counts(result.stdout)
+def _dry_run(snakemake, repo_root, tmp_path, study):
+    result = snakemake(["-n"], cwd=tmp_path, config=repo_root / study, check=True)
+    return result, snakemake.job_counts(result.stdout)
 
 
-def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tmp_path):
-    result, counts = _dry_run(repo_root, tmp_path, "experiments/samed_synapse.yaml")
+def test_samed_synapse_plans_released_retrained_and_zero_shot_rows(repo_root, tmp_path, snakemake):
+    result, counts = _dry_run(snakemake, repo_root, tmp_path, "experiments/samed_synapse.yaml")
     # one dataset; SAMed and SAMed_s imported from their LoRA files, SAMed retrained here;
     # only zero-shot SAM (the one promptable row) uses the embedding cache
     assert counts == {
@@ -86,9 +82,9 @@ def test_samed_synapse_setting(repo_root):
 
 
 def test_medsa_isic_trains_on_the_official_training_set_and_scores_its_test_set(
-    repo_root, tmp_path
+    repo_root, tmp_path, snakemake
 ):
-    _, counts = _dry_run(repo_root, tmp_path, "experiments/medsa_isic.yaml")
+    _, counts = _dry_run(snakemake, repo_root, tmp_path, "experiments/medsa_isic.yaml")
     # one dataset (the isic2016 adapter: official training set -> train/val, test -> test),
     # 3 rows, 2 encoders (SAM and SAM with Med-SA's adapters)
     assert counts["train_sam_model"] == 1
@@ -125,8 +121,8 @@ def test_a_samed_import_needs_its_class_names(repo_root):
         planning.check_sam_models(config)
 
 
-def test_longer_demo_fine_tuning_plans_three_trainings(repo_root, tmp_path):
-    _, counts = _dry_run(repo_root, tmp_path, "experiments/demo_finetune_longer.yaml")
+def test_longer_demo_fine_tuning_plans_three_trainings(repo_root, tmp_path, snakemake):
+    _, counts = _dry_run(snakemake, repo_root, tmp_path, "experiments/demo_finetune_longer.yaml")
     assert counts["train_sam_model"] == 3
     assert counts["embed_images"] == 3  # LiteMedSAM, its MedSAM and Med-SA versions
     assert counts["predict_method"] == 4 and counts["score_method"] == 4
@@ -145,8 +141,8 @@ def test_a_dataset_with_no_methods_is_only_trained_on(repo_root):
     assert not any("phantom_us" in f for f in figures)
 
 
-def test_medsam_flare22_plans_box_rows_with_medsams_setting(repo_root, tmp_path):
-    result, counts = _dry_run(repo_root, tmp_path, "experiments/medsam_flare22.yaml")
+def test_medsam_flare22_plans_box_rows_with_medsams_setting(repo_root, tmp_path, snakemake):
+    result, counts = _dry_run(snakemake, repo_root, tmp_path, "experiments/medsam_flare22.yaml")
     # one dataset; 3 encoders (MedSAM, LiteMedSAM, SAM) embed once, 2 prompt sets (2D, 3D)
     assert counts == {
         "prepare_dataset": 1,
@@ -205,8 +201,10 @@ def test_study_configs_name_the_seed_datasets_adapters(repo_root):
         assert {d: e["adapter"] for d, e in config["datasets"].items()} == expected, path
 
 
-def test_sammed3d_study_plans_the_interactive_protocol_for_both_models(repo_root, tmp_path):
-    result, counts = _dry_run(repo_root, tmp_path, "experiments/sammed3d.yaml")
+def test_sammed3d_study_plans_the_interactive_protocol_for_both_models(
+    repo_root, tmp_path, snakemake
+):
+    result, counts = _dry_run(snakemake, repo_root, tmp_path, "experiments/sammed3d.yaml")
     # 3 datasets x 2 methods: SAM-Med3D-turbo (no embedding cache, nothing trained) and
     # LiteMedSAM's 3D box with 3D clicks; every row also scored click by click
     assert counts == {

@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 import medsegflow.resources as res
 from medsegflow import workflow as wf
 from medsegflow.errors import ConfigError
-
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 CONFIG = {
     "datasets": {"us": {}},
@@ -66,12 +61,8 @@ def test_method_env_by_family():
     assert res.method_env(CONFIG, "nnunet_2d") == "../envs/nnunet.yaml"
 
 
-def test_dry_run_shows_each_jobs_requests(repo_root, tmp_path):
-    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--cores", "1"]
-    cmd += ["--configfile", str(repo_root / "config.yaml")]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8")
-    assert result.returncode == 0, result.stderr
-    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", result.stdout, re.M)
+def test_dry_run_shows_each_jobs_requests(demo_plan):
+    jobs = re.findall(r"^rule (\w+):\n(?:    .*\n)*?    resources: (.*)$", demo_plan.stdout, re.M)
     by_rule = {}
     for rule, resources in jobs:
         by_rule.setdefault(rule, set()).add(resources)

@@ -7,20 +7,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_dag import job_counts, run_snakemake
 
 
-def dry_run(repo_root: Path, workdir: Path, shards: int | None, *args: str) -> str:
+def dry_run(snakemake, repo_root: Path, workdir: Path, shards: int, *args: str) -> str:
     with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
-    if shards is not None:
-        config["scale"] = {"predict_shards": shards}
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = run_snakemake(
-        repo_root, workdir, "-n", "--cores", "1", *args, "--configfile", "config.yaml"
-    )
-    assert result.returncode == 0, result.stderr + result.stdout
-    return result.stdout
+    config["scale"] = {"predict_shards": shards}
+    return snakemake(["-n", *args], cwd=workdir, config=config, check=True).stdout
 
 
 def job_blocks(output: str, rule: str) -> list[str]:
@@ -28,20 +21,22 @@ def job_blocks(output: str, rule: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def unsharded(repo_root, tmp_path_factory) -> dict[str, int]:
-    counts = job_counts(dry_run(repo_root, tmp_path_factory.mktemp("one"), None))
+def unsharded(snakemake, demo_plan) -> dict[str, int]:
+    counts = snakemake.job_counts(demo_plan.stdout)
     assert counts["predict_method"] > 0
     assert "predict_method_shard" not in counts and "gather_predictions" not in counts
     return counts
 
 
-def test_one_shard_is_the_unsharded_dag(repo_root, tmp_path, unsharded):
-    assert job_counts(dry_run(repo_root, tmp_path, 1)) == unsharded
+def test_one_shard_is_the_unsharded_dag(snakemake, repo_root, tmp_path, unsharded):
+    assert snakemake.job_counts(dry_run(snakemake, repo_root, tmp_path, 1)) == unsharded
 
 
-def test_three_shards_and_one_gather_per_dataset_and_method(repo_root, tmp_path, unsharded):
-    output = dry_run(repo_root, tmp_path, 3)
-    counts = job_counts(output)
+def test_three_shards_and_one_gather_per_dataset_and_method(
+    snakemake, repo_root, tmp_path, unsharded
+):
+    output = dry_run(snakemake, repo_root, tmp_path, 3)
+    counts = snakemake.job_counts(output)
     pairs = unsharded["predict_method"]
     expected = {k: v for k, v in unsharded.items() if k != "predict_method"}
     expected |= {"predict_method_shard": 3 * pairs, "gather_predictions": pairs}
@@ -63,17 +58,17 @@ def test_three_shards_and_one_gather_per_dataset_and_method(repo_root, tmp_path,
     assert all(len([i for i in b if "/shards/" in i]) == 3 for b in inputs)
 
 
-def test_set_scatter_overrides_the_config(repo_root, tmp_path, unsharded):
-    counts = job_counts(dry_run(repo_root, tmp_path, 3, "--set-scatter", "predict=2"))
+def test_set_scatter_overrides_the_config(snakemake, repo_root, tmp_path, unsharded):
+    output = dry_run(snakemake, repo_root, tmp_path, 3, "--set-scatter", "predict=2")
+    counts = snakemake.job_counts(output)
     assert counts["predict_method_shard"] == 2 * unsharded["predict_method"]
     assert counts["gather_predictions"] == unsharded["predict_method"]
 
 
-def test_zero_shards_is_a_config_error(repo_root, tmp_path):
+def test_zero_shards_is_a_config_error(snakemake, repo_root, tmp_path):
     with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         config = yaml.safe_load(handle)
     config["scale"] = {"predict_shards": 0}
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    result = run_snakemake(repo_root, tmp_path, "-n", "--configfile", "config.yaml")
+    result = snakemake(["-n"], cwd=tmp_path, config=config, cores=None)
     assert result.returncode != 0
     assert "predict_shards" in result.stdout + result.stderr

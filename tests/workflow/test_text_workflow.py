@@ -6,7 +6,6 @@ import time
 
 import pytest
 import yaml
-from test_dag import job_counts, run_snakemake
 
 from medsegflow import planning
 from medsegflow import workflow as wf
@@ -101,7 +100,7 @@ def test_missing_clip_weights_name_key_path_and_source(repo_root, tmp_path):
     assert any(line.startswith("weights.sam_vit_b:") for line in lines)
 
 
-def test_full_study_dry_run_plans_the_comparison_and_ablation_grid(repo_root, tmp_path):
+def test_full_study_dry_run_plans_the_comparison_and_ablation_grid(repo_root, tmp_path, snakemake):
     """experiments/medclip_samv2.yaml: 4 datasets, 46 methods (7 comparison rows, 39 grid
     points); every stage shared where the grid does not vary it."""
     weights = tmp_path / "weights"
@@ -115,20 +114,12 @@ def test_full_study_dry_run_plans_the_comparison_and_ablation_grid(repo_root, tm
     }
     study = repo_root / "experiments" / "medclip_samv2.yaml"
     start = time.perf_counter()
-    result = run_snakemake(
-        repo_root,
-        repo_root,
-        "-n",
-        "--cores",
-        "2",
-        "--configfile",
-        str(study),
-        "--config",
-        f"weights={override}",
+    # --config before --configfile: both take several values
+    result = snakemake(
+        ["-n", "--config", f"weights={override}"], cwd=repo_root, config=study, check=True
     )
     seconds = time.perf_counter() - start
-    assert result.returncode == 0, result.stderr + result.stdout
-    counts = job_counts(result.stdout)
+    counts = snakemake.job_counts(result.stdout)
     print(f"full study dry-run: {sum(counts.values())} jobs in {seconds:.1f} s")
     assert counts["predict_method"] == 4 * 46
     assert counts["score_method"] == 4 * 46
@@ -180,16 +171,15 @@ def test_missing_weights_stop_a_run_and_only_warn_in_a_dry_run(repo_root, tmp_pa
     assert wf.without_paths(inputs, set()) is inputs
 
 
-def test_full_study_dry_run_without_weights_plans_the_same_jobs(repo_root):
+def test_full_study_dry_run_without_weights_plans_the_same_jobs(repo_root, snakemake):
     """A researcher can see the plan before downloading weights; a real run still stops
     before any job, naming every missing file."""
-    study = str(repo_root / "experiments" / "medclip_samv2.yaml")
-    dry = run_snakemake(repo_root, repo_root, "-n", "--cores", "2", "--configfile", study)
-    assert dry.returncode == 0, dry.stderr + dry.stdout
+    study = repo_root / "experiments" / "medclip_samv2.yaml"
+    dry = snakemake(["-n"], cwd=repo_root, config=study, check=True)
     assert "WARNING: missing weight files" in dry.stderr
     assert "weights.sam_vit_b" in dry.stderr and "weights.biomedclip" in dry.stderr
-    assert sum(job_counts(dry.stdout).values()) == 866  # as with the weights present
-    real = run_snakemake(repo_root, repo_root, "nothing", "--cores", "1", "--configfile", study)
+    assert sum(snakemake.job_counts(dry.stdout).values()) == 866  # as with the weights present
+    real = snakemake(["nothing"], cwd=repo_root, config=study, cores=1)
     assert real.returncode != 0
     assert "ConfigError" in real.stderr and "missing weight files" in real.stderr
     assert "weights.clip_vit_b16" in real.stderr and "MissingRule" not in real.stderr
