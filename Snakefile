@@ -7,9 +7,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-# The demo config, unless a study is given with --configfile (then it stands alone:
-# Snakemake would otherwise merge the demo's datasets and methods into it).
-if not workflow.overwrite_configfiles:
+# The demo config, unless a study is given with --configfile: a study names its datasets
+# and stands alone (the configfile directive would merge the demo's datasets and methods
+# into it). Before this directive, `config` holds what the command line gave.
+if "datasets" not in config:
 
     configfile: "config.yaml"
 

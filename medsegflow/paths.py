@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import re
 
-RESULTS = "results"
-
 DATA_CASES = "results/data/{dataset}/cases.tsv"
 PREPROCESSED = "results/preprocessed/{dataset}/manifest.tsv"
 GT_PROMPTS = "results/prompts/{dataset}/{prompt}/prompts.tsv"

@@ -51,12 +51,6 @@ def dataset_source(config: Mapping[str, Any], dataset: str) -> dict[str, Any]:
     return {k: spec[k] for k in DATASET_SOURCE_KEYS if k in spec}
 
 
-def prompt_sets_used(config: Mapping[str, Any], dataset: str) -> list[str]:
-    """Prompt sets needed by the methods of ``dataset``, in config order."""
-    used = {config["methods"][m].get("prompts") for m in methods_for_dataset(config, dataset)}
-    return [p for p in config.get("prompts", {}) if p in used]
-
-
 def pseudo_label_sources(config: Mapping[str, Any], dataset: str) -> set[str]:
     """Methods whose train/val predictions train a method run on ``dataset``: the
     ``labels_from`` of those methods (weak supervision)."""

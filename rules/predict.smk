@@ -10,9 +10,8 @@ scattergather:
     predict=config["scale"]["predict_shards"],
 
 
-PREDICT_SHARDS = workflow.resource_settings.overwrite_scatter.get(
-    "predict", config["scale"]["predict_shards"]
-)
+# the number of shards after --set-scatter, from the public scatter function
+PREDICT_SHARDS = len(scatter.predict("{scatteritem}"))
 if not isinstance(PREDICT_SHARDS, int) or PREDICT_SHARDS < 1:
     raise ConfigError(
         f"scale.predict_shards (or --set-scatter predict=N): {PREDICT_SHARDS!r} "

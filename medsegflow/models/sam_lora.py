@@ -20,7 +20,7 @@ updates into plain ``nn.Linear`` weights.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -182,12 +182,3 @@ def merge_lora(model: nn.Module) -> nn.Module:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer.merged())
     return model
-
-
-def lora_factors(model: Sam) -> Sequence[tuple[str, LowRank]]:
-    """``(module name + group, LowRank)`` in SAMed's checkpoint order (blocks, then q, v)."""
-    found = []
-    for name, layer in lora_layers(model):
-        for group, pair in layer.lora.items():
-            found.append((f"{name}.lora.{group}", pair))
-    return found

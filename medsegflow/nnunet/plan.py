@@ -25,7 +25,6 @@ from medsegflow.nnunet.env import nnunet_environment, portable, process_output_t
 
 log = logging.getLogger(__name__)
 
-PLANS = "nnUNetPlans"
 CONFIGURATIONS = ("2d", "3d_fullres")
 
 

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SLICE_KINDS = ("foreground", "empty")
-
 
 @dataclass(frozen=True)
 class SliceChoice:
