@@ -7,7 +7,9 @@ Follows uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``sam_model_inf
   previous low-resolution logits as the mask prompt (zeros of ``size // 4`` per axis before
   the first click), decoded with ``multimask_output=False``;
 - the low-resolution logits are upsampled trilinearly (``align_corners=False``) to the crop,
-  ``sigmoid > 0.5`` is the mask, pasted back and resampled onto the original grid.
+  ``sigmoid > 0.5`` is the mask, mapped from the crop onto the original grid with nearest
+  neighbours (:func:`~medsegflow.sam3d.preprocess.block_to_original`, the official
+  ``data_postprocess``: the original grid's outermost voxels keep their prediction).
 
 Clicks are simulated by :mod:`medsegflow.prompts.clicks` from the object's mask **inside the
 crop** (as the official script, which samples from the cropped label): an error outside the
@@ -22,9 +24,9 @@ one crop by sliding crops over that box with all of its clicks
 (:func:`medsegflow.sam3d.windows.window_final`); the masks after the earlier clicks stay
 the single crop's.
 
-Devices: CUDA with bfloat16 autocast when available, otherwise the CPU in float32
-(:func:`medsegflow.models.sam_loader.autocast`, precision ``"auto"``). torch is imported
-inside the functions.
+Devices: CUDA when available, otherwise the CPU; float32 unless ``precision`` says
+otherwise (:mod:`medsegflow.precision`; the official script runs float32). torch is
+imported inside the functions.
 """
 
 from __future__ import annotations
@@ -41,15 +43,14 @@ from medsegflow.prompts import clicks as click_rules
 from medsegflow.sam3d.preprocess import (
     CropBox,
     ModelGrid,
+    block_to_original,
     crop_box,
     extract,
     gt_centre,
     model_to_original,
     original_to_model,
-    paste,
     prepare_crop,
     to_model_grid,
-    to_original,
 )
 from medsegflow.sam3d.session import CropSession
 
@@ -91,12 +92,14 @@ def segment_object(
     first_mode: str | None = None,
     oracle_gt_centre: bool = False,
     device: str | None = None,
+    precision: str = "fp32",
 ) -> InteractiveResult:
     """Interactive run for one object (``object_ijk``: bool/0-1 mask in the model frame).
 
     ``first_click_zyx``: a user's first positive click (original voxel indices) instead of
     a simulated one, otherwise drawn by ``first_mode`` (default ``mode``). ``mode``/``rng``:
-    :mod:`medsegflow.prompts.clicks`.
+    :mod:`medsegflow.prompts.clicks`. ``precision``: the crop's encoder and decoder
+    (:mod:`medsegflow.precision`; the official script runs float32).
     """
     if n_clicks < 1:
         raise ValueError(f"n_clicks must be >= 1, got {n_clicks}")
@@ -110,7 +113,7 @@ def segment_object(
     size = int(model.image_encoder.img_size)
     box = crop_box(gt_centre(object_ijk) if oracle_gt_centre else first[:3], size)
     gt_crop = extract(object_ijk, box, fill=False)
-    session = CropSession(model, prepare_crop(grid, box), device=device)
+    session = CropSession(model, prepare_crop(grid, box), device=device, precision=precision)
     encoded = time.perf_counter()
     points = [np.r_[box.to_crop(first[None, :3])[0], first[3]]]
     low_res, masks, pred_crop = session.empty_logits(), [], None
@@ -124,7 +127,7 @@ def segment_object(
         array = np.asarray(points)
         low_res, prob = session.decode(array[:, :3], array[:, 3], low_res)
         pred_crop = prob > 0.5
-        masks.append(to_original(paste(pred_crop.astype(np.uint8), box, grid.shape), grid))
+        masks.append(block_to_original(pred_crop.astype(np.uint8), box.start, grid))
     clicks_ijk = np.asarray(points)
     clicks_ijk[:, :3] += np.asarray(box.start)
     return InteractiveResult(
@@ -147,12 +150,14 @@ def interactive_segment(
     n_clicks: int = 5,
     mode: str = "center",
     rng: np.random.Generator | None = None,
+    resample_grid: str = "torchio",
     **options: Any,
 ) -> InteractiveResult:
     """:func:`segment_object` from volumes: ``object_mask`` (non-zero = the object) on the
-    image's grid. ``options`` go to :func:`segment_object`."""
+    image's grid; ``resample_grid``: :func:`~medsegflow.sam3d.preprocess.to_model_grid`.
+    ``options`` go to :func:`segment_object`."""
     binary = Volume((np.asarray(object_mask.array_zyx) > 0).astype(np.uint8), image.geometry)
-    grid = to_model_grid(image, label=binary)
+    grid = to_model_grid(image, label=binary, resample_grid=resample_grid)
     return segment_object(
         model, grid, grid.label_ijk > 0, n_clicks=n_clicks, mode=mode, rng=rng, **options
     )
@@ -171,6 +176,8 @@ def segment_labels(
     first_mode: str | None = None,
     oracle_gt_centre: bool = False,
     window_overlap: float | None = None,
+    resample_grid: str = "torchio",
+    precision: str = "fp32",
 ) -> tuple[list[np.ndarray], dict[int, InteractiveResult]]:
     """One interactive run per label value (default: every non-zero value of ``label``),
     painted into label volumes in ascending value order (a later value overwrites, as the
@@ -188,9 +195,10 @@ def segment_labels(
     crop). The last mask is the prediction that is written and scored, so the last point
     of the click curve is the final prediction; the step to it holds both the last click
     and the windows. Objects that fit are untouched (no extra model call), so they get
-    exactly the results without windows.
+    exactly the results without windows. ``resample_grid``: the model frame's grid
+    (:func:`~medsegflow.sam3d.preprocess.to_model_grid`).
     """
-    grid = to_model_grid(image, label=label)
+    grid = to_model_grid(image, label=label, resample_grid=resample_grid)
     wanted = (
         sorted(int(v) for v in np.unique(label.array_zyx) if v != 0) if values is None else values
     )
@@ -211,10 +219,18 @@ def segment_labels(
             device=device,
             first_mode=first_mode,
             oracle_gt_centre=oracle_gt_centre,
+            precision=precision,
         )
         if window_overlap is not None:
             _window_last_mask(
-                model, grid, label.array_zyx == value, result, value, window_overlap, device
+                model,
+                grid,
+                label.array_zyx == value,
+                result,
+                value,
+                window_overlap,
+                device,
+                precision,
             )
         for k, mask in enumerate(result.masks):
             painted[k][mask > 0] = value
@@ -230,6 +246,7 @@ def _window_last_mask(
     value: int,
     min_overlap: float,
     device: str | None,
+    precision: str = "fp32",
 ) -> None:
     """Replace ``result``'s last mask by the windowed one when the object needs windows."""
     from medsegflow.sam3d.windows import window_final
@@ -242,6 +259,7 @@ def _window_last_mask(
         result.clicks_ijk[:, 3],
         min_overlap=min_overlap,
         device=device,
+        precision=precision,
     )
     if windowed is None:
         return

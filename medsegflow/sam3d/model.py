@@ -17,11 +17,18 @@ medim's ``load_pretrained_weights(..., state_dict_key='model_state_dict')``); th
 ``_build_sam3D_ori`` also loads a bare state dict. :func:`load_checkpoint` accepts both,
 reads on the CPU and loads strictly (medim loads with ``strict=False``, which would hide a
 wrong file). ``pixel_mean``/``pixel_std`` are non-persistent buffers, absent from the files.
-torch and medim are imported inside the functions.
+The checkpoints train.py writes during training (``sam_model_dice_best.pth``,
+``sam_model_latest.pth``) hold, beside ``model_state_dict``, the optimizer and scheduler
+states and the run's ``args``, an ``argparse.Namespace`` (with a ``torch.device``): they are
+read with ``weights_only=True`` and exactly ``argparse.Namespace`` allowed
+(:data:`SAFE_GLOBALS`); any other pickled class is refused in one line naming the file.
+A spec is a name of :data:`SPECS` or, from a config, a mapping of :class:`Sam3DSpec`'s
+hyper-parameters (:func:`get_spec`). torch and medim are imported inside the functions.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
@@ -38,6 +45,9 @@ if TYPE_CHECKING:
 
 STATE_DICT_KEY = "model_state_dict"
 """Where ``sam_med3d_turbo.pth`` keeps the weights (SAM-Med3D train.py's checkpoints)."""
+SAFE_GLOBALS = (argparse.Namespace,)
+"""The only classes beyond torch's ``weights_only`` defaults that a checkpoint may hold:
+SAM-Med3D's train.py saves its ``args`` (an ``argparse.Namespace``) in every checkpoint."""
 
 
 @dataclass(frozen=True)
@@ -91,8 +101,18 @@ SPECS: dict[str, Sam3DSpec] = {
 }
 
 
-def get_spec(spec: str | Sam3DSpec) -> Sam3DSpec:
-    """A spec by name (``"turbo"``, ``"tiny"``) or the spec itself, checked."""
+def get_spec(spec: str | Sam3DSpec | Mapping[str, Any]) -> Sam3DSpec:
+    """A spec by name (``"turbo"``, ``"tiny"``), the spec itself, or a config mapping of
+    its hyper-parameters (``name`` optional, default ``"custom"``; the other fields default
+    to turbo's), checked."""
+    if isinstance(spec, Mapping):
+        fields = dict(spec)
+        fields.setdefault("name", "custom")
+        known = set(Sam3DSpec.__dataclass_fields__)
+        if unknown := sorted(set(fields) - known):
+            raise ValueError(f"unknown SAM-Med3D spec keys {unknown}; known: {sorted(known)}")
+        fields["global_attn_indexes"] = tuple(fields.get("global_attn_indexes", (2, 5, 8, 11)))
+        spec = Sam3DSpec(**fields)
     if isinstance(spec, str):
         if spec not in SPECS:
             raise ValueError(f"unknown SAM-Med3D spec {spec!r}; known: {', '.join(SPECS)}")
@@ -170,10 +190,10 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise InputError(f"{path}: SAM-Med3D checkpoint file not found")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+            payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch.load raises many types for damaged or pickled files
-        reason = " ".join(str(err).split())[:200]
-        raise InputError(f"{path}: cannot read SAM-Med3D checkpoint ({reason})") from None
+        raise InputError(f"{path}: cannot read SAM-Med3D checkpoint ({_load_error(err)})") from None
     if isinstance(payload, Mapping) and STATE_DICT_KEY in payload:
         payload = payload[STATE_DICT_KEY]
     if not isinstance(payload, Mapping) or not all(
@@ -187,13 +207,32 @@ def _read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in payload.items()}
 
 
+def _load_error(err: Exception) -> str:
+    """One line for a failed ``torch.load``: the refused class when a pickled global is
+    not allowed, else torch's message shortened."""
+    text = " ".join(str(err).split())
+    if "Unsupported global" in text:
+        found = text.split("Unsupported global:", 1)[1].split(" was not ")[0]
+        found = found.replace("GLOBAL", "").strip()
+        allowed = ", ".join(f"{c.__module__}.{c.__qualname__}" for c in SAFE_GLOBALS)
+        return (
+            f"it pickles {found}, which is not allowed: weights_only loading accepts "
+            f"tensors, plain data and {allowed}"
+        )
+    return text[:200]
+
+
 def load_checkpoint(
-    path: str | os.PathLike, spec: str | Sam3DSpec = "turbo", *, device: str | None = None
+    path: str | os.PathLike,
+    spec: str | Sam3DSpec | Mapping[str, Any] = "turbo",
+    *,
+    device: str | None = None,
 ) -> SAM_Med3D:
     """Build the spec's network and load ``path`` into it strictly, in eval mode.
 
-    The file is read with ``map_location="cpu"`` and ``weights_only=True``; a ``module.``
-    prefix (DDP training) is removed. Raises :class:`InputError` naming the file when it is
+    The file is read with ``map_location="cpu"`` and ``weights_only=True`` with
+    :data:`SAFE_GLOBALS` allowed (train.py's checkpoints); a ``module.`` prefix (DDP
+    training) is removed. Raises :class:`InputError` naming the file when it is
     missing, unreadable, not a state dict, or its keys or shapes do not fit the spec (the
     first missing/unexpected/mismatched keys are named).
     """

@@ -21,6 +21,12 @@ case, and the table :func:`predict_sam3d` returns has ``n_windows`` (crops run) 
 ``window_seconds`` per case; ``manifest.tsv`` has the shared columns only (the case's
 ``seconds`` include the windows).
 
+The 1.5 mm grid follows ``resample_grid`` (:mod:`medsegflow.sam3d.preprocess`: torchio's
+own, as installed, or torchio < 0.20.11's); the job logs the torchio version and the grid
+rule, and the table :func:`predict_sam3d` returns has them per case (``torchio``,
+``grid_rule``). ``precision`` (default float32, as the official script) is the encoder's
+and decoder's.
+
 Written: ``{case_id}.nii.gz``, the labels after the last click (scored like any method),
 and ``clicks/{case_id}.npz``, the labels after every click with the clicks in original
 voxel indices (:mod:`medsegflow.interactive`). Random draws use
@@ -73,6 +79,8 @@ def segment_case3d(
     oracle_gt_centre: bool,
     device: str | None,
     window_overlap: float | None = None,
+    resample_grid: str = "torchio",
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, pd.DataFrame, dict[str, float]]:
     """``(labels after each click (K, Z, Y, X), clicks table, cost)`` of one case.
 
@@ -92,6 +100,8 @@ def segment_case3d(
         device=device,
         oracle_gt_centre=oracle_gt_centre,
         window_overlap=window_overlap,
+        resample_grid=resample_grid,
+        precision=precision,
     )
     cost = {
         "encode": sum(r.seconds["encode"] for r in results.values()),
@@ -104,9 +114,12 @@ def segment_case3d(
 
 def predict_sam3d(job: PredictJob) -> pd.DataFrame:
     """The family predictor (``family: sam3d``); ``job.inputs``: ``preprocessed``, ``data``
-    (the canonical ``cases.tsv``) and ``checkpoint``. Returns the manifest with two more
-    columns per case: ``n_windows`` (sliding crops run) and ``window_seconds``."""
+    (the canonical ``cases.tsv``) and ``checkpoint``. Returns the manifest with more
+    columns per case: ``n_windows`` (sliding crops run), ``window_seconds``, ``torchio``
+    (its version) and ``grid_rule`` (the 1.5 mm grid: ``floor_centred`` or
+    ``ceil_corner``)."""
     from medsegflow.sam3d.model import load_checkpoint
+    from medsegflow.sam3d.preprocess import grid_provenance
 
     job.require("data", "checkpoint", family="sam3d")
     spec = job.method
@@ -123,6 +136,18 @@ def predict_sam3d(job: PredictJob) -> pd.DataFrame:
     windows = spec["windows"]
     overlap = float(windows["min_overlap"]) if windows["enabled"] else None
     window_cost: dict[str, tuple[int, float]] = {}
+    resampling = grid_provenance(spec.get("resample_grid", "torchio"))
+    precision = spec.get("precision", "fp32")
+    log.info(
+        "%s: torchio %s, resample_grid %s: the 1.5 mm grid is %s (floor_centred: torchio "
+        ">= 0.20.11; ceil_corner: torchio < 0.20.11, the official script's original); "
+        "precision %s",
+        job.method_name,
+        resampling["torchio"],
+        resampling["resample_grid"],
+        resampling["grid_rule"],
+        precision,
+    )
 
     def segment(case: dict[str, Any], _preprocessed: Volume) -> tuple[np.ndarray, int]:
         case_id = case["case_id"]
@@ -148,6 +173,8 @@ def predict_sam3d(job: PredictJob) -> pd.DataFrame:
             oracle_gt_centre=oracle,
             device=device,
             window_overlap=overlap,
+            resample_grid=resampling["resample_grid"],
+            precision=precision,
         )
         window_cost[case_id] = (int(cost["n_windows"]), round(float(cost["windows"]), 3))
         write_click_volumes(
@@ -170,4 +197,6 @@ def predict_sam3d(job: PredictJob) -> pd.DataFrame:
     return manifest.assign(
         n_windows=[window_cost[c][0] for c in ids],
         window_seconds=[window_cost[c][1] for c in ids],
+        torchio=resampling["torchio"],
+        grid_rule=resampling["grid_rule"],
     )

@@ -21,10 +21,29 @@ Follows uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``data_preproce
    std, applied to every voxel). Where the crop holds fewer than 2 such voxels or their std
    is 0 (torchio raises), all voxels are used instead; a constant crop becomes 0.
 
-The inverse pastes a crop's mask into the model frame and resamples it with nearest
-neighbours onto the original grid (``tio.Resample(target=original image)``, as
-``data_postprocess`` does), giving exactly the input's shape; the caller keeps the input's
-:class:`~medsegflow.io.Geometry`. Arrays outside this module are ``zyx`` (io's convention);
+The inverse maps a crop's mask onto the original grid with nearest neighbours **from the
+crop itself** (:func:`block_to_original`), as the official ``data_postprocess`` does: each
+original voxel centre is mapped into the crop (``inv(crop_affine) @ original_affine``) and
+takes the nearest crop voxel, 0 outside the crop; exact halves round up (towards the higher
+index, as SimpleITK's nearest interpolator), after snapping to 1e-6. The crop reaches into
+the zero padding beyond the resampled grid, so the original grid's outermost voxels, whose
+centres lie up to half a voxel outside the 1.5 mm grid, get their prediction (pasting into
+the 1.5 mm grid first would drop them). It gives exactly the input's shape; the caller keeps
+the input's :class:`~medsegflow.io.Geometry`.
+
+**The resampling grid depends on torchio's version** (``resample_grid``):
+
+- ``"torchio"`` (default): torchio's own ``Resample(1.5)``, as installed (pinned 1.2.1).
+  Since torchio 0.20.11 its grid has ``floor(extent / 1.5)`` voxels, centred on the
+  original volume (:func:`torchio_grid_rule`).
+- ``"ceil_corner"``: the grid of torchio before 0.20.11, which SAM-Med3D's
+  ``infer_utils.py`` was written against: ``ceil(extent / 1.5)`` voxels, the outer corner
+  of the first voxel kept in place (the first new voxel centre at old index
+  ``0.5 * (1.5 / old_spacing - 1)``); computed here, torchio only interpolates onto it.
+
+The two grids differ by up to a voxel, so inputs and masks differ widely between them
+(about 100k of 700k voxels on a spleen CT); every run records which one it used
+(:func:`grid_provenance`). Arrays outside this module are ``zyx`` (io's convention);
 ``ijk`` arrays are in the model frame. torch and torchio are imported inside the functions.
 """
 
@@ -43,6 +62,9 @@ log = logging.getLogger(__name__)
 
 TARGET_SPACING_MM = 1.5
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+RESAMPLE_GRIDS = ("torchio", "ceil_corner")
+"""``resample_grid`` values: torchio's own grid as installed, or torchio < 0.20.11's."""
+_SNAP = 1e-6
 
 
 @dataclass
@@ -60,6 +82,7 @@ class ModelGrid:
     original_affine: np.ndarray
     geometry: Geometry
     label_ijk: np.ndarray | None = None
+    resample_grid: str = "torchio"
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -99,14 +122,71 @@ def ras_affine(geometry: Geometry) -> np.ndarray:
     return _LPS_TO_RAS @ lps
 
 
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(c for c in piece if c.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+def torchio_grid_rule(version: str | None = None) -> str:
+    """The grid rule of torchio's ``Resample(spacing)`` for ``version`` (default: the
+    installed one): ``"floor_centred"`` from 0.20.11 on, ``"ceil_corner"`` before."""
+    if version is None:
+        import torchio
+
+        version = torchio.__version__
+    return "floor_centred" if _version_tuple(version) >= (0, 20, 11) else "ceil_corner"
+
+
+def grid_provenance(resample_grid: str = "torchio") -> dict[str, str]:
+    """What a run records about its resampling: ``torchio`` (the installed version),
+    ``resample_grid`` (the option) and ``grid_rule`` (``floor_centred`` or
+    ``ceil_corner``: the grid that option gives with that torchio)."""
+    import torchio
+
+    if resample_grid not in RESAMPLE_GRIDS:
+        raise ValueError(f"resample_grid must be one of {RESAMPLE_GRIDS}, got {resample_grid!r}")
+    rule = torchio_grid_rule(torchio.__version__) if resample_grid == "torchio" else resample_grid
+    return {"torchio": torchio.__version__, "resample_grid": resample_grid, "grid_rule": rule}
+
+
+def ceil_corner_grid(
+    shape_xyz: tuple[int, ...], affine: np.ndarray, spacing_mm: float = TARGET_SPACING_MM
+) -> tuple[tuple[int, int, int], np.ndarray]:
+    """``(shape, affine)`` of torchio < 0.20.11's ``Resample(spacing_mm)`` reference grid
+    for an image of ``shape_xyz`` and RAS ``affine``: ``ceil(extent / spacing)`` voxels
+    (singleton axes stay 1), same direction, the first voxel centre at the old continuous
+    index ``0.5 * (spacing / old_spacing - 1)`` (the outer corner kept in place)."""
+    affine = np.asarray(affine, dtype=np.float64)
+    old_spacing = np.linalg.norm(affine[:3, :3], axis=0)
+    old_size = np.asarray(shape_xyz, dtype=np.float64)
+    new_size = np.ceil(old_size * old_spacing / spacing_mm).astype(int)
+    new_size[old_size == 1] = 1
+    first_index = 0.5 * (spacing_mm / old_spacing - 1.0)
+    new = np.eye(4)
+    new[:3, :3] = affine[:3, :3] / old_spacing * spacing_mm
+    new[:3, 3] = affine[:3, :3] @ first_index + affine[:3, 3]
+    return tuple(int(n) for n in new_size), new
+
+
 def to_model_grid(
-    image: Volume, *, label: Volume | None = None, spacing_mm: float = TARGET_SPACING_MM
+    image: Volume,
+    *,
+    label: Volume | None = None,
+    spacing_mm: float = TARGET_SPACING_MM,
+    resample_grid: str = "torchio",
 ) -> ModelGrid:
     """Resample ``image`` (and ``label``) to ``spacing_mm`` isotropic in RAS canonical
-    orientation (steps 1 of the module docstring). ``label`` must have the image's shape;
-    it is resampled as is (nearest), any integer values."""
+    orientation (steps 1 of the module docstring) on the ``resample_grid`` grid
+    (:data:`RESAMPLE_GRIDS`). ``label`` must have the image's shape; it is resampled as is
+    (nearest), any integer values."""
     import torch
     import torchio as tio
+
+    if resample_grid not in RESAMPLE_GRIDS:
+        raise ValueError(f"resample_grid must be one of {RESAMPLE_GRIDS}, got {resample_grid!r}")
 
     array = np.asarray(image.array_zyx)
     if array.ndim != 3:
@@ -121,7 +201,11 @@ def to_model_grid(
         items["label"] = tio.LabelMap(
             tensor=_to_tensor(label.array_zyx, torch.int16), affine=affine
         )
-    subject = tio.Compose([tio.Resample(spacing_mm), tio.ToCanonical()])(tio.Subject(**items))
+    if resample_grid == "ceil_corner":
+        resample = tio.Resample(target=ceil_corner_grid(array.shape[::-1], affine, spacing_mm))
+    else:
+        resample = tio.Resample(spacing_mm)
+    subject = tio.Compose([resample, tio.ToCanonical()])(tio.Subject(**items))
     label_ijk = None
     if label is not None:
         label_ijk = subject["label"].data[0].numpy().astype(np.uint8)
@@ -132,6 +216,7 @@ def to_model_grid(
         original_affine=affine,
         geometry=image.geometry,
         label_ijk=label_ijk,
+        resample_grid=resample_grid,
     )
 
 
@@ -234,21 +319,43 @@ def prepare_crop(grid: ModelGrid, box: CropBox) -> np.ndarray:
 
 
 def to_original(mask_ijk: np.ndarray, grid: ModelGrid) -> np.ndarray:
-    """A model-frame label array back on the original grid: uint8 ``original_shape_zyx``,
-    nearest-neighbour resampling with the two affines (exact shape and geometry)."""
-    import torch
-    import torchio as tio
-
+    """A model-frame label array (the grid's shape) back on the original grid: uint8
+    ``original_shape_zyx`` (:func:`block_to_original` of the whole grid)."""
     mask_ijk = np.asarray(mask_ijk)
     if mask_ijk.shape != grid.shape:
         raise ValueError(f"mask shape {mask_ijk.shape} is not the model grid's {grid.shape}")
-    labels = tio.LabelMap(
-        tensor=torch.from_numpy(mask_ijk.astype(np.int16))[None], affine=grid.affine
-    )
-    shape_xyz = tuple(reversed(grid.original_shape_zyx))
-    reference = tio.ScalarImage(tensor=torch.zeros((1, *shape_xyz)), affine=grid.original_affine)
-    resampled = tio.Resample(target=reference, label_interpolation="nearest")(labels)
-    return resampled.data[0].numpy().transpose(2, 1, 0).astype(np.uint8)
+    return block_to_original(mask_ijk, (0, 0, 0), grid)
+
+
+def block_to_original(
+    values_ijk: np.ndarray, start_ijk: tuple[int, int, int], grid: ModelGrid
+) -> np.ndarray:
+    """A model-frame block (a crop) back on the original grid, uint8 ``original_shape_zyx``.
+
+    ``values_ijk[a, b, c]`` is model-frame voxel ``start_ijk + (a, b, c)``; the block may
+    reach beyond the grid (a crop's padding). Each original voxel takes the value of the
+    block voxel nearest to its centre, 0 outside the block: the rule of the module
+    docstring (SAM-Med3D's ``data_postprocess``, torchio/SimpleITK nearest resampling from
+    the crop's affine onto the original image).
+    """
+    values = np.asarray(values_ijk)
+    to_block = np.linalg.inv(grid.affine) @ grid.original_affine
+    to_block[:3, 3] -= np.asarray(start_ijk, dtype=np.float64)
+    n_z, n_y, n_x = grid.original_shape_zyx
+    x = np.arange(n_x, dtype=np.float64)[None, :]
+    y = np.arange(n_y, dtype=np.float64)[:, None]
+    out = np.zeros(grid.original_shape_zyx, dtype=np.uint8)
+    for z in range(n_z):
+        index = []
+        for axis in range(3):
+            row = to_block[axis]
+            continuous = row[0] * x + row[1] * y + (row[2] * z + row[3])
+            index.append(np.floor(np.round(continuous / _SNAP) * _SNAP + 0.5).astype(np.int64))
+        inside = np.ones((n_y, n_x), dtype=bool)
+        for axis, side in enumerate(values.shape):
+            inside &= (index[axis] >= 0) & (index[axis] < side)
+        out[z][inside] = values[index[0][inside], index[1][inside], index[2][inside]]
+    return out
 
 
 def window_boxes(

@@ -3,8 +3,9 @@
 Follows uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``sam_model_infer``): the
 crop is encoded once (``model.image_encoder``); each decoder call takes the points so far
 and the previous low-resolution logits as the mask prompt, ``multimask_output=False``,
-and the logits are upsampled trilinearly (``align_corners=False``) to the crop. CUDA with
-bfloat16 autocast when available, otherwise the CPU in float32. torch is imported inside.
+and the logits are upsampled trilinearly (``align_corners=False``) to the crop. The
+precision defaults to float32, as the official script runs (``precision``:
+:mod:`medsegflow.precision`). torch is imported inside.
 Shared by :mod:`medsegflow.sam3d.infer` (the interactive loop) and
 :mod:`medsegflow.sam3d.windows` (sliding crops).
 """
@@ -23,7 +24,7 @@ class CropSession:
     """A crop's image embedding, computed once, and the decoder calls on it."""
 
     def __init__(
-        self, model: Any, crop: np.ndarray, *, device: str | None = None, precision: str = "auto"
+        self, model: Any, crop: np.ndarray, *, device: str | None = None, precision: str = "fp32"
     ) -> None:
         import torch
 

@@ -5,8 +5,9 @@ train split of its ``train.datasets``: each case's canonical image (original int
 with its cleaned reference labels, every label value an object. Writes the weights in the
 released checkpoint's layout (``{"model_state_dict": ...}``, so the predictor loads them
 with the same strict loader as ``sam_med3d_turbo.pth``), a model card ``model.json``
-(spec, train settings, time, parameters, first and last loss) and ``train_log.csv`` (the
-loss per click of every iteration).
+(spec, train settings, time, parameters, first and last loss, and ``resampling``: the
+torchio version and the 1.5 mm grid rule the training crops were cut on) and
+``train_log.csv`` (the loss per click of every iteration).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ def train_sam3d_model(
     """Train and write the weights, card and loss history; returns the training summary."""
 
     from medsegflow.sam3d.model import save_checkpoint
+    from medsegflow.sam3d.preprocess import grid_provenance
     from medsegflow.sam3d.train import TrainConfig, train_sam3d
 
     limit_threads(int(train.get("threads", 1)))
@@ -90,6 +92,7 @@ def train_sam3d_model(
         "spec": spec,
         "train": dict(train),
         "training": {**info, "n_cases": len(cases)},
+        "resampling": grid_provenance("torchio"),
     }
     write_text(out_weights.parent / "model.json", json.dumps(card, indent=2, default=str) + "\n")
     write_csv_atomic(

@@ -10,8 +10,10 @@ Each cube is encoded on its own (its own z-normalisation) and decoded once, with
 mask prompt and as points the clicks that fall inside it; a cube without a click gets one
 positive click at the centre of the box's part inside it when a box was given, and is
 skipped otherwise. The cubes' probabilities (sigmoid of the upsampled logits) are averaged
-per voxel over the cubes that ran and cover it, and ``mean > 0.5`` is the mask, resampled
-onto the original grid. The cost is one encoder call per cube (``WindowResult.seconds``).
+per voxel over the cubes that ran and cover it, and ``mean > 0.5`` is the mask, mapped
+onto the original grid from the block the cubes span (padding included, so the original
+grid's outermost voxels keep their prediction, as with one crop). The cost is one
+encoder call per cube (``WindowResult.seconds``).
 
 In the interactive predictor (``windows: {enabled: true}`` of a ``sam3d`` method,
 :func:`window_final`): after an object's clicks, an object whose 3D box does not fit in
@@ -34,12 +36,12 @@ from medsegflow.prompts.propagation import box_3d_from_mask
 from medsegflow.sam3d.preprocess import (
     CropBox,
     ModelGrid,
+    block_to_original,
     box_to_model,
     original_to_model,
     paste,
     prepare_crop,
     to_model_grid,
-    to_original,
     window_boxes,
 )
 from medsegflow.sam3d.session import CropSession
@@ -79,6 +81,7 @@ def segment_windows(
     min_overlap: float = 0.25,
     grid: ModelGrid | None = None,
     device: str | None = None,
+    precision: str = "fp32",
 ) -> WindowResult:
     """Segment one object from a box ``[[z0, y0, x0], [z1, y1, x1]]`` (inclusive original
     voxel indices) and/or clicks ``(N, 3)`` zyx with labels ``(N,)`` (default all
@@ -109,20 +112,23 @@ def segment_windows(
         lo_hi = extent
     size = int(model.image_encoder.img_size)
     boxes = window_boxes(*lo_hi, size, min_overlap=min_overlap)
-    total = np.zeros(grid.shape, np.float32)
-    count = np.zeros(grid.shape, np.float32)
+    start = np.min([b.start for b in boxes], axis=0)
+    span = tuple(int(v) for v in np.max([b.stop for b in boxes], axis=0) - start)
+    total = np.zeros(span, np.float32)
+    count = np.zeros(span, np.float32)
     n_run = 0
     for box in boxes:
         prompt = _window_prompt(box, points, labels, extent)
         if prompt is None:
             continue
-        session = CropSession(model, prepare_crop(grid, box), device=device)
+        session = CropSession(model, prepare_crop(grid, box), device=device, precision=precision)
         _, prob = session.decode(*prompt, session.empty_logits())
-        total += paste(prob.astype(np.float32), box, grid.shape)
-        count += paste(np.ones_like(prob, np.float32), box, grid.shape)
+        local = CropBox(tuple(int(v) for v in np.asarray(box.start) - start), box.size)
+        total += paste(prob.astype(np.float32), local, span)
+        count += paste(np.ones_like(prob, np.float32), local, span)
         n_run += 1
     mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    mask = to_original((mean > 0.5).astype(np.uint8), grid)
+    mask = block_to_original((mean > 0.5).astype(np.uint8), tuple(int(v) for v in start), grid)
     return WindowResult(mask, boxes, n_run, time.perf_counter() - started)
 
 
@@ -144,6 +150,7 @@ def window_final(
     *,
     min_overlap: float = 0.25,
     device: str | None = None,
+    precision: str = "fp32",
 ) -> WindowResult | None:
     """The windowed final mask of one object after its interactive clicks, or None when
     its box fits in one crop (the single-crop run is then kept as it is).
@@ -168,4 +175,5 @@ def window_final(
         min_overlap=min_overlap,
         grid=grid,
         device=device,
+        precision=precision,
     )

@@ -81,6 +81,47 @@ def test_checkpoint_errors_name_the_file(tiny, tmp_path):
         load_checkpoint(tmp_path / "tiny_as_turbo.pth", "turbo")
 
 
+def test_train_py_checkpoint_with_its_args_namespace_loads(tiny, tmp_path):
+    """SAM-Med3D's train.py saves its argparse.Namespace (with a torch.device) beside the
+    weights; that one class is allowed, weights_only stays on."""
+    import argparse
+
+    from medsegflow.sam3d.model import load_checkpoint
+
+    args = argparse.Namespace(device=torch.device("cpu"), lr=8e-4, img_size=64)
+    path = tmp_path / "sam_model_dice_best.pth"
+    torch.save({"epoch": 2, "model_state_dict": tiny.state_dict(), "args": args}, path)
+    loaded = load_checkpoint(path, "tiny")
+    assert torch.equal(
+        loaded.state_dict()["mask_decoder.iou_token.weight"],
+        tiny.state_dict()["mask_decoder.iou_token.weight"],
+    )
+    import fractions
+
+    torch.save({"model_state_dict": tiny.state_dict(), "x": fractions.Fraction(1, 2)}, path)
+    with pytest.raises(InputError, match=r"sam_model_dice_best\.pth.*fractions\.Fraction"):
+        load_checkpoint(path, "tiny")
+
+
+def test_spec_from_a_config_mapping():
+    from medsegflow.sam3d.model import SPECS, get_spec
+
+    spec = get_spec(
+        {
+            "image_size": 64,
+            "encoder_embed_dim": 192,
+            "encoder_depth": 4,
+            "encoder_num_heads": 6,
+            "global_attn_indexes": [],
+            "window_size": 0,
+            "prompt_embed_dim": 96,
+        }
+    )
+    assert spec.as_dict() == {**SPECS["tiny"].as_dict(), "name": "custom"}
+    with pytest.raises(ValueError, match="depth_typo"):
+        get_spec({"depth_typo": 3})
+
+
 def test_turbo_shapes_on_meta_device():
     from medsegflow.sam3d.model import expected_state_dict_shapes
 
@@ -114,6 +155,24 @@ def test_resample_crop_paste_round_trip_on_real_ct(sts):
     from medsegflow.sam3d.preprocess import model_to_original
 
     assert np.allclose(model_to_original(original_to_model(point, grid), grid), point)
+
+
+def test_crop_mask_reaches_the_outermost_original_voxels():
+    """0.8 mm voxels, 1.5 mm model grid: the grid's centred floor(extent / 1.5) voxels leave
+    the original's outer voxel centres outside it; the crop (with its padding) covers them,
+    and they take the nearest crop voxel, as the official data_postprocess."""
+    from medsegflow.sam3d.preprocess import block_to_original
+
+    image = Volume(np.zeros((20, 21, 22), np.float32), Geometry((0.8, 0.8, 0.8)))
+    grid = to_model_grid(image)
+    box = crop_box(np.asarray(grid.shape) / 2.0, 64)
+    ones = np.ones((64,) * 3, np.uint8)
+    assert block_to_original(ones, box.start, grid).all()
+    inside_grid = to_original(paste(ones, box, grid.shape), grid)
+    assert not inside_grid[0].all() or not inside_grid[-1].all() or not inside_grid[:, :, 0].all()
+    legacy = to_model_grid(image, resample_grid="ceil_corner")
+    assert all(a >= b for a, b in zip(legacy.shape, grid.shape, strict=True))
+    assert to_original(np.ones(legacy.shape, np.uint8), legacy).all()
 
 
 def test_crop_is_centred_on_the_first_click_not_the_gt(sts):
