@@ -11,7 +11,13 @@ import math
 import numpy as np
 import pytest
 
-from medsegflow.metrics import METRIC_NAMES, compute_metrics
+from medsegflow.metrics import (
+    METRIC_NAMES,
+    NSD_VOXEL,
+    compute_metrics,
+    neighbour_codes,
+    surfel_surface_dice,
+)
 
 FLAG_KEYS = ("gt_empty", "pred_empty", "gt_voxels", "pred_voxels")
 
@@ -35,8 +41,10 @@ def _rod_pair(axis: int, shift: int, *, length: int = 10) -> tuple[np.ndarray, n
 # Rods of 10 voxels, pred shifted by 2 along the rod. Overlap 8: DSC = 16/20, IoU = 8/12.
 # Pooled surface distances (20 values): 16 zeros, then s, s, 2s, 2s (s = spacing along the rod).
 # HD95: position 0.95 * 19 = 18.05 between sorted[18] = 2s and sorted[19] = 2s -> 2s.
-# ASSD = (2 * s + 2 * 2s) / 20 = 0.3 s.  NSD: 16/20 if tau < s, 18/20 if s <= tau < 2s, else 1.
+# ASSD = (2 * s + 2 * 2s) / 20 = 0.3 s.  Voxel-count NSD (nsd_variant="voxel", where every
+# surface voxel weighs the same): 16/20 if tau < s, 18/20 if s <= tau < 2s, else 1.
 SPACING_ZYX = (2.5, 1.3, 0.8)
+VOXEL = {"nsd_variant": NSD_VOXEL}
 
 
 @pytest.mark.parametrize(
@@ -47,7 +55,7 @@ def test_shift_along_rod_uses_the_spacing_of_that_axis(
     axis: int, step_mm: float, nsd_at_2mm: float
 ) -> None:
     pred, gt = _rod_pair(axis, 2)
-    result = compute_metrics(pred, gt, SPACING_ZYX, 2.0)[1]
+    result = compute_metrics(pred, gt, SPACING_ZYX, 2.0, **VOXEL)[1]
     assert result["dsc"] == pytest.approx(0.8, rel=1e-12)
     assert result["iou"] == pytest.approx(8 / 12, rel=1e-12)
     assert result["hd95_mm"] == pytest.approx(2 * step_mm, rel=1e-12)
@@ -56,9 +64,12 @@ def test_shift_along_rod_uses_the_spacing_of_that_axis(
     assert result["precision"] == pytest.approx(0.8) and result["recall"] == pytest.approx(0.8)
 
 
-def test_nsd_tolerance_steps_at_the_hand_computed_distances() -> None:
+def test_voxel_nsd_tolerance_steps_at_the_hand_computed_distances() -> None:
     pred, gt = _rod_pair(0, 2)  # distances 0 (x16), 2.5 (x2), 5.0 (x2)
-    nsd = {tau: compute_metrics(pred, gt, SPACING_ZYX, tau)[1]["nsd"] for tau in (1, 2.5, 4, 5)}
+    nsd = {
+        tau: compute_metrics(pred, gt, SPACING_ZYX, tau, **VOXEL)[1]["nsd"]
+        for tau in (1, 2.5, 4, 5)
+    }
     assert nsd == pytest.approx({1: 0.8, 2.5: 0.9, 4: 0.9, 5: 1.0}, rel=1e-12)
 
 
@@ -66,12 +77,12 @@ def test_sideways_shift_gives_the_neighbour_distance() -> None:
     gt = np.zeros((8, 9, 10), dtype=bool)
     gt[4, 4, 2:8] = True
     pred = np.roll(gt, 1, axis=1)  # rods side by side along y: every distance is 1.3 mm
-    result = compute_metrics(pred, gt, SPACING_ZYX, 1.0)[1]
+    result = compute_metrics(pred, gt, SPACING_ZYX, 1.0, **VOXEL)[1]
     assert result["dsc"] == 0.0 and result["iou"] == 0.0
     assert result["hd95_mm"] == pytest.approx(1.3, rel=1e-12)
     assert result["assd_mm"] == pytest.approx(1.3, rel=1e-12)
     assert result["nsd"] == 0.0
-    assert compute_metrics(pred, gt, SPACING_ZYX, 1.3)[1]["nsd"] == 1.0
+    assert compute_metrics(pred, gt, SPACING_ZYX, 1.3, **VOXEL)[1]["nsd"] == 1.0
 
 
 def test_overlap_counts_over_the_whole_field_of_view() -> None:
@@ -105,11 +116,11 @@ def test_single_voxels_at_a_known_offset() -> None:
     gt[1, 2, 6] = True
     pred[2, 4, 3] = True  # offset (1, 2, -3) voxels
     expected = math.sqrt(2.5**2 + (2 * 1.3) ** 2 + (3 * 0.8) ** 2)
-    result = compute_metrics(pred, gt, SPACING_ZYX, expected - 1e-6)[1]
+    result = compute_metrics(pred, gt, SPACING_ZYX, expected - 1e-6, **VOXEL)[1]
     assert result["hd95_mm"] == pytest.approx(expected, rel=1e-12)
     assert result["assd_mm"] == pytest.approx(expected, rel=1e-12)
     assert (result["dsc"], result["nsd"]) == (0.0, 0.0)
-    assert compute_metrics(pred, gt, SPACING_ZYX, expected + 1e-6)[1]["nsd"] == 1.0
+    assert compute_metrics(pred, gt, SPACING_ZYX, expected + 1e-6, **VOXEL)[1]["nsd"] == 1.0
 
 
 def test_one_voxel_image() -> None:
@@ -136,10 +147,62 @@ def test_box_on_the_image_border_counts_the_image_border_as_background() -> None
     gt = np.zeros((3, 6, 6), dtype=bool)
     gt[:, :3, :3] = True
     pred = np.roll(gt, 1, axis=2)
-    result = compute_metrics(pred, gt, SPACING_ZYX, 0.5)[1]
+    result = compute_metrics(pred, gt, SPACING_ZYX, 0.5, **VOXEL)[1]
     assert result["assd_mm"] == pytest.approx(20 * 0.8 / 52, rel=1e-12)
     assert result["nsd"] == pytest.approx(32 / 52, rel=1e-12)
     assert result["hd95_mm"] == pytest.approx(0.8, rel=1e-12)
+
+
+# --- surfel NSD (the default): DeepMind's surface elements on the voxel-corner grid -------------
+
+
+# A k x k square and the same square one pixel lower, spacing (y, x) = (1, 3) mm, tau 0.5 mm.
+# On the corner grid each square's contour has 2 (k - 1) vertical unit segments of 1 mm,
+# 2 (k - 1) horizontal ones of 3 mm and 4 corner cuts of c = hypot(0.5, 1.5) mm (marching
+# squares). Within 0.5 mm of the other contour (distance 0): the overlapping parts of the two
+# vertical sides, 2 (k - 1) segments of 1 mm, and 2 corner cuts. Surfel NSD =
+# (2 (k - 1) + 2c) / (8 (k - 1) + 4c); counting surface pixels instead gives 1/2.
+def test_surfel_nsd_weighs_contour_pieces_by_length() -> None:
+    k = 4
+    gt = np.zeros((10, 10), dtype=bool)
+    gt[3 : 3 + k, 3 : 3 + k] = True
+    pred = np.roll(gt, 1, axis=0)
+    c = math.hypot(0.5, 1.5)
+    expected = (2 * (k - 1) + 2 * c) / (8 * (k - 1) + 4 * c)
+    assert compute_metrics(pred, gt, (1.0, 3.0), 0.5)[1]["nsd"] == pytest.approx(expected)
+    assert compute_metrics(pred, gt, (1.0, 3.0), 0.5, **VOXEL)[1]["nsd"] == 0.5
+    assert compute_metrics(pred, gt, (1.0, 3.0), 1.0)[1]["nsd"] == 1.0
+    # a 2D image stored as a one-slice volume gets the same 2D contour
+    assert compute_metrics(pred[None], gt[None], (9.0, 1.0, 3.0), 0.5)[1]["nsd"] == pytest.approx(
+        expected
+    )
+
+
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_neighbour_codes_equal_the_deepmind_kernel_correlation(ndim: int) -> None:
+    from scipy import ndimage
+
+    mask = np.random.default_rng(ndim).random((5, 6, 7)[:ndim]) > 0.5
+    kernel = (2 ** np.arange(2**ndim)[::-1]).reshape((2,) * ndim)  # 128 ... 1 (8 ... 1 in 2D)
+    padded = np.pad(mask, [(0, 1)] * ndim).astype(np.uint8)
+    expected = ndimage.correlate(padded, kernel.astype(np.uint8), mode="constant", cval=0)
+    np.testing.assert_array_equal(neighbour_codes(mask), expected)
+
+
+def test_surfel_nsd_of_shifted_cube_within_and_beyond_the_shift() -> None:
+    gt = np.zeros((12, 12, 12), dtype=bool)
+    gt[3:8, 3:8, 3:8] = True
+    pred = np.roll(gt, 1, axis=0)  # 2.5 mm along z
+    assert surfel_surface_dice(pred, gt, SPACING_ZYX, 2.5) == 1.0
+    below = surfel_surface_dice(pred, gt, SPACING_ZYX, 2.4)
+    assert 0.0 < below < 1.0
+    assert surfel_surface_dice(pred, np.zeros_like(gt), SPACING_ZYX, 2.0) == 0.0
+    assert np.isnan(surfel_surface_dice(gt & False, gt & False, SPACING_ZYX, 2.0))
+
+
+def test_unknown_nsd_variant_is_rejected() -> None:
+    with pytest.raises(ValueError, match="nsd_variant"):
+        compute_metrics(*_rod_pair(0, 1), SPACING_ZYX, nsd_variant="area")
 
 
 # --- empty-mask rule ------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from medsegflow.io import read_raster, read_volume
-from medsegflow.metrics import compute_metrics
+from medsegflow.metrics import NSD_VOXEL, compute_metrics
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 RTOL = 1e-6
@@ -149,7 +149,7 @@ def test_nsd_hd95_assd_match_a_kdtree_reference(
         # the comparison is only meaningful when no distance sits on the tolerance itself
         assert np.min(np.abs(pooled - tau)) > 1e-6
         expected_nsd = np.count_nonzero(pooled <= tau) / pooled.size
-        ours = compute_metrics(pred, gt, spacing, tau)[1]
+        ours = compute_metrics(pred, gt, spacing, tau, nsd_variant=NSD_VOXEL)[1]
         np.testing.assert_allclose(ours["nsd"], expected_nsd, rtol=RTOL, err_msg=f"tau={tau}")
     np.testing.assert_allclose(ours["hd95_mm"], np.percentile(pooled, 95), rtol=RTOL)
     np.testing.assert_allclose(ours["assd_mm"], pooled.mean(), rtol=RTOL)
