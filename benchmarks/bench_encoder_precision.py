@@ -4,7 +4,9 @@ On the real 2D fixtures of ``../shared/data`` (6 BUSI ultrasound images, 2 chest
 each image goes through LiteMedSAM's official recipe and encoder twice, in float32 (the
 baseline, measured in the same run) and in bf16 autocast (``precision: bf16``), and is
 decoded from tight ground-truth boxes (one per connected component) by the same code as
-the pipeline. Prints the seconds per image of each, their ratio, and each image's DSC.
+the pipeline. Prints the seconds per image of each, their ratio, each image's DSC, and
+what ``precision: auto`` chooses on this machine (:mod:`medsegflow.precision`: bf16 on
+CUDA or on a CPU with native bf16, float32 otherwise) with the CPU's bf16 flags.
 
     .venv/bin/python benchmarks/bench_encoder_precision.py [--threads 1]
 """
@@ -24,6 +26,7 @@ from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.models.sam_encode import model_input
 from medsegflow.models.sam_loader import autocast, load_sam_model
 from medsegflow.models.sam_registry import packaged_weights_path
+from medsegflow.precision import CPU_BF16_FLAGS, CPUINFO, cpuinfo_flags, resolve_precision
 from medsegflow.prompts.boxes import box_from_mask
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -94,6 +97,17 @@ def main() -> None:
     print(
         f"mean DSC fp32 {np.mean(scores['fp32']):.4f}, bf16 {np.mean(scores['bf16']):.4f}; "
         f"largest difference {diff.max():.4f}"
+    )
+    try:
+        flags = sorted(cpuinfo_flags(CPUINFO.read_text(encoding="utf-8")) & CPU_BF16_FLAGS)
+    except OSError:
+        flags = []
+    chosen = resolve_precision("auto", "cpu")
+    faster = "bf16" if per["bf16"] < per["fp32"] else "fp32"
+    print(
+        f"precision: auto chooses {chosen} on this CPU (native bf16 flags: "
+        f"{', '.join(flags) or 'none'}); measured faster here: {faster} "
+        f"(ratio bf16/fp32 {per['bf16'] / per['fp32']:.2f})"
     )
 
 

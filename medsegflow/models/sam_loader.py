@@ -56,30 +56,15 @@ def select_device(device: str | None = None) -> torch.device:
     return chosen
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
-
-
 def autocast(
     device: torch.device | str, precision: str = "auto"
 ) -> contextlib.AbstractContextManager:
-    """Mixed precision for inference on ``device``.
+    """Mixed precision for inference or training on ``device``: ``precision`` (``auto``,
+    ``fp32`` or ``bf16``) as :func:`medsegflow.precision.autocast` decides it on this
+    machine (``auto``: bf16 on CUDA or on a CPU with native bf16, float32 otherwise)."""
+    from medsegflow.precision import autocast as precision_autocast
 
-    ``precision`` (``sam_models.<name>.precision``): ``"auto"`` is bfloat16 on CUDA when
-    supported (else float16) and float32 on any other device; ``"fp32"`` never casts;
-    ``"bf16"`` is bfloat16 autocast on any device (on a CPU with native bfloat16, such as
-    AVX512-BF16, about 2x faster image encoders; DSC within 0.004 of float32 on the real
-    fixtures, README).
-    """
-    import torch
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
-    device = torch.device(device)
-    if precision == "fp32" or (precision == "auto" and device.type != "cuda"):
-        return contextlib.nullcontext()
-    if precision == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return torch.autocast("cuda", dtype=torch.float16)
+    return precision_autocast(device, precision)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:

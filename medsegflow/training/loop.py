@@ -1,10 +1,10 @@
 """The optimisation loop shared by the SAM-family training recipes.
 
 One iteration: draw a batch, compute the recipe's loss, step the optimiser and the
-learning-rate schedule. Training runs on CUDA with bfloat16 autocast when a GPU is
-present, and in float32 on the CPU otherwise (``settings["threads"]`` torch threads);
-``settings["precision"]`` ``bf16`` casts on the CPU too (LiteMedSAM's encoder trains about
-2x faster: 3.8 s instead of 7.2 s per image and iteration on one thread here).
+learning-rate schedule. Training runs on CUDA when a GPU is present, else on the CPU
+(``settings["threads"]`` torch threads), with the autocast of ``settings["precision"]``
+(:mod:`medsegflow.precision`; ``auto``: bfloat16 on CUDA or on a CPU with native bfloat16,
+float32 otherwise).
 """
 
 from __future__ import annotations

@@ -177,6 +177,9 @@ def test_select_device_and_autocast_on_cpu():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             select_device("cuda")
-    with autocast("cpu"):
+    with autocast("cpu", "fp32"):
         out = torch.ones(2, 2) @ torch.ones(2, 2)
     assert out.dtype == torch.float32
+    with autocast("cpu", "bf16"):
+        out = torch.ones(2, 2) @ torch.ones(2, 2)
+    assert out.dtype == torch.bfloat16
