@@ -104,11 +104,14 @@ def is_trained(config: Mapping[str, Any], model: str) -> bool:
     return sam_model(config, model)["train"] is not None
 
 
-def sam_model_arch(config: Mapping[str, Any], model: str) -> str:
-    """The architecture of ``model``: its ``arch``, or its base model's."""
+def sam_model_arch(config: Mapping[str, Any], model: str) -> str | dict[str, Any]:
+    """The architecture of ``model``: its ``arch`` (a name, or a mapping of explicit
+    hyper-parameters), or its base model's."""
     seen = []
     while True:
         spec = sam_model(config, model)
+        if isinstance(spec["arch"], Mapping):
+            return dict(spec["arch"])
         if spec["arch"]:
             return str(spec["arch"])
         seen.append(model)
@@ -125,7 +128,7 @@ def sam_checkpoint(config: Mapping[str, Any], model: str) -> str:
     if spec["train"] is not None:
         return paths.fill(paths.SAM_MODEL_WEIGHTS, model=model)
     key = spec["weights"]
-    if not key and spec["arch"] in PACKAGED_SAM_WEIGHTS:
+    if not key and isinstance(spec["arch"], str) and spec["arch"] in PACKAGED_SAM_WEIGHTS:
         found = packaged_weights_path(spec["arch"])
         return str(found) if found else PACKAGE_MISSING.format(arch=spec["arch"])
     if not key:
@@ -245,7 +248,7 @@ def check_sam_models(config: Mapping[str, Any]) -> None:
                 f"{key}.weights: a trained model takes its start from base:, not weights: "
                 "(add the official model as its own sam_models entry and name it as base)"
             )
-        packaged = spec["arch"] in PACKAGED_SAM_WEIGHTS
+        packaged = isinstance(spec["arch"], str) and spec["arch"] in PACKAGED_SAM_WEIGHTS
         if not spec["weights"] and spec["train"] is None and not packaged:
             raise ConfigError(f"{key}.weights: required without a train: recipe")
         if spec["weights"] and spec["weights"] not in config.get("weights", {}):
@@ -254,6 +257,13 @@ def check_sam_models(config: Mapping[str, Any]) -> None:
                 f"{key}.weights: '{spec['weights']}' is not a key under weights:; known: {known}"
             )
         arch = sam_model_arch(config, name)
+        if isinstance(arch, Mapping):
+            from medsegflow.models.sam_archs import arch_spec  # imports torch: only here
+
+            try:
+                arch_spec(arch)
+            except ValueError as err:
+                raise ConfigError(f"{key}.arch: {err}") from None
         if spec["arch"] and spec["base"] and spec["arch"] != sam_model_arch(config, spec["base"]):
             raise ConfigError(
                 f"{key}.arch: '{arch}' differs from its base's; leave it out to inherit it"

@@ -79,7 +79,8 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SamConfig:
-    """A ``family: sam`` method's decoding settings (``medsegflow/schemas/families/sam.schema.yaml``)."""
+    """A ``family: sam`` method's decoding settings
+    (``medsegflow/schemas/families/sam.schema.yaml``)."""
 
     multimask: bool
     voting: str
@@ -226,7 +227,7 @@ def load_cached_model(
             f"{embeddings_dir / MODEL_INFO_FILE}: embeddings were made with {info['checkpoint']}, "
             f"not with {inputs['checkpoint']}; recompute them"
         )
-    model, chosen = load_sam_model(inputs["checkpoint"], arch=str(info["arch"]), device=device)
+    model, chosen = load_sam_model(inputs["checkpoint"], arch=info["arch"], device=device)
     return CachedModel(model, chosen, embeddings_dir, info)
 
 

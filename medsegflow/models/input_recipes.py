@@ -1,10 +1,10 @@
 """The official input/output recipe of each SAM-family architecture.
 
 Each official model is run with its own official pre- and post-processing: how the
-grey slice becomes the encoder input, how prompts are mapped into the model frame and
-how the decoder's low-resolution logits become a mask in the original frame. One frozen
-dataclass per recipe, all with the :class:`InputRecipe` interface; :func:`recipe_for`
-picks one by name.
+slice (grey, or RGB for colour datasets) becomes the encoder input, how prompts are
+mapped into the model frame and how the decoder's low-resolution logits become a mask in
+the original frame. One frozen dataclass per recipe, all with the :class:`InputRecipe`
+interface; :func:`recipe_for` picks one by name.
 
 Frames: the *original frame* is the slice's pixel grid, ``(H, W)``; the *model frame*
 is the encoder input's grid, ``S x S`` with ``S = image_size``. Points are ``(x, y)``
@@ -77,10 +77,11 @@ class InputRecipe(ABC):
 
     @abstractmethod
     def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
-        """The encoder input of a grey slice.
+        """The encoder input of a slice.
 
         Args:
-            image_yx: ``(H, W)`` uint8 grey slice, original frame.
+            image_yx: ``(H, W)`` uint8 grey slice (repeated to 3 channels) or
+                ``(H, W, 3)`` uint8 RGB image, original frame.
 
         Returns:
             ``(3, S, S)`` float32, model frame: the tensor the official script passes to
@@ -142,13 +143,21 @@ class InputRecipe(ABC):
 
 
 def _check_image(image_yx: np.ndarray) -> np.ndarray:
-    """The slice repeated to ``(H, W, 3)`` uint8, as all three official scripts do."""
-    if not isinstance(image_yx, np.ndarray) or image_yx.ndim != 2 or image_yx.dtype != np.uint8:
+    """The ``(H, W, 3)`` uint8 image the official scripts feed: a grey ``(H, W)`` slice
+    repeated to 3 channels (as all of them do), an RGB ``(H, W, 3)`` image as it is
+    (channels in R, G, B order, never converted to grey)."""
+    colour = isinstance(image_yx, np.ndarray) and image_yx.ndim == 3 and image_yx.shape[-1] == 3
+    grey = isinstance(image_yx, np.ndarray) and image_yx.ndim == 2
+    if not (grey or colour) or image_yx.dtype != np.uint8:
         shape = getattr(image_yx, "shape", None)
         dtype = getattr(image_yx, "dtype", type(image_yx).__name__)
-        raise ValueError(f"expected a 2D uint8 (H, W) slice, got shape {shape} dtype {dtype}")
+        raise ValueError(
+            f"expected a uint8 (H, W) grey or (H, W, 3) RGB slice, got shape {shape} dtype {dtype}"
+        )
     if image_yx.size == 0:
         raise ValueError(f"expected a non-empty slice, got shape {image_yx.shape}")
+    if colour:
+        return np.ascontiguousarray(image_yx)
     return np.repeat(image_yx[:, :, None], 3, axis=-1)
 
 
@@ -250,7 +259,7 @@ class SamRecipe(InputRecipe):
         return ResizeLongestSide.get_preprocess_shape(height, width, self.image_size)
 
     def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
-        """``(H, W)`` uint8 -> ``(3, S, S)`` float32 normalised, zero-padded encoder input."""
+        """``(H, W)`` or ``(H, W, 3)`` uint8 -> ``(3, S, S)`` float32, normalised, padded."""
         resized = self._transform().apply_image(_check_image(image_yx))  # (h, w, 3) uint8
         x = torch.as_tensor(resized).permute(2, 0, 1).contiguous()
         mean = torch.tensor(self.pixel_mean, dtype=torch.float32).view(-1, 1, 1)
@@ -332,7 +341,7 @@ class MedSamRecipe(_SquareResizeRecipe):
     image_size: int = 1024
 
     def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
-        """``(H, W)`` uint8 -> ``(3, S, S)`` float32 in [0, 1]."""
+        """``(H, W)`` or ``(H, W, 3)`` uint8 -> ``(3, S, S)`` float32 in [0, 1]."""
         from skimage import transform
 
         img_3c = _check_image(image_yx)
@@ -392,11 +401,11 @@ class LiteMedSamRecipe(InputRecipe):
         return int(old_h * scale + 0.5), int(old_w * scale + 0.5)
 
     def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
-        """``(H, W)`` uint8 -> ``(3, S, S)`` float32, [0, 1] inside, zero padding."""
+        """``(H, W)`` or ``(H, W, 3)`` uint8 -> ``(3, S, S)`` float32, [0, 1], zero padding."""
         import cv2
 
         img_3c = _check_image(image_yx)
-        new_h, new_w = self.input_size(image_yx.shape)
+        new_h, new_w = self.input_size(image_yx.shape[:2])
         resized = cv2.resize(img_3c, (new_w, new_h), interpolation=cv2.INTER_AREA)
         normalised = _min_max(resized)
         pad = ((0, self.image_size - new_h), (0, self.image_size - new_w), (0, 0))

@@ -101,11 +101,29 @@ ARCH_NAMES = (*OFFICIAL_ARCHS, "demo")
 RECIPES = ("sam", "medsam", "lite_medsam", "samed")
 
 
+def arch_label(arch: str | Mapping[str, Any]) -> str:
+    """A short name of ``arch`` for messages and names: the name itself, or
+    ``"custom (like <name>)"`` for a mapping."""
+    if isinstance(arch, str):
+        return arch
+    return f"custom (like {arch.get('like', 'demo')})"
+
+
+def arch_is(arch: str | Mapping[str, Any] | None, name: str) -> bool:
+    """True when ``arch`` is the official ``name`` or a mapping ``like`` it."""
+    if isinstance(arch, Mapping):
+        return arch.get("like") == name
+    return arch == name
+
+
 def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
     """Complete hyper-parameters: an official arch name, ``"demo"``, or a mapping.
 
-    A mapping overrides :data:`DEMO_ARCH` (or, with ``encoder: tiny_vit``, LiteMedSAM's)
-    key by key; unknown keys raise ``ValueError``.
+    A mapping (an explicit-hyper-parameter architecture, e.g. ``sam_models.<name>.arch:
+    {like: vit_b, embed_dim: 64, depth: 3, num_heads: 2, global_attn_indexes: [2]}``)
+    overrides, key by key, the architecture named by its ``like`` key (an official name
+    or ``demo``), else :data:`DEMO_ARCH` (or, with ``encoder: tiny_vit``, LiteMedSAM's);
+    ``like`` is not part of the result. Unknown keys raise ``ValueError``.
     """
     if isinstance(arch, str):
         if arch == "demo":
@@ -113,17 +131,32 @@ def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
         if arch not in OFFICIAL_ARCHS:
             raise ValueError(f"unknown SAM arch '{arch}'; known: {', '.join(ARCH_NAMES)}")
         return json.loads(json.dumps(OFFICIAL_ARCHS[arch]))
-    base = OFFICIAL_ARCHS["lite_medsam"] if arch.get("encoder") == "tiny_vit" else DEMO_ARCH
+    if not isinstance(arch, Mapping):
+        raise ValueError(f"a SAM arch is a name or a mapping of hyper-parameters, got {arch!r}")
+    arch = dict(arch)
+    like = arch.pop("like", None)
+    if like is not None:
+        base = arch_spec(str(like))
+        if "encoder" in arch and arch["encoder"] != base["encoder"]:
+            raise ValueError(f"encoder {arch['encoder']!r} differs from {like}'s")
+    elif arch.get("encoder") == "tiny_vit":
+        base = OFFICIAL_ARCHS["lite_medsam"]
+    else:
+        base = DEMO_ARCH
     unknown = sorted(set(arch) - set(base))
     if unknown:
         raise ValueError(f"unknown SAM architecture keys {unknown}; allowed: {sorted(base)}")
-    spec = {**json.loads(json.dumps(base)), **dict(arch)}
+    spec = {**json.loads(json.dumps(base)), **json.loads(json.dumps(arch))}
     if spec["input_recipe"] not in RECIPES:
         raise ValueError(f"input_recipe {spec['input_recipe']!r} is not one of {RECIPES}")
     if spec["encoder"] == "vit":
         if spec["img_size"] % spec["patch_size"]:
             raise ValueError(
                 f"img_size {spec['img_size']} is not a multiple of patch_size {spec['patch_size']}"
+            )
+        if spec["embed_dim"] % spec["num_heads"]:
+            raise ValueError(
+                f"embed_dim {spec['embed_dim']} is not a multiple of num_heads {spec['num_heads']}"
             )
         if any(not 0 <= i < spec["depth"] for i in spec["global_attn_indexes"]):
             raise ValueError(

@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +35,9 @@ class CaseEmbeddings:
     Attributes:
         case_id: the case.
         z: ``(N,)`` int64 slice indices (axis 0 of the ``zyx`` volume) that were embedded.
-        embeddings: ``(N, C, h, w)`` float16 image-encoder outputs (C = 256, h = w = 64
-            for the official ViT models at 1024).
+        embeddings: ``(N, C, h, w)`` image-encoder outputs (C = 256, h = w = 64 for the
+            official ViT models at 1024): float32 when the encoder ran in float32
+            (``precision: fp32``, or ``auto`` on the CPU), float16 after bf16/fp16 autocast.
         original_size: ``(H, W)`` of a slice in the original image.
         input_size: ``(h, w)`` of the resized slice before padding.
         image_size: the encoder's square input side (1024, or the demo model's).
@@ -59,13 +62,18 @@ class CaseEmbeddings:
 
 
 def save_case_embeddings(path: str | os.PathLike, cached: CaseEmbeddings) -> None:
-    """Write ``cached`` atomically as an uncompressed ``.npz`` (float16 embeddings)."""
+    """Write ``cached`` atomically as an uncompressed ``.npz``; the embeddings keep their
+    dtype (float32 or float16: what the encoder's precision gave, see
+    :func:`medsegflow.models.sam_encode.encode_slices`)."""
+    embeddings = np.asarray(cached.embeddings)
+    if embeddings.dtype not in (np.float32, np.float16):
+        raise ValueError(f"embeddings must be float32 or float16, got {embeddings.dtype}")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         np.savez(
             handle,
             case_id=np.array(cached.case_id),
             z=np.asarray(cached.z, dtype=np.int64),
-            embeddings=np.asarray(cached.embeddings, dtype=np.float16),
+            embeddings=embeddings,
             original_size=np.asarray(cached.original_size, dtype=np.int64),
             input_size=np.asarray(cached.input_size, dtype=np.int64),
             image_size=np.asarray(cached.image_size, dtype=np.int64),
@@ -111,7 +119,11 @@ def case_embeddings_path(embeddings_dir: str | os.PathLike, case_id: str) -> Pat
 
 
 def write_model_info(
-    embeddings_dir: str | os.PathLike, *, arch: str, checkpoint: str | os.PathLike, image_size: int
+    embeddings_dir: str | os.PathLike,
+    *,
+    arch: str | Mapping[str, Any],
+    checkpoint: str | os.PathLike,
+    image_size: int,
 ) -> None:
     """Write ``model.json`` (atomically): the arch and checkpoint to load for decoding."""
     info = {"arch": arch, "checkpoint": str(checkpoint), "image_size": int(image_size)}

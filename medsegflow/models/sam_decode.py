@@ -152,7 +152,7 @@ def decode_prompts(
 
     Args:
         model: a SAM whose image encoder made ``embedding_chw``.
-        embedding_chw: ``(C, h, w)`` image embedding (float16 from the cache, or float32).
+        embedding_chw: ``(C, h, w)`` image embedding (float32, or float16 after bf16).
         prompts: ``P`` prompts in the original slice frame.
         original_size: ``(H, W)`` of the slice.
         input_size: ``(h, w)`` of the resized slice before padding (from the cache).

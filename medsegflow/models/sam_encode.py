@@ -23,8 +23,8 @@ if TYPE_CHECKING:
 def model_input(
     slices_yx: Sequence[np.ndarray], *, model: Sam, device: torch.device | str
 ) -> torch.Tensor:
-    """``(B, 3, S, S)`` float32 encoder input of ``B`` grey ``(H, W)`` uint8 slices, each by
-    ``model.input_recipe.prepare_image``, on ``device``."""
+    """``(B, 3, S, S)`` float32 encoder input of ``B`` uint8 slices (``(H, W)`` grey or
+    ``(H, W, 3)`` RGB), each by ``model.input_recipe.prepare_image``, on ``device``."""
     import torch
 
     recipe = model.input_recipe
@@ -42,24 +42,27 @@ def encode_slices(
     """Image embeddings of ``N`` slices, in batches of ``batch_size``.
 
     Args:
-        slices_zyx: ``(N, H, W)`` uint8 slices.
+        slices_zyx: ``(N, H, W)`` uint8 grey slices or ``(N, H, W, 3)`` RGB images.
         precision: the encoder's autocast (:func:`~medsegflow.models.sam_loader.autocast`).
 
     Returns:
-        ``(N, C, h, w)`` float16 (``C = model.prompt_encoder.embed_dim``, ``(h, w) =
-        model.prompt_encoder.image_embedding_size``; 256 x 64 x 64 for official models).
+        ``(N, C, h, w)`` (``C = model.prompt_encoder.embed_dim``, ``(h, w) =
+        model.prompt_encoder.image_embedding_size``; 256 x 64 x 64 for official models):
+        float32 when the encoder ran in float32 (``precision`` ``fp32``, or ``auto`` off
+        CUDA), so that the cache holds exactly what the official code computes; float16
+        after a bf16/fp16 autocast (half the cache; the encoder's own output was 16-bit).
     """
     import torch
 
-    out = [
-        np.zeros(
-            (0, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size),
-            dtype=np.float16,
-        )
-    ]
+    shape = (0, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size)
+    out: list[np.ndarray] = []
     with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(slices_zyx), batch_size):
             batch = model_input(slices_zyx[start : start + batch_size], model=model, device=device)
             features = model.image_encoder(batch)
-            out.append(features.float().cpu().numpy().astype(np.float16))
+            dtype = np.float32 if features.dtype == torch.float32 else np.float16
+            out.append(features.float().cpu().numpy().astype(dtype))
+    if not out:
+        half = precision == "bf16" or (precision == "auto" and torch.device(device).type == "cuda")
+        return np.zeros(shape, dtype=np.float16 if half else np.float32)
     return np.concatenate(out)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from medsegflow.errors import InputError
 from medsegflow.io import atomic_path
 from medsegflow.models.model_card import card_path, read_card, write_card
-from medsegflow.models.sam_archs import OFFICIAL_ARCHS, arch_spec, build_sam
+from medsegflow.models.sam_archs import OFFICIAL_ARCHS, arch_label, arch_spec, build_sam
 from medsegflow.models.sam_modules import apply_modules
 from medsegflow.models.sam_registry import PACKAGED_SAM_WEIGHTS, packaged_weights_path
 from medsegflow.models.state_dicts import state_dict_mismatch
@@ -116,9 +116,11 @@ def _check_state_dict(
         raise InputError(f"{path}: {problem}; {_guess_arch(state)}")
 
 
-def check_packaged_weights(path: Path, *, arch: str) -> None:
+def check_packaged_weights(path: Path, *, arch: str | Mapping[str, Any]) -> None:
     """For the weights file a package ships (LiteMedSAM's), :class:`InputError` naming it
     unless its size and SHA-256 are the official file's. Other files are not hashed."""
+    if not isinstance(arch, str):  # an explicit-hyper-parameter arch: no packaged file
+        return
     packaged = PACKAGED_SAM_WEIGHTS.get(arch)
     official = packaged_weights_path(arch)
     if packaged is None or official is None or not path.is_file():
@@ -139,13 +141,15 @@ def check_packaged_weights(path: Path, *, arch: str) -> None:
 
 
 def model_architecture(
-    checkpoint_path: str | os.PathLike, *, arch: str
+    checkpoint_path: str | os.PathLike, *, arch: str | Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Hyper-parameters and recipe modules of the network a checkpoint needs.
 
     With a model card beside the checkpoint (a model trained by the pipeline) they are
-    the card's; otherwise those of the official ``arch``. :class:`InputError` names the
-    card when its arch is not ``arch``, and the checkpoint when arch ``demo`` has no card.
+    the card's; otherwise those of ``arch`` (an official name, or a mapping of explicit
+    hyper-parameters, :func:`~medsegflow.models.sam_archs.arch_spec`). :class:`InputError`
+    names the card when its arch is not ``arch``, the checkpoint when arch ``demo`` has no
+    card or when a mapping is not a SAM architecture.
     """
     path = Path(checkpoint_path)
     card = read_card(path)
@@ -155,7 +159,10 @@ def model_architecture(
                 f"{path}: arch demo is trained by the pipeline; its model card "
                 f"{card_path(path)} is missing"
             )
-        return arch_spec(arch), []
+        try:
+            return arch_spec(arch), []
+        except (ValueError, TypeError) as err:
+            raise InputError(f"{path}: arch {arch!r} is not a SAM architecture ({err})") from None
     if card["arch"] != arch:
         raise InputError(
             f"{card_path(path)}: the model card says arch {card['arch']!r}, not {arch!r}"
@@ -210,14 +217,19 @@ def save_sam_model(
 
 
 def load_sam_model(
-    checkpoint_path: str | os.PathLike, *, arch: str, device: str | None = None
+    checkpoint_path: str | os.PathLike,
+    *,
+    arch: str | Mapping[str, Any],
+    device: str | None = None,
 ) -> tuple[Sam, torch.device]:
     """Load a SAM checkpoint in the official format, in eval mode, on ``device``.
 
     Args:
         checkpoint_path: a state dict file as ``torch.save(sam.state_dict())`` writes it.
-        arch: ``"vit_b"``, ``"vit_l"``, ``"vit_h"`` or ``"demo"``; a model trained by
-            the pipeline is rebuilt from its card (:func:`model_architecture`).
+        arch: ``"vit_b"``, ``"vit_l"``, ``"vit_h"``, ``"medsam"``, ``"lite_medsam"``,
+            ``"demo"``, or a mapping of explicit hyper-parameters (``sam_models.<name>.arch``,
+            :func:`~medsegflow.models.sam_archs.arch_spec`); a model trained by the
+            pipeline is rebuilt from its card (:func:`model_architecture`).
         device: see :func:`select_device`.
 
     A ViT model is built on the meta device and the checkpoint's tensors (as float32) are
@@ -238,7 +250,7 @@ def load_sam_model(
     where = torch.device("meta") if spec["encoder"] == "vit" else contextlib.nullcontext()
     with where:
         model = apply_modules(build_sam(spec), modules, source=str(card_path(path)))
-    _check_state_dict(path, state, model.state_dict(), arch=arch)
+    _check_state_dict(path, state, model.state_dict(), arch=arch_label(arch))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
     model.pixel_mean = torch.tensor(spec["pixel_mean"], dtype=torch.float32).view(-1, 1, 1)
@@ -249,5 +261,6 @@ def load_sam_model(
     chosen = select_device(device)
     model = model.to(chosen).eval()
     n_params = sum(p.numel() for p in model.parameters())
-    log.info("loaded SAM %s (%.1f M parameters) from %s on %s", arch, n_params / 1e6, path, chosen)
+    label = arch_label(arch)
+    log.info("loaded SAM %s (%.1f M parameters) from %s on %s", label, n_params / 1e6, path, chosen)
     return model, chosen

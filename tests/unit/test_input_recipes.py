@@ -302,15 +302,45 @@ def test_postprocess_casts_to_float32_and_checks_shapes(low_res_logits):
     [
         np.zeros((8, 8), dtype=np.float32),
         np.zeros((8, 8), dtype=np.uint16),
-        np.zeros((8, 8, 3), dtype=np.uint8),
+        np.zeros((8, 8, 4), dtype=np.uint8),
+        np.zeros((8, 8, 3), dtype=np.float32),
         np.zeros((0, 8), dtype=np.uint8),
         [[0, 1], [2, 3]],
     ],
-    ids=["float32", "uint16", "rgb", "empty", "list"],
+    ids=["float32", "uint16", "rgba", "rgb-float", "empty", "list"],
 )
 def test_prepare_image_rejects_bad_input(recipe, bad):
     with pytest.raises(ValueError, match="slice"):
         recipe.prepare_image(bad)
+
+
+@pytest.mark.parametrize("recipe", [SamRecipe(), MedSamRecipe(), LiteMedSamRecipe()])
+def test_rgb_images_keep_their_channels_and_grey_is_repeated(recipe):
+    rng = np.random.default_rng(3)
+    rgb = rng.integers(0, 256, size=(H, W, 3), dtype=np.uint8)
+    x = recipe.prepare_image(rgb)
+    assert x.shape == (3, recipe.image_size, recipe.image_size)
+    swapped = recipe.prepare_image(np.ascontiguousarray(rgb[..., ::-1]))
+
+    def unnormalised(t):  # SAM's per-channel mean/std undone (others: one min-max)
+        if recipe.name != "sam":
+            return t
+        return (
+            t * np.array(recipe.pixel_std)[:, None, None]
+            + np.array(recipe.pixel_mean)[:, None, None]
+        )
+
+    # each channel is processed on its own: swapping R and B swaps the encoder input's
+    # channels 0 and 2 (no grey conversion, no BGR swap)
+    h, w = recipe.input_size((H, W))  # SAM pads after normalising: compare the image part
+    np.testing.assert_allclose(
+        unnormalised(swapped)[0, :h, :w], unnormalised(x)[2, :h, :w], atol=1e-3
+    )
+    assert not np.allclose(x[0], x[2])
+    grey = rgb[..., 1]
+    np.testing.assert_array_equal(
+        recipe.prepare_image(grey), recipe.prepare_image(np.repeat(grey[..., None], 3, axis=-1))
+    )
 
 
 @pytest.mark.parametrize("recipe", [SamRecipe(), MedSamRecipe(), LiteMedSamRecipe()])
