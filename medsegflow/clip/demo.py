@@ -120,9 +120,7 @@ def build_demo_clip(
     """A randomly initialised demo CLIP (seeded with ``seed``) whose tokenizer knows
     ``words``; see the module docstring. Inputs are normalised with OpenAI's mean/std.
     ``text_pooler`` is open_clip's ``hf_pooler_type``: the mean of the token states by
-    default (trained from scratch on the phantoms it learned faster than BiomedCLIP's
-    ``cls_last_hidden_state_pooler``: top-1 caption retrieval 0.34-0.40 against 0.06-0.29
-    after the same 2-minute trainings at 96 x 96)."""
+    default (why: docs/families/text_sam.md, "The demo CLIP")."""
     import torch
     from transformers import BertConfig
 

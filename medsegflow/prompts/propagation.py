@@ -21,22 +21,25 @@ Which slices are visited (``include_ends``). In the current revision (2a5a0556),
 box ends are visited: the npz z bounds are read as inclusive. This matches this
 pipeline's ``z_range``, so ``include_ends=True`` is the default. The older revision
 (0c044e9b) ran ``range(z_middle, z_max)`` and ``range(z_middle - 1, z_min, -1)`` on the raw
-bounds, so it skipped both end slices. ``include_ends=False`` gives that behaviour. I take
-2a5a0556 to be the later revision for two reasons: it adds the +-1 lines (a fix), and
-bowang-lab's later copies of this loop keep them (bowang-lab/MedSAM, MedSAM2 branch,
-``infer_medsam2_flare22.py`` at 2fca9738).
+bounds, so it skipped both end slices. ``include_ends=False`` gives that behaviour (why
+2a5a0556 is taken as the current one: docs/families/sam.md, "Sources").
 
-The frame. The official code measures and widens boxes in the 256 frame (the longest side
-resized to 256). Here, everything is in the ORIGINAL slice's pixel frame, and the model
-wrapper maps the boxes into its own frame. So ``margin_px`` is given in original pixels.
-The official 3 px at 256 equals ``3 * max(H, W) / 256`` original pixels (6 px for a
-512 x 512 slice); see :func:`litemedsam_margin_px`. The default ``margin_px=3.0`` matches
-that exactly only when ``max(H, W) == 256``. Two more differences from the official code:
-(a) the neighbour's box is measured on the full-resolution mask, not on the INTER_AREA
-256 resize, so a tiny prediction that the resize would erase does not trigger the
-fallback here; (b) the widened box is clipped to the last pixel (``W - 1``, ``H - 1``), as
-in :func:`medsegflow.prompts.boxes.jitter_box`, not to ``256``, which is one past the last
-256-frame pixel.
+The frame: two rules for the neighbour's box (``neighbour_box`` of
+:func:`propagate_box_3d`; the SAM family's ``propagation_box`` option).
+
+- ``resized`` (the official one, :func:`box_from_mask_resized`): the neighbour's mask is
+  resized with ``cv2.INTER_AREA`` to the model's input frame (LiteMedSAM: longest side
+  256), zero-padded to the square input; its tight box of pixels > 0 is widened by 3
+  pixels THERE and clamped to ``[0, 256]`` (the upper clamp is one past the last pixel); a
+  resized mask that came out empty (a tiny prediction the resize erases) falls back to
+  the middle box. The box is given to the prompt encoder as it is (no further rounding).
+- ``original`` (:func:`box_from_mask_widened`): the box is measured on the
+  full-resolution mask in the ORIGINAL slice frame, widened by ``margin_px`` original
+  pixels, clipped to the last pixel (``W - 1``, ``H - 1``, as
+  :func:`medsegflow.prompts.boxes.jitter_box`), and mapped into the model frame by the
+  model's recipe. The official 3 px at 256 equals ``3 * max(H, W) / 256`` original pixels
+  (6 px for a 512 x 512 slice; :func:`litemedsam_margin_px`), but the rounding of the
+  model frame, the ``[0, 256]`` clamp and the fallback differ from the official code.
 """
 
 from __future__ import annotations
@@ -58,6 +61,10 @@ LITEMEDSAM_MARGIN_256 = 3.0
 
 SegmentSlice = Callable[[int, np.ndarray], np.ndarray]
 """segment(z, box_xyxy float64 (4,)) -> bool (H, W) mask of slice z (original frame)."""
+
+NeighbourBox = Callable[[np.ndarray], "np.ndarray | None"]
+"""neighbour_box(mask_yx) -> the box of the next slice from its neighbour's bool (H, W)
+mask, in the frame ``segment`` takes, or None to fall back to the middle box."""
 
 
 def litemedsam_margin_px(shape_yx: tuple[int, int]) -> float:
@@ -97,18 +104,57 @@ def box_from_mask_widened(
     return box
 
 
+def box_from_mask_resized(
+    mask_yx: np.ndarray,
+    *,
+    input_size: tuple[int, int],
+    image_size: int,
+    margin: float = LITEMEDSAM_MARGIN_256,
+) -> np.ndarray | None:
+    """The official LiteMedSAM propagation box (``get_bbox256`` on the resized mask).
+
+    ``CVPR24_LiteMedSAM_infer.py`` (``MedSAM_infer_npz_3D``): the previous slice's mask is
+    resized with ``cv2.resize(..., interpolation=cv2.INTER_AREA)`` to the resized slice's
+    size, zero-padded bottom/right to ``S x S`` (``pad_image``), and ``get_bbox256`` takes
+    the tight box of its pixels > 0, each side moved outward by ``bbox_shift = 3`` and
+    clamped to ``[0, S]`` (``min(W, x_max + 3)``: ``S`` itself is allowed).
+
+    Args:
+        mask_yx: ``(H, W)`` mask of the neighbour slice, original frame, non-zero =
+            object; it is resized as uint8 0/1 (the official code resizes 0/k with k the
+            object's 1-based index; for k > 1 its resize keeps a few more border pixels).
+        input_size: ``(h, w)`` of the resized slice before padding (the recipe's
+            ``input_size``).
+        image_size: ``S``, the side of the square model input.
+        margin: the outward shift, in model-frame pixels.
+
+    Returns:
+        float64 ``[x_min, y_min, x_max, y_max]`` in the MODEL frame (``S x S``), or None
+        when the resized mask is empty (the caller falls back to the middle box).
+    """
+    import cv2
+
+    height, width = (int(s) for s in input_size)
+    if not 0 < height <= image_size or not 0 < width <= image_size:
+        raise ValueError(f"input_size {tuple(input_size)} must lie inside {image_size} x {image_size}")
+    mask = (np.asarray(mask_yx) != 0).astype(np.uint8)
+    resized = cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA)
+    ys, xs = np.nonzero(resized)
+    if ys.size == 0:
+        return None
+    shift = _check_margin(margin)
+    box = np.array([xs.min() - shift, ys.min() - shift, xs.max() + shift, ys.max() + shift])
+    return np.clip(box.astype(np.float64), 0.0, float(image_size))
+
+
 def box_3d_from_mask(mask_zyx: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]:
     """An object's 3D box prompt: its 2D box over all of its slices, and its z extent.
 
     This is the CVPR 2024 challenge's ``boxes`` entry ``[x_min, y_min, z_min, x_max, y_max,
-    z_max]``, split into ``(box_xyxy, (z_min, z_max))``. It has no jitter. What I found: the
-    official inference reads that layout (its comment) and uses the x/y part directly as
-    the middle slice's box. I did not find the organisers' CVPR24 script that builds
-    ``boxes``. bowang-lab's nearest generator, ``mask3D_to_bbox`` in
-    bowang-lab/MedSAM2 ``medsam2_infer_3D_CT.py`` (56a9df6c), takes x/y over ALL slices,
-    adds a random shift of 0..20 px, clips to ``[0, W - 1]``, and takes z as the GT's
-    inclusive min/max with no padding. This function is that box without the shift. (The
-    CVPR 2025 challenge's ``get_boxes.py`` differs: it boxes the GT's middle slice only.)
+    z_max]``, split into ``(box_xyxy, (z_min, z_max))``: x/y over all of the object's
+    slices, z its inclusive min/max, no padding and no jitter (the official inference uses
+    the x/y part directly as the middle slice's box; where this layout comes from:
+    docs/families/sam.md, "Sources").
 
     Args:
         mask_zyx: ``(Z, Y, X)`` mask of one object, non-zero = object.
@@ -154,6 +200,7 @@ def propagate_box_3d(
     shape_zyx: tuple[int, int, int],
     margin_px: float = 3.0,
     include_ends: bool = True,
+    neighbour_box: NeighbourBox | None = None,
 ) -> dict[int, np.ndarray]:
     """Segment one object from one 3D box: the middle slice first, then propagate up and down.
 
@@ -174,6 +221,11 @@ def propagate_box_3d(
             :func:`litemedsam_margin_px` of the slice shape.
         include_ends: visit ``z_min`` and ``z_max`` themselves. The default, True, follows
             the current official code. False follows its older revision.
+        neighbour_box: the box rule for the slices after the middle one; None is
+            :func:`box_from_mask_widened` with ``margin_px`` (the ``original`` rule), for an
+            empty neighbour mask the middle box. A callable returning None for a neighbour
+            mask falls back to the middle box (the ``resized`` rule: wrap
+            :func:`box_from_mask_resized`).
 
     Returns:
         ``{z: bool (H, W) mask}`` for every visited slice, in visiting order.
@@ -191,9 +243,12 @@ def propagate_box_3d(
     masks: dict[int, np.ndarray] = {}
     for z in order:
         neighbour = None if z == z_mid else masks[z - 1 if z > z_mid else z + 1]
-        if neighbour is not None and neighbour.any():
+        prompt = None
+        if neighbour is not None and neighbour_box is not None:
+            prompt = neighbour_box(neighbour)
+        elif neighbour is not None and neighbour.any():
             prompt = box_from_mask_widened(neighbour, margin, (height, width))
-        else:
+        if prompt is None:
             if neighbour is not None:
                 logger.debug("slice %d: neighbour prediction empty, reusing the middle box", z)
             prompt = box.copy()
