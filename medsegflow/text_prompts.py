@@ -11,7 +11,7 @@ the dataset to sentences, in one of two assignment modes:
   in its caption (``cases.tsv``, column ``caption``).
 
 Class-specific prompts at test time use label knowledge (the class of the lesion), as in
-the seed study; the README says so next to the results.
+the seed study; docs/families/text_sam.md says so next to the results.
 
 Several sentences for one label give one saliency map each, averaged
 (:mod:`medsegflow.saliency`). Label names must be keys of the dataset's ``labels.json``.

