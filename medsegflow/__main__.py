@@ -13,8 +13,6 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
-
 from medsegflow.errors import ConfigError
 
 
@@ -29,18 +27,11 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def _read_configs(paths: Sequence[str]) -> dict:
+    from medsegflow.config import read_config_file
+
     config: dict = {}
     for path in paths:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.safe_load(handle) or {}
-        except OSError as err:
-            raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{path}: not valid YAML ({err})") from None
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"{path}: expected a mapping at the top level")
-        _merge(config, loaded)
+        _merge(config, read_config_file(path))
     return config
 
 

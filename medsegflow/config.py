@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import copy
 import itertools
-from collections.abc import Iterator, Mapping
+import os
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
+
+import yaml
 
 from medsegflow.errors import ConfigError
 from medsegflow.families.registry import complete_method, method_schema
@@ -136,3 +139,67 @@ def ablation_origins(config: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
         for name, ablation in config.get("ablations", {}).items()
         for point in _grid_points(ablation["grid"])
     }
+
+
+def duplicate_keys(text: str) -> list[tuple[str, int, int]]:
+    """``(dotted key, line, first line)`` of every key a YAML text gives twice in one mapping.
+
+    PyYAML (and so Snakemake) silently keeps the later value of a duplicate key; a study
+    config with ``jitter`` given twice would run with whichever came last.
+    """
+    found: list[tuple[str, int, int]] = []
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            first: dict[str, int] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                dotted = f"{prefix}.{key}" if prefix else key
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    found.append((dotted, line, first[key]))
+                else:
+                    first[key] = line
+                walk(value_node, dotted)
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                walk(item, f"{prefix}[{index}]")
+
+    for document in yaml.compose_all(text, Loader=yaml.SafeLoader):
+        if document is not None:
+            walk(document, "")
+    return found
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """One YAML config file as a dict; :class:`ConfigError` naming the file (and line) when it
+    cannot be read, is not YAML, is not a mapping or gives a key twice."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the config file ({err.strerror})") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({err.reason})") from None
+    try:
+        duplicates = duplicate_keys(text)
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({' '.join(str(err).split())})") from None
+    if duplicates:
+        key, line, first = duplicates[0]
+        raise ConfigError(
+            f"{path}, line {line}: duplicate key '{key}' (also on line {first}); give each key once"
+        )
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return loaded
+
+
+def check_config_files(paths: Sequence[str | os.PathLike]) -> None:
+    """Read each config file Snakemake loaded (it has already merged them into ``config``),
+    only to stop at what Snakemake lets pass: a duplicate key."""
+    for path in paths:
+        read_config_file(path)

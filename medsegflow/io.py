@@ -204,6 +204,8 @@ def read_volume(path: str | os.PathLike, *, channel: int | None = None) -> Volum
     truncated = _check_nifti_payload(path, image, array)
     if truncated:
         raise InputError(f"{path}: cannot read image (corrupt or truncated file) {truncated}")
+    if bad_spacing := _nifti_spacing_problem(path):
+        raise InputError(f"{path}: {bad_spacing}")
     if channel is not None:
         return _channel_volume(path, image, array, channel)
     if image.GetNumberOfComponentsPerPixel() != 1:
@@ -303,6 +305,43 @@ def _check_nifti_payload(path: Path, image, array: np.ndarray) -> str:
         if bad.size:
             array.flat[bad] = values[bad]
     return ""
+
+
+def _nifti_spacing_problem(path: Path) -> str:
+    """Why the voxel spacing a NIfTI header stores (``pixdim[1..3]``) is unusable: zero,
+    negative or not finite; "" when it is fine or the file is no NIfTI.
+
+    ITK's reader replaces a zero spacing by 1 mm and a negative one by its absolute value
+    without a word, which changes every distance (HD95, NSD, ASSD); the raw header is read here.
+    """
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return ""
+    try:
+        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as handle:
+            header = handle.read(540)
+    except (EOFError, OSError, zlib.error):
+        return ""  # the payload check names a damaged file
+    for order in "<>":
+        if len(header) >= 348 and struct.unpack(order + "i", header[:4])[0] == 348:
+            dims = struct.unpack(order + "8h", header[40:56])
+            pixdim = struct.unpack(order + "8f", header[76:108])
+            break
+        if len(header) >= 540 and struct.unpack(order + "i", header[:4])[0] == 540:
+            dims = struct.unpack(order + "8q", header[16:80])
+            pixdim = struct.unpack(order + "8d", header[104:168])
+            break
+    else:
+        return ""
+    n = min(max(int(dims[0]), 1), 3)
+    spacing = pixdim[1 : n + 1]
+    if all(math.isfinite(v) and v > 0 for v in spacing):
+        return ""
+    shown = ", ".join(f"{v:g}" for v in spacing)
+    return (
+        f"voxel spacing ({shown}) in the NIfTI header (pixdim) is zero, negative or not "
+        "a number; fix the header (every distance metric depends on it)"
+    )
 
 
 def write_volume(path: str | os.PathLike, volume: Volume) -> None:

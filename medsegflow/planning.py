@@ -41,7 +41,7 @@ def dataset_method_pairs(config: Mapping[str, Any]) -> list[tuple[str, str]]:
     return [(d, m) for d in config["datasets"] for m in methods_for_dataset(config, d)]
 
 
-DATASET_SOURCE_KEYS = ("adapter", "params", "window")
+DATASET_SOURCE_KEYS = ("adapter", "params", "window", "allow_constant_images")
 """Keys of a dataset's config that change its prepared and preprocessed data."""
 
 

@@ -14,7 +14,8 @@ file, instead of stopping at the first as ``prepare_dataset`` does:
 - image/label shape, spacing, origin or direction mismatches;
 - label values outside the label map, and non-integer labels;
 - NaN or infinite intensities;
-- empty images (every voxel one value).
+- constant images (every voxel one value): a warning instead where the dataset sets
+  ``allow_constant_images``, as a run writes them then (``WARNING:`` lines).
 
 An exception no check expected (a reader's own error, an adapter bug) is one line too,
 naming the case's files or the dataset with the exception type; the other cases and
@@ -33,7 +34,12 @@ from typing import Any
 from tqdm import tqdm
 
 from medsegflow.datasets._params import deferred_listing_checks, is_safe_case_id
-from medsegflow.datasets.canonical import SPLITS, CaseSource, find_case_problems
+from medsegflow.datasets.canonical import (
+    SPLITS,
+    CaseSource,
+    empty_image_problem,
+    find_case_problems,
+)
 from medsegflow.datasets.registry import get_adapter
 from medsegflow.errors import ConfigError, InputError
 
@@ -47,6 +53,7 @@ class DatasetReport:
     dataset: str
     n_cases: int = 0
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
 
 def verify_dataset(name: str, entry: Mapping[str, Any], *, seed: int) -> DatasetReport:
@@ -101,26 +108,34 @@ def verify_dataset(name: str, entry: Mapping[str, Any], *, seed: int) -> Dataset
                 f"{source.source}: case id '{source.case_id}' cannot be used as a file name"
             )
             continue
-        report.problems += _case_problems(source, label_map)
+        allow_constant = bool(entry.get("allow_constant_images", False))
+        problems, warnings = _case_problems(source, label_map, allow_constant=allow_constant)
+        report.problems += problems
+        report.warnings += warnings
     return report
 
 
-def _case_problems(source: CaseSource, label_map: Mapping[str, int]) -> list[str]:
-    """The problems of one case: its read, its split, then :func:`find_case_problems`."""
+def _case_problems(
+    source: CaseSource, label_map: Mapping[str, int], *, allow_constant: bool = False
+) -> tuple[list[str], list[str]]:
+    """The problems and warnings of one case: its read, its split, then
+    :func:`find_case_problems`; a constant image is a warning with ``allow_constant``."""
     try:
         case = source.load()
     except InputError as err:
-        return _lines(err)
+        return _lines(err), []
     except Exception as err:  # a reader's own error or an adapter bug
-        return [f"{source.source}: cannot read ({_describe(err)})"]
-    problems = []
+        return [f"{source.source}: cannot read ({_describe(err)})"], []
+    problems, warnings = [], []
     if case.split not in SPLITS:
         problems.append(f"{source.source}: split '{case.split}' is not one of {SPLITS}")
     try:
-        problems += find_case_problems(case, label_map, check_empty=True)
+        problems += find_case_problems(case, label_map, check_empty=not allow_constant)
+        if allow_constant and (empty := empty_image_problem(case)):
+            warnings.append(f"{empty}; written all the same (allow_constant_images)")
     except Exception as err:  # e.g. an array of an unexpected type
         problems.append(f"{source.source}: cannot check the case ({_describe(err)})")
-    return problems
+    return problems, warnings
 
 
 def verify_datasets(
@@ -148,17 +163,24 @@ def verify_datasets(
 
 
 def format_reports(reports: Sequence[DatasetReport]) -> str:
-    """Every problem on its own line, then one summary line."""
+    """Every problem on its own line, then every warning (``WARNING: ...``), then one summary
+    line."""
     lines = [problem for report in reports for problem in report.problems]
+    n_problems = len(lines)
+    lines += [f"WARNING: {warning}" for report in reports for warning in report.warnings]
+    n_warnings = len(lines) - n_problems
     n_bad = sum(1 for report in reports if report.problems)
     n_cases = sum(report.n_cases for report in reports)
-    if lines:
+    warned = f", {n_warnings} warnings" if n_warnings else ""
+    if n_problems:
         lines.append(
-            f"verify: {len(lines)} problems in {n_bad} of {len(reports)} datasets "
-            f"({n_cases} cases read)"
+            f"verify: {n_problems} problems in {n_bad} of {len(reports)} datasets "
+            f"({n_cases} cases read{warned})"
         )
     else:
-        lines.append(f"verify: no problems in {len(reports)} datasets ({n_cases} cases read)")
+        lines.append(
+            f"verify: no problems in {len(reports)} datasets ({n_cases} cases read{warned})"
+        )
     return "\n".join(lines)
 
 

@@ -9,20 +9,33 @@ from medsegflow import paths
 from medsegflow import planning as pl
 from medsegflow import resources as res
 from medsegflow import workflow as wf
-from medsegflow.config import load_config
+from medsegflow.config import check_config_files, load_config
+from medsegflow.datasets.sources import update_manifests
 from medsegflow.errors import ConfigError
 from medsegflow.families import nnunet as nnu
 from medsegflow.families import sam3d as s3d
 from medsegflow.families import text_stages as txt
+from medsegflow.preflight import before_run, exit_on_bad_input
 
-config = load_config(config)
-# A real run stops here naming every missing weight file. A dry-run warns and plans every
-# job anyway, leaving the missing weight paths out of the jobs' inputs (PLAN_WITHOUT).
-PLAN_WITHOUT = set()
-if wf.missing_weights(config):
-    if warning := wf.check_weights(config, dry_run=wf.dry_run_requested(sys.argv)):
-        print(f"WARNING: {warning}", file=sys.stderr)
-        PLAN_WITHOUT = wf.missing_weight_paths(config)
+# Bad config or input found here stops the run with its line(s) and exit status 1, no
+# traceback (medsegflow.preflight): a key given twice in a config file, an invalid config,
+# a missing weight file, an output folder that cannot be written, a lock of a killed run.
+with exit_on_bad_input():
+    check_config_files(workflow.configfiles)
+    config = load_config(config)
+    # A real run stops here naming every missing weight file. A dry-run warns and plans every
+    # job anyway, leaving the missing weight paths out of the jobs' inputs (PLAN_WITHOUT).
+    PLAN_WITHOUT = set()
+    if wf.missing_weights(config):
+        if warning := wf.check_weights(config, dry_run=wf.dry_run_requested(sys.argv)):
+            print(f"WARNING: {warning}", file=sys.stderr)
+            PLAN_WITHOUT = wf.missing_weight_paths(config)
+    before_run(sys.argv, main_process=workflow.is_main_process)
+    # results/sources/{dataset}.tsv: the raw files of each dataset read from disk, rewritten
+    # only when one changes, so the adapter job of that dataset alone reruns
+    SOURCE_MANIFESTS = update_manifests(
+        config["datasets"], write=workflow.is_main_process
+    )
 
 
 wildcard_constraints:
@@ -37,6 +50,10 @@ def get_dataset_config(wildcards):
     # only what shapes the data: methods, exclusions and text prompts may change freely
     # without invalidating the prepared and preprocessed datasets (Snakemake's params check)
     return pl.dataset_source(config, wildcards.dataset)
+
+
+def get_source_manifest(wildcards):
+    return SOURCE_MANIFESTS.get(wildcards.dataset, [])
 
 
 def get_method_config(wildcards):

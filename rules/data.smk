@@ -1,4 +1,6 @@
 rule prepare_dataset:
+    input:
+        get_source_manifest,
     output:
         paths.DATA_CASES,
     log:

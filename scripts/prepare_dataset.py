@@ -12,4 +12,5 @@ with log_to(snakemake.log[0]):
         seed=snakemake.params.seed,
         out_dir=Path(snakemake.output[0]).parent,
         key=f"datasets.{snakemake.wildcards.dataset}.adapter",
+        allow_constant_images=snakemake.params.dataset.get("allow_constant_images", False),
     )

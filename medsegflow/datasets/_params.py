@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import logging
 import math
+import os
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -213,12 +215,39 @@ def list_images(root: Path, pattern: str, *, series_folders: bool = False) -> li
     found = [
         p
         for p in matched
-        if p in series or (p.is_file() and not any(d in series for d in p.parents))
+        if p in series or (usable_file(p) and not any(d in series for d in p.parents))
     ]
     if not found:
         what = "files or DICOM series folders" if series_folders else "files"
         raise InputError(f"{root}: no {what} match the images pattern '{pattern}'")
     return found
+
+
+def broken_link_problem(path: Path) -> str:
+    """A line naming ``path`` when it is a symbolic link that leads nowhere or in a loop;
+    "" otherwise (a regular file, a folder, a link to one, or nothing at all)."""
+    try:
+        path.stat()
+    except OSError as err:
+        if not path.is_symlink():
+            return ""
+        target = os.readlink(path)
+        if err.errno == errno.ELOOP:
+            return f"{path}: symbolic link loop (points to {target}); the file cannot be read"
+        return f"{path}: broken symbolic link (points to {target}, which does not exist)"
+    return ""
+
+
+def usable_file(path: Path) -> bool:
+    """Whether ``path`` is a file to list (a regular file or a link to one).
+
+    A link that leads nowhere or in a loop is never dropped in silence: it is a
+    :func:`listing_problem` (the run stops naming it; ``verify`` lists it) and False.
+    """
+    if problem := broken_link_problem(path):
+        listing_problem(problem)
+        return False
+    return path.is_file()
 
 
 def _holds_files(folder: Path) -> bool:

@@ -40,6 +40,7 @@ from medsegflow.datasets._params import (
     check_keys,
     get_root,
     listing_problem,
+    usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
@@ -110,7 +111,7 @@ def _class_cases(folder: Path, cls: str) -> list[tuple[str, str, Path, list[Path
     images: dict[str, tuple[int, Path]] = {}
     masks: dict[str, list[tuple[int, Path]]] = {}
     for path in folder.iterdir():
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or not usable_file(path):
             continue
         if match := _MASK.match(path.name):
             masks.setdefault(match["stem"], []).append((int(match["k"] or 0), path))

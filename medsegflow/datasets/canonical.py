@@ -8,10 +8,12 @@
     cases.tsv                 one row per case (written last: it is the stage's file target)
 
 ``cases.tsv`` columns: ``case_id, split, modality, spacing_xyz_mm, size_xyz, caption,
-spacing_known``; spacing and size are written ``"x,y,z"`` in ITK order. ``spacing_known`` is
-``False`` when the source format stores no spacing (PNG, JPEG, an ``.npz`` without it) and
-the adapter was not told it: the 1 mm written is a placeholder, so NSD and HD95 of that case
-are in pixels (the metric rows carry it as ``distance_unit``).
+spacing_known, warnings``; spacing and size are written ``"x,y,z"`` in ITK order.
+``spacing_known`` is ``False`` when the source format stores no spacing (PNG, JPEG, an
+``.npz`` without it) and the adapter was not told it: the 1 mm written is a placeholder, so
+NSD and HD95 of that case are in pixels (the metric rows carry it as ``distance_unit``).
+``warnings`` holds what was written all the same (a constant image of a dataset with
+``allow_constant_images``), "; " between two; the metric rows carry it as ``input_warnings``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import pandas as pd
 
 from medsegflow.errors import InputError
 from medsegflow.io import Geometry, Volume, write_csv_atomic, write_text, write_volume
+from medsegflow.logs import console_warning
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +44,7 @@ CASES_COLUMNS = (
     "size_xyz",
     "caption",
     "spacing_known",
+    "warnings",
 )
 
 
@@ -119,8 +123,8 @@ def find_case_problems(
 
     Checks: image and label are 3D arrays on the same grid and geometry, the image has
     no NaN/inf intensities, and every label value is in the label map. With
-    ``check_empty`` (``verify``), an image whose voxels all have one value is a problem
-    too; writing a dataset only warns about it (:func:`empty_image_problem`).
+    ``check_empty``, an image whose voxels all have one value is a problem too
+    (:func:`empty_image_problem`; a warning where the dataset allows constant images).
     """
     img_name = case.image_source or f"{case.case_id} image"
     lab_name = case.label_source or f"{case.case_id} label"
@@ -198,14 +202,20 @@ class AdapterResult:
 
 
 def write_canonical_dataset(
-    cases: Iterable[CanonicalCase], *, label_map: Mapping[str, int], out_dir: str | os.PathLike
+    cases: Iterable[CanonicalCase],
+    *,
+    label_map: Mapping[str, int],
+    out_dir: str | os.PathLike,
+    allow_constant_images: bool = False,
 ) -> pd.DataFrame:
     """Verify and write cases into ``out_dir`` in the canonical layout; return the table.
 
     Every case is checked with :func:`find_case_problems` before anything is written for
     it; the first bad case stops the run with an :class:`InputError` whose lines name
-    each problem. ``cases.tsv`` is written last and atomically, so a dataset folder
-    without it is never taken as complete.
+    each problem. An image whose voxels all have one value is such a problem, unless
+    ``allow_constant_images``: then it is written with a warning, on the console, in the log
+    and in the case's ``warnings``. ``cases.tsv`` is written last and atomically, so a
+    dataset folder without it is never taken as complete.
     """
     out = Path(out_dir)
     _check_label_map(label_map)
@@ -220,11 +230,18 @@ def write_canonical_dataset(
                 f"{case.image_source or case.case_id}: duplicate case id '{case.case_id}'"
             )
         seen.add(case.case_id)
-        problems = find_case_problems(case, label_map)
+        problems = find_case_problems(case, label_map, check_empty=not allow_constant_images)
         if problems:
+            if (empty := empty_image_problem(case)) and problems == [empty]:
+                raise InputError(
+                    f"{empty}; set allow_constant_images: true in the dataset's "
+                    "config to score it all the same"
+                )
             raise InputError("\n".join(problems))
+        warnings = []
         if empty := empty_image_problem(case):
-            log.warning("%s; written all the same", empty)
+            warnings.append(empty)
+            console_warning(log, f"{empty}; written all the same (allow_constant_images)")
         write_volume(out / "images" / f"{case.case_id}.nii.gz", case.image)
         label = Volume(
             case.label.array_zyx.astype(np.uint8 if max(label_map.values()) < 256 else np.uint16),
@@ -241,6 +258,7 @@ def write_canonical_dataset(
                 "size_xyz": ",".join(str(s) for s in size_zyx[::-1]),
                 "caption": case.caption,
                 "spacing_known": case.spacing_known,
+                "warnings": "; ".join(warnings),
             }
         )
         log.info(
@@ -272,10 +290,15 @@ def read_cases(dataset_dir: str | os.PathLike) -> pd.DataFrame:
     """Read ``cases.tsv`` of a canonical dataset (case ids as strings, captions never NaN)."""
     path = Path(dataset_dir) / "cases.tsv"
     table = pd.read_csv(
-        path, sep="\t", dtype={"case_id": str, "caption": str}, keep_default_na=False
+        path,
+        sep="\t",
+        dtype={"case_id": str, "caption": str, "warnings": str},
+        keep_default_na=False,
     )
     if "spacing_known" not in table.columns:  # written before the column existed
         table["spacing_known"] = True
+    if "warnings" not in table.columns:
+        table["warnings"] = ""
     table["spacing_known"] = table["spacing_known"].map(
         lambda v: str(v).strip().lower() in ("true", "1")
     )

@@ -55,6 +55,7 @@ from medsegflow.datasets._params import (
     get_bool,
     get_root,
     listing_problem,
+    usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.png_folder import MaskRule, mask_to_label, read_image_and_masks
@@ -113,7 +114,9 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
             images = sorted(
                 p
                 for p in images_dir.iterdir()
-                if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+                if not p.name.startswith(".")
+                and usable_file(p)
+                and p.suffix.lower() in IMAGE_SUFFIXES
             )
             if not images:
                 listing_problem(f"{images_dir}: no image")

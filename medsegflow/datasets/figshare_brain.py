@@ -70,6 +70,7 @@ from medsegflow.datasets._params import (
     get_root,
     get_spacing,
     listing_problem,
+    usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource, assign_splits
 from medsegflow.errors import ConfigError, InputError
@@ -208,7 +209,7 @@ def _list_slices(root: Path) -> dict[int, Path]:
     files: dict[int, Path] = {}
     for path in sorted(root.rglob("*.mat")):
         match = _SLICE.match(path.name)
-        if not match or not path.is_file():
+        if not match or not usable_file(path):
             continue
         number = int(match[1])
         if number in files:

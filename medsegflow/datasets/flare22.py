@@ -51,6 +51,7 @@ from medsegflow.datasets._params import (
     check_labels_exist,
     get_root,
     plan_cases,
+    usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CaseSource
 from medsegflow.datasets.nifti_folder import _get_kept_labels, _load_case
@@ -93,7 +94,7 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     label_map, dropped = _get_kept_labels(params, LABELS)
     images_dir, labels_dir = _find_layout(root)
     images = sorted(
-        p for p in images_dir.iterdir() if p.is_file() and _IMAGE.match(p.name) is not None
+        p for p in images_dir.iterdir() if usable_file(p) and _IMAGE.match(p.name) is not None
     )
     if not images:
         raise InputError(f"{images_dir}: no FLARE22_Tr_<nnnn>_0000.nii.gz image")

@@ -35,6 +35,7 @@ from medsegflow.datasets._params import (
     check_labels_exist,
     get_root,
     listing_problem,
+    usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource, assign_splits
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
@@ -70,7 +71,11 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
                 raise InputError(f"{root}: ISIC 2016 folder not found (params.root)")
             listing_problem(f"{images_dir}: ISIC 2016 folder not found (params.root: {root})")
             continue
-        images = sorted(p for p in images_dir.glob("ISIC_*.jpg") if not p.name.startswith("."))
+        images = sorted(
+            p
+            for p in images_dir.glob("ISIC_*.jpg")
+            if not p.name.startswith(".") and usable_file(p)
+        )
         if not images:
             listing_problem(f"{images_dir}: no ISIC_<id>.jpg image")
             continue

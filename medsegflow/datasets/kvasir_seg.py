@@ -48,6 +48,7 @@ from medsegflow.datasets._params import (
     get_mapping,
     get_root,
     listing_problem,
+    usable_file,
 )
 from medsegflow.datasets.canonical import SPLITS, AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.png_folder import MaskRule, read_image_and_masks
@@ -78,7 +79,7 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     images = sorted(
         p
         for p in images_dir.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in (".jpg", ".jpeg")
+        if not p.name.startswith(".") and usable_file(p) and p.suffix.lower() in (".jpg", ".jpeg")
     )
     if not images:
         raise InputError(f"{images_dir}: no .jpg image")

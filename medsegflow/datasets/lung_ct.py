@@ -62,6 +62,7 @@ from medsegflow.datasets._params import (
     get_root,
     get_str,
     listing_problem,
+    usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.errors import ConfigError, InputError
@@ -176,7 +177,7 @@ def _list(folder: Path, pattern: re.Pattern, form: str) -> dict[tuple[str, str],
         raise InputError(f"{folder}: lung CT folder not found")
     found: dict[tuple[str, str], Path] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or not usable_file(path):
             continue
         match = pattern.match(path.name)
         if match and (pattern is _MASK or not _MASK.match(path.name)):

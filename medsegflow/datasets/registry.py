@@ -55,7 +55,13 @@ def prepare_dataset(
     seed: int,
     out_dir: str | os.PathLike,
     key: str = "adapter",
+    allow_constant_images: bool = False,
 ) -> pd.DataFrame:
     """Run adapter ``adapter`` with ``params`` and write its cases into ``out_dir``."""
     result = get_adapter(adapter, key=key)(params, seed=seed)
-    return write_canonical_dataset(result.cases, label_map=result.label_map, out_dir=out_dir)
+    return write_canonical_dataset(
+        result.cases,
+        label_map=result.label_map,
+        out_dir=out_dir,
+        allow_constant_images=allow_constant_images,
+    )

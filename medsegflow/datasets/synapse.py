@@ -87,6 +87,7 @@ from medsegflow.datasets._params import (
     get_str,
     listing_problem,
     plan_cases,
+    usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource, assign_splits
 from medsegflow.datasets.nifti_folder import _drop_values, _get_kept_labels
@@ -180,7 +181,7 @@ def build_synapse(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     images = sorted(
         p
         for p in (training / "img").iterdir()
-        if p.is_file() and _RAW_IMAGE.match(p.name) is not None
+        if usable_file(p) and _RAW_IMAGE.match(p.name) is not None
     )
     if not images:
         raise InputError(f"{training / 'img'}: no img<nnnn>.nii.gz volume")
@@ -325,7 +326,7 @@ def _list_slices(folder: Path) -> dict[str, list[Path]]:
     """Case id -> its slice files in slice order; every index 0..n-1 must be there."""
     found: dict[str, dict[int, Path]] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or not usable_file(path):
             continue
         match = _SLICE.match(path.name)
         if match is None:
@@ -355,7 +356,7 @@ def _list_slices(folder: Path) -> dict[str, list[Path]]:
 def _list_volumes(folder: Path) -> dict[str, Path]:
     volumes = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or not path.is_file():
+        if path.name.startswith(".") or not usable_file(path):
             continue
         match = _VOLUME.match(path.name)
         if match is None:

@@ -51,6 +51,17 @@ def distance_units(preprocessed_manifest: str | os.PathLike) -> dict[str, str]:
     }
 
 
+def input_warnings(preprocessed_manifest: str | os.PathLike) -> dict[str, str]:
+    """``{case_id: warnings}`` of the cases written all the same despite suspect input (a
+    constant image of a dataset with ``allow_constant_images``), from ``cases.tsv``."""
+    pre_dir = Path(preprocessed_manifest).parent
+    data_dir = pre_dir.parent.parent / "data" / pre_dir.name
+    if not (data_dir / "cases.tsv").is_file():
+        return {}
+    cases = read_cases(data_dir)
+    return {row.case_id: row.warnings for row in cases.itertuples(index=False) if row.warnings}
+
+
 def _read_prediction(path: Path, gt, *, label_map: Mapping[str, int]) -> np.ndarray:
     """The prediction array, checked against the reference grid and the label map."""
     pred = read_volume(path)
@@ -138,6 +149,7 @@ def score_predictions(
         )
     label_map = read_label_map(Path(preprocessed_manifest).parent)
     units = distance_units(preprocessed_manifest)
+    warnings = input_warnings(preprocessed_manifest)
     ref_dir = reference_labels_dir(preprocessed_manifest, metrics["reference"])
     pred_dir = Path(predictions_manifest).parent
     names = {value: name for name, value in label_map.items()}
@@ -161,9 +173,10 @@ def score_predictions(
                     "split": case.split,
                     **row,
                     "distance_unit": units.get(case.case_id, "mm"),
+                    "input_warnings": warnings.get(case.case_id, ""),
                 }
             )
-    table = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "distance_unit"])
+    table = pd.DataFrame(rows, columns=[*ROW_COLUMNS, "distance_unit", "input_warnings"])
     if replay is not None:
         write_csv_atomic(replay.rows(dataset=dataset, method=method), conventions_csv)
     write_csv_atomic(table, out_csv)

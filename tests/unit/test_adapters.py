@@ -312,7 +312,7 @@ def test_png_colour_image_luminance_and_01_masks(tmp_path: Path) -> None:
 
 def test_png_masks_matching_the_image_glob_are_skipped(tmp_path: Path) -> None:
     for stem in ("p1", "p2"):
-        _save(tmp_path / f"{stem}.png", np.full((5, 6), 90, np.uint8))
+        _save(tmp_path / f"{stem}.png", np.arange(90, 120, dtype=np.uint8).reshape(5, 6))
         _save(
             tmp_path / f"{stem}_mask.png", np.pad(np.full((3, 2), 255, np.uint8), ((1, 1), (2, 2)))
         )

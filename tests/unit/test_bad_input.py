@@ -36,6 +36,11 @@ def _write_nifti(
     return path
 
 
+def _ramp(shape: tuple[int, int, int] = (3, 4, 5)) -> np.ndarray:
+    """An image that is not constant (a constant image is an error of its own)."""
+    return np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
+
+
 def _label_zyx(shape: tuple[int, int, int] = (3, 4, 5)) -> np.ndarray:
     label = np.zeros(shape, np.uint8)
     label[1, 1:3, 1:3] = 1
@@ -74,7 +79,7 @@ def test_truncated_nifti(tmp_path: Path) -> None:
 
 def test_label_shape_differs_from_image(tmp_path: Path) -> None:
     image, label = _nnunet_folder(tmp_path / "raw")
-    _write_nifti(image, np.zeros((3, 4, 5), np.float32))
+    _write_nifti(image, _ramp())
     _write_nifti(label, _label_zyx((3, 4, 6)))
     message = _fails(InputError, tmp_path / "out", params={"root": str(tmp_path / "raw")})
     assert str(label) in message and str(image) in message
@@ -83,7 +88,7 @@ def test_label_shape_differs_from_image(tmp_path: Path) -> None:
 
 def test_label_spacing_differs_from_image(tmp_path: Path) -> None:
     image, label = _nnunet_folder(tmp_path / "raw")
-    _write_nifti(image, np.zeros((3, 4, 5), np.float32), spacing=(0.8, 0.8, 3.0))
+    _write_nifti(image, _ramp(), spacing=(0.8, 0.8, 3.0))
     _write_nifti(label, _label_zyx(), spacing=(0.8, 0.8, 5.0))
     message = _fails(InputError, tmp_path / "out", params={"root": str(tmp_path / "raw")})
     assert str(label) in message and "spacing (0.8, 0.8, 5)" in message
@@ -92,7 +97,7 @@ def test_label_spacing_differs_from_image(tmp_path: Path) -> None:
 
 def test_label_values_outside_label_map(tmp_path: Path) -> None:
     image, label = _nnunet_folder(tmp_path / "raw")
-    _write_nifti(image, np.zeros((3, 4, 5), np.float32))
+    _write_nifti(image, _ramp())
     bad = _label_zyx()
     bad[0, 0, 0] = 7
     _write_nifti(label, bad)
@@ -129,7 +134,7 @@ def test_unknown_adapter(tmp_path: Path) -> None:
 
 def test_image_without_label(tmp_path: Path) -> None:
     image, label = _nnunet_folder(tmp_path / "raw")
-    _write_nifti(image, np.zeros((3, 4, 5), np.float32))
+    _write_nifti(image, _ramp())
     message = _fails(InputError, tmp_path / "out", params={"root": str(tmp_path / "raw")})
     assert message.startswith(str(image)) and f"expected {label}" in message
     assert not (tmp_path / "out").exists()  # found before anything is written
@@ -162,7 +167,7 @@ def test_unknown_param_key(tmp_path: Path, adapter: str, key: str) -> None:
 )
 def test_bad_param_values(tmp_path: Path, params: dict, key: str) -> None:
     image, label = _nnunet_folder(tmp_path / "raw")
-    _write_nifti(image, np.zeros((3, 4, 5), np.float32))
+    _write_nifti(image, _ramp())
     _write_nifti(label, _label_zyx())
     params = {"root": str(tmp_path / "raw"), **params}
     if params.get("split"):
@@ -185,7 +190,9 @@ def _png_folder(root: Path, bad_mask_rgb: np.ndarray) -> Path:
     for stem, mask_rgb in (("a", np.zeros((4, 5, 3), np.uint8)), ("b", bad_mask_rgb)):
         (root / "images").mkdir(parents=True, exist_ok=True)
         (root / "masks").mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.full((4, 5), 100, np.uint8)).save(root / "images" / f"{stem}.png")
+        Image.fromarray(np.arange(20, dtype=np.uint8).reshape(4, 5)).save(
+            root / "images" / f"{stem}.png"
+        )
         Image.fromarray(mask_rgb).save(root / "masks" / f"{stem}.png")
     return root / "masks" / "b.png"
 
@@ -230,7 +237,7 @@ def test_truncated_uncompressed_nifti(tmp_path: Path) -> None:
 def test_nii_and_nii_gz_side_by_side(tmp_path: Path) -> None:
     """ITK would read case_001_0000.nii when asked for case_001_0000.nii.gz."""
     image, label = _nnunet_folder(tmp_path / "raw")
-    _write_nifti(image, np.zeros((3, 4, 5), np.float32))
+    _write_nifti(image, _ramp())
     _write_nifti(image.with_suffix(""), np.ones((3, 4, 5), np.float32))
     _write_nifti(label, _label_zyx())
     message = _fails(InputError, tmp_path / "out", params={"root": str(tmp_path / "raw")})
@@ -239,7 +246,7 @@ def test_nii_and_nii_gz_side_by_side(tmp_path: Path) -> None:
 
 def test_duplicate_case_ids(tmp_path: Path) -> None:
     for case in ("p1", "p2"):
-        _write_nifti(tmp_path / "raw" / case / "ct.nii.gz", np.zeros((3, 4, 5), np.float32))
+        _write_nifti(tmp_path / "raw" / case / "ct.nii.gz", _ramp())
         _write_nifti(tmp_path / "raw" / case / "seg.nii.gz", _label_zyx())
     params = {
         "root": str(tmp_path / "raw"),
