@@ -1,44 +1,39 @@
-"""Convention replay: score saved predictions the way each seed paper's own evaluation code does.
+"""Convention replay: score saved predictions the way each seed paper's evaluation code does.
 
 MedSegFlow's tables use one convention (:func:`medsegflow.metrics.compute_metrics`). This module
-re-scores the same predictions under each paper's rule so a method can be compared with the
-number its authors would have printed. Each convention is one *case function* plus one
-*aggregation*, registered in :data:`CONVENTIONS`.
+re-scores the same predictions under each paper's rule so a method can be set next to the
+number its authors' evaluation script would print. Each convention is one *case function* plus
+one *aggregation*, registered in :data:`CONVENTIONS` with the quirks it replays
+(:attr:`Convention.quirks`). ``docs/metrics.md`` describes every convention and the
+conformance test that shows it.
 
 Case functions all take ``(pred_zyx, gt_zyx, spacing_zyx, classes, prob_zyx=None)`` for one
-case and return a :data:`CaseResult`: ``{class_value: {"dsc", "iou", "nsd", "hd95", "counted"}}``
-with one entry per value in ``classes``. Metrics a convention does not define are NaN.
-``counted`` says whether the convention's own averaging uses that label for that case (e.g.
-SAM-Med3D leaves both-empty labels out, MedSAM only looks at labels ``1..max(gt)``).
+case and return a :data:`CaseResult`: ``{label: {"dsc", "iou", "nsd", "hd95", "counted",
+"error"}}`` for every value in ``classes`` and every label the convention itself scores.
+Metrics a convention does not compute are NaN. ``counted`` says whether the convention's own
+averaging uses that label for that case. ``error`` is ``""``, or the name of the exception the
+official code raises on this input (e.g. ``"AssertionError"``); the metrics it would have
+produced are then NaN, and the aggregation reports the error (:data:`Aggregate` ``"error"``).
 
 - ``pred_zyx``, ``gt_zyx``: integer label volumes ``(Z, Y, X)`` on the same grid (MedCLIP-SAMv2
   alone resizes a prediction of another in-plane size, as its script does). A 2D image is a
-  ``(1, H, W)`` volume.
-- ``spacing_zyx``: voxel size in mm. Conventions that work in voxels/pixels ignore it.
-- ``classes``: the label values to score (nonzero ints). Pass the dataset's full class list.
+  ``(1, H, W)`` volume (:func:`is_2d_case`).
+- ``spacing_zyx``: voxel size in mm in array order.
+- ``classes``: the dataset's label values (nonzero ints).
 - ``prob_zyx``: soft outputs, only used by Med-SA: a float array ``(C, Z, Y, X)`` (channel ``i``
   is ``classes[i]`` when ``C == len(classes)``, channel ``c`` is class ``c`` when
   ``C > max(classes)``, i.e. background first) or a dict ``{class_value: (Z, Y, X) array}``.
 
-**2D vs 3D.** A case is 2D when its volume has a single slice (``gt_zyx.shape[0] == 1``), else
-3D. Only MedSAM's rule depends on it (2 px with unit spacing in 2D, 2 mm in 3D).
-
-**One distance implementation.** Every surface metric here comes from
-:func:`medsegflow.metrics.compute_metrics` (medpy 0.5.2 surfaces; unit spacing gives voxel
-distances; ``nsd_tolerance_mm`` sets the tolerance). This module only overrides the empty-mask,
-label-set, thresholding and averaging rules. Known consequence: MedSAM, SAM-Med3D and
-MedCLIP-SAMv2 compute NSD with DeepMind's ``surface_distance`` code, which weights each surface
-element by its area (marching-cubes surfels on the voxel-corner grid); ``compute_metrics`` counts
-surface voxels (MONAI ``compute_surface_dice``). The empty-mask values (0, NaN) are identical;
-non-trivial NSD values can differ slightly from what the authors' scripts would print.
-
-Overlap counts (Dice/IoU with Med-SA's smoothing constants) are plain voxel counts, not
-distance code, and are computed here.
+Surface Dice is DeepMind's surfel algorithm (:func:`medsegflow.metrics.surfel_surface_dice`)
+applied to the arrays as the official script holds them: the CVPR24 and MedCLIP-SAMv2 scripts
+see a 2D image as a one-voxel slab with unit spacing, so the slab's flat faces count as surface.
+HD95 is medpy's (:func:`medsegflow.metrics.compute_metrics`). Overlap counts (Dice, IoU, Med-SA's
+smoothing constants) are computed here.
 
 Aggregations take a sequence of :data:`CaseResult` (one per case) and return an
 :data:`Aggregate`: ``{"overall": {metric: value}, "per_class": {class: {metric: value}},
-"n_cases": int, "n_excluded": int}`` (``n_excluded``: averaging units the convention leaves
-out, see each function).
+"n_cases": int, "n_excluded": int, "error": str}`` (``n_excluded``: averaging units the
+convention leaves out, see each function).
 
 This module is pure: no I/O, no global state besides the registry.
 """
@@ -53,7 +48,7 @@ from typing import Literal
 
 import numpy as np
 
-from medsegflow.metrics import compute_metrics
+from medsegflow.metrics import compute_metrics, surfel_surface_dice
 
 NAN = math.nan
 
@@ -71,12 +66,14 @@ LONG_TABLE_COLUMNS: tuple[str, ...] = (
     "dsc",
     "nsd",
     "hd95",
+    "error",
 )
 
-ClassScores = dict[str, float | bool]
+ClassScores = dict[str, float | bool | str]
 CaseResult = dict[int, ClassScores]
 Aggregate = dict[str, object]
 SoftOutputs = np.ndarray | Mapping[int, np.ndarray]
+SpacingOrder = Literal["xyz", "zyx"]
 
 #: Med-SA's validation thresholds (``function.py`` ``validation_sam``).
 MEDSA_THRESHOLDS: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
@@ -85,10 +82,21 @@ MEDSA_IOU_SMOOTH = 1e-6
 MEDSA_DICE_EPS = 1e-4
 #: MedCLIP-SAMv2 binarisation threshold (``cv2.threshold(mask, 200, 255, THRESH_BINARY)``).
 MEDCLIP_BINARY_THRESHOLD = 200
+#: The CVPR 2024 / 2025 challenges: NSD tolerance and the DSC gate of NSD.
+CVPR_NSD_TOLERANCE = 2.0
+CVPR_NSD_MIN_DSC = 0.2
+#: CVPR 2025: the AUC runs over the last 5 steps (the clicks), the box step excluded.
+CVPR25_AUC_STEPS = 5
 
 
 class ConventionUndefinedError(ValueError):
-    """The convention's own code fails on this input (e.g. MedCLIP-SAMv2's assert)."""
+    """The convention's own code fails on this input (e.g. MedCLIP-SAMv2's assert).
+
+    ``official_error`` names the exception the official code raises."""
+
+    def __init__(self, message: str, official_error: str) -> None:
+        super().__init__(message)
+        self.official_error = official_error
 
 
 # --- shared helpers ---------------------------------------------------------------------------
@@ -101,6 +109,7 @@ def _scores(
     hd95: float = NAN,
     *,
     counted: bool = True,
+    error: str = "",
 ) -> ClassScores:
     return {
         "dsc": float(dsc),
@@ -108,6 +117,7 @@ def _scores(
         "nsd": float(nsd),
         "hd95": float(hd95),
         "counted": bool(counted),
+        "error": str(error),
     }
 
 
@@ -168,6 +178,34 @@ def _labels_of(results: Sequence[CaseResult]) -> list[int]:
     return sorted({label for result in results for label in result})
 
 
+def _errors_of(results: Sequence[CaseResult]) -> str:
+    """``"Name"`` or ``"Name1, Name2"``: the official errors recorded in ``results``."""
+    names = sorted({str(s["error"]) for r in results for s in r.values() if s["error"]})
+    return ", ".join(names)
+
+
+def _deepmind_dice(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
+    """DeepMind ``compute_dice_coefficient``: 2|G∩P| / (|G| + |P|), NaN when both are empty."""
+    volume_sum = int(np.count_nonzero(gt_mask)) + int(np.count_nonzero(pred_mask))
+    if volume_sum == 0:
+        return NAN
+    return 2 * int(np.count_nonzero(gt_mask & pred_mask)) / volume_sum
+
+
+def _plain_dice(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
+    """2|G∩P| / (|G| + |P|) for masks that are not both empty."""
+    return _deepmind_dice(pred_mask, gt_mask)
+
+
+def _as_fed(spacing_zyx: tuple[float, ...], spacing_order: SpacingOrder) -> tuple[float, ...]:
+    """The spacing the CVPR scripts pass on: the npz entry, written by the challenge's
+    preprocessing in SimpleITK order (x, y, z) (``spacing_order="xyz"``, the official feed),
+    or in array order (``"zyx"``)."""
+    if spacing_order not in ("xyz", "zyx"):
+        raise ValueError(f"conventions: spacing_order {spacing_order!r} is not 'xyz' or 'zyx'")
+    return tuple(spacing_zyx[::-1]) if spacing_order == "xyz" else tuple(spacing_zyx)
+
+
 # --- SAMed --------------------------------------------------------------------------------------
 
 
@@ -178,23 +216,16 @@ def samed_case(
     classes: Sequence[int],
     prob_zyx: SoftOutputs | None = None,
 ) -> CaseResult:
-    """SAMed (Zhang & Liu 2023) per-volume rule, ``calculate_metric_percase``.
+    """SAMed ``calculate_metric_percase`` for every class of ``classes`` (their loop runs
+    over ``1..num_classes``, so a class absent from both masks is scored too):
 
-    Source: hitachinsk/SAMed ``utils.py`` (``calculate_metric_percase``, ``test_single_volume``)
-    at commit f3c4b4440854815476dbfcb5c40df30eed886529; averaging in ``test.py`` ``inference``
-    at commit 5c500ceeb6d3e39151999e938594e7182b6b6114.
-
-    Per class ``c`` of ``classes`` (their loop is ``1..num_classes``), on ``pred == c`` vs
-    ``gt == c``:
-
-    - both non-empty: DSC = medpy ``dc``, HD95 = medpy ``hd95`` called *without* voxelspacing,
-      i.e. in voxels (here: ``compute_metrics`` with unit spacing, which matches medpy 0.5.2);
-    - prediction non-empty, GT empty: DSC = 1, HD95 = 0 (sic, as in their code);
+    - both non-empty: DSC = medpy ``dc``, HD95 = medpy ``hd95`` without voxelspacing, i.e. in
+      voxels (:func:`compute_metrics` with unit spacing, equal to medpy 0.5.2);
+    - prediction non-empty, GT empty: DSC = 1, HD95 = 0;
     - prediction empty (GT empty or not): DSC = 0, HD95 = 0.
 
-    ``spacing_zyx`` is ignored (SAMed never passes spacing). SAMed defines no NSD and no IoU
-    (NaN). Every class counts. 2D images (``(1, H, W)``) get 2D distances, as SAMed's 2D branch
-    calls medpy on 2D arrays. ``prob_zyx`` is ignored.
+    ``spacing_zyx`` and ``prob_zyx`` are not used; NSD and IoU are NaN; every class counts.
+    A 2D image (``(1, H, W)``) gets 2D distances, as medpy on SAMed's 2D arrays.
     """
     del prob_zyx
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
@@ -211,10 +242,14 @@ def samed_case(
     return out
 
 
+def samed_case_summary(result: CaseResult) -> dict[str, float]:
+    """What SAMed's ``test.py`` logs per case: the mean over classes of ``dsc`` and ``hd95``."""
+    return {m: float(np.mean([s[m] for s in result.values()])) for m in ("dsc", "hd95")}
+
+
 def samed_aggregate(results: Sequence[CaseResult]) -> Aggregate:
-    """SAMed ``test.py``: per class, the mean over all test volumes (sum / number of volumes);
-    overall, the mean of the per-class means (``np.mean(metric_list, axis=0)``). Nothing is
-    excluded (every value is defined). Metrics: ``dsc`` and ``hd95`` (voxels)."""
+    """SAMed ``test.py``: per class, the mean over all test volumes; overall, the mean of the
+    per-class means. Nothing is excluded. Metrics: ``dsc`` and ``hd95`` (voxels)."""
     per_class: dict[int, dict[str, float]] = {}
     for label in _labels_of(results):
         per_class[label] = {
@@ -227,13 +262,56 @@ def samed_aggregate(results: Sequence[CaseResult]) -> Aggregate:
         for m in ("dsc", "hd95")
     }
     overall.update(iou=NAN, nsd=NAN)
-    return {"overall": overall, "per_class": per_class, "n_cases": len(results), "n_excluded": 0}
+    return {
+        "overall": overall,
+        "per_class": per_class,
+        "n_cases": len(results),
+        "n_excluded": 0,
+        "error": "",
+    }
 
 
-# --- MedSAM / LiteMedSAM, CVPR 2024 challenge ---------------------------------------------------
+# --- CVPR 2024 (MedSAM / LiteMedSAM) and CVPR 2025 (interactive SegFM) challenges --------------
 
-MEDSAM_NSD_TOLERANCE = 2.0
-MEDSAM_NSD_MIN_DSC = 0.2
+
+def _cvpr_case(
+    pred: np.ndarray,
+    gt: np.ndarray,
+    spacing: tuple[float, ...],
+    labels: list[int],
+    scored: list[int],
+    *,
+    nsd_error: str = "",
+) -> CaseResult:
+    """DSC of every ``scored`` label, NSD@2 of all of them when their mean DSC > 0.2 (NaN
+    otherwise: not computed); other labels of ``labels`` are not counted."""
+    dsc = {label: _deepmind_dice(pred == label, gt == label) for label in scored}
+    case_dsc = float(np.mean(list(dsc.values()))) if dsc else NAN
+    gate = case_dsc > CVPR_NSD_MIN_DSC  # False for NaN, as their ``if dsc > 0.2``
+    out: CaseResult = {}
+    for label in sorted(set(labels) | set(scored)):
+        if label not in dsc:
+            out[label] = _scores(counted=False)
+        elif gate and nsd_error:
+            out[label] = _scores(dsc=dsc[label], error=nsd_error)
+        elif gate:
+            nsd = surfel_surface_dice(pred == label, gt == label, spacing, CVPR_NSD_TOLERANCE)
+            out[label] = _scores(dsc=dsc[label], nsd=nsd)
+        else:
+            out[label] = _scores(dsc=dsc[label])
+    return out
+
+
+def _cvpr_case_summary(result: CaseResult) -> dict[str, float | str]:
+    counted = [scores for scores in result.values() if scores["counted"]]
+    with np.errstate(all="ignore"):
+        case_dsc = float(np.mean([s["dsc"] for s in counted])) if counted else NAN
+    if not case_dsc > CVPR_NSD_MIN_DSC:
+        return {"dsc": case_dsc, "nsd": 0.0, "error": ""}
+    error = ", ".join(sorted({str(s["error"]) for s in counted if s["error"]}))
+    if error:
+        return {"dsc": case_dsc, "nsd": NAN, "error": error}
+    return {"dsc": case_dsc, "nsd": float(np.mean([s["nsd"] for s in counted])), "error": ""}
 
 
 def medsam_case(
@@ -242,87 +320,46 @@ def medsam_case(
     spacing_zyx: Sequence[float],
     classes: Sequence[int],
     prob_zyx: SoftOutputs | None = None,
+    *,
+    spacing_order: SpacingOrder = "xyz",
 ) -> CaseResult:
-    """MedSAM / LiteMedSAM CVPR 2024 challenge rule (``compute_metrics.py``).
+    """The CVPR 2024 challenge (MedSAM / LiteMedSAM) ``evaluation/compute_metrics.py``.
 
-    Source: bowang-lab/MedSAM ``evaluation/compute_metrics.py`` at commit
-    b042d247f92105d4b03372b18230aa08560959e7 (the CVPR24 "SAM on laptop" evaluation script; the
-    same script is in automl/CVPR24-MedSAM-on-Laptop ``evaluation/compute_metrics.py`` at
-    4c8f433311bec24952211bda09a4482d064b6764). Its helpers: bowang-lab/MedSAM
-    ``utils/SurfaceDice.py`` at 8432244ac07be6baba120dcb786e8a694c188eb9. No file named
-    ``CVPR24_compute_metrics.py`` was found in the searchable index.
+    - Labels ``1 .. max(gt)`` are scored (``counted``), whether present or not; labels above
+      ``max(gt)`` are ignored (not counted, NaN).
+    - DSC per label: both masks empty -> NaN; else 2|G∩P| / (|G| + |P|).
+    - NSD at 2 of every scored label, only when the case DSC (mean over the scored labels,
+      NaN propagating) is > 0.2; otherwise NaN here (not computed) and the case NSD is 0.0
+      (:func:`medsam_case_summary`).
+    - 3D: the DeepMind surface Dice with the npz spacing, which the challenge's preprocessing
+      wrote in (x, y, z) order for (z, y, x) arrays: ``spacing_order="xyz"`` (default, the
+      official feed) passes ``spacing_zyx[::-1]``; ``"zyx"`` the spacing in array order.
+    - 2D (:func:`is_2d_case`): the image as a one-voxel slab with spacing (1, 1, 1), so the
+      slab's flat faces count as surface.
 
-    What the code does (and where it differs from the brief's table):
-
-    - Label set: ``range(1, gt.max() + 1)``, every integer up to the largest GT label, *not*
-      "the labels present": a label in that range absent from the GT but predicted scores
-      DSC 0; labels above ``gt.max()`` are never looked at (a prediction of them costs
-      nothing). Here: classes ``c <= max(gt)`` are ``counted``; others get NaN, not counted.
-    - DSC (``compute_dice_coefficient``): both empty -> NaN; one empty -> 0.
-    - The case DSC is ``np.mean`` over the label set, so one both-empty label inside the
-      range makes the case DSC NaN (NaN propagates).
-    - NSD is gated on the *case* mean DSC, not per label: if case DSC > 0.2 every label's
-      NSD is computed, else (including a NaN case DSC) the case NSD is 0.0. Here the
-      per-label NSD is set to 0.0 for every counted label when the gate fails.
-    - NSD tolerance 2.0: in mm with the case spacing for 3D cases, with spacing
-      ``[1, 1, 1]`` (so 2 px) for 2D cases (their switch is the file-name prefix "3D"; here
-      :func:`is_2d_case`). One empty mask gives NSD 0 (DeepMind surface Dice with an empty
-      surface).
-    - NSD values come from ``compute_metrics`` (voxel-count surface Dice); the authors use
-      surfel-area weighting (see the module docstring).
-
-    HD95 and IoU are not computed by this convention (NaN). ``prob_zyx`` is ignored.
+    HD95 and IoU are not computed (NaN). ``prob_zyx`` is ignored.
     """
     del prob_zyx
     pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
-    if is_2d_case(gt):
-        spacing = (1.0, 1.0, 1.0)
-    base = compute_metrics(pred, gt, spacing, MEDSAM_NSD_TOLERANCE, labels=labels)
-    gt_max = int(gt.max())
-    in_range = [label for label in labels if label <= gt_max]
-    dsc: dict[int, float] = {}
-    for label in in_range:
-        r = base[label]
-        dsc[label] = NAN if (r["gt_empty"] and r["pred_empty"]) else float(r["dsc"])
-    case_dsc = float(np.mean([dsc[label] for label in in_range])) if in_range else NAN
-    gate = case_dsc > MEDSAM_NSD_MIN_DSC  # False for NaN, as in their ``if dsc > 0.2``
-    out: CaseResult = {}
-    for label in labels:
-        if label not in dsc:
-            out[label] = _scores(counted=False)
-            continue
-        r = base[label]
-        if not gate:
-            nsd = 0.0
-        elif r["gt_empty"] and r["pred_empty"]:
-            nsd = NAN  # unreachable: a both-empty label makes the case DSC NaN
-        else:
-            nsd = float(r["nsd"])  # 0.0 when one mask is empty
-        out[label] = _scores(dsc=dsc[label], nsd=nsd)
-    return out
+    fed = (1.0, 1.0, 1.0) if is_2d_case(gt) else _as_fed(spacing, spacing_order)
+    return _cvpr_case(pred, gt, fed, labels, list(range(1, int(gt.max()) + 1)))
 
 
-def medsam_case_summary(result: CaseResult) -> dict[str, float]:
-    """The one-row-per-case values the MedSAM script writes: ``dsc`` = mean over the counted
-    labels (NaN-propagating ``np.mean``; NaN when none), ``nsd`` = 0.0 unless that DSC > 0.2,
-    else the mean NSD over the counted labels."""
-    counted = [scores for scores in result.values() if scores["counted"]]
-    case_dsc = float(np.mean([s["dsc"] for s in counted])) if counted else NAN
-    if not case_dsc > MEDSAM_NSD_MIN_DSC:
-        return {"dsc": case_dsc, "nsd": 0.0}
-    return {"dsc": case_dsc, "nsd": float(np.mean([s["nsd"] for s in counted]))}
+def medsam_case_summary(result: CaseResult) -> dict[str, float | str]:
+    """The one row per case the CVPR24 script writes: ``dsc`` = mean over the counted labels
+    (NaN propagating; NaN when there are none), ``nsd`` = 0.0 unless that DSC > 0.2, else the
+    mean NSD over the counted labels. The CSV keeps ``round(value, 4)`` of both."""
+    return _cvpr_case_summary(result)
 
 
-def medsam_aggregate(results: Sequence[CaseResult]) -> Aggregate:
-    """MedSAM CVPR24: one value per case (:func:`medsam_case_summary`), then the mean over
-    cases skipping NaN (pandas ``DataFrame.mean``, as the challenge summaries do). A case with
-    a NaN DSC is excluded from the DSC mean but its NSD (0.0) still counts, as in their code.
-    ``n_excluded`` = cases with a NaN DSC. ``per_class`` (informational; their script reports
-    per case / modality) is the NaN-skipping mean of each counted label's values."""
-    summaries = [medsam_case_summary(r) for r in results]
+def _summaries_aggregate(
+    results: Sequence[CaseResult], summarise: Callable[[CaseResult], dict[str, float | str]]
+) -> Aggregate:
+    summaries = [summarise(r) for r in results]
+    error = ", ".join(sorted({str(s["error"]) for s in summaries if s["error"]}))
     overall = {
-        "dsc": _nanmean([s["dsc"] for s in summaries]),
-        "nsd": _nanmean([s["nsd"] for s in summaries]),
+        "dsc": NAN if error else _nanmean([float(s["dsc"]) for s in summaries]),
+        "nsd": NAN if error else _nanmean([float(s["nsd"]) for s in summaries]),
         "iou": NAN,
         "hd95": NAN,
     }
@@ -335,13 +372,117 @@ def medsam_aggregate(results: Sequence[CaseResult]) -> Aggregate:
         }
         for label in _labels_of(results)
     }
-    n_excluded = sum(1 for s in summaries if math.isnan(s["dsc"]))
     return {
         "overall": overall,
         "per_class": per_class,
         "n_cases": len(results),
-        "n_excluded": n_excluded,
+        "n_excluded": sum(1 for s in summaries if math.isnan(float(s["dsc"]))),
+        "error": error,
     }
+
+
+def medsam_aggregate(results: Sequence[CaseResult]) -> Aggregate:
+    """The CVPR24 script prints no dataset aggregate. This is the mean over cases of its
+    per-case values (:func:`medsam_case_summary`) skipping NaN (pandas ``DataFrame.mean``):
+    a case with a NaN DSC is left out of the DSC mean (``n_excluded``) while its NSD (0.0)
+    counts. ``per_class``: the NaN-skipping mean of each counted label's values."""
+    return _summaries_aggregate(results, medsam_case_summary)
+
+
+def cvpr25_case(
+    pred_zyx: np.ndarray,
+    gt_zyx: np.ndarray,
+    spacing_zyx: Sequence[float],
+    classes: Sequence[int],
+    prob_zyx: SoftOutputs | None = None,
+    *,
+    spacing_order: SpacingOrder = "xyz",
+) -> CaseResult:
+    """One step of the CVPR 2025 interactive challenge (``CVPR25_iter_eval.py``
+    ``compute_multi_class_dsc`` / ``compute_multi_class_nsd``).
+
+    - Labels: the sorted values of ``gt`` minus the smallest (assumed background): labels
+      absent from the GT are not scored, labels only in the prediction are ignored.
+    - DSC and NSD at 2 mm as in :func:`medsam_case` (NSD only when the mean DSC > 0.2, the
+      spacing as the npz stores it, ``spacing_order``).
+    - A 2D case: the official NSD code is 3D-only and raises ``IndexError`` on a 2D array
+      when the DSC gate passes (``error``); below the gate the case NSD is 0.0.
+    """
+    del prob_zyx
+    pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
+    scored = [int(v) for v in np.unique(gt)[1:]]
+    if is_2d_case(gt):
+        return _cvpr_case(pred, gt, spacing, labels, scored, nsd_error="IndexError")
+    return _cvpr_case(pred, gt, _as_fed(spacing, spacing_order), labels, scored)
+
+
+def cvpr25_case_summary(result: CaseResult) -> dict[str, float | str]:
+    """A step's DSC and NSD as the CVPR25 script records them (as :func:`medsam_case_summary`,
+    over the labels present in the GT)."""
+    return _cvpr_case_summary(result)
+
+
+def cvpr25_auc(step_values: Sequence[float]) -> float:
+    """CVPR25 ``DSC_AUC`` / ``NSD_AUC``: ``scipy.integrate.cumulative_trapezoid(values[-5:],
+    x=0..4)[-1]`` over the last :data:`CVPR25_AUC_STEPS` values (the 5 click steps; the box
+    step before them is excluded), i.e. 0.5 s1 + s2 + s3 + s4 + 0.5 s5, at most 4. Fewer
+    values: the same trapezoid over those given (NaN for none, 0.0 for one)."""
+    values = np.asarray(step_values, dtype=np.float64)[-CVPR25_AUC_STEPS:]
+    if values.size == 0:
+        return NAN
+    if values.size == 1:
+        return 0.0
+    return float(np.cumsum((values[1:] + values[:-1]) / 2.0)[-1])
+
+
+def cvpr25_sequence(
+    preds_kzyx: Sequence[np.ndarray],
+    gt_zyx: np.ndarray,
+    spacing_zyx: Sequence[float],
+    *,
+    has_bbox: bool = True,
+    spacing_order: SpacingOrder = "xyz",
+) -> dict[str, float | int | str]:
+    """The per-case row of ``CVPR25_iter_eval.py`` for one interactive sequence.
+
+    ``preds_kzyx``: the prediction after each step, step 1 the box and the next ones one click
+    each (the challenge: 1 + 5). Returns ``num_class`` (labels in the GT), ``DSC_k`` /
+    ``NSD_k`` per step (:func:`cvpr25_case_summary`), ``DSC_AUC`` / ``NSD_AUC``
+    (:func:`cvpr25_auc`) and ``DSC_Final`` / ``NSD_Final`` (the last step). Without a box
+    (``has_bbox`` False) step 1 is recorded as DSC = NSD = 0 without scoring it. A step's
+    official error (``error:<Name>``) replaces its NSD and the NSD AUC/final.
+    """
+    gt = _as_labels(gt_zyx, "gt_zyx")
+    classes = [int(v) for v in np.unique(gt)[1:]] or [1]
+    row: dict[str, float | int | str] = {"num_class": len(np.unique(gt)) - 1}
+    dscs: list[float] = []
+    nsds: list[float] = []
+    error = ""
+    for step, pred in enumerate(preds_kzyx, start=1):
+        if step == 1 and not has_bbox:
+            dsc, nsd = 0.0, 0.0
+        else:
+            summary = cvpr25_case_summary(
+                cvpr25_case(pred, gt, spacing_zyx, classes, spacing_order=spacing_order)
+            )
+            dsc, nsd = float(summary["dsc"]), float(summary["nsd"])
+            error = error or str(summary["error"])
+        dscs.append(dsc)
+        nsds.append(nsd)
+        row[f"DSC_{step}"] = dsc
+        row[f"NSD_{step}"] = f"error:{summary['error']}" if math.isnan(nsd) and error else nsd
+    row["DSC_AUC"] = cvpr25_auc(dscs)
+    row["NSD_AUC"] = f"error:{error}" if error else cvpr25_auc(nsds)
+    row["DSC_Final"] = dscs[-1] if dscs else NAN
+    row["NSD_Final"] = f"error:{error}" if error else (nsds[-1] if nsds else NAN)
+    return row
+
+
+def cvpr25_aggregate(results: Sequence[CaseResult]) -> Aggregate:
+    """The CVPR25 script writes one row per case and no dataset aggregate. This is the mean
+    over cases of the per-case values (:func:`cvpr25_case_summary`) skipping NaN; an official
+    error (NSD of a 2D case) is reported as ``error`` with NaN values."""
+    return _summaries_aggregate(results, cvpr25_case_summary)
 
 
 # --- SAM-Med3D ----------------------------------------------------------------------------------
@@ -356,65 +497,73 @@ def sammed3d_case(
     spacing_zyx: Sequence[float],
     classes: Sequence[int],
     prob_zyx: SoftOutputs | None = None,
+    *,
+    label_set: Literal["gt", "classes"] = "classes",
 ) -> CaseResult:
-    """SAM-Med3D per-class rule (``utils/metric_utils.py`` ``compute_metrics``).
+    """SAM-Med3D ``utils/metric_utils.py`` ``compute_metrics``, per class:
 
-    Source: uni-medical/SAM-Med3D ``utils/metric_utils.py`` at commit
-    69c3aced2db6032f028250cdddd9e06d78fd7127 (the same rules in ``utils/val_utils.py`` at
-    f8f2251bc5b5a9e0269868112d6017f0006c91e8).
+    - both empty: DSC = NSD = NaN (``counted`` False);
+    - GT empty, prediction non-empty: DSC = NSD = 0;
+    - otherwise DSC = 2|G∩P| / (|G| + |P|) and the DeepMind surface Dice at 1 mm with the
+      NIfTI spacing (an empty prediction gives 0).
 
-    Per class ``c``:
-
-    - both empty: DSC = NaN, NSD = NaN (left out of every mean; ``counted`` False);
-    - GT empty, prediction non-empty: DSC = 0, NSD = 0;
-    - prediction empty, GT non-empty: DSC = 0 (formula) and NSD = 0 (empty surface);
-    - otherwise DSC = 2|A∩B| / (|A| + |B|), NSD at tolerance 1.0 mm with the NIfTI spacing.
-
-    Their label set is ``classes`` when ``--classes`` is passed, else the nonzero labels
-    present in each GT file (then classes missing from the GT are not scored at all); this
-    function scores the given ``classes``, i.e. the ``--classes`` behaviour. IoU is the
-    legacy ``validation.py`` ``compute_iou`` (|A∩B| / |A∪B|) under the same empty rules, used
-    by :func:`sammed3d_best_of_clicks`. HD95 is not defined (NaN). NSD values come from
-    ``compute_metrics`` (voxel counts; the authors use DeepMind's surfel areas).
-    ``prob_zyx`` is ignored.
+    ``label_set="classes"`` scores ``classes`` (their ``--classes``);
+    ``label_set="gt"`` scores the nonzero labels present in the GT, their default: a GT with no
+    label gives an empty result, which :func:`sammed3d_aggregate` drops. IoU (|G∩P| / |G∪P|,
+    same empty rules) is the legacy ``validation.py`` one used by
+    :func:`sammed3d_best_of_clicks`. HD95 is not computed (NaN); ``prob_zyx`` is ignored.
+    The volume is scored as the 3D array it is (a one-slice volume is a slab).
     """
     del prob_zyx
+    if label_set not in ("gt", "classes"):
+        raise ValueError(f"sammed3d_case: label_set {label_set!r} is not 'gt' or 'classes'")
     pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
-    base = compute_metrics(pred, gt, spacing, SAMMED3D_NSD_TOLERANCE, labels=labels)
+    if label_set == "gt":
+        labels = [int(v) for v in np.unique(gt) if v != 0]
     out: CaseResult = {}
     for label in labels:
-        r = base[label]
-        if r["gt_empty"] and r["pred_empty"]:
+        pred_mask, gt_mask = pred == label, gt == label
+        has_pred, has_gt = bool(pred_mask.any()), bool(gt_mask.any())
+        if not has_gt and not has_pred:
             out[label] = _scores(counted=False)
-        elif r["gt_empty"] or r["pred_empty"]:
+        elif not has_gt:
             out[label] = _scores(dsc=0.0, iou=0.0, nsd=0.0)
         else:
-            out[label] = _scores(dsc=r["dsc"], iou=r["iou"], nsd=r["nsd"])
+            inter = int(np.count_nonzero(pred_mask & gt_mask))
+            union = int(np.count_nonzero(pred_mask | gt_mask))
+            nsd = surfel_surface_dice(pred_mask, gt_mask, spacing, SAMMED3D_NSD_TOLERANCE)
+            out[label] = _scores(dsc=_plain_dice(pred_mask, gt_mask), iou=inter / union, nsd=nsd)
     return out
 
 
 def sammed3d_aggregate(results: Sequence[CaseResult]) -> Aggregate:
-    """SAM-Med3D ``utils/compute_dataset_metrics.py`` (commit
-    69c3aced2db6032f028250cdddd9e06d78fd7127): per class, ``np.nanmean`` over files; overall,
-    the mean of *all* non-NaN (file, class) values pooled together — not the mean of the
-    per-class means. ``n_excluded`` = (case, class) DSC values that are NaN."""
+    """SAM-Med3D ``utils/compute_dataset_metrics.py``: files with no scored label (a GT with no
+    label under its default label set) are dropped with a warning (``n_excluded``); per class,
+    ``np.nanmean`` (and ``std``: ``np.nanstd``, ddof 0; ``count``: files scoring the class)
+    over the files; overall, the mean (and std) of *all* non-NaN (file, class) values pooled
+    together, not the mean of the per-class means."""
+    kept = [r for r in results if r]
     per_class: dict[int, dict[str, float]] = {}
     pooled: dict[str, list[float]] = {m: [] for m in CASE_METRICS}
-    n_excluded = 0
-    for label in _labels_of(results):
+    for label in _labels_of(kept):
         per_class[label] = {}
         for metric in CASE_METRICS:
-            values = [float(r[label][metric]) for r in results if label in r]
-            per_class[label][metric] = _nanmean(values)
-            pooled[metric].extend(v for v in values if not math.isnan(v))
-            if metric == "dsc":
-                n_excluded += sum(1 for v in values if math.isnan(v))
-    overall = {m: float(np.mean(v)) if v else NAN for m, v in pooled.items()}
+            values = [float(r[label][metric]) for r in kept if label in r]
+            finite = [v for v in values if not math.isnan(v)]
+            per_class[label][metric] = float(np.mean(finite)) if finite else NAN
+            per_class[label][f"{metric}_std"] = float(np.std(finite)) if finite else NAN
+            pooled[metric].extend(finite)
+        per_class[label]["count"] = float(sum(1 for r in kept if label in r))
+    overall: dict[str, float] = {}
+    for metric, values in pooled.items():
+        overall[metric] = float(np.mean(values)) if values else NAN
+        overall[f"{metric}_std"] = float(np.std(values)) if values else NAN
     return {
         "overall": overall,
         "per_class": per_class,
-        "n_cases": len(results),
-        "n_excluded": n_excluded,
+        "n_cases": len(kept),
+        "n_excluded": len(results) - len(kept),
+        "error": "",
     }
 
 
@@ -502,34 +651,24 @@ def medsa_case(
     *,
     soft_kind: Literal["probability", "logit"] = "probability",
 ) -> CaseResult:
-    """Med-SA threshold-averaged Dice and IoU (``eval_seg``).
+    """Med-SA ``utils.py`` ``eval_seg`` with ``function.py`` ``validation_sam``'s thresholds.
 
-    Source: MedicineToken/Medical-SAM-Adapter ``function.py`` ``validation_sam`` at commit
-    1888b84d1b7f7e47fe4b7a5ce2d2673bebcce20c (``threshold = (0.1, 0.3, 0.5, 0.7, 0.9)``,
-    ``temp = eval_seg(pred, masks, threshold)``, mean over validation batches) and ``utils.py``
-    ``eval_seg`` / ``iou`` / ``DiceCoeff`` / ``dice_coeff`` at commit
-    154edb72da1c3f3b956e6a4db1833b2f778a252b.
-
-    What the code does:
-
-    - ``pred`` is the raw mask-decoder output, i.e. *logits* (no sigmoid before ``eval_seg``);
-      each threshold t gives the mask ``pred > t``; the GT is thresholded the same way
-      (a no-op on a 0/1 mask). With ``soft_kind="probability"`` (the default: ``prob_zyx``
-      holds sigmoid probabilities) the logit threshold t is applied as ``prob > sigmoid(t)``,
-      which selects the same pixels; ``soft_kind="logit"`` applies t to ``prob_zyx`` directly.
-      Softmax probabilities are not sigmoids of a binary logit, so the mapping is then only
-      an approximation of their rule.
+    - Each threshold t of :data:`MEDSA_THRESHOLDS` binarises the soft output (``> t``) and the
+      GT the same way. Their ``pred`` is the mask decoder's raw *logits*:
+      ``soft_kind="logit"`` applies t to ``prob_zyx`` as given (the official feed);
+      ``soft_kind="probability"`` (MedSegFlow's saved sigmoid probabilities) applies
+      ``prob > sigmoid(t)``, which selects the pixels ``logit > t``.
     - Per 2D image: IoU = (|A∩B| + 1e-6) / (|A∪B| + 1e-6); Dice = (2|A∩B| + 1e-4) /
-      (|A| + |B| + 1e-4). So both empty gives 1, and one empty mask gives a tiny positive
-      value (e.g. 1e-4 / (n + 1e-4)), not 0.
-    - Each channel is scored on its own (their 2-channel disc/cup branch); the values are
-      averaged over the five thresholds and over the images of a batch. 3D volumes are
-      evaluated slice by slice (``rearrange 'b c h w d -> (b d) c h w'``): the case value here
-      is the mean over all Z slices, empty-empty slices scoring 1.
+      (|A| + |B| + 1e-4): both empty gives 1, one empty mask a tiny positive value.
+    - A volume is a batch of its Z slices (the ``-thd`` path folds depth into the batch):
+      the case value is the mean over slices (both-empty slices score 1), then over the
+      thresholds.
+    - One channel per class: with 1 or 2 classes each channel is scored on its own; with
+      more than 2 the official class loop crashes (``AttributeError``, ``error``).
 
-    Without ``prob_zyx`` the convention is undefined: DSC and IoU are NaN (``counted`` False).
-    NSD and HD95 are not defined (NaN). ``spacing_zyx`` and ``pred_zyx`` (beyond shape checks)
-    are not used. Arithmetic is float64 (theirs float32).
+    Without ``prob_zyx`` DSC and IoU are NaN (``counted`` False). NSD and HD95 are NaN.
+    ``spacing_zyx`` and ``pred_zyx`` (beyond shape checks) are not used. Float64 arithmetic
+    (theirs float32 torch: differences below 1e-6).
     """
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
     del pred
@@ -538,6 +677,8 @@ def medsa_case(
     if prob_zyx is None:
         return {label: _scores(counted=False) for label in labels}
     maps = _soft_maps(prob_zyx, labels, gt.shape)
+    if len(labels) > 2:
+        return {label: _scores(error="AttributeError") for label in labels}
     cuts = [_sigmoid(t) if soft_kind == "probability" else t for t in MEDSA_THRESHOLDS]
     out: CaseResult = {}
     for label in labels:
@@ -557,17 +698,27 @@ def medsa_case(
     return out
 
 
+def medsa_eval_seg_tuple(result: CaseResult) -> tuple[float, ...]:
+    """``eval_seg``'s return value for one case: ``(iou, dice)`` for one class,
+    ``(iou_1, iou_2, dice_1, dice_2)`` for two (in class order)."""
+    labels = sorted(result)
+    return tuple(float(result[c]["iou"]) for c in labels) + tuple(
+        float(result[c]["dsc"]) for c in labels
+    )
+
+
 def medsa_aggregate(results: Sequence[CaseResult]) -> Aggregate:
-    """Med-SA ``validation_sam``: per channel (class), the mean over validation images
-    (sum of batch means / number of batches; equal to the per-image mean with batch size 1).
-    ``overall`` is the mean of the per-class means (their code reports channels separately;
-    this overall value is our summary). Cases without soft outputs (NaN) are excluded and
-    counted in ``n_excluded``."""
+    """Med-SA ``validation_sam``: per channel (class), the sum of the per-case values divided
+    by the number of cases (one case per batch). ``overall``: the mean of the per-class means
+    (their code reports channels separately). Cases without soft outputs are excluded and
+    counted in ``n_excluded``; a case on which ``eval_seg`` crashes crashes the run
+    (``error``, NaN values)."""
+    error = _errors_of(results)
     per_class: dict[int, dict[str, float]] = {}
     n_excluded = 0
     for label in _labels_of(results):
         values = {m: _metric_values(results, label, m) for m in ("dsc", "iou")}
-        per_class[label] = {m: _nanmean(v) for m, v in values.items()}
+        per_class[label] = {m: NAN if error else _nanmean(v) for m, v in values.items()}
         per_class[label].update(nsd=NAN, hd95=NAN)
         n_excluded += sum(1 for r in results if label in r and not r[label]["counted"])
     overall = {m: _nanmean([v[m] for v in per_class.values()]) for m in ("dsc", "iou")}
@@ -577,6 +728,7 @@ def medsa_aggregate(results: Sequence[CaseResult]) -> Aggregate:
         "per_class": per_class,
         "n_cases": len(results),
         "n_excluded": n_excluded,
+        "error": error,
     }
 
 
@@ -629,84 +781,92 @@ def medclip_case(
     classes: Sequence[int],
     prob_zyx: SoftOutputs | None = None,
     *,
-    both_empty: Literal["raise", "nan"] = "raise",
+    seg_u8: np.ndarray | None = None,
 ) -> CaseResult:
-    """MedCLIP-SAMv2 evaluation (``evaluation/eval.py``).
+    """MedCLIP-SAMv2 ``evaluation/eval.py``, per image.
 
-    Source: HealthX-Lab/MedCLIP-SAMv2 ``evaluation/eval.py`` at commits
-    331ac3e35ef48503542d8f2bdcb0019bf83a0428 (DSC, IoU, NSD) and
-    935e9d633bd4c58dd3d121fc03fadfd204b27c77 (DSC, NSD; same rules). Its ``SurfaceDice.py``
-    is not stored as source in the index (only ``.pyc``); it is assumed to be the DeepMind /
-    MedSAM ``SurfaceDice.py``.
-
-    What the code does, per image:
-
-    - the predicted mask image is resized to the GT size with ``cv2.INTER_NEAREST``; both are
-      binarised with ``cv2.threshold(., 200, 255, THRESH_BINARY)`` (value > 200 ->
-      foreground). Here each class ``c`` is scored one-vs-rest as the 0/255 image of
-      ``label == c`` (for such images the threshold keeps exactly the class pixels); a
-      prediction of another in-plane size is resized to the GT grid first
-      (:func:`medclip_resize_nearest`). Use :func:`medclip_png_masks` for raw 8-bit images.
-    - labels = the union of the foreground values of GT and prediction;
-      ``assert len(labels) > 0``: GT and prediction both empty is an error. Here: raise
-      :class:`ConventionUndefinedError` (``both_empty="raise"``, their behaviour) or record
-      NaN and leave the class out of the image mean (``both_empty="nan"``, which is their
-      union-of-labels rule when several classes are scored).
+    - The prediction image is resized to the GT size (``cv2.INTER_NEAREST``,
+      :func:`medclip_resize_nearest`) and both are binarised above 200
+      (:func:`medclip_binarise`). Each class ``c`` is the 0/255 image of ``label == c``; with
+      ``seg_u8`` (a saved 8-bit grey prediction image, ``(Z, H, W)``) that image is
+      binarised instead, for a single class.
+    - Labels: the union of the foreground values of both images; a class absent from both is
+      not scored (``counted`` False). When no class is present at all their
+      ``assert len(labels) > 0`` fails: every class records ``error`` ``AssertionError``.
     - GT empty, prediction non-empty: DSC = IoU = NSD = 0.
-    - prediction empty, GT non-empty: their general branch, DSC = 0, IoU = 0, NSD = 0.
-    - otherwise DSC, IoU = |A∩B| / |A∪B| and NSD at tolerance 2 with spacing ``[1, 1, 1]``
-      (2 px; ``spacing_zyx`` is ignored).
+    - Otherwise DSC, IoU = |A∩B| / |A∪B| and the DeepMind surface Dice at 2 of the image as a
+      one-voxel slab with spacing (1, 1, 1), no DSC gate (an empty prediction gives 0).
 
-    The script is 2D; a 3D case (Z > 1) is scored as one volume with unit spacing (2 voxels).
-    HD95 is not defined (NaN). ``prob_zyx`` is ignored (their inputs are saved mask images).
-    NSD values come from ``compute_metrics`` (voxel counts; theirs surfel areas).
+    ``spacing_zyx`` and ``prob_zyx`` are not used; HD95 is NaN. A 3D case is scored as one
+    volume with unit spacing.
     """
     del prob_zyx
-    if both_empty not in ("raise", "nan"):
-        raise ValueError(f"medclip_case: both_empty {both_empty!r} is not 'raise' or 'nan'")
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes, same_grid=False)
+    if seg_u8 is not None:
+        if len(labels) != 1:
+            raise ValueError(f"medclip_case: seg_u8 scores one class, got classes {labels}")
+        pred = np.asarray(seg_u8)
     if pred.shape != gt.shape:
         if pred.shape[0] != gt.shape[0]:
             raise ValueError(f"medclip_case: pred has {pred.shape[0]} slices, gt has {gt.shape[0]}")
         pred = medclip_resize_nearest(pred, gt.shape[1:])
     out: CaseResult = {}
     for label in labels:
-        seg_mask = medclip_binarise(np.where(pred == label, 255, 0).astype(np.uint8))
+        seg_image = pred if seg_u8 is not None else np.where(pred == label, 255, 0)
+        seg_mask = medclip_binarise(seg_image.astype(np.uint8))
         gt_mask = medclip_binarise(np.where(gt == label, 255, 0).astype(np.uint8))
         has_seg, has_gt = bool(seg_mask.any()), bool(gt_mask.any())
         if not has_seg and not has_gt:
-            if both_empty == "raise":
-                raise ConventionUndefinedError(
-                    f"MedCLIP-SAMv2: class {label} is empty in both GT and prediction; "
-                    "their eval.py asserts at least one foreground label per image"
-                )
             out[label] = _scores(counted=False)
         elif not has_gt:
             out[label] = _scores(dsc=0.0, iou=0.0, nsd=0.0)
         else:
-            r = compute_metrics(seg_mask, gt_mask, (1.0, 1.0, 1.0), MEDCLIP_NSD_TOLERANCE_PX)[1]
-            out[label] = _scores(dsc=r["dsc"], iou=r["iou"], nsd=r["nsd"])
+            inter = int(np.count_nonzero(seg_mask & gt_mask))
+            union = int(np.count_nonzero(seg_mask | gt_mask))
+            nsd = surfel_surface_dice(seg_mask, gt_mask, (1.0, 1.0, 1.0), MEDCLIP_NSD_TOLERANCE_PX)
+            out[label] = _scores(dsc=_plain_dice(seg_mask, gt_mask), iou=inter / union, nsd=nsd)
+    if not any(scores["counted"] for scores in out.values()):
+        return {label: _scores(error="AssertionError") for label in labels}
     return out
 
 
-def medclip_aggregate(results: Sequence[CaseResult], *, decimals: int | None = 4) -> Aggregate:
-    """MedCLIP-SAMv2 ``eval.py``: per image, the mean over its scored labels (``DSC_arr``
-    etc.), rounded to 4 decimals as their CSV (``round(DSC, 4)``); then the plain mean over
-    images (``dataframe['DSC'].mean()``). Images with no scored label (their assert) are
-    excluded and counted in ``n_excluded``. ``per_class`` (informational) is the mean over
-    images of each counted label's unrounded value."""
-    per_image: dict[str, list[float]] = {"dsc": [], "iou": [], "nsd": []}
-    n_excluded = 0
-    for result in results:
-        counted = [s for s in result.values() if s["counted"]]
-        if not counted:
-            n_excluded += 1
-            continue
-        for metric, values in per_image.items():
-            value = float(np.mean([s[metric] for s in counted]))
-            values.append(round(value, decimals) if decimals is not None else value)
-    overall = {m: float(np.mean(v)) if v else NAN for m, v in per_image.items()}
-    overall["hd95"] = NAN
+def medclip_case_summary(result: CaseResult, *, decimals: int | None = 4) -> dict[str, float]:
+    """What ``eval.py`` keeps per image: the mean over its labels of ``dsc``, ``iou`` and
+    ``nsd``, each ``round(value, 4)``. Raises :class:`ConventionUndefinedError` when the
+    official code fails on the image."""
+    error = _errors_of([result])
+    if error:
+        raise ConventionUndefinedError(f"MedCLIP-SAMv2 eval.py fails: {error}", error)
+    counted = [s for s in result.values() if s["counted"]]
+    values = {m: float(np.mean([s[m] for s in counted])) for m in ("dsc", "iou", "nsd")}
+    if decimals is None:
+        return values
+    return {m: round(v, decimals) for m, v in values.items()}
+
+
+def medclip_aggregate(
+    results: Sequence[CaseResult],
+    *,
+    decimals: int | None = 4,
+    script: Literal["eval", "nnunetv2"] = "eval",
+) -> Aggregate:
+    """MedCLIP-SAMv2 ``evaluation/eval.py`` on a folder: the plain mean over images of the
+    per-image values (:func:`medclip_case_summary`, rounded to 4 decimals). One image on which
+    the official code fails (two empty masks) stops the whole evaluation: ``error`` names it
+    and the overall values are NaN. ``script="nnunetv2"``: the copy in
+    ``weak_segmentation/nnunetv2/evaluation/eval.py``, whose never-filled IoU column makes
+    pandas raise ``ValueError`` on any folder it gets through. ``per_class``
+    (informational): the mean over images of each label's unrounded value."""
+    if script not in ("eval", "nnunetv2"):
+        raise ValueError(f"medclip_aggregate: script {script!r} is not 'eval' or 'nnunetv2'")
+    error = _errors_of(results)
+    if script == "nnunetv2" and results and not error:
+        error = "ValueError"
+    overall = {"dsc": NAN, "iou": NAN, "nsd": NAN, "hd95": NAN}
+    if not error and results:
+        summaries = [medclip_case_summary(r, decimals=decimals) for r in results]
+        for metric in ("dsc", "iou", "nsd"):
+            overall[metric] = float(np.mean([s[metric] for s in summaries]))
     per_class = {
         label: {m: _nanmean(_metric_values(results, label, m)) for m in ("dsc", "iou", "nsd")}
         | {"hd95": NAN}
@@ -716,7 +876,8 @@ def medclip_aggregate(results: Sequence[CaseResult], *, decimals: int | None = 4
         "overall": overall,
         "per_class": per_class,
         "n_cases": len(results),
-        "n_excluded": n_excluded,
+        "n_excluded": 0,
+        "error": error,
     }
 
 
@@ -731,7 +892,8 @@ class Convention:
     """One paper's evaluation convention.
 
     ``case(pred_zyx, gt_zyx, spacing_zyx, classes, prob_zyx=None) -> CaseResult`` scores one
-    case; ``aggregate(list_of_case_results) -> Aggregate`` reproduces the paper's averaging.
+    case; ``aggregate(list_of_case_results) -> Aggregate`` reproduces the paper's averaging;
+    ``quirks`` names what makes its numbers differ from MedSegFlow's own.
     """
 
     name: str
@@ -739,6 +901,7 @@ class Convention:
     aggregate: AggregateFunction
     description: str
     citation: str
+    quirks: tuple[str, ...] = ()
 
 
 CONVENTIONS: dict[str, Convention] = {
@@ -750,9 +913,13 @@ CONVENTIONS: dict[str, Convention] = {
             "SAMed: DSC 1 if only the prediction is present, 0 if the prediction is empty; "
             "HD95 in voxels (0 when a mask is empty); mean over volumes per class."
         ),
-        citation=(
-            "hitachinsk/SAMed utils.py@f3c4b4440854815476dbfcb5c40df30eed886529 "
-            "(calculate_metric_percase); test.py@5c500ceeb6d3e39151999e938594e7182b6b6114"
+        citation="hitachinsk/SAMed utils.py@e351840481f51d0c7dee50007f29d02197b63d99",
+        quirks=(
+            "false positive on an empty GT scores Dice 1, HD95 0",
+            "empty prediction scores HD95 0",
+            "both empty scores Dice 0",
+            "HD95 in voxels, spacing ignored",
+            "every class 1..num_classes counts, absent ones as 0",
         ),
     ),
     "medsam_cvpr24": Convention(
@@ -760,28 +927,57 @@ CONVENTIONS: dict[str, Convention] = {
         case=medsam_case,
         aggregate=medsam_aggregate,
         description=(
-            "MedSAM/LiteMedSAM CVPR24: labels 1..max(GT), both-empty DSC NaN; NSD 2 mm (3D) / "
-            "2 px (2D), 0 when the case mean DSC <= 0.2; NaN-skipping mean over cases."
+            "CVPR24 (MedSAM/LiteMedSAM): labels 1..max(GT), both-empty DSC NaN; NSD at 2 "
+            "(DeepMind surfels), 0 when the case DSC <= 0.2; NaN-skipping mean over cases."
         ),
         citation=(
-            "bowang-lab/MedSAM evaluation/compute_metrics.py@"
-            "b042d247f92105d4b03372b18230aa08560959e7; "
-            "utils/SurfaceDice.py@8432244ac07be6baba120dcb786e8a694c188eb9"
+            "bowang-lab/MedSAM@b0fab476e54e631dd412b25e0db9fdf2a2b0f54c "
+            "evaluation/compute_metrics.py, evaluation/SurfaceDice.py"
+        ),
+        quirks=(
+            "2D scored as a one-voxel slab: flat faces count as surface",
+            "3D spacing passed in (x, y, z) order to (z, y, x) arrays",
+            "labels 1..max(gt): an absent intermediate label makes the case DSC NaN, NSD 0",
+            "NSD 0 when the case DSC <= 0.2",
+            "empty GT: DSC NaN, NSD 0",
+        ),
+    ),
+    "cvpr25": Convention(
+        name="cvpr25",
+        case=cvpr25_case,
+        aggregate=cvpr25_aggregate,
+        description=(
+            "CVPR25 interactive SegFM: labels present in the GT; NSD at 2 mm (DeepMind "
+            "surfels), 0 when the case DSC <= 0.2; AUC over the 5 click steps."
+        ),
+        citation=(
+            "JunMa11/CVPR-MedSegFMCompetition@748e862d162e3e3ee8197bd4085b19bbbe0bb8a0 "
+            "CVPR25_iter_eval.py, SurfaceDice.py"
+        ),
+        quirks=(
+            "labels absent from the GT are not scored, labels only in the prediction ignored",
+            "3D spacing passed as the npz stores it ((x, y, z) from the CVPR24 preprocessing)",
+            "NSD 0 when the case DSC <= 0.2",
+            "AUC is a trapezoid over the 5 click steps, box step excluded (maximum 4)",
+            "2D: the NSD code raises IndexError when the DSC gate passes",
         ),
     ),
     "sam_med3d": Convention(
         name="sam_med3d",
-        case=sammed3d_case,
+        case=partial(sammed3d_case, label_set="gt"),
         aggregate=sammed3d_aggregate,
         description=(
-            "SAM-Med3D: both-empty NaN (excluded), GT-empty with prediction 0; NSD at 1 mm; "
-            "per-class nanmean, overall mean of pooled values (best-of-5: see helper)."
+            "SAM-Med3D: labels present in each GT; files with an empty GT dropped; NSD at "
+            "1 mm (DeepMind surfels); per-class nanmean, overall mean of pooled values."
         ),
         citation=(
-            "uni-medical/SAM-Med3D utils/metric_utils.py@"
-            "69c3aced2db6032f028250cdddd9e06d78fd7127; utils/compute_dataset_metrics.py@"
-            "69c3aced2db6032f028250cdddd9e06d78fd7127; "
-            "validation.py@10761d1dfad11fd054f19d3b26f0b7ae5602c272"
+            "uni-medical/SAM-Med3D@f3de1fa10da98e46f49f176773d2b1e306ba131f "
+            "utils/metric_utils.py, utils/compute_dataset_metrics.py"
+        ),
+        quirks=(
+            "files whose GT has no label are dropped from the dataset aggregate",
+            "NSD tolerance 1 mm (the challenges use 2)",
+            "overall = mean of all (file, class) values pooled",
         ),
     ),
     "med_sa": Convention(
@@ -793,23 +989,33 @@ CONVENTIONS: dict[str, Convention] = {
             "needs soft outputs, NaN without them."
         ),
         citation=(
-            "MedicineToken/Medical-SAM-Adapter function.py@"
-            "1888b84d1b7f7e47fe4b7a5ce2d2673bebcce20c (validation_sam); "
-            "utils.py@154edb72da1c3f3b956e6a4db1833b2f778a252b (eval_seg)"
+            "KidsWithTokens/Medical-SAM-Adapter@4dcdc63c65c52e4acda35b96a50ebd8943e16238 "
+            "utils.py (eval_seg), function.py (validation_sam)"
+        ),
+        quirks=(
+            "thresholds 0.1..0.9 applied to raw logits, Dice/IoU averaged over them",
+            "both empty scores 1; an empty GT with a false positive about 1e-9, not 0",
+            "3D: mean over slices, both-empty slices scoring 1",
+            "more than 2 classes: eval_seg raises AttributeError",
         ),
     ),
     "medclip_samv2": Convention(
         name="medclip_samv2",
-        case=partial(medclip_case, both_empty="nan"),
+        case=medclip_case,
         aggregate=medclip_aggregate,
         description=(
             "MedCLIP-SAMv2: nearest resize to GT, binarise > 200, GT-empty with prediction 0, "
-            "NSD 2 px; both-empty asserts in their code (NaN here); per-image means."
+            "NSD at 2 px (slab, no gate); per-image values rounded to 4 d.p., then the mean."
         ),
         citation=(
-            "HealthX-Lab/MedCLIP-SAMv2 evaluation/eval.py@"
-            "331ac3e35ef48503542d8f2bdcb0019bf83a0428 and @"
-            "935e9d633bd4c58dd3d121fc03fadfd204b27c77"
+            "HealthX-Lab/MedCLIP-SAMv2@07047e3f51e7f112cfeb490698ca60a1867295f2 "
+            "evaluation/eval.py, evaluation/SurfaceDice.py"
+        ),
+        quirks=(
+            "two empty masks fail an assert: the whole evaluation stops (AssertionError)",
+            "binarised above 200 of 255: soft outputs count only above 0.784",
+            "2D scored as a one-voxel slab: flat faces count as surface",
+            "per-image values rounded to 4 d.p. before the mean",
         ),
     ),
 }
@@ -840,6 +1046,7 @@ def long_table_rows(
             "dsc": float(scores["dsc"]),
             "nsd": float(scores["nsd"]),
             "hd95": float(scores["hd95"]),
+            "error": str(scores["error"]),
         }
         for label, scores in sorted(result.items())
     ]

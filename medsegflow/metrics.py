@@ -74,6 +74,22 @@ METRIC_NAMES: tuple[str, ...] = (
     "accuracy",
 )
 
+METRIC_DEFINITIONS: dict[str, str] = {
+    "dsc": "Dice 2TP/(2TP+FP+FN) over the voxels; both masks empty: 1",
+    "iou": "Jaccard TP/(TP+FP+FN); both masks empty: 1",
+    "nsd": (
+        "normalised surface Dice at metrics.nsd_tolerance_mm: DeepMind surface-distance "
+        "surfel areas on the voxel-corner grid, physical spacing (2D images in 2D)"
+    ),
+    "hd95_mm": "95th percentile of the pooled surface-voxel distances, medpy 0.5.2 hd95",
+    "assd_mm": "mean of the pooled surface-voxel distances, medpy 0.5.2 assd",
+    "precision": "TP/(TP+FP)",
+    "recall": "TP/(TP+FN)",
+    "specificity": "TN/(TN+FP) over the field of view",
+    "accuracy": "(TP+TN)/N over the field of view",
+}
+"""One line per metric of :data:`METRIC_NAMES`: what it is (``summary.csv`` ``definition``)."""
+
 NSD_SURFEL = "surfel"
 """``nsd_variant`` of the main table: DeepMind's surface Dice, surfels weighted by area."""
 NSD_VOXEL = "voxel"

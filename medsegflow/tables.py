@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import wilcoxon
 
 from medsegflow.io import write_csv_atomic as write_csv_atomic  # the one CSV writer
-from medsegflow.metrics import METRIC_NAMES
+from medsegflow.metrics import METRIC_DEFINITIONS, METRIC_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +55,7 @@ SUMMARY_COLUMNS: tuple[str, ...] = (
     "n",
     "n_excluded",
     "unit",
+    "definition",
 )
 DISTANCE_METRICS = ("nsd", "hd95_mm", "assd_mm")
 """Metrics measured with the spacing: pixel-based where ``distance_unit`` is "px"."""
@@ -210,7 +211,8 @@ def summarise(
     CI of the mean over cases (see :func:`bootstrap_mean_ci`, same seed for every group).
     ``unit`` is "mm" or "px" for the :data:`DISTANCE_METRICS` (from the rows'
     ``distance_unit``: "px" where the dataset's format stores no spacing; "mixed" when a
-    group holds both) and "" for the others.
+    group holds both) and "" for the others. ``definition`` states what the metric is
+    (:data:`medsegflow.metrics.METRIC_DEFINITIONS`; NSD: DeepMind's surfel surface Dice).
     When every value is NaN, ``n == 0`` and all statistics are NaN. Groups keep the input
     order of datasets and methods, classes by ``label`` when present, metrics in the order
     given.
@@ -240,6 +242,7 @@ def summarise(
                     "metric": metric,
                     **stats,
                     "unit": _distance_unit(group) if metric in DISTANCE_METRICS else "",
+                    "definition": METRIC_DEFINITIONS.get(metric, ""),
                 }
             )
     summary = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))

@@ -8,7 +8,11 @@ holds the aggregated rows of one method (:data:`REPLAY_COLUMNS`; ``label_name``
 
 :func:`conventions_table` joins them with MedSegFlow's own numbers from ``summary.csv``
 (convention ``medsegflow``: the mean over cases per class, NaN left out, and for
-:data:`ALL_CLASSES` the mean of the class means) into ``results/tables/conventions.csv``.
+:data:`ALL_CLASSES` the mean of the class means) into ``results/tables/conventions.csv``,
+whose ``quirks`` column names what makes each convention's numbers differ
+(:attr:`medsegflow.conventions.Convention.quirks`). ``error`` names the exception the
+official code raises on these predictions (e.g. MedCLIP-SAMv2's ``AssertionError`` on two
+empty masks); the convention's numbers are then NaN, as the official run prints none.
 """
 
 from __future__ import annotations
@@ -36,8 +40,15 @@ REPLAY_COLUMNS: tuple[str, ...] = (
     "hd95",
     "n_cases",
     "n_excluded",
+    "error",
 )
 """``hd95`` is in the convention's unit (SAMed: voxels); NaN where it defines none."""
+TABLE_COLUMNS: tuple[str, ...] = (*REPLAY_COLUMNS, "quirks")
+"""``conventions.csv``: :data:`REPLAY_COLUMNS` and the convention's named quirks."""
+OWN_QUIRKS = (
+    "MedSegFlow: every label of the label map per case; empty-mask rule of medsegflow.metrics; "
+    "NSD = DeepMind surfel surface Dice with the physical spacing, 2D images scored in 2D"
+)
 _METRICS = ("dsc", "nsd", "hd95")
 
 
@@ -87,6 +98,7 @@ class ConventionReplay:
                 "convention": name,
                 "n_cases": int(agg["n_cases"]),
                 "n_excluded": int(agg["n_excluded"]),
+                "error": str(agg.get("error", "")),
             }
             for label in self.classes:
                 scores = agg["per_class"].get(label, {})
@@ -138,6 +150,7 @@ def own_rows(summary: pd.DataFrame) -> pd.DataFrame:
                     **per_class[label_name],
                     "n_cases": n,
                     "n_excluded": excluded,
+                    "error": "",
                 }
             )
         means = {m: np.nanmean([per_class[c][m] for c in classes]) for m in _METRICS}
@@ -151,6 +164,7 @@ def own_rows(summary: pd.DataFrame) -> pd.DataFrame:
                 **{m: float(v) for m, v in means.items()},
                 "n_cases": max((r["n_cases"] for r in records[-len(classes) :]), default=0),
                 "n_excluded": 0,
+                "error": "",
             }
         )
     return pd.DataFrame.from_records(records, columns=list(REPLAY_COLUMNS))
@@ -161,8 +175,16 @@ def conventions_table(
 ) -> pd.DataFrame:
     """``conventions.csv``: MedSegFlow's own rows, then every replayed convention's."""
     frames = [own_rows(summary)]
-    frames += [pd.read_csv(p, dtype={"label_name": str}) for p in replay_csvs]
+    frames += [
+        pd.read_csv(p, dtype={"label_name": str, "error": str}, keep_default_na=False)
+        for p in replay_csvs
+    ]
     table = pd.concat(frames, ignore_index=True).reindex(columns=list(REPLAY_COLUMNS))
+    for column in ("dsc", "nsd", "hd95"):
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    table["error"] = table["error"].fillna("")
+    quirks = {name: "; ".join(c.quirks) for name, c in CONVENTIONS.items()} | {OWN: OWN_QUIRKS}
+    table["quirks"] = table["convention"].map(quirks).fillna("")
     order = {name: i for i, name in enumerate([OWN, *CONVENTIONS])}
     table["_order"] = table["convention"].map(order)
     table = table.sort_values(["dataset", "method", "_order", "label"], kind="stable")

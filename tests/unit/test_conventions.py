@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from medsegflow import conventions as cv
-from medsegflow.metrics import compute_metrics
+from medsegflow.metrics import compute_metrics, surfel_surface_dice
 
 SPACING_ZYX = (2.5, 1.3, 0.8)
 SHAPE = (24, 12, 16)
@@ -114,9 +114,11 @@ def _medsam_case_a():
 def test_medsam_every_empty_combination_and_label_range():
     pred, gt = _medsam_case_a()
     result = cv.medsam_case(pred, gt, SPACING_ZYX, [1, 2, 3, 4, 5])
-    # neither empty: NSD at 2 mm; distances along z are 2.5 and 5 mm -> 16/20
+    # neither empty: the surfel NSD at 2 with the spacing as the npz stores it, (x, y, z)
+    nsd_1 = surfel_surface_dice(pred == 1, gt == 1, SPACING_ZYX[::-1], 2.0)
     assert result[1]["dsc"] == pytest.approx(0.8, abs=1e-12)
-    assert result[1]["nsd"] == pytest.approx(0.8, abs=1e-12)
+    assert result[1]["nsd"] == nsd_1 == 1.0  # z gets 0.8 mm as stored (2.5 mm in array order)
+    assert surfel_surface_dice(pred == 1, gt == 1, SPACING_ZYX, 2.0) < 1.0
     # GT empty, prediction present, label inside 1..max(gt): 0, counted
     assert (result[2]["dsc"], result[2]["nsd"], result[2]["counted"]) == (0.0, 0.0, True)
     # prediction empty, GT present: 0
@@ -128,7 +130,7 @@ def test_medsam_every_empty_combination_and_label_range():
     assert all(_nan(result[label]["hd95"]) for label in result)
     summary = cv.medsam_case_summary(result)
     assert summary["dsc"] == pytest.approx(0.8 / 3, abs=1e-12)
-    assert summary["nsd"] == pytest.approx(0.8 / 3, abs=1e-12)
+    assert summary["nsd"] == pytest.approx(nsd_1 / 3, abs=1e-12)
 
 
 def test_medsam_both_empty_inside_range_is_nan_and_zeroes_nsd():
@@ -137,38 +139,43 @@ def test_medsam_both_empty_inside_range_is_nan_and_zeroes_nsd():
     result = cv.medsam_case(pred, gt, SPACING_ZYX, [1, 2, 3])
     assert _nan(result[2]["dsc"]) and result[2]["counted"] is True
     assert result[1]["dsc"] == pytest.approx(0.8, abs=1e-12)
-    # NaN case DSC fails ``dsc > 0.2``: every NSD of the case is 0
-    assert [result[label]["nsd"] for label in (1, 2, 3)] == [0.0, 0.0, 0.0]
+    # NaN case DSC fails ``dsc > 0.2``: no NSD is computed, the case NSD is 0
+    assert all(_nan(result[label]["nsd"]) for label in (1, 2, 3))
     summary = cv.medsam_case_summary(result)
     assert _nan(summary["dsc"]) and summary["nsd"] == 0.0
 
 
-@pytest.mark.parametrize(("shift", "dsc", "nsd"), [(8, 0.2, 0.0), (7, 0.3, 0.3)])
-def test_medsam_nsd_zero_when_case_dsc_at_most_0_2(shift, dsc, nsd):
+@pytest.mark.parametrize(("shift", "dsc", "gated"), [(8, 0.2, True), (7, 0.3, False)])
+def test_medsam_nsd_zero_when_case_dsc_at_most_0_2(shift, dsc, gated):
     pred, gt = _rods(axis=0, shift=shift)
     result = cv.medsam_case(pred, gt, SPACING_ZYX, [1])
+    summary = cv.medsam_case_summary(result)
     assert result[1]["dsc"] == pytest.approx(dsc, abs=1e-12)
-    assert result[1]["nsd"] == pytest.approx(nsd, abs=1e-12)
-    # without the gate the NSD at 2 mm would be (overlap voxels) / 20 = dsc
-    ungated = compute_metrics(pred, gt, SPACING_ZYX, 2.0, labels=[1])[1]["nsd"]
-    assert ungated == pytest.approx(dsc, abs=1e-12)
+    ungated = surfel_surface_dice(pred, gt, SPACING_ZYX[::-1], 2.0)
+    assert ungated > 0.0
+    assert summary["nsd"] == (0.0 if gated else ungated)
+    assert _nan(result[1]["nsd"]) is gated
 
 
-def test_medsam_2d_uses_2_pixels_not_mm():
-    pred, gt = _rods(axis=2, shift=2, shape=(1, 12, 24))
+def test_medsam_2d_is_a_unit_spacing_slab():
+    gt = np.zeros((1, 12, 24), dtype=np.uint8)
+    gt[0, 2:8, 4:14] = 1
+    pred = np.roll(gt, 3, axis=2)  # 3 px: beyond the 2 px tolerance on the sides
     spacing = (1.0, 3.0, 3.0)
     result = cv.medsam_case(pred, gt, spacing, [1])
     assert cv.is_2d_case(gt)
-    # distances 1 and 2 px are within 2 px -> NSD 1; in mm (3 and 6 mm) it would be 0.8
-    assert result[1]["nsd"] == pytest.approx(1.0, abs=1e-12)
-    assert compute_metrics(pred, gt, spacing, 2.0)[1]["nsd"] == pytest.approx(0.8, abs=1e-12)
+    slab = surfel_surface_dice(pred == 1, gt == 1, (1.0, 1.0, 1.0), 2.0)
+    contour = compute_metrics(pred, gt, (1.0, 1.0, 1.0), 2.0)[1]["nsd"]
+    assert result[1]["nsd"] == slab and slab > contour
 
 
-def test_medsam_3d_uses_spacing_in_mm():
-    pred, gt = _rods(axis=2, shift=2)  # along x, 0.8 mm: distances 0.8 and 1.6 mm <= 2 mm
-    assert cv.medsam_case(pred, gt, SPACING_ZYX, [1])[1]["nsd"] == pytest.approx(1.0)
-    pred, gt = _rods(axis=0, shift=2)  # along z, 2.5 mm: 16/20
-    assert cv.medsam_case(pred, gt, SPACING_ZYX, [1])[1]["nsd"] == pytest.approx(0.8)
+def test_medsam_3d_spacing_as_the_npz_stores_it_or_in_array_order():
+    pred, gt = _rods(axis=2, shift=2)  # along x: 0.8 mm in array order, 2.5 mm as stored
+    official = cv.medsam_case(pred, gt, SPACING_ZYX, [1])[1]["nsd"]
+    in_order = cv.medsam_case(pred, gt, SPACING_ZYX, [1], spacing_order="zyx")[1]["nsd"]
+    assert official == surfel_surface_dice(pred, gt, SPACING_ZYX[::-1], 2.0)
+    assert in_order == surfel_surface_dice(pred, gt, SPACING_ZYX, 2.0) == 1.0
+    assert official < in_order
 
 
 def test_medsam_aggregate_skips_nan_dsc_but_keeps_zero_nsd():
@@ -177,8 +184,9 @@ def test_medsam_aggregate_skips_nan_dsc_but_keeps_zero_nsd():
     gt[12:14, 9:11, 12:14] = 3
     case_b = cv.medsam_case(pred, gt, SPACING_ZYX, [1, 2, 3])
     agg = cv.medsam_aggregate([case_a, case_b])
+    nsd_1 = case_a[1]["nsd"]
     assert agg["overall"]["dsc"] == pytest.approx(0.8 / 3, abs=1e-12)
-    assert agg["overall"]["nsd"] == pytest.approx((0.8 / 3 + 0.0) / 2, abs=1e-12)
+    assert agg["overall"]["nsd"] == pytest.approx((nsd_1 / 3 + 0.0) / 2, abs=1e-12)
     assert agg["n_excluded"] == 1 and agg["n_cases"] == 2
     assert agg["per_class"][1]["dsc"] == pytest.approx(0.8, abs=1e-12)
 
@@ -189,9 +197,10 @@ def test_medsam_aggregate_skips_nan_dsc_but_keeps_zero_nsd():
 def test_sammed3d_every_empty_combination_and_1mm_nsd():
     pred, gt = _combo_case(axis=2, shift=2)  # rods along x (0.8 mm)
     result = cv.sammed3d_case(pred, gt, SPACING_ZYX, CLASSES)
-    # distances 0.8 and 1.6 mm each way: within 1 mm -> 18/20 (at 2 mm it would be 1.0)
-    assert result[1]["nsd"] == pytest.approx(0.9, abs=1e-12)
-    assert compute_metrics(pred, gt, SPACING_ZYX, 2.0)[1]["nsd"] == pytest.approx(1.0)
+    # the surfel NSD at 1 mm with the spacing in array order (at 2 mm it would be 1.0)
+    nsd_1mm = surfel_surface_dice(pred == 1, gt == 1, SPACING_ZYX, 1.0)
+    assert result[1]["nsd"] == nsd_1mm < 1.0
+    assert surfel_surface_dice(pred == 1, gt == 1, SPACING_ZYX, 2.0) == 1.0
     assert result[1]["dsc"] == pytest.approx(0.8, abs=1e-12)
     assert result[1]["iou"] == pytest.approx(8 / 12, abs=1e-12)
     for label in (2, 3):  # GT only / prediction only
@@ -203,17 +212,22 @@ def test_sammed3d_every_empty_combination_and_1mm_nsd():
 
 def test_sammed3d_aggregate_nan_excluded_and_pooled_overall():
     case_a = cv.sammed3d_case(*_combo_case(axis=2, shift=2), SPACING_ZYX, CLASSES)
-    pred_b, gt_b = _rods(axis=2, shift=4)  # dsc 0.6; within 1 mm: 12 zeros + 0.8, 0.8 -> 0.7
+    pred_b, gt_b = _rods(axis=2, shift=4)  # dsc 0.6
     case_b = cv.sammed3d_case(pred_b, gt_b, SPACING_ZYX, CLASSES)
-    assert case_b[1]["nsd"] == pytest.approx(0.7, abs=1e-12)
     agg = cv.sammed3d_aggregate([case_a, case_b])
     assert agg["per_class"][1]["dsc"] == pytest.approx(0.7, abs=1e-12)
     assert agg["per_class"][2]["dsc"] == 0.0  # nanmean(0, NaN)
     assert _nan(agg["per_class"][4]["dsc"])
     # pooled over (case, class): (0.8 + 0 + 0 + 0.6) / 4, not mean of class means (0.7/3)
     assert agg["overall"]["dsc"] == pytest.approx(0.35, abs=1e-12)
-    assert agg["overall"]["nsd"] == pytest.approx((0.9 + 0.7) / 4, abs=1e-12)
-    assert agg["n_excluded"] == 4
+    nsd_sum = case_a[1]["nsd"] + case_b[1]["nsd"]
+    assert agg["overall"]["nsd"] == pytest.approx(nsd_sum / 4, abs=1e-12)
+    assert agg["per_class"][1]["count"] == 2 and agg["n_excluded"] == 0
+    # their default label set: the labels of each GT; a GT without labels drops the file
+    empty_gt = cv.sammed3d_case(pred_b, gt_b * 0, SPACING_ZYX, CLASSES, label_set="gt")
+    assert empty_gt == {}
+    dropped = cv.sammed3d_aggregate([case_a, empty_gt])
+    assert dropped["n_cases"] == 1 and dropped["n_excluded"] == 1
 
 
 def test_sammed3d_best_of_5_clicks():
@@ -307,7 +321,9 @@ def test_medsa_every_empty_combination():
     }
     logits[4][0, 2, 2] = 0.95
     pred = np.zeros_like(gt)
-    result = cv.medsa_case(pred, gt, SPACING_ZYX, CLASSES, logits, soft_kind="logit")
+    result = {}
+    for pair in ([1, 2], [3, 4]):  # eval_seg scores one or two channels
+        result |= cv.medsa_case(pred, gt, SPACING_ZYX, pair, logits, soft_kind="logit")
     assert result[1]["dsc"] == pytest.approx(_EXPECTED_DICE, abs=1e-12)
     assert result[2]["dsc"] == pytest.approx(1.0, abs=1e-15)  # eps / eps
     assert result[2]["iou"] == pytest.approx(1.0, abs=1e-15)
@@ -316,6 +332,14 @@ def test_medsa_every_empty_combination():
     assert result[4]["dsc"] == pytest.approx(E_DICE / (1 + E_DICE), abs=1e-15)
     assert result[4]["iou"] == pytest.approx(E_IOU / (1 + E_IOU), abs=1e-15)
     assert all(result[label]["counted"] for label in CLASSES)
+
+
+def test_medsa_more_than_two_classes_is_their_attribute_error():
+    logits = {label: np.zeros((1, 4, 4)) for label in (1, 2, 3)}
+    result = cv.medsa_case(_GT_BLOCK, _GT_BLOCK, SPACING_ZYX, [1, 2, 3], logits)
+    assert all(s["error"] == "AttributeError" and _nan(s["dsc"]) for s in result.values())
+    agg = cv.medsa_aggregate([result])
+    assert agg["error"] == "AttributeError" and _nan(agg["overall"]["dsc"])
 
 
 def test_medsa_without_soft_outputs_is_nan():
@@ -409,56 +433,72 @@ def _medclip_combo():
 def test_medclip_every_empty_combination():
     pred, gt = _medclip_combo()
     spacing = (1.0, 3.0, 3.0)  # ignored: NSD at 2 px with unit spacing
-    with pytest.raises(cv.ConventionUndefinedError, match="class 4"):
-        cv.medclip_case(pred, gt, spacing, CLASSES)  # both empty: their assert
-    result = cv.medclip_case(pred, gt, spacing, CLASSES, both_empty="nan")
+    result = cv.medclip_case(pred, gt, spacing, CLASSES)
     assert result[1]["dsc"] == pytest.approx(0.8, abs=1e-12)
     assert result[1]["iou"] == pytest.approx(8 / 12, abs=1e-12)
-    assert result[1]["nsd"] == pytest.approx(1.0, abs=1e-12)  # 1 and 2 px within 2 px
+    slab = surfel_surface_dice(pred == 1, gt == 1, (1.0, 1.0, 1.0), 2.0)
+    assert result[1]["nsd"] == slab
     for label in (2, 3):  # prediction empty / GT empty
         assert (result[label]["dsc"], result[label]["iou"], result[label]["nsd"]) == (0, 0, 0)
         assert result[label]["counted"] is True
+    # absent from both while other labels are present: not among their labels
     assert _nan(result[4]["dsc"]) and result[4]["counted"] is False
     assert all(_nan(result[label]["hd95"]) for label in CLASSES)
-    # the registry entry records NaN instead of raising, so a pipeline loop survives
-    registry = cv.CONVENTIONS["medclip_samv2"].case(pred, gt, spacing, CLASSES)
-    assert registry == result
+    # no label at all: their assert fails, recorded as the official error
+    empty = np.zeros_like(gt)
+    failed = cv.medclip_case(empty, empty, spacing, [1, 2])
+    assert all(s["error"] == "AssertionError" for s in failed.values())
+    with pytest.raises(cv.ConventionUndefinedError) as err:
+        cv.medclip_case_summary(failed)
+    assert err.value.official_error == "AssertionError"
 
 
 def test_medclip_aggregate_per_image_means_rounded():
     pred, gt = _medclip_combo()
-    image_1 = cv.medclip_case(pred, gt, (1.0, 1.0, 1.0), CLASSES, both_empty="nan")
+    image_1 = cv.medclip_case(pred, gt, (1.0, 1.0, 1.0), CLASSES)
     perfect = np.zeros((1, 12, 24), dtype=np.uint8)
     perfect[0, 3:6, 3:9] = 1
     image_2 = cv.medclip_case(perfect, perfect, (1.0, 1.0, 1.0), [1])
-    empty = np.zeros_like(perfect)
-    image_3 = cv.medclip_case(empty, empty, (1, 1, 1), [1], both_empty="nan")
-    agg = cv.medclip_aggregate([image_1, image_2, image_3])
+    agg = cv.medclip_aggregate([image_1, image_2])
     # image 1: labels 1, 2, 3 scored -> 0.8 / 3 = 0.26667 -> 0.2667; image 2: 1.0
     assert agg["overall"]["dsc"] == pytest.approx((0.2667 + 1.0) / 2, abs=1e-12)
-    assert agg["overall"]["nsd"] == pytest.approx((0.3333 + 1.0) / 2, abs=1e-12)
-    assert agg["n_excluded"] == 1
-    unrounded = cv.medclip_aggregate([image_1, image_2, image_3], decimals=None)
+    nsd_1 = round(image_1[1]["nsd"] / 3, 4)
+    assert agg["overall"]["nsd"] == pytest.approx((nsd_1 + 1.0) / 2, abs=1e-12)
+    assert agg["error"] == "" and agg["n_excluded"] == 0
+    unrounded = cv.medclip_aggregate([image_1, image_2], decimals=None)
     assert unrounded["overall"]["dsc"] == pytest.approx((0.8 / 3 + 1.0) / 2, abs=1e-12)
+    # one image with two empty masks stops their whole evaluation
+    empty = np.zeros_like(perfect)
+    image_3 = cv.medclip_case(empty, empty, (1, 1, 1), [1])
+    crashed = cv.medclip_aggregate([image_1, image_2, image_3])
+    assert crashed["error"] == "AssertionError" and _nan(crashed["overall"]["dsc"])
 
 
 # --- registry, table rows, input checks -----------------------------------------------------------
 
 
 def test_registry_entries_share_one_signature():
-    assert set(cv.CONVENTIONS) == {"samed", "medsam_cvpr24", "sam_med3d", "med_sa", "medclip_samv2"}
+    assert set(cv.CONVENTIONS) == {
+        "samed",
+        "medsam_cvpr24",
+        "cvpr25",
+        "sam_med3d",
+        "med_sa",
+        "medclip_samv2",
+    }
     pred, gt = _combo_case()
     for name, convention in cv.CONVENTIONS.items():
         assert convention.name == name and convention.description and convention.citation
+        assert convention.quirks
         words = convention.citation.replace("@", " ").split()
         assert any(len(w) == 40 and all(c in "0123456789abcdef" for c in w) for w in words)
         result = convention.case(pred, gt, SPACING_ZYX, CLASSES)
-        assert list(result) == CLASSES
+        assert set(CLASSES) <= set(result) or name == "sam_med3d"  # SAM-Med3D: GT labels
         for scores in result.values():
-            assert set(scores) == {*cv.CASE_METRICS, "counted"}
+            assert set(scores) == {*cv.CASE_METRICS, "counted", "error"}
         agg = convention.aggregate([result])
-        assert set(agg) == {"overall", "per_class", "n_cases", "n_excluded"}
-        assert set(agg["overall"]) == set(cv.CASE_METRICS)
+        assert set(agg) == {"overall", "per_class", "n_cases", "n_excluded", "error"}
+        assert set(cv.CASE_METRICS) <= set(agg["overall"])
 
 
 def test_long_table_rows():
@@ -468,6 +508,7 @@ def test_long_table_rows():
         "samed", result, dataset="synapse", method="samed", case_id="c01", label_names={1: "a"}
     )
     assert [tuple(row) for row in rows] == [cv.LONG_TABLE_COLUMNS] * 4
+    assert [row["error"] for row in rows] == [""] * 4
     assert rows[0]["label_name"] == "a" and rows[1]["label_name"] == ""
     assert [row["dsc"] for row in rows] == [pytest.approx(0.8), 0.0, 1.0, 0.0]
     with pytest.raises(KeyError):

@@ -350,3 +350,19 @@ def test_other_bad_input(pred: np.ndarray, kwargs: dict, message: str) -> None:
 def test_1d_input_is_rejected_naming_the_shape() -> None:
     with pytest.raises(ValueError, match=r"\(7,\)"):
         compute_metrics(np.zeros(7, bool), np.zeros(7, bool), (1.0,))
+
+
+def test_summary_states_each_metric_definition() -> None:
+    import pandas as pd
+
+    from medsegflow.metrics import METRIC_DEFINITIONS
+    from medsegflow.tables import summarise
+
+    assert set(METRIC_DEFINITIONS) == set(METRIC_NAMES)
+    pred, gt = _rod_pair(0, 2)
+    row = {"dataset": "d", "method": "m", "label": 1, "label_name": "rod"}
+    rows = pd.DataFrame([row | compute_metrics(pred, gt, SPACING_ZYX)[1]])
+    summary = summarise(rows, n_boot=100).set_index("metric")
+    assert "DeepMind" in summary.loc["nsd", "definition"]
+    assert "surfel" in summary.loc["nsd", "definition"]
+    assert "medpy" in summary.loc["hd95_mm", "definition"]

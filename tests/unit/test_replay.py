@@ -46,8 +46,9 @@ def test_replay_rows_follow_each_papers_empty_mask_rule():
     assert table.loc[("sam_med3d", "liver"), "dsc"] == pytest.approx(0.9)
     # spleen: SAMed scores both-empty (case 1) 0 and prediction-without-GT (case 2) 1
     assert table.loc[("samed", "spleen"), "dsc"] == pytest.approx(0.5)
-    # SAM-Med3D leaves both-empty out and scores prediction-without-GT 0
-    assert table.loc[("sam_med3d", "spleen"), "dsc"] == pytest.approx(0.0)
+    # SAM-Med3D scores only the labels present in each GT (its default): no spleen value
+    assert math.isnan(table.loc[("sam_med3d", "spleen"), "dsc"])
+    assert (rows["error"] == "").all()
     assert math.isnan(table.loc[("samed", "spleen"), "nsd"])  # SAMed has no NSD
     assert set(rows["label_name"]) == {"liver", "spleen", ALL_CLASSES}
     assert (rows["n_cases"] == 2).all()
@@ -87,6 +88,25 @@ def test_conventions_table_puts_medsegflow_first_with_its_own_numbers(tmp_path):
     assert own["dsc"] == pytest.approx(0.7) and own["hd95"] == pytest.approx(3.0)
     assert own["n_cases"] == 2
     assert table[(table["convention"] == "samed")]["dsc"].iloc[0] == pytest.approx(0.8)
+
+
+def test_official_errors_and_quirks_reach_the_table(tmp_path):
+    """Two empty masks stop MedCLIP-SAMv2's evaluation (AssertionError): the replay reports
+    the error with no numbers; every convention's row names its quirks."""
+    replay = ConventionReplay(["medclip_samv2", "samed"], {1: "lesion"})
+    empty = np.zeros((1, 12, 12), np.uint8)
+    for pred, gt in [*_cases()[:1], (empty, empty)]:
+        replay.add(pred, gt, (1.0, 1.0, 1.0))
+    path = tmp_path / "m_conventions.csv"
+    replay.rows(dataset="d", method="m").to_csv(path, index=False)
+    summary = pd.DataFrame(columns=["dataset", "method", "label_name", "metric", "mean"])
+    table = conventions_table([path], summary).set_index(["convention", "label_name"])
+    medclip = table.loc[("medclip_samv2", ALL_CLASSES)]
+    assert medclip["error"] == "AssertionError" and math.isnan(medclip["dsc"])
+    assert "two empty masks" in medclip["quirks"]
+    samed = table.loc[("samed", ALL_CLASSES)]
+    assert samed["error"] == "" and samed["dsc"] == pytest.approx(0.4)  # 0.8 and 0 (both empty)
+    assert "Dice 1" in samed["quirks"]
 
 
 def test_unknown_convention_names_the_key():
