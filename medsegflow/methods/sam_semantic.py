@@ -1,6 +1,7 @@
 """Semantic SAM prediction (``family: sam_semantic``): SAMed's prompt-free inference.
 
-Every slice of a case goes through the model's input recipe and image encoder; the mask
+Every slice of a case goes through the model's input recipe (for SAMed, with ``test.py``'s
+``--input_size`` step: the method's ``input_size``, 224 by default) and image encoder; the mask
 decoder, with no prompt, gives one logits map per output channel (channel 0 background);
 :meth:`~medsegflow.models.input_recipes.InputRecipe.postprocess_classes` takes the arg-max
 in the original frame (SAMed's ``test_single_volume``). Channel ``i`` becomes the value
@@ -44,6 +45,18 @@ def channel_values(
             f"{source}: classes {unknown} are not labels of {dataset} ({', '.join(label_map)})"
         )
     return np.asarray([0, *(int(label_map[c]) for c in classes)], dtype=np.int64)
+
+
+def with_test_input_size(model: Sam, input_size: int | None) -> None:
+    """Give a SAMed-recipe model SAMed ``test.py``'s ``--input_size`` step (each slice zoomed
+    to ``input_size`` first, :class:`~medsegflow.models.input_recipes.SamedRecipe`'s
+    ``zoom_size``); other recipes are left as they are."""
+    from dataclasses import replace
+
+    from medsegflow.models.input_recipes import SamedRecipe
+
+    if isinstance(model.input_recipe, SamedRecipe):
+        model.input_recipe = replace(model.input_recipe, zoom_size=input_size)
 
 
 def segment_semantic_volume(
@@ -108,6 +121,7 @@ def predict_sam_semantic(job: PredictJob) -> pd.DataFrame:
     model, device = load_sam_model(checkpoint, arch=card["arch"], device=job.device)
     merge_lora(model)  # plain linear layers: the same outputs (tests/unit/test_sam_adaptation.py)
     settings: dict[str, Any] = dict(job.method)
+    with_test_input_size(model, settings.get("input_size", 224))
     log.info("%s: semantic SAM, classes %s, on %s", job.method_name, card["classes"], device)
 
     def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:

@@ -128,8 +128,12 @@ class InputRecipe(ABC):
         ``(N, H, W)`` int64 channel indices in the original frame.
 
         SAMed's rule (``utils.test_single_volume``): bilinear to the ``S x S`` input
-        square, arg-max over the channels, then nearest-neighbour to ``(H, W)``; the
-        padding (recipes that pad) is cropped before the last step.
+        square, arg-max over the channels, then ``scipy.ndimage.zoom(labels, (H / h,
+        W / w), order=0)`` to ``(H, W)``; the padding (recipes that pad) is cropped before
+        the last step. scipy's zoom reads input index ``floor(i * (h - 1) / (H - 1) +
+        0.5)`` (not torch's ``floor(i * h / H)``), and gives 0 where floating-point error
+        puts that index past the edge: for some sizes (H = 166 from 512, for one) the
+        last row is 0 whatever the network says, as in SAMed's own predictions.
         """
         original_size = _check_size(original_size)
         if tuple(input_size) != self.input_size(original_size):
@@ -138,8 +142,14 @@ class InputRecipe(ABC):
             raise ValueError(f"logits must be (N, C, h, w), got {tuple(low_res_logits.shape)}")
         size = (self.image_size, self.image_size)
         logits = F.interpolate(low_res_logits.float(), size, mode="bilinear", align_corners=False)
-        channels = logits.argmax(dim=1, keepdim=True)[..., : input_size[0], : input_size[1]]
-        return F.interpolate(channels.float(), original_size, mode="nearest")[:, 0].long()
+        from scipy.ndimage import zoom
+
+        channels = logits.argmax(dim=1)[..., : input_size[0], : input_size[1]].cpu().numpy()
+        height, width = channels.shape[-2:]
+        factors = (original_size[0] / height, original_size[1] / width)
+        resized = [zoom(c, factors, order=0) for c in channels]
+        out = np.stack(resized) if resized else np.zeros((0, *original_size), np.int64)
+        return torch.from_numpy(out.astype(np.int64)).to(low_res_logits.device)
 
 
 def _check_image(image_yx: np.ndarray) -> np.ndarray:
@@ -455,8 +465,12 @@ class SamedRecipe(_SquareResizeRecipe):
     clipped to [-125, 275] HU and scaled to [0, 1] (``preprocess/preprocess_data.py``),
     which the pipeline's windowed uint8 slices divided by 255 are.
 
-    - Image: ``scipy.ndimage.zoom(slice, (S / H, S / W), order=3)`` (both sides to ``S``),
-      repeated to 3 channels; values / 255, no pixel mean/std, no padding.
+    - Image: values / 255 (a float slice, SAMed's own ``[0, 1]`` CT, as it is); with
+      ``zoom_size`` ``N`` (``test.py``'s ``--input_size``, 224 by default there) first
+      ``scipy.ndimage.zoom(slice, (N / H, N / W), order=3)`` unless the slice is already
+      ``N x N``, then, unless ``S x S`` already, ``zoom(..., (S / h, S / w), order=3)``;
+      repeated to 3 channels; no pixel mean/std, no padding. ``zoom_size`` None (or ``S``)
+      is one zoom straight to ``S`` (``--input_size 512``).
     - Boxes and points (SAMed takes none; for other uses of the recipe): ``/ [W, H] * S``.
     - Masks: bilinear to ``S x S`` (``Sam.postprocess_masks``), then to ``(H, W)``.
       Semantic outputs: :meth:`InputRecipe.postprocess_classes`.
@@ -464,17 +478,33 @@ class SamedRecipe(_SquareResizeRecipe):
 
     name: ClassVar[str] = "samed"
     image_size: int = 512
+    zoom_size: int | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.zoom_size is not None and (
+            isinstance(self.zoom_size, bool) or int(self.zoom_size) < 1
+        ):
+            raise ValueError(f"zoom_size must be a positive int or None, got {self.zoom_size!r}")
 
     def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
-        """``(H, W)`` uint8 -> ``(3, S, S)`` float32 in [0, 1] (cubic zoom may overshoot)."""
+        """``(H, W)`` uint8 (or float32 in [0, 1]) -> ``(3, S, S)`` float32 (cubic zooms
+        may overshoot [0, 1])."""
         from scipy.ndimage import zoom
 
-        _check_image(image_yx)
-        height, width = image_yx.shape
-        scaled = image_yx.astype(np.float32) / 255.0
-        zoomed = zoom(scaled, (self.image_size / height, self.image_size / width), order=3)
-        zoomed = zoomed[: self.image_size, : self.image_size]
-        return np.ascontiguousarray(np.repeat(zoomed[None], 3, axis=0), dtype=np.float32)
+        if isinstance(image_yx, np.ndarray) and image_yx.ndim == 2 and image_yx.dtype.kind == "f":
+            scaled = image_yx.astype(np.float32)
+        else:
+            _check_image(image_yx)
+            if image_yx.ndim != 2:
+                raise ValueError(f"SAMed takes a grey (H, W) slice, got shape {image_yx.shape}")
+            scaled = image_yx.astype(np.float32) / 255.0
+        for side in (self.zoom_size, self.image_size):
+            if side is None or scaled.shape == (side, side):
+                continue
+            height, width = scaled.shape
+            scaled = zoom(scaled, (side / height, side / width), order=3)
+        return np.ascontiguousarray(np.repeat(scaled[None], 3, axis=0), dtype=np.float32)
 
     def postprocess(
         self,

@@ -366,3 +366,40 @@ def test_recipe_for():
         recipe_for("medsam", 256)
     with pytest.raises(ValueError, match="image_size"):
         SamRecipe(image_size=0)
+
+
+def test_samed_classes_are_resized_with_scipy_zoom_order_0():
+    """SAMed's test_single_volume: zoom(labels, (H / 512, W / 512), order=0), whose index
+    rule is not torch's nearest, and whose last row of 166 is 0 (past the edge)."""
+    from scipy.ndimage import zoom
+
+    from medsegflow.models.input_recipes import SamedRecipe
+
+    recipe = SamedRecipe(image_size=512)
+    generator = torch.Generator().manual_seed(3)
+    low = torch.randn((2, 4, 128, 128), generator=generator)
+    labels = recipe.postprocess_classes(low, original_size=(166, 164), input_size=(512, 512))
+    up = F.interpolate(low, (512, 512), mode="bilinear", align_corners=False).argmax(1).numpy()
+    expected = np.stack([zoom(c, (166 / 512, 164 / 512), order=0) for c in up])
+    np.testing.assert_array_equal(labels.numpy(), expected)
+    assert not labels[:, -1].any() and labels[:, -2].any()
+    nearest = F.interpolate(torch.from_numpy(up[:, None]).float(), (166, 164), mode="nearest")
+    assert (nearest[:, 0].long().numpy() != expected).mean() > 0.05
+
+
+def test_samed_input_size_step_zooms_twice():
+    """test.py --input_size N: zoom (cubic) to N x N first, then to 512 x 512."""
+    from scipy.ndimage import zoom
+
+    from medsegflow.models.input_recipes import SamedRecipe
+
+    image = np.random.default_rng(0).integers(0, 256, (90, 70), dtype=np.uint8)
+    scaled = image.astype(np.float32) / 255.0
+    twice = zoom(zoom(scaled, (224 / 90, 224 / 70), order=3), (512 / 224, 512 / 224), order=3)
+    once = zoom(scaled, (512 / 90, 512 / 70), order=3)
+    step = SamedRecipe(image_size=512, zoom_size=224).prepare_image(image)
+    np.testing.assert_allclose(step[0], twice, atol=1e-6)
+    np.testing.assert_allclose(SamedRecipe(image_size=512).prepare_image(image)[1], once, atol=1e-6)
+    assert np.abs(step[0] - once).max() > 1e-3
+    floats = SamedRecipe(image_size=512, zoom_size=512).prepare_image(scaled)
+    np.testing.assert_allclose(floats[2], once, atol=1e-6)
