@@ -68,8 +68,7 @@ DEMO_ARCH: dict[str, Any] = {
     "text_pooler": "mean_pooler",
 }
 """Defaults of :func:`build_demo_clip` (about 0.7 M parameters with the phantoms'
-vocabulary; an 8 x 8 patch grid; one AdamW step on 32 pairs takes about 0.2 s on one CPU
-thread, 0.5 s at 96 x 96)."""
+vocabulary; an 8 x 8 patch grid)."""
 
 
 def demo_vocab(words: Iterable[str]) -> list[str]:
