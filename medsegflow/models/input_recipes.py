@@ -11,7 +11,8 @@ is the encoder input's grid, ``S x S`` with ``S = image_size``. Points are ``(x,
 with x the column; boxes are ``XYXY`` in pixels. Foreground is always ``probs > 0.5``.
 
 Recipes: ``"sam"`` (:class:`SamRecipe`), ``"medsam"`` (:class:`MedSamRecipe`),
-``"lite_medsam"`` (:class:`LiteMedSamRecipe`) and ``"samed"`` (:class:`SamedRecipe`).
+``"lite_medsam"`` (:class:`LiteMedSamRecipe`), ``"samed"`` (:class:`SamedRecipe`) and
+``"medsa"`` (:class:`MedsaRecipe`, whose foreground is ``logits > 0.5`` on raw logits).
 skimage, scipy, cv2 and segment_anything are imported lazily, by the recipe that needs them.
 """
 
@@ -522,11 +523,90 @@ class SamedRecipe(_SquareResizeRecipe):
         return torch.sigmoid(logits), logits
 
 
+CLICK_ORDERS = ("xy", "row_col")
+"""How a recipe hands clicks to the prompt encoder: ``xy`` as ``(x, y)`` (SAM's order);
+``row_col`` as ``(row, column)``, which the prompt encoder reads as ``(x, y)``: the
+transposed point, as Med-SA's official code does."""
+
+MEDSA_THRESHOLDS = (0.1, 0.3, 0.5, 0.7, 0.9)
+"""Med-SA's ``eval_seg`` thresholds, applied to the raw logits (no sigmoid)."""
+
+
+@dataclass(frozen=True)
+class MedsaRecipe(_SquareResizeRecipe):
+    """Med-SA's recipe (``-net sam -mod sam_adpt``; any ``S``, the ``-image_size``).
+
+    Source: KidsWithTokens/Medical-SAM-Adapter @ 4dcdc63 ``dataset/isic.py`` (ISIC),
+    ``function.validation_sam``, ``utils.eval_seg``, ``utils.random_click``; checked against
+    its golden outputs (``tests/conformance/test_conformance_medsa.py``).
+
+    - Image: PIL RGB, ``transforms.Resize((S, S))`` (Pillow bilinear: both sides to ``S``,
+      the aspect ratio is not kept), ``ToTensor()`` (values / 255). No pixel mean/std: the
+      validation path never calls ``Sam.preprocess``. A grey slice is repeated to RGB.
+    - Boxes and points: ``/ [W, H] * S``. With ``click_order="row_col"`` (the official
+      code's) each point is then handed over as ``(row, column)``, which the prompt encoder
+      reads as ``(x, y)``; ``"xy"`` hands over ``(x, y)``. Boxes stay XYXY.
+    - Masks: the low-res logits nearest-upsampled (``F.interpolate`` default) to ``(H, W)``;
+      ``eval_seg`` thresholds the raw logits at :data:`MEDSA_THRESHOLDS`
+      (:meth:`threshold_masks`). The single mask is ``logits > mask_threshold`` (0.5, the
+      middle threshold; ``probs`` is ``sigmoid(logits)``, so it is ``probs >
+      sigmoid(0.5)``, not ``probs > 0.5``).
+
+    Attributes:
+        click_order: one of :data:`CLICK_ORDERS`.
+    """
+
+    name: ClassVar[str] = "medsa"
+    mask_threshold: ClassVar[float] = 0.5
+    image_size: int = 1024
+    click_order: str = "row_col"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.click_order not in CLICK_ORDERS:
+            raise ValueError(f"click_order {self.click_order!r} is not one of {CLICK_ORDERS}")
+
+    def prepare_image(self, image_yx: np.ndarray) -> np.ndarray:
+        """``(H, W)`` or ``(H, W, 3)`` uint8 -> ``(3, S, S)`` float32 in [0, 1]."""
+        from PIL import Image
+
+        image = Image.fromarray(_check_image(image_yx), mode="RGB")
+        resized = image.resize((self.image_size, self.image_size), Image.Resampling.BILINEAR)
+        scaled = torch.from_numpy(np.asarray(resized).copy()).permute(2, 0, 1).float().div(255)
+        return np.ascontiguousarray(scaled.numpy())
+
+    def map_points(self, coords_xy: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """``(..., 2)`` (x, y) -> float64 model frame, ``/ [W, H] * S``, then swapped to
+        ``(row, column)`` with ``click_order="row_col"``."""
+        mapped = super().map_points(coords_xy, original_size)
+        return mapped[..., ::-1].copy() if self.click_order == "row_col" else mapped
+
+    def postprocess(
+        self,
+        low_res_logits: torch.Tensor,
+        *,
+        original_size: tuple[int, int],
+        input_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(N, 1, h', w')`` logits -> float32 ``(N, H, W)`` ``(sigmoid(logits), logits)``:
+        nearest-neighbour to ``original_size``; foreground ``logits > mask_threshold``."""
+        masks, original_size = self._checked(low_res_logits, original_size, input_size)
+        logits = F.interpolate(masks, original_size, mode="nearest")[:, 0]
+        return torch.sigmoid(logits), logits
+
+    @staticmethod
+    def threshold_masks(logits: torch.Tensor | np.ndarray) -> np.ndarray:
+        """bool ``(5, ...)``: ``logits > t`` for each of :data:`MEDSA_THRESHOLDS`."""
+        values = np.asarray(logits.detach().cpu() if isinstance(logits, torch.Tensor) else logits)
+        return np.stack([values > t for t in MEDSA_THRESHOLDS])
+
+
 _RECIPES: dict[str, type[InputRecipe]] = {
     SamRecipe.name: SamRecipe,
     MedSamRecipe.name: MedSamRecipe,
     LiteMedSamRecipe.name: LiteMedSamRecipe,
     SamedRecipe.name: SamedRecipe,
+    MedsaRecipe.name: MedsaRecipe,
 }
 # The sizes the official MedSAM and LiteMedSAM scripts hard-code; SAM takes any size.
 _OFFICIAL_SIZES: dict[str, int] = {MedSamRecipe.name: 1024, LiteMedSamRecipe.name: 256}
@@ -560,11 +640,15 @@ def input_recipe(
     *,
     pixel_mean: tuple[float, float, float] = PIXEL_MEAN,
     pixel_std: tuple[float, float, float] = PIXEL_STD,
+    click_order: str = "row_col",
 ) -> InputRecipe:
     """Recipe ``name`` at any ``image_size`` (small models trained here and in tests use
-    an official recipe at another size); ``pixel_mean``/``pixel_std`` are SAM's only."""
+    an official recipe at another size); ``pixel_mean``/``pixel_std`` are SAM's only,
+    ``click_order`` Med-SA's only."""
     if name not in _RECIPES:
         raise ValueError(f"unknown input recipe {name!r}; known: {sorted(_RECIPES)}")
     if name == SamRecipe.name:
         return SamRecipe(image_size, tuple(pixel_mean), tuple(pixel_std))
+    if name == MedsaRecipe.name:
+        return MedsaRecipe(image_size, click_order)
     return _RECIPES[name](image_size)

@@ -124,7 +124,8 @@ class HyperPromptAdapter(nn.Module):
         return self(output)
 
 
-def _hidden(dim: int, ratio: float) -> int:
+def adapter_hidden(dim: int, ratio: float) -> int:
+    """The bottleneck width of an adapter on ``dim`` features: ``int(dim * ratio)``, at least 1."""
     return max(1, int(dim * ratio))
 
 
@@ -136,8 +137,10 @@ def add_medsa_adapters(model: Sam, settings: Mapping[str, Any]) -> None:
     if activation not in ACTIVATIONS or not 0 < ratio <= 1:
         raise ValueError(f"medsa_adapters: activation {activation!r}, ratio {ratio}")
     for block in encoder_blocks(model):
+        if hasattr(block, "Space_Adapter"):  # Med-SA's own encoder holds them already
+            continue
         dim = int(block.attn.qkv.in_features)
-        hidden = _hidden(dim, ratio)
+        hidden = adapter_hidden(dim, ratio)
         block.Space_Adapter = Adapter(dim, hidden, activation=activation, skip=True)
         block.MLP_Adapter = Adapter(dim, hidden, activation=activation, skip=False, scale=scale)
         block.attn.register_forward_hook(block.Space_Adapter.after)
@@ -146,7 +149,7 @@ def add_medsa_adapters(model: Sam, settings: Mapping[str, Any]) -> None:
         return
     decoder = model.mask_decoder
     dim = int(decoder.transformer_dim)
-    hidden = _hidden(dim, ratio)
+    hidden = adapter_hidden(dim, ratio)
     context = PromptContext(1 + int(decoder.num_mask_tokens))
     decoder.transformer.register_forward_pre_hook(context.capture)
     object.__setattr__(decoder.transformer, "_prompt_context", context)

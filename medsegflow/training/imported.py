@@ -15,14 +15,18 @@ Layouts (``train.format``), as the authors' code saves them:
   (token to image), ``cit_a/b`` (image to token), each ``2 * layer`` the query and
   ``2 * layer + 1`` the value; ``fati_qa/qb/va/vb`` (final token-to-image attention);
   ``prompt_encoder.*`` and the ``mask_decoder.*`` tensors outside its transformer.
-- ``medsa``: a checkpoint of Med-SA's ``train.py`` (MedicineToken/Medical-SAM-Adapter):
-  ``{"epoch", "model", "state_dict", "optimizer", ...}`` whose ``state_dict`` is the whole
-  SAM with ``Space_Adapter``/``MLP_Adapter``/``Depth_Adapter`` (``D_fc1``, ``D_fc2``) in
-  every encoder block; the code's adapters use GELU, a 0.25 bottleneck and no decoder
-  adapters. ``Depth_Adapter`` is its 3D branch (``-thd``), unused on 2D slices, and is
-  left out. The repository links no trained adapters; the authors point to a
-  "Medical-Adapter-Zoo" on the Hugging Face hub (issues #59, #95), whose layout could
-  not be checked from here.
+- ``medsa``: a checkpoint of Med-SA's ``train.py`` (KidsWithTokens/Medical-SAM-Adapter,
+  ``utils.save_checkpoint``): ``{"epoch", "model", "state_dict", "optimizer", "best_tol",
+  "path_helper"}`` whose ``state_dict`` is Med-SA's whole network (``-net sam -mod
+  sam_adpt``; a ``module.`` prefix of ``-distributed`` runs is removed), loaded strictly
+  into Med-SA's architecture (:mod:`medsegflow.models.medsa_arch`: ``attn.rel_h``/
+  ``rel_w``, decoder ``mlp.layers.0.0``/``mlp.fc``, ``Space_Adapter``/``MLP_Adapter``/
+  ``Depth_Adapter``) with its recipe (``medsa``; clicks handed over as (row, column),
+  ``click_order``). The architecture is the config's (``arch``: a Med-SA one such as
+  ``medsa_vit_b``, or a SAM ViT, whose dims are put on Med-SA's network with the official
+  64 x 64 position-embedding grid); the adapter bottleneck is read from the file. The
+  repository links no trained adapters; the authors point to a "Medical-Adapter-Zoo" on
+  the Hugging Face hub (issues #59, #95), whose layout could not be checked from here.
 
 Every tensor of the file must be used and every tensor of the model given (by the file
 or the base): one line naming the file otherwise.
@@ -155,31 +159,49 @@ def import_samed(
 
 
 def import_medsa(
-    path: Path, base_spec: Mapping[str, Any], settings: Mapping[str, Any], arch: str
+    path: Path, spec: Mapping[str, Any], settings: Mapping[str, Any]
 ) -> tuple[Sam, dict[str, Any], list[dict[str, Any]]]:
-    from medsegflow.models.sam_archs import build_sam
-    from medsegflow.training.medsa import medsa_module
+    """Med-SA's network of ``spec``'s dims (its adapter bottleneck from the file), with the
+    tensors of ``path`` loaded strictly; no modules are added."""
+    from medsegflow.models.sam_archs import build_sam, medsa_spec
 
     state = read_released(path)
-    dropped = [k for k in state if ".Depth_Adapter." in k]
-    state = {k: v for k, v in state.items() if k not in dropped}
     fc1 = state.get("image_encoder.blocks.0.MLP_Adapter.D_fc1.weight")
     if fc1 is None:
         raise InputError(f"{path}: not a Med-SA checkpoint (no image_encoder MLP_Adapter tensors)")
-    ratio = float(fc1.shape[0]) / float(fc1.shape[1])
-    module = {**medsa_module({**settings, "ratio": ratio, "decoder_adapters": False}),
-              "activation": settings["activation"]}  # fmt: skip
-    model = apply_modules(build_sam(base_spec), [module], source=str(path))
-    if problem := state_dict_mismatch(state, model.state_dict(), what="Med-SA"):
+    hidden, dim = (int(n) for n in fc1.shape)
+    ratio = hidden / dim if int(dim * (hidden / dim)) == hidden else (hidden + 0.5) / dim
+    adapters = {
+        "adapter_ratio": ratio,
+        "adapter_activation": settings["activation"],
+        "adapter_scale": float(settings["scale"]),
+        "click_order": settings["click_order"],
+    }
+    if spec["encoder"] == "vit":  # the official builder's grid, whatever img_size
+        adapters["pos_embed_grid"] = 1024 // int(spec["patch_size"])
+    try:
+        spec = medsa_spec(spec, **adapters)
+    except ValueError as err:
+        raise InputError(f"{path}: format medsa: {err}") from None
+    model = build_sam(spec)
+    if problem := state_dict_mismatch(state, model.state_dict(), what=f"Med-SA {_dims(spec)}"):
         raise InputError(f"{path}: {problem}")
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    log.info("%s: left out %d Depth_Adapter tensors (3D branch)", path, len(dropped))
-    return model, dict(base_spec), [module]
+    model.load_state_dict(
+        {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True
+    )
+    return model, spec, []
+
+
+def _dims(spec: Mapping[str, Any]) -> str:
+    return (
+        f"(img_size {spec['img_size']}, embed_dim {spec['embed_dim']}, depth {spec['depth']}, "
+        f"num_heads {spec['num_heads']}, global_attn_indexes {spec['global_attn_indexes']})"
+    )
 
 
 def import_checkpoint(
     *,
-    arch: str,
+    arch: str | Mapping[str, Any],
     settings: Mapping[str, Any],
     pairs: Any = None,
     seed: int = 0,
@@ -199,7 +221,7 @@ def import_checkpoint(
         from medsegflow.models.sam_loader import model_architecture
 
         spec = model_architecture(base["checkpoint"], arch=arch)[0] if base else arch_spec(arch)
-        model, spec, modules = import_medsa(path, spec, settings, arch)
+        model, spec, modules = import_medsa(path, spec, settings)
         classes = None
     else:
         raise ValueError(f"format {fmt!r} is not one of {FORMATS}")

@@ -1,8 +1,17 @@
 """The ``medsa`` recipe: Med-SA's adapters on a frozen base model, trained alone.
 
-Adapters (:mod:`medsegflow.models.sam_adapters`) go into every image-encoder block and,
-with hyper-prompting, every mask-decoder layer; every other parameter is frozen (the
-paper; the authors' code also trains the mask decoder: ``train_decoder: true``). One
+On a ViT base (SAM, MedSAM, demo) the model becomes Med-SA's own network
+(:mod:`medsegflow.models.medsa_arch`, the architecture of an official ``train.py``
+checkpoint imported with ``format: medsa``, so both go through the same code): its encoder
+with an ``AdapterBlock`` per block, its decoder wiring and its input recipe (``medsa``:
+square resize, [0, 1], no pixel mean/std; ``click_order``), the base's weights carried over
+under Med-SA's key names (``rel_h``/``rel_w``, ``mlp.layers.0.0``/``mlp.fc``; the official
+loader matches by name and leaves those at their initialisation). On LiteMedSAM's TinyViT,
+which Med-SA's code does not have, the adapters are inserted into the base's blocks.
+With hyper-prompting, every mask-decoder layer also gets the paper's adapters
+(:mod:`medsegflow.models.sam_adapters`); every other parameter is frozen (the paper; the
+authors' code also trains the mask decoder: ``train_decoder: true``). ``Depth_Adapter``
+(the 3D branch) stays frozen and unused. One
 click (uniform inside the target, as Med-SA's ``random_click``) or one box per target.
 Loss, as MedicineToken/Medical-SAM-Adapter ``function.train_sam`` for 2D data:
 ``BCEWithLogitsLoss(pos_weight=2)`` on the single-mask output; Adam, lr 1e-4 (the
@@ -13,7 +22,7 @@ decay over the iterations).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medsegflow.models.sam_adapters import is_adapter_parameter
 from medsegflow.models.sam_modules import apply_modules
@@ -23,6 +32,9 @@ from medsegflow.training.medsam import single_mask_loss
 from medsegflow.training.pairs import TrainingPairs
 from medsegflow.training.recipe import TrainedModel
 from medsegflow.training.schedule import lr_factor
+
+if TYPE_CHECKING:
+    from segment_anything.modeling import Sam
 
 
 def medsa_module(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,6 +46,38 @@ def medsa_module(settings: Mapping[str, Any]) -> dict[str, Any]:
         "scale": float(settings["scale"]),
         "decoder": bool(settings["decoder_adapters"]),
     }
+
+
+def medsa_from_base(
+    model: Sam, spec: Mapping[str, Any], modules: list, settings: Mapping[str, Any]
+) -> tuple[Sam, dict[str, Any]]:
+    """Med-SA's network on a ViT base's dims and weights (module docstring): ``(model,
+    spec)``; a Med-SA base is returned as it is, a TinyViT base is not converted."""
+    from medsegflow.models.medsa_arch import medsa_state_from_sam
+    from medsegflow.models.sam_archs import build_sam, medsa_spec
+
+    if spec["encoder"] != "vit":
+        return model, dict(spec)
+    if modules:
+        raise ValueError("the medsa recipe needs a base without added modules (LoRA, adapters)")
+    new_spec = medsa_spec(
+        spec,
+        adapter_ratio=float(settings["ratio"]),
+        adapter_activation=str(settings["activation"]),
+        adapter_scale=float(settings["scale"]),
+        click_order=str(settings["click_order"]),
+    )
+    medsa = build_sam(new_spec)
+    result = medsa.load_state_dict(medsa_state_from_sam(model.state_dict()), strict=False)
+    missing = [k for k in result.missing_keys if not is_adapter_parameter(k)]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"base -> Med-SA: {missing[:3]} missing, {result.unexpected_keys[:3]}")
+    return medsa.eval(), new_spec
+
+
+def is_trained_adapter(name: str) -> bool:
+    """An adapter the recipe trains (not the unused 3D ``Depth_Adapter``)."""
+    return is_adapter_parameter(name) and ".Depth_Adapter." not in name
 
 
 def _weighted_bce(logits, targets):
@@ -57,13 +101,14 @@ def train_medsa(
 
     torch.manual_seed(int(seed))
     model, spec, modules = load_base(base, arch=arch, recipe="medsa")
+    model, spec = medsa_from_base(model, spec, modules, settings)
     module = medsa_module(settings)
     apply_modules(model, [module], source="the medsa recipe")
     train_decoder = bool(settings["train_decoder"])
     freeze_all_but(
         model,
         lambda name: (
-            is_adapter_parameter(name) or (train_decoder and name.startswith("mask_decoder."))
+            is_trained_adapter(name) or (train_decoder and name.startswith("mask_decoder."))
         ),
     )
     lr = float(settings["lr"])

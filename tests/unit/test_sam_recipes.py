@@ -10,10 +10,10 @@ import torch
 
 from medsegflow.datasets.registry import prepare_dataset
 from medsegflow.errors import InputError
+from medsegflow.models.medsa_arch import MedsaImageEncoder, medsa_state_from_sam
 from medsegflow.models.model_card import read_card
-from medsegflow.models.sam_archs import build_sam
+from medsegflow.models.sam_archs import arch_spec, build_sam, medsa_spec
 from medsegflow.models.sam_loader import load_sam_model
-from medsegflow.models.sam_modules import apply_modules
 from medsegflow.models.semantic_sam import decode_semantic
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.training.stage import train_sam_model
@@ -88,13 +88,25 @@ def test_medsa_recipe_trains_only_the_adapters(tmp_path, ct, base):
     assert np.isfinite(pd.read_csv(clicked.parent / "train_log.csv")["loss"]).all()
     card = read_card(out)
     assert [m["kind"] for m in card["modules"]] == ["medsa_adapters"]
+    # a ViT base becomes Med-SA's own network, the one of an official train.py checkpoint
+    assert card["spec"]["encoder"] == "medsa_vit" and card["spec"]["input_recipe"] == "medsa"
     model, _ = load_sam_model(out, arch="demo", device="cpu")
-    adapters = sum(p.numel() for n, p in model.named_parameters() if "Adapter." in n)
-    assert stats["n_trainable"] == adapters > 0
-    # the frozen weights are the base's, bit for bit
-    base_model, _ = load_sam_model(base["checkpoint"], arch="demo", device="cpu")
+    assert isinstance(model.image_encoder, MedsaImageEncoder)
+    assert model.input_recipe.click_order == "xy"  # the recipe's default
     tuned = model.state_dict()
-    for key, value in base_model.state_dict().items():
+    assert "image_encoder.blocks.0.attn.rel_h" in tuned
+    assert "mask_decoder.transformer.layers.0.mlp.layers.0.0.weight" in tuned
+    adapters = sum(
+        p.numel()
+        for n, p in model.named_parameters()
+        if "Adapter." in n and "Depth_Adapter" not in n
+    )
+    assert stats["n_trainable"] == adapters > 0
+    # the frozen weights are the base's (under Med-SA's key names), bit for bit
+    base_model, _ = load_sam_model(base["checkpoint"], arch="demo", device="cpu")
+    base_state = medsa_state_from_sam(base_model.state_dict())
+    assert set(base_state) <= set(tuned)
+    for key, value in base_state.items():
         assert torch.equal(tuned[key], value), key
 
 
@@ -216,34 +228,36 @@ def test_released_samed_layouts_load_through_the_import_recipe(tmp_path, ct, bas
         _import(tmp_path, base, settings, tmp_path / "broken.pth")
 
 
-def test_a_medsa_training_checkpoint_loads_without_its_3d_branch(tmp_path, base):
-    module = {
-        "kind": "medsa_adapters",
-        "ratio": 0.25,
-        "activation": "gelu",
-        "scale": 0.5,
-        "decoder": False,
-    }
+def test_a_medsa_train_py_checkpoint_loads_strictly_with_its_3d_branch(tmp_path, base):
+    """Med-SA's train.py layout (``state_dict`` entry, every tensor of Med-SA's network,
+    ``Depth_Adapter`` included; ``module.`` prefix of -distributed runs) loads strictly
+    onto the base's dims; a foreign tensor or other dims stop with one line naming the
+    file. (The outputs are checked against the official code in
+    tests/conformance/test_conformance_medsa.py.)"""
+    spec = medsa_spec(arch_spec({"img_size": 64}), pos_embed_grid=64)
     torch.manual_seed(0)
-    theirs = apply_modules(build_sam({"img_size": 64}), [module], source="t")
+    theirs = build_sam(spec)
     with torch.no_grad():
-        for name, param in theirs.named_parameters():
-            if "Adapter." in name:
-                param.normal_(0, 0.02)
-    state = dict(theirs.state_dict())
-    for block in range(4):  # the 3D branch Med-SA's AdapterBlock always holds
-        state[f"image_encoder.blocks.{block}.Depth_Adapter.D_fc1.weight"] = torch.zeros(48, 192)
-    released = tmp_path / "best_checkpoint.pth"
+        for param in theirs.parameters():
+            param.add_(0.02 * torch.randn_like(param))
+    state = {f"module.{k}": v for k, v in theirs.state_dict().items()}
+    released = tmp_path / "best_dice_checkpoint.pth"
     torch.save({"epoch": 3, "model": "sam", "state_dict": state, "best_tol": 0.2}, released)
-    # the released code's architecture is the base's (here the tiny demo SAM)
-    imported = _import(tmp_path, base, {"format": "medsa", "activation": "gelu"}, released)
+    imported = _import(tmp_path, base, {"format": "medsa"}, released)
+    assert set(imported.state_dict()) == {k.removeprefix("module.") for k in state}
+    assert imported.input_recipe.click_order == "row_col"  # the official default
     images = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(imported.image_encoder(images), theirs.image_encoder(images))
-    state["image_encoder.blocks.0.Space_Adapter.D_fc9.weight"] = torch.zeros(1)
+    state["module.image_encoder.blocks.0.Space_Adapter.D_fc9.weight"] = torch.zeros(1)
     torch.save({"state_dict": state}, released)
     with pytest.raises(
-        InputError, match=r"best_checkpoint.pth: not a Med-SA checkpoint.*unexpected"
+        InputError, match=r"best_dice_checkpoint.pth: not a Med-SA .*checkpoint.*unexpected"
     ):
-        _import(tmp_path, base, {"format": "medsa", "activation": "gelu"}, released)
-    assert np.isfinite(float(imported.image_encoder(images).mean()))
+        _import(tmp_path, base, {"format": "medsa"}, released)
+    other = build_sam(
+        medsa_spec(arch_spec({"img_size": 64, "depth": 2, "global_attn_indexes": [1]}))
+    )
+    torch.save({"state_dict": other.state_dict()}, released)
+    with pytest.raises(InputError, match=r"best_dice_checkpoint.pth: not a Med-SA .*depth 4"):
+        _import(tmp_path, base, {"format": "medsa"}, released)
