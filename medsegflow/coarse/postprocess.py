@@ -41,8 +41,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from medsegflow.components import keep_largest
 from medsegflow.preprocess.clustering import kmeans_1d, kmeans_assign
-from medsegflow.prompts.points import EIGHT_CONNECTED
 from medsegflow.schema import complete
 
 METHODS = ("kmeans", "crf", "threshold", "morphology")
@@ -137,17 +137,7 @@ def keep_components(mask_yx: np.ndarray, *, top_k: int, min_area: int) -> np.nda
     Equal sizes keep the raster order of their first pixel, as
     :func:`~medsegflow.prompts.points.connected_components` orders them.
     """
-    labelled, n = ndimage.label(mask_yx, structure=EIGHT_CONNECTED)
-    if n == 0:
-        return np.zeros(mask_yx.shape, dtype=bool)
-    sizes = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
-    order = np.argsort(-sizes, kind="stable")
-    order = order[sizes[order] >= min_area]
-    if top_k > 0:
-        order = order[:top_k]
-    keep = np.zeros(n + 1, dtype=bool)
-    keep[order + 1] = True
-    return keep[labelled]
+    return keep_largest(mask_yx, top_k=top_k, min_size=min_area)
 
 
 def coarse_mask(saliency_yx: np.ndarray, image_yx: np.ndarray, config: CoarseConfig) -> np.ndarray:

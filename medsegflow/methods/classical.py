@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
+from medsegflow.components import largest_component
 from medsegflow.errors import ConfigError
 from medsegflow.prediction.cases import CaseInput, predict_prompted_cases
 from medsegflow.prediction.job import PredictJob
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
 
 ALGORITHMS = ("otsu", "kmeans")
 POLARITIES = ("auto", "bright", "dark")
-_EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
 
 
 def _intensity_classes(
@@ -65,12 +65,7 @@ def _choose_class(classes_yx: np.ndarray, n_classes: int, *, polarity: str) -> i
 
 def _largest_component(mask_yx: np.ndarray) -> np.ndarray:
     """The largest 8-connected component of a 2D mask (empty stays empty)."""
-    components, n = ndimage.label(mask_yx, structure=_EIGHT_CONNECTED)
-    if n <= 1:
-        return mask_yx
-    sizes = np.bincount(components.ravel())
-    sizes[0] = 0
-    return components == int(np.argmax(sizes))
+    return largest_component(mask_yx)
 
 
 def _box_slices(box_xyxy: np.ndarray, shape_yx: tuple[int, int]) -> tuple[slice, slice]:

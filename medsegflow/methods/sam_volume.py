@@ -30,13 +30,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
+from medsegflow.components import label_by_size
 from medsegflow.interactive import CLICK_TABLE_COLUMNS
 from medsegflow.manifests import BOX_COLUMNS
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.prediction.painting import ObjectMask, mean_probability
-from medsegflow.prompts.clicks import full_connectivity, next_click_index
+from medsegflow.prompts.clicks import next_click_index
 from medsegflow.prompts.propagation import litemedsam_margin_px, propagate_box_3d
 from medsegflow.prompts.voting import vote
 
@@ -220,13 +220,11 @@ def object_reference(
         return z_lo, mask_zyx[z_lo : z_hi + 1]
     cache = {} if components is None else components
     if obj.label not in cache:
-        labelled, n = ndimage.label(mask_zyx, structure=full_connectivity(3))
-        sizes = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
-        cache[obj.label] = (labelled, np.argsort(-sizes, kind="stable"))
+        cache[obj.label] = label_by_size(mask_zyx)
     labelled, order = cache[obj.label]
     if obj.component >= len(order):
         return z_lo, np.zeros_like(mask_zyx[z_lo : z_hi + 1])
-    return z_lo, labelled[z_lo : z_hi + 1] == order[obj.component] + 1
+    return z_lo, labelled[z_lo : z_hi + 1] == order[obj.component]
 
 
 def _slab(masks: list[ObjectMask], z_lo: int, shape: tuple[int, ...]) -> np.ndarray:

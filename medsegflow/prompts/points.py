@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import ndimage
 
-EIGHT_CONNECTED = np.ones((3, 3), dtype=bool)
+from medsegflow.components import components_largest_first
 
 
 def _as_mask(mask_yx: np.ndarray, name: str = "mask_yx") -> np.ndarray:
@@ -52,13 +52,7 @@ def connected_components(mask_yx: np.ndarray) -> list[np.ndarray]:
     Ties in size keep the order of the components' first pixel in raster order, so the
     k-th component is well defined. Returns bool ``(H, W)`` masks (empty list if none).
     """
-    mask_yx = _as_mask(mask_yx)
-    labelled, n = ndimage.label(mask_yx, structure=EIGHT_CONNECTED)
-    if n == 0:
-        return []
-    sizes = np.bincount(labelled.ravel(), minlength=n + 1)[1:]
-    order = np.argsort(-sizes, kind="stable")
-    return [labelled == (i + 1) for i in order]
+    return components_largest_first(_as_mask(mask_yx))
 
 
 def _draw(candidates_yx: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

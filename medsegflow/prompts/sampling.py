@@ -28,8 +28,8 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
+from medsegflow.components import components_largest_first
 from medsegflow.prompts.boxes import box_from_mask, jitter_box, slice_objects
 from medsegflow.prompts.points import connected_components, negative_points, positive_points
 from medsegflow.prompts.propagation import box_3d_from_mask
@@ -212,10 +212,7 @@ def volume_prompts(
         if spec.components == "union":
             objects = [(UNION, mask_zyx)]
         else:
-            parts, n = ndimage.label(mask_zyx, structure=np.ones((3, 3, 3), bool))
-            sizes = np.bincount(parts.ravel(), minlength=n + 1)[1:]
-            order = np.argsort(-sizes, kind="stable")
-            objects = [(k, parts == i + 1) for k, i in enumerate(order)]
+            objects = list(enumerate(components_largest_first(mask_zyx)))
         for component, object_zyx in objects:
             box, (z_min, z_max) = box_3d_from_mask(object_zyx)
             for repeat in range(spec.repeats):
