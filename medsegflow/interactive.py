@@ -1,9 +1,9 @@
 """The interactive protocol's outputs: the prediction after every click, scored per click.
 
-The CVPR 2025 interactive 3D challenge (``CVPR25_iter_eval.py`` of the challenge's
-evaluation repository) scores an initial prompt and then up to 5 corrective clicks, each
-at the centre of the largest error component, with DSC and NSD after every step and the
-area under each curve. Here:
+The CVPR 2025 interactive 3D challenge (``CVPR25_iter_eval.py``) scores an initial box and
+then 5 corrective clicks, each at the EDT maximum of the largest error component
+(:mod:`medsegflow.prompts.clicks`), with DSC and NSD after every step and the area under
+each curve. Here:
 
 - an interactive prediction job writes, beside its final label volume, every step's label
   volume: ``{predictions}/clicks/{case_id}.npz`` (:func:`write_click_volumes`), with the
@@ -13,12 +13,15 @@ area under each curve. Here:
   metric implementation (:func:`medsegflow.stages.score.score_case`) into
   ``results/metrics/{dataset}/{method}_clicks.csv`` (:data:`CLICK_COLUMNS`): one row per
   (case, class, click), ``click`` counting from 1 (a method whose first step is a box has
-  it as click 0);
-- :func:`clicks_tables` averages them per (dataset, method, class, click) over cases
-  (``results/tables/clicks.csv``) and gives per case the area under the DSC and NSD curves
-  over the clicks 1..N with unit steps, the challenge's ``DSC_AUC`` / ``NSD_AUC``
-  (``scipy.integrate.cumulative_trapezoid(values, np.arange(N))[-1]``, from 0 to N - 1),
-  averaged over cases (``results/tables/clicks_auc.csv``, :data:`AUC_COLUMNS`).
+  it as click 0), with ``gt_empty`` of the class;
+- :func:`clicks_tables` applies the challenge's rules and averages over cases:
+  the NSD of a step is 0 when that step's DSC, the mean over the classes present in the
+  reference, is <= 0.2 (:data:`medsegflow.conventions.CVPR_NSD_MIN_DSC`; classes absent
+  from the reference are not scored); curves per (dataset, method, class, click)
+  (``results/tables/clicks.csv``); per case the challenge's ``DSC_AUC`` / ``NSD_AUC``, the
+  trapezoid over the last 5 click steps only, the box step (click 0) excluded, at most 4
+  (:func:`medsegflow.conventions.cvpr25_auc`), averaged over cases
+  (``results/tables/clicks_auc.csv``, :data:`AUC_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from medsegflow.conventions import CVPR_NSD_MIN_DSC, cvpr25_auc
 from medsegflow.errors import InputError
 from medsegflow.io import atomic_path
 
@@ -51,6 +55,7 @@ CLICK_COLUMNS = (
     "dsc",
     "nsd",
     "distance_unit",
+    "gt_empty",
 )
 CURVE_COLUMNS = ("dataset", "method", "label_name", "click", "dsc", "nsd", "n_cases")
 AUC_COLUMNS = (
@@ -112,17 +117,29 @@ def read_click_volumes(
 
 
 def curve_auc(values: Sequence[float]) -> float:
-    """Area under a per-click curve with unit steps (trapezoids), from click 1 to N."""
-    values = np.asarray(values, dtype=np.float64)
-    if values.size < 2:
-        return 0.0 if values.size else np.nan
-    return float(np.sum((values[1:] + values[:-1]) / 2.0))
+    """Area under a per-click curve (clicks 1..N in order): the CVPR25 trapezoid with unit
+    steps over the last 5 values (:func:`medsegflow.conventions.cvpr25_auc`)."""
+    return cvpr25_auc(values)
+
+
+_STEP = ["dataset", "method", "case_id", "click"]
+
+
+def gate_nsd(rows: pd.DataFrame) -> pd.DataFrame:
+    """``rows`` with the CVPR25 rule applied: per step (case, click), classes whose reference
+    is empty (``gt_empty``, when the column is there) are not scored (dropped), and the NSD
+    of every class is 0.0 when the step's DSC, the mean over its scored classes, is <= 0.2
+    (NaN included)."""
+    if "gt_empty" in rows.columns:
+        rows = rows[~rows["gt_empty"].astype(str).str.lower().isin(["true", "1"])]
+    step_dsc = rows.groupby(_STEP, sort=False)["dsc"].transform("mean")
+    return rows.assign(nsd=rows["nsd"].where(step_dsc > CVPR_NSD_MIN_DSC, 0.0))
 
 
 def _with_all_classes(rows: pd.DataFrame) -> pd.DataFrame:
     """``rows`` plus, per (case, click), the mean over classes as :data:`ALL_CLASSES`."""
     means = (
-        rows.groupby(["dataset", "method", "case_id", "click"], sort=False)[["dsc", "nsd"]]
+        rows.groupby(_STEP, sort=False)[["dsc", "nsd"]]
         .mean()
         .reset_index()
         .assign(label=0, label_name=ALL_CLASSES)
@@ -131,9 +148,12 @@ def _with_all_classes(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def clicks_tables(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``(curves, auc)``: :data:`CURVE_COLUMNS` means over cases per click, and
-    :data:`AUC_COLUMNS` means over cases of each case's AUC over clicks 1..N (NaN values:
-    a class absent from a case, skipped). One class gives no "all classes" rows."""
+    """``(curves, auc)`` under the CVPR25 rules (:func:`gate_nsd`): :data:`CURVE_COLUMNS`
+    means over cases per click, and :data:`AUC_COLUMNS` means over cases of each case's AUC
+    over its click steps (:func:`curve_auc`; NaN values: a class absent from a case,
+    skipped). One class gives no "all classes" rows."""
+    if not rows.empty:
+        rows = gate_nsd(rows)
     if rows.empty:
         return pd.DataFrame(columns=list(CURVE_COLUMNS)), pd.DataFrame(columns=list(AUC_COLUMNS))
     several = rows.groupby(["dataset", "method"])["label_name"].transform("nunique") > 1

@@ -57,6 +57,7 @@ def score_clicks(
                         "dsc": row["dsc"],
                         "nsd": row["nsd"],
                         "distance_unit": units.get(case_id, "mm"),
+                        "gt_empty": row["gt_empty"],
                     }
                 )
     return pd.DataFrame.from_records(records, columns=list(CLICK_COLUMNS))

@@ -94,3 +94,46 @@ def test_random_mode_stays_inside_the_largest_region_and_is_seeded():
     a = next_click(np.zeros_like(gt), gt, mode="random", rng=np.random.default_rng(7))
     b = next_click(np.zeros_like(gt), gt, mode="random", rng=np.random.default_rng(7))
     np.testing.assert_array_equal(a, b)
+
+
+def test_click_tables_follow_the_cvpr25_protocol():
+    """The box step (click 0) is left out of the AUC; the NSD of a step is 0 when the step's
+    DSC over the classes present in the reference is <= 0.2; an absent class is not scored."""
+    import pandas as pd
+
+    from medsegflow.interactive import clicks_tables
+
+    steps = {0: 0.9, 1: 0.1, 2: 0.3, 3: 0.3, 4: 1.0, 5: 1.0}  # organ DSC per click
+    rows = []
+    for click, dsc in steps.items():
+        for label, name, value, empty in ((1, "organ", dsc, False), (2, "cyst", 0.0, True)):
+            rows.append(
+                {"dataset": "d", "method": "m", "case_id": "a", "label": label,
+                 "label_name": name, "click": click, "dsc": value, "nsd": 0.5,
+                 "distance_unit": "mm", "gt_empty": empty}
+            )  # fmt: skip
+    curves, auc = clicks_tables(pd.DataFrame(rows))
+    organ = curves[curves["label_name"] == "organ"].set_index("click")["nsd"]
+    assert organ[1] == 0.0 and organ[2] == 0.5  # DSC 0.1 <= 0.2: NSD 0
+    assert set(curves["label_name"]) == {"organ"}  # the cyst is absent from the reference
+    row = auc.set_index("label_name").loc["organ"]
+    assert row["dsc_auc"] == pytest.approx(0.5 * 0.1 + 0.3 + 0.3 + 1.0 + 0.5 * 1.0)
+    assert row["nsd_auc"] == pytest.approx(0.0 + 0.5 + 0.5 + 0.5 + 0.25)
+    assert row["n_clicks"] == 5
+
+
+def test_components_largest_first_ties_in_raster_order_like_the_cvpr25_argmax():
+    from medsegflow.components import keep_largest, label_by_size, largest_component
+
+    mask = np.zeros((6, 12), dtype=bool)
+    mask[0, 8:10] = True  # 2 px, first in raster order
+    mask[3:5, 0:2] = True  # 4 px
+    mask[3:5, 5:7] = True  # 4 px, same size, later in raster order
+    labelled, order = label_by_size(mask)
+    sizes = np.bincount(labelled.ravel())
+    assert sizes[order].tolist() == [4, 4, 2] and order.tolist() == [2, 3, 1]
+    sizes[0] = 0
+    assert (labelled == np.argmax(sizes)).sum() == 4  # CVPR25: argmax of the bincount
+    np.testing.assert_array_equal(largest_component(mask), labelled == 2)
+    assert keep_largest(mask, top_k=2).sum() == 8 and keep_largest(mask, min_size=3).sum() == 8
+    assert not largest_component(np.zeros((3, 3, 3))).any()
