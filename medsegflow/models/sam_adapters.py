@@ -20,7 +20,10 @@ Adapters are bottlenecks ``down`` (``D -> ratio * D``), activation, ``up``; the 
 a state dict saved by the authors' code loads unchanged. ``up`` starts at zero (the adapted
 network starts as the base network; the authors' code keeps PyTorch's default init).
 They are inserted with forward hooks on the existing attention and MLP modules, so every
-base parameter keeps its official state-dict key.
+base parameter keeps its official state-dict key. Med-SA's own network
+(:mod:`medsegflow.models.medsa_arch`, the one of its ``train.py`` checkpoints and of the
+``medsa`` recipe on a ViT) holds its encoder adapters in its blocks; there only the decoder
+adapters are added here. The hooks' encoder adapters serve LiteMedSAM's TinyViT.
 
 Defaults (``sam_models.schema.yaml``): ReLU (the paper; the code uses GELU), ``ratio``
 1/16: the paper's "2% of the SAM parameters (13M)" is 13.1 M adapter parameters on ViT-H
