@@ -341,21 +341,58 @@ def block_to_original(
     values = np.asarray(values_ijk)
     to_block = np.linalg.inv(grid.affine) @ grid.original_affine
     to_block[:3, 3] -= np.asarray(start_ijk, dtype=np.float64)
-    n_z, n_y, n_x = grid.original_shape_zyx
+    if (np.abs(to_block[:3, :3]) > 1e-9).sum(axis=1).tolist() == [1, 1, 1]:
+        return _axis_aligned_to_original(values, to_block, grid.original_shape_zyx)
+    return _oblique_to_original(values, to_block, grid.original_shape_zyx)
+
+
+def _oblique_to_original(
+    values: np.ndarray, to_block: np.ndarray, shape_zyx: tuple[int, int, int]
+) -> np.ndarray:
+    """:func:`block_to_original` for any affine: every original voxel, slice by slice."""
+    n_z, n_y, n_x = shape_zyx
     x = np.arange(n_x, dtype=np.float64)[None, :]
     y = np.arange(n_y, dtype=np.float64)[:, None]
-    out = np.zeros(grid.original_shape_zyx, dtype=np.uint8)
+    out = np.zeros(shape_zyx, dtype=np.uint8)
     for z in range(n_z):
         index = []
         for axis in range(3):
             row = to_block[axis]
             continuous = row[0] * x + row[1] * y + (row[2] * z + row[3])
-            index.append(np.floor(np.round(continuous / _SNAP) * _SNAP + 0.5).astype(np.int64))
+            index.append(_nearest_index(continuous))
         inside = np.ones((n_y, n_x), dtype=bool)
         for axis, side in enumerate(values.shape):
             inside &= (index[axis] >= 0) & (index[axis] < side)
         out[z][inside] = values[index[0][inside], index[1][inside], index[2][inside]]
     return out
+
+
+def _nearest_index(continuous: np.ndarray) -> np.ndarray:
+    """Nearest voxel index, exact halves up, after snapping to :data:`_SNAP`."""
+    return np.floor(np.round(continuous / _SNAP) * _SNAP + 0.5).astype(np.int64)
+
+
+def _axis_aligned_to_original(
+    values: np.ndarray, to_block: np.ndarray, shape_zyx: tuple[int, int, int]
+) -> np.ndarray:
+    """:func:`block_to_original` when each block axis follows one original axis (no
+    obliquity): one index vector per axis, one gather."""
+    shape_xyz = shape_zyx[::-1]
+    source = [int(np.flatnonzero(np.abs(to_block[a, :3]) > 1e-9)[0]) for a in range(3)]
+    if sorted(source) != [0, 1, 2]:
+        raise ValueError("block_to_original: the affines map two block axes to one")
+    out_xyz = np.zeros(shape_xyz, dtype=np.uint8)
+    gathered = values
+    where: list[slice] = [slice(0, 0)] * 3
+    for axis, j in enumerate(source):
+        found = _nearest_index(to_block[axis, j] * np.arange(shape_xyz[j]) + to_block[axis, 3])
+        inside = np.flatnonzero((found >= 0) & (found < values.shape[axis]))
+        if not inside.size:
+            return np.ascontiguousarray(out_xyz.transpose(2, 1, 0))
+        where[j] = slice(int(inside[0]), int(inside[-1]) + 1)  # monotonic: one run
+        gathered = np.take(gathered, found[inside], axis=axis)
+    out_xyz[tuple(where)] = gathered.transpose(np.argsort(source))  # block axes as x, y, z
+    return np.ascontiguousarray(out_xyz.transpose(2, 1, 0))
 
 
 def window_boxes(

@@ -175,6 +175,31 @@ def test_crop_mask_reaches_the_outermost_original_voxels():
     assert to_original(np.ones(legacy.shape, np.uint8), legacy).all()
 
 
+def test_axis_aligned_paste_back_equals_the_voxel_by_voxel_rule():
+    """The one-gather path for non-oblique grids gives what mapping every original voxel
+    centre does, on an LPS image whose axes the RAS model frame flips and permutes."""
+    from medsegflow.sam3d.preprocess import (
+        _axis_aligned_to_original,
+        _oblique_to_original,
+        block_to_original,
+    )
+
+    direction = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, -1.0)  # permuted and flipped
+    image = Volume(
+        np.zeros((9, 23, 17), np.float32), Geometry((0.7, 1.1, 3.0), (5, -2, 40), direction)
+    )
+    grid = to_model_grid(image)
+    values = (np.random.default_rng(4).random((16, 16, 16)) > 0.5).astype(np.uint8)
+    start = (-3, 2, -1)
+    to_block = np.linalg.inv(grid.affine) @ grid.original_affine
+    to_block[:3, 3] -= start
+    fast = _axis_aligned_to_original(values, to_block, grid.original_shape_zyx)
+    slow = _oblique_to_original(values, to_block, grid.original_shape_zyx)
+    assert fast.shape == (9, 23, 17) and 0 < fast.sum() < fast.size
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(block_to_original(values, start, grid), fast)
+
+
 def test_crop_is_centred_on_the_first_click_not_the_gt(sts):
     _, _, grid = sts
     reference = grid.label_ijk > 0
