@@ -247,7 +247,7 @@ def load_sam_model(
     spec, modules = model_architecture(path, arch=arch)
     # the ViT is built without memory; TinyViT computes buffers (attention-bias indices,
     # not in the state dict) from values at construction, so it is built for real (10 M)
-    where = torch.device("meta") if spec["encoder"] == "vit" else contextlib.nullcontext()
+    where = torch.device("meta") if spec["encoder"] != "tiny_vit" else contextlib.nullcontext()
     with where:
         model = apply_modules(build_sam(spec), modules, source=str(card_path(path)))
     _check_state_dict(path, state, model.state_dict(), arch=arch_label(arch))
