@@ -92,6 +92,7 @@ class SamConfig:
     clicks3d: int = 0
     clicks3d_mode: str = "center"
     clicks3d_mask_input: bool = True
+    propagation_box: str = "auto"
 
 
 def parse_sam_config(method: Mapping[str, Any]) -> SamConfig:
@@ -109,6 +110,7 @@ def parse_sam_config(method: Mapping[str, Any]) -> SamConfig:
         clicks3d=clicks3d["n"],
         clicks3d_mode=clicks3d["mode"],
         clicks3d_mask_input=clicks3d["mask_input"],
+        propagation_box=method["propagation_box"],
     )
 
 
@@ -304,6 +306,7 @@ def segment_sam_case(
             multimask=config.multimask,
             n_z=shape_zyx[0],
             keep_logits=config.clicks3d_mask_input,
+            box_rule=config.propagation_box,
         )
         steps, clicks = corrective_clicks(
             model,
@@ -328,6 +331,7 @@ def segment_sam_case(
         voting=config.voting,
         n_z=shape_zyx[0],
         keep_probs=config.save_probabilities,
+        box_rule=config.propagation_box,
     )
     label_zyx = case.read_label_zyx() if config.click_rounds else None
     flat = case.prompts.drop(index=volume.index)

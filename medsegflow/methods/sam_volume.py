@@ -3,12 +3,17 @@
 A ``box3d`` prompt (``prompts.tsv`` rows with ``z_min < z_max``) is one box per 3D object.
 Its middle slice (the row's ``z``) is decoded with the box; then each next slice, up and
 then down, with the box of its neighbour's prediction widened by LiteMedSAM's fixed 3
-pixels at the 256 scale (``3 * max(H, W) / 256`` original pixels), falling back to the
-middle box when the neighbour came back empty, within the box's z range
-(:func:`medsegflow.prompts.propagation.propagate_box_3d`). Every slice is decoded from its
-cached embedding, by the model's own recipe. Repeated draws of one object are voted
-slice by slice over the repeats that reached the slice. The 2D oracle clicks
-(``clicks.rounds``) are not part of this protocol.
+pixels at the 256 scale, falling back to the middle box when the neighbour came back
+empty, within the box's z range (:func:`medsegflow.prompts.propagation.propagate_box_3d`).
+The neighbour's box follows ``box_rule`` (:data:`PROPAGATION_BOXES`, the method's
+``propagation_box``): ``resized``, LiteMedSAM's official rule, measures it on the mask
+resized into the model's input frame and widens it by 3 pixels there
+(:func:`~medsegflow.prompts.propagation.box_from_mask_resized`); ``original`` measures it
+on the full-resolution mask and widens it by ``3 * max(H, W) / 256`` original pixels;
+``auto`` is ``resized`` for models with LiteMedSAM's recipe, ``original`` otherwise.
+Every slice is decoded from its cached embedding, by the model's own recipe. Repeated
+draws of one object are voted slice by slice over the repeats that reached the slice.
+The 2D oracle clicks (``clicks.rounds``) are not part of this protocol.
 
 Corrective 3D clicks (``clicks3d``, :func:`corrective_clicks`; the CVPR 2025 interactive
 protocol for 2D models): after the propagation (step 0), each step gives every object one
@@ -37,7 +42,11 @@ from medsegflow.manifests import BOX_COLUMNS
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.prediction.painting import ObjectMask, mean_probability
 from medsegflow.prompts.clicks import next_click_index
-from medsegflow.prompts.propagation import litemedsam_margin_px, propagate_box_3d
+from medsegflow.prompts.propagation import (
+    box_from_mask_resized,
+    litemedsam_margin_px,
+    propagate_box_3d,
+)
 from medsegflow.prompts.voting import vote
 
 if TYPE_CHECKING:
@@ -46,6 +55,39 @@ if TYPE_CHECKING:
     from medsegflow.models.sam_cache import CaseEmbeddings
 
 NO_POINTS = np.zeros((0, 3), dtype=np.int64)
+
+PROPAGATION_BOXES = ("auto", "resized", "original")
+"""How the box of a propagated slice is taken from its neighbour's mask (module docstring)."""
+
+
+def resolve_box_rule(box_rule: str, model: Sam) -> str:
+    """``resized`` or ``original``: ``auto`` is ``resized`` for LiteMedSAM's recipe."""
+    if box_rule not in PROPAGATION_BOXES:
+        raise ValueError(f"propagation box {box_rule!r} is not one of {PROPAGATION_BOXES}")
+    if box_rule == "auto":
+        return "resized" if model.input_recipe.name == "lite_medsam" else "original"
+    return box_rule
+
+
+def model_box_to_original(
+    model: Sam, box_model: np.ndarray, original_size: tuple[int, int]
+) -> np.ndarray:
+    """A box in the original frame that the model's recipe maps back to exactly
+    ``box_model`` (a model-frame box), so that decoding it feeds the prompt encoder
+    ``box_model`` unchanged. LiteMedSAM's recipe truncates (``int(v * S / max(H, W))``):
+    the centre of the model pixel is used, ``(b + 0.5) * max(H, W) / S``; the other recipes
+    scale each axis, which is inverted."""
+    recipe = model.input_recipe
+    box_model = np.asarray(box_model, dtype=np.float64)
+    if recipe.name == "lite_medsam":
+        out = (box_model + 0.5) * (max(original_size) / recipe.image_size)
+    else:
+        scale = recipe.map_boxes(np.ones((1, 4)), original_size)[0]
+        out = box_model / scale
+    back = recipe.map_boxes(out[None], original_size)[0]
+    if not np.allclose(back, box_model, rtol=0, atol=1e-6):
+        raise ValueError(f"cannot map model-frame box {box_model.tolist()} back ({back.tolist()})")
+    return out
 
 
 def volume_rows(prompts: pd.DataFrame) -> pd.DataFrame:
@@ -127,9 +169,13 @@ def propagate_row(
     multimask: bool,
     n_z: int,
     keep_logits: bool = False,
+    box_rule: str = "auto",
 ) -> dict[int, SliceDecoding]:
     """``z -> SliceDecoding`` of one box3d prompt row, propagated from its middle slice
-    ``z``; ``keep_logits`` keeps each slice's low-res logits (for corrective clicks)."""
+    ``z``; ``keep_logits`` keeps each slice's low-res logits (for corrective clicks);
+    ``box_rule`` one of :data:`PROPAGATION_BOXES` (module docstring). Every
+    ``SliceDecoding.box_xyxy`` is in the original frame (with ``resized``, the box whose
+    mapping is the model-frame box, :func:`model_box_to_original`)."""
     sizes = (cached.original_size, cached.input_size)
     decodings: dict[int, SliceDecoding] = {}
 
@@ -148,6 +194,17 @@ def propagate_row(
         decodings[z] = SliceDecoding(box, decoded.masks_pyx[0], decoded.probs_pyx[0], low_res)
         return decoded.masks_pyx[0]
 
+    neighbour_box = None
+    if resolve_box_rule(box_rule, model) == "resized":
+
+        def neighbour_box(mask_yx: np.ndarray) -> np.ndarray | None:
+            box_model = box_from_mask_resized(
+                mask_yx, input_size=cached.input_size, image_size=cached.image_size
+            )
+            if box_model is None:
+                return None
+            return model_box_to_original(model, box_model, cached.original_size)
+
     box = np.array([row[c] for c in BOX_COLUMNS], dtype=np.float64)
     masks = propagate_box_3d(
         segment,
@@ -155,6 +212,7 @@ def propagate_row(
         z_range=(int(row["z_min"]), int(row["z_max"])),
         shape_zyx=(n_z, *cached.original_size),
         margin_px=litemedsam_margin_px(cached.original_size),
+        neighbour_box=neighbour_box,
     )
     return {z: decodings[z] for z in masks}
 
@@ -167,13 +225,22 @@ def propagate_objects(
     multimask: bool,
     n_z: int,
     keep_logits: bool = False,
+    box_rule: str = "auto",
 ) -> list[VolumeObject]:
     """Every object (``prompt_id``, in order of first row) of box3d ``rows``, each repeat
-    propagated (:func:`propagate_row`)."""
+    propagated (:func:`propagate_row`, ``box_rule``)."""
     objects = []
     for _, group in rows.groupby("prompt_id", sort=False):
         runs = [
-            propagate_row(model, cached, row, multimask=multimask, n_z=n_z, keep_logits=keep_logits)
+            propagate_row(
+                model,
+                cached,
+                row,
+                multimask=multimask,
+                n_z=n_z,
+                keep_logits=keep_logits,
+                box_rule=box_rule,
+            )
             for row in group.to_dict("records")
         ]
         label, component = int(group["label"].iloc[0]), int(group["component"].iloc[0])
@@ -190,11 +257,14 @@ def propagated_objects(
     voting: str,
     n_z: int,
     keep_probs: bool = False,
+    box_rule: str = "auto",
 ) -> list[ObjectMask]:
-    """Per-slice object masks of a case's box3d rows: each object's repeats propagated,
-    then voted per slice by ``voting``. With ``keep_probs`` each mask keeps the float16
-    mean of the probabilities of the repeats that reached its slice (``prob_yx``)."""
-    objects = propagate_objects(model, cached, rows, multimask=multimask, n_z=n_z)
+    """Per-slice object masks of a case's box3d rows: each object's repeats propagated
+    (``box_rule``), then voted per slice by ``voting``. With ``keep_probs`` each mask keeps
+    the float16 mean of the probabilities of the repeats that reached its slice."""
+    objects = propagate_objects(
+        model, cached, rows, multimask=multimask, n_z=n_z, box_rule=box_rule
+    )
     return [m for obj in objects for m in obj.masks(voting=voting, keep_probs=keep_probs)]
 
 

@@ -136,7 +136,9 @@ def box_from_mask_resized(
 
     height, width = (int(s) for s in input_size)
     if not 0 < height <= image_size or not 0 < width <= image_size:
-        raise ValueError(f"input_size {tuple(input_size)} must lie inside {image_size} x {image_size}")
+        raise ValueError(
+            f"input_size {tuple(input_size)} must lie inside {image_size} x {image_size}"
+        )
     mask = (np.asarray(mask_yx) != 0).astype(np.uint8)
     resized = cv2.resize(mask, (width, height), interpolation=cv2.INTER_AREA)
     ys, xs = np.nonzero(resized)
