@@ -1,8 +1,13 @@
 """Intensity normalisation to ``uint8`` 0..255, the input range of SAM-family models.
 
-CT is windowed in Hounsfield units (level/width presets); every other modality (MR,
-ultrasound, X-ray, ...) is clipped to the 0.5th/99.5th percentiles of its foreground,
-as MedSAM's preprocessing does.
+CT is windowed in Hounsfield units (level/width presets). An 8-bit image of any other
+modality but MR (a PNG/JPG ultrasound, X-ray, endoscopy or dermoscopy image, grey or RGB,
+stored as uint8) is already in the models' input range and is kept unchanged: no official
+recipe clips such images (MedSAM's ``pre_grey_rgb.py``, LiteMedSAM's CVPR24 data, SAM's
+``SamPredictor``), and clipping them changed MedSAM's masks (Dice 0.968-0.982 against the
+official mask on the raw PNG). MR, and any modality stored with more than 8 bits (int16,
+float), is clipped to the 0.5th/99.5th percentiles of its foreground, as MedSAM's
+``pre_CT_MR.py`` does.
 """
 
 from __future__ import annotations
@@ -94,6 +99,18 @@ def is_ct(modality: str) -> bool:
     return modality.strip().upper() == "CT"
 
 
+PERCENTILE_ALWAYS = ("MR", "MRI")
+"""Modalities normalised to percentiles whatever their dtype (MedSAM's ``pre_CT_MR.py``)."""
+
+
+def keeps_8bit(modality: str, dtype: np.dtype | type | None) -> bool:
+    """True when an image of ``modality`` stored as ``dtype`` goes to the models unchanged:
+    uint8 (an 8-bit raster, grey or RGB) of any modality but CT and MR."""
+    if dtype is None or np.dtype(dtype) != np.uint8 or is_ct(modality):
+        return False
+    return modality.strip().upper() not in PERCENTILE_ALWAYS
+
+
 def resolve_window(window: WindowSpec) -> tuple[float, float]:
     """``(level, width)`` in HU from a preset name, a ``{"level", "width"}`` mapping or None.
 
@@ -127,12 +144,17 @@ def resolve_window(window: WindowSpec) -> tuple[float, float]:
     )
 
 
-def describe_intensity(*, modality: str, window: WindowSpec) -> str:
-    """How :func:`normalise_intensity` treats ``modality``: ``"window 40/400"`` or
-    ``"percentile 0.5-99.5"`` (for manifests and logs)."""
+def describe_intensity(
+    *, modality: str, window: WindowSpec, dtype: np.dtype | type | None = None
+) -> str:
+    """How :func:`normalise_intensity` treats ``modality`` (stored as ``dtype``):
+    ``"window 40/400"``, ``"8-bit unchanged"`` or ``"percentile 0.5-99.5"`` (for manifests
+    and logs)."""
     if is_ct(modality):
         level, width = resolve_window(window)
         return f"window {level:g}/{width:g}"
+    if keeps_8bit(modality, dtype):
+        return "8-bit unchanged"
     return f"percentile {DEFAULT_PERCENTILES[0]:g}-{DEFAULT_PERCENTILES[1]:g}"
 
 
@@ -141,11 +163,14 @@ def normalise_intensity(image_zyx: np.ndarray, *, modality: str, window: WindowS
 
     CT (``modality`` "CT", any case) is windowed with :func:`window_ct`, ``window`` being a
     preset name of :data:`WINDOW_PRESETS`, a ``{"level": HU, "width": HU}`` mapping, or
-    None for ``"abdomen"``. Every other modality uses :func:`normalise_percentiles` with
-    0.5/99.5 over the whole volume; ``window`` is then ignored.
+    None for ``"abdomen"``. A uint8 image of another modality but MR (an 8-bit raster,
+    :func:`keeps_8bit`) is returned unchanged. Every other image uses
+    :func:`normalise_percentiles` with 0.5/99.5 over the whole volume; ``window`` is then
+    ignored.
 
     Args:
-        image_zyx: ``(Z, Y, X)`` intensities (HU for CT); any shape works.
+        image_zyx: ``(Z, Y, X)`` intensities (HU for CT), or ``(Z, Y, X, 3)`` uint8 RGB;
+            any shape works.
 
     Returns:
         ``uint8`` array of the same shape.
@@ -153,4 +178,6 @@ def normalise_intensity(image_zyx: np.ndarray, *, modality: str, window: WindowS
     if is_ct(modality):
         level, width = resolve_window(window)
         return window_ct(image_zyx, level=level, width=width)
+    if keeps_8bit(modality, np.asarray(image_zyx).dtype):
+        return np.array(image_zyx, dtype=np.uint8, copy=True)
     return normalise_percentiles(image_zyx)

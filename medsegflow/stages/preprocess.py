@@ -102,7 +102,9 @@ def _preprocess_case(
         "case_id": case_id,
         "split": case["split"],
         "modality": case["modality"],
-        "intensity": describe_intensity(modality=case["modality"], window=window),
+        "intensity": describe_intensity(
+            modality=case["modality"], window=window, dtype=image.array_zyx.dtype
+        ),
         "n_components_removed_3d": report.n_components_removed_3d,
         "n_components_removed_2d": report.n_components_removed_2d,
         "voxels_removed": report.voxels_removed,
@@ -135,7 +137,8 @@ def preprocess_dataset(
 ) -> pd.DataFrame:
     """Preprocess every case of the canonical dataset in ``data_dir`` into ``out_dir``.
 
-    Images become ``uint8`` (CT windowed by ``window``, other modalities by foreground
+    Images become ``uint8`` (CT windowed by ``window``; 8-bit rasters - uint8 images of
+    any modality but CT and MR, grey or RGB - unchanged; the others by foreground
     percentiles, see :func:`~medsegflow.preprocess.intensity.normalise_intensity`);
     labels are cleaned with ``cleaning`` (keys ``min_voxels_3d``, default 1000, and
     ``min_pixels_2d``, default 100; 0 disables); the slices of every case are selected

@@ -79,6 +79,35 @@ def test_normalise_intensity_dispatch():
     assert describe_intensity(modality="US", window=None) == "percentile 0.5-99.5"
 
 
+def test_8bit_rasters_reach_the_models_unchanged_and_mr_keeps_percentiles(shared_data):
+    from medsegflow.io import read_raster
+
+    us = read_raster(shared_data / "busi_mini" / "images" / "10080.png")[None]  # (1, H, W, 3)
+    assert us.dtype == np.uint8
+    np.testing.assert_array_equal(normalise_intensity(us, modality="US", window=None), us)
+    grey = us[..., 0]
+    for modality in ("US", "XR", "endoscopy", "dermoscopy"):
+        np.testing.assert_array_equal(
+            normalise_intensity(grey, modality=modality, window=None), grey
+        )
+        assert describe_intensity(modality=modality, window=None, dtype=np.uint8) == (
+            "8-bit unchanged"
+        )
+    # the old rule (0.5-99.5 percentile clipping) would have changed this image
+    assert not np.array_equal(normalise_percentiles(grey), grey)
+    # MR is normalised to percentiles whatever its dtype (MedSAM's pre_CT_MR.py), CT windowed
+    np.testing.assert_array_equal(
+        normalise_intensity(grey, modality="MR", window=None), normalise_percentiles(grey)
+    )
+    assert describe_intensity(modality="MR", window=None, dtype=np.uint8).startswith("percentile")
+    assert not np.array_equal(normalise_intensity(grey, modality="CT", window=None), grey)
+    # more than 8 bits (an int16 or float ultrasound): percentiles
+    wide = grey.astype(np.int16) * 4
+    np.testing.assert_array_equal(
+        normalise_intensity(wide, modality="US", window=None), normalise_percentiles(wide)
+    )
+
+
 def test_unknown_window_preset_names_value_and_presets():
     with pytest.raises(ConfigError, match=r"'liver'.*abdomen, brain, chest"):
         normalise_intensity(np.zeros((1, 2, 2)), modality="CT", window="liver")
