@@ -27,7 +27,7 @@ produced are then NaN, and the aggregation reports the error (:data:`Aggregate` 
 Surface Dice is DeepMind's surfel algorithm (:func:`medsegflow.metrics.surfel_surface_dice`)
 applied to the arrays as the official script holds them: the CVPR24 and MedCLIP-SAMv2 scripts
 see a 2D image as a one-voxel slab with unit spacing, so the slab's flat faces count as surface.
-HD95 is medpy's (:func:`medsegflow.metrics.compute_metrics`). Overlap counts (Dice, IoU, Med-SA's
+HD95 is medpy's (:func:`medsegflow.metrics.hd95`). Overlap counts (Dice, IoU, Med-SA's
 smoothing constants) are computed here.
 
 Aggregations take a sequence of :data:`CaseResult` (one per case) and return an
@@ -48,7 +48,7 @@ from typing import Literal
 
 import numpy as np
 
-from medsegflow.metrics import compute_metrics, surfel_surface_dice
+from medsegflow.metrics import hd95, surfel_surface_dice
 
 NAN = math.nan
 
@@ -220,7 +220,7 @@ def samed_case(
     over ``1..num_classes``, so a class absent from both masks is scored too):
 
     - both non-empty: DSC = medpy ``dc``, HD95 = medpy ``hd95`` without voxelspacing, i.e. in
-      voxels (:func:`compute_metrics` with unit spacing, equal to medpy 0.5.2);
+      voxels (:func:`medsegflow.metrics.hd95` with unit spacing, equal to medpy 0.5.2);
     - prediction non-empty, GT empty: DSC = 1, HD95 = 0;
     - prediction empty (GT empty or not): DSC = 0, HD95 = 0.
 
@@ -229,13 +229,14 @@ def samed_case(
     """
     del prob_zyx
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
-    base = compute_metrics(pred, gt, (1.0, 1.0, 1.0), labels=labels)
     out: CaseResult = {}
     for label in labels:
-        r = base[label]
-        if not r["pred_empty"] and not r["gt_empty"]:
-            out[label] = _scores(dsc=r["dsc"], hd95=r["hd95_mm"])
-        elif not r["pred_empty"]:  # prediction present, GT empty
+        pred_mask, gt_mask = pred == label, gt == label
+        has_pred, has_gt = bool(pred_mask.any()), bool(gt_mask.any())
+        if has_pred and has_gt:
+            distance = hd95(pred_mask, gt_mask, (1.0, 1.0, 1.0))
+            out[label] = _scores(dsc=_plain_dice(pred_mask, gt_mask), hd95=distance)
+        elif has_pred:  # prediction present, GT empty
             out[label] = _scores(dsc=1.0, hd95=0.0)
         else:  # prediction empty
             out[label] = _scores(dsc=0.0, hd95=0.0)
@@ -797,11 +798,13 @@ def medclip_case(
     - Otherwise DSC, IoU = |A∩B| / |A∪B| and the DeepMind surface Dice at 2 of the image as a
       one-voxel slab with spacing (1, 1, 1), no DSC gate (an empty prediction gives 0).
 
-    ``spacing_zyx`` and ``prob_zyx`` are not used; HD95 is NaN. A 3D case is scored as one
-    volume with unit spacing.
+    ``spacing_zyx`` and ``prob_zyx`` are not used; HD95 is NaN. Their script reads 2D PNG
+    images: a 3D case (more than one slice) is not scored (NaN, ``counted`` False).
     """
     del prob_zyx
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes, same_grid=False)
+    if not is_2d_case(gt):
+        return {label: _scores(counted=False) for label in labels}
     if seg_u8 is not None:
         if len(labels) != 1:
             raise ValueError(f"medclip_case: seg_u8 scores one class, got classes {labels}")
@@ -855,16 +858,18 @@ def medclip_aggregate(
     the official code fails (two empty masks) stops the whole evaluation: ``error`` names it
     and the overall values are NaN. ``script="nnunetv2"``: the copy in
     ``weak_segmentation/nnunetv2/evaluation/eval.py``, whose never-filled IoU column makes
-    pandas raise ``ValueError`` on any folder it gets through. ``per_class``
-    (informational): the mean over images of each label's unrounded value."""
+    pandas raise ``ValueError`` on any folder it gets through. Images with no scored class
+    (3D cases) are left out (``n_excluded``). ``per_class`` (informational): the mean over
+    images of each label's unrounded value."""
     if script not in ("eval", "nnunetv2"):
         raise ValueError(f"medclip_aggregate: script {script!r} is not 'eval' or 'nnunetv2'")
     error = _errors_of(results)
-    if script == "nnunetv2" and results and not error:
+    scored = [r for r in results if any(s["counted"] or s["error"] for s in r.values())]
+    if script == "nnunetv2" and scored and not error:
         error = "ValueError"
     overall = {"dsc": NAN, "iou": NAN, "nsd": NAN, "hd95": NAN}
-    if not error and results:
-        summaries = [medclip_case_summary(r, decimals=decimals) for r in results]
+    if not error and scored:
+        summaries = [medclip_case_summary(r, decimals=decimals) for r in scored]
         for metric in ("dsc", "iou", "nsd"):
             overall[metric] = float(np.mean([s[metric] for s in summaries]))
     per_class = {
@@ -876,7 +881,7 @@ def medclip_aggregate(
         "overall": overall,
         "per_class": per_class,
         "n_cases": len(results),
-        "n_excluded": 0,
+        "n_excluded": len(results) - len(scored),
         "error": error,
     }
 

@@ -298,6 +298,25 @@ def _union_box(a: np.ndarray, b: np.ndarray, *, margin: int) -> tuple[slice, ...
     return tuple(box)
 
 
+def hd95(pred_mask: np.ndarray, gt_mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
+    """``hd95_mm`` of :func:`compute_metrics` alone (medpy 0.5.2 ``hd95``) for two non-empty
+    bool masks of equal shape; NaN when one is empty."""
+    pred_mask = np.asarray(pred_mask, dtype=bool)
+    gt_mask = np.asarray(gt_mask, dtype=bool)
+    if not pred_mask.any() or not gt_mask.any():
+        return math.nan
+    spacing = tuple(float(s) for s in spacing_mm)
+    pred_c, gt_c, spacing_c = _crop_pair(pred_mask, gt_mask, spacing)
+    pred_border, gt_border = _border(pred_c), _border(gt_c)
+    pooled = np.concatenate(
+        [
+            _directed_distances(pred_border, gt_border, spacing_c),
+            _directed_distances(gt_border, pred_border, spacing_c),
+        ]
+    )
+    return float(np.percentile(pooled, 95))
+
+
 def _surface_metrics(
     pred_mask: np.ndarray,
     gt_mask: np.ndarray,
@@ -380,13 +399,17 @@ def _within(
     offsets, _ = _sorted_offsets(spacing_mm, float(tau_mm))
     points, flat, base, shifts = _offset_search_setup(from_border, to_border, offsets)
     hit = np.zeros(len(points), dtype=bool)
-    todo = np.arange(len(points))
-    for shift in shifts:
-        found = flat[base[todo] + shift]
-        hit[todo[found]] = True
-        todo = todo[~found]
+    if not len(shifts):
+        return hit
+    hit = flat[base]  # offset 0 first: a shared surface point is at distance 0
+    todo = np.flatnonzero(~hit).astype(base.dtype)
+    step = max(1, 4_000_000 // max(len(todo), 1))
+    for start in range(1, len(shifts), step):
         if not todo.size:
             break
+        found = flat[base[todo][:, None] + shifts[None, start : start + step]].any(axis=1)
+        hit[todo[found]] = True
+        todo = todo[~found]
     return hit
 
 

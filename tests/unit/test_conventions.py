@@ -527,3 +527,11 @@ def test_bad_inputs_are_rejected():
         cv.medsam_case(pred, gt, (1.0, 0.0, 1.0), [1])
     with pytest.raises(ValueError, match="channels"):
         cv.medsa_case(pred, gt, SPACING_ZYX, [1, 2], np.zeros((2, *SHAPE))[:1])
+
+
+def test_medclip_does_not_score_volumes():
+    pred, gt = _combo_case()  # (24, 12, 16): a volume, not a PNG image
+    result = cv.medclip_case(pred, gt, SPACING_ZYX, CLASSES)
+    assert all(not s["counted"] and _nan(s["dsc"]) and not s["error"] for s in result.values())
+    agg = cv.medclip_aggregate([result])
+    assert _nan(agg["overall"]["dsc"]) and agg["n_excluded"] == 1 and agg["error"] == ""
