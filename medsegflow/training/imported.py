@@ -185,11 +185,26 @@ def import_medsa(
         raise InputError(f"{path}: format medsa: {err}") from None
     model = build_sam(spec)
     if problem := state_dict_mismatch(state, model.state_dict(), what=f"Med-SA {_dims(spec)}"):
-        raise InputError(f"{path}: {problem}")
+        raise InputError(f"{path}: {problem}{_size_hint(state, spec)}")
     model.load_state_dict(
         {k: v.float() if v.is_floating_point() else v for k, v in state.items()}, strict=True
     )
     return model, spec, []
+
+
+def _size_hint(state: Mapping[str, torch.Tensor], spec: Mapping[str, Any]) -> str:
+    """A hint naming the ``img_size`` (Med-SA's ``-image_size``) the file was trained at,
+    read from its first global-attention block, when it is not the config's."""
+    index = spec["global_attn_indexes"][0] if spec["global_attn_indexes"] else None
+    table = state.get(f"image_encoder.blocks.{index}.attn.rel_h")
+    if table is None:
+        return ""
+    size = (int(table.shape[0]) + 1) // 2 * int(spec["patch_size"])
+    if size == spec["img_size"]:
+        return ""
+    return (
+        f" (the file's global attention fits img_size {size}: arch {{like: ..., img_size: {size}}})"
+    )
 
 
 def _dims(spec: Mapping[str, Any]) -> str:

@@ -26,6 +26,7 @@ from sam_conformance import REPO, ConfiguredModel, embed_through_cache
 
 from medsegflow import planning
 from medsegflow.config import load_config
+from medsegflow.errors import InputError
 from medsegflow.models.input_recipes import MEDSA_THRESHOLDS, MedsaRecipe
 from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.models.sam_loader import load_sam_model
@@ -55,14 +56,14 @@ def _arch(medsa) -> dict:
     }
 
 
-def _configured(medsa, out, **train) -> ConfiguredModel:
+def _configured(medsa, out, arch=None, **train) -> ConfiguredModel:
     """Import the fixture's checkpoint as the training job of ``sam_models.medsa_isic``
     does, into ``out``, and load the result as the embed and predict stages do."""
     with open(REPO / "config.yaml", encoding="utf-8") as handle:
         raw = copy.deepcopy(yaml.safe_load(handle))
     raw.setdefault("weights", {})["medsa_official"] = str(medsa / "best_dice_checkpoint.pth")
     raw["sam_models"][NAME] = {
-        "arch": _arch(medsa),
+        "arch": arch or _arch(medsa),
         "train": {"recipe": "import", "format": "medsa", "weights": "medsa_official", **train},
         "precision": "fp32",
     }
@@ -188,3 +189,12 @@ def test_click_order_xy_is_the_transposed_point(medsa, tmp_path, embeddings):
     transposed = SamPrompt(None, prompt.points_xyl[:, [1, 0, 2]])
     back = _decode(xy, embeddings[case], transposed).low_res_pchw
     np.testing.assert_allclose(back, expected, rtol=0, atol=ATOL)
+
+
+def test_another_image_size_is_named_in_one_line(medsa, tmp_path):
+    """The fixture was trained with ``-image_size 256``: configured at Med-SA's default 1024,
+    the import stops with one line naming the file and the size the file fits."""
+    arch = {k: v for k, v in _arch(medsa).items() if k != "img_size"}
+    with pytest.raises(InputError, match=r"best_dice_checkpoint.pth: .*fits img_size 256") as err:
+        _configured(medsa, tmp_path / "sam.pth", arch=arch)
+    assert "\n" not in str(err.value)
