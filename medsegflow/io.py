@@ -172,14 +172,21 @@ def _sitk():
     return sitk
 
 
-def read_volume(path: str | os.PathLike, *, channel: int | None = None) -> Volume:
+def read_volume(
+    path: str | os.PathLike, *, channel: int | None = None, colour: str = "error"
+) -> Volume:
     """Read a NIfTI (or any ITK-readable) image as a 3D ``zyx`` array with geometry.
 
     2D files become one-slice volumes. ``channel`` selects one channel of a multi-channel
     image: a 4D NIfTI (MSD's multi-modal tasks, the channel the 4th axis) or a vector
-    image; the geometry is the first three axes'. Raises :class:`InputError` naming the
-    file when it is missing, unreadable/truncated, or has more than 3 dimensions or
-    channels without ``channel``, or no such channel.
+    image; the geometry is the first three axes'. ``colour`` says what the caller does
+    with a colour image (an RGB vector image, 3 components: how the canonical layout
+    stores a colour 2D image, see :func:`colour_or_grey`): ``"rgb"`` returns it as a
+    ``(Z, Y, X, 3)`` array, ``"grey"`` converts it to one uint8 channel
+    (:func:`grey_of`, for the steps that need one), ``"error"`` refuses it. Raises
+    :class:`InputError` naming the file when it is missing, unreadable/truncated, or has
+    more than 3 dimensions or channels without ``channel`` (or ``colour``), or no such
+    channel.
     NaN/inf voxels of NIfTI float data are returned as stored (ITK 5 alone reads them as 0).
     """
     sitk = _sitk()
@@ -204,14 +211,19 @@ def read_volume(path: str | os.PathLike, *, channel: int | None = None) -> Volum
     truncated = _check_nifti_payload(path, image, array)
     if truncated:
         raise InputError(f"{path}: cannot read image (corrupt or truncated file) {truncated}")
-    if bad_spacing := _nifti_spacing_problem(path):
-        raise InputError(f"{path}: {bad_spacing}")
+    if bad_header := _nifti_header_problem(path):
+        raise InputError(f"{path}: {bad_header}")
     if channel is not None:
         return _channel_volume(path, image, array, channel)
-    if image.GetNumberOfComponentsPerPixel() != 1:
+    if colour not in COLOUR_MODES:
+        raise ValueError(f"colour {colour!r} is not one of {COLOUR_MODES}")
+    components = image.GetNumberOfComponentsPerPixel()
+    rgb = components == COLOUR_CHANNELS and colour != "error" and array.dtype == np.uint8
+    if components != 1 and not rgb:
+        hint = " (an RGB image: this step reads one channel)" if components == 3 else ""
         raise InputError(
-            f"{path}: image has {image.GetNumberOfComponentsPerPixel()} channels "
-            "per voxel, expected a single-channel image"
+            f"{path}: image has {components} channels per voxel, expected a "
+            f"single-channel image{hint}"
         )
     dim = image.GetDimension()
     if dim > 3:
@@ -228,6 +240,8 @@ def read_volume(path: str | os.PathLike, *, channel: int | None = None) -> Volum
         geometry = Geometry(
             tuple(image.GetSpacing()), tuple(image.GetOrigin()), tuple(image.GetDirection())
         )
+    if rgb and colour == "grey":
+        array = grey_of(array)
     return Volume(array, geometry)
 
 
@@ -307,9 +321,10 @@ def _check_nifti_payload(path: Path, image, array: np.ndarray) -> str:
     return ""
 
 
-def _nifti_spacing_problem(path: Path) -> str:
-    """Why the voxel spacing a NIfTI header stores (``pixdim[1..3]``) is unusable: zero,
-    negative or not finite; "" when it is fine or the file is no NIfTI.
+def _nifti_header_problem(path: Path) -> str:
+    """What is wrong with the header of a file named ``.nii``/``.nii.gz``: no NIfTI header at
+    all (ITK reads a PNG or JPEG by its content, whatever its name), or a voxel spacing
+    (``pixdim[1..3]``) that is zero, negative or not finite; "" when it is fine.
 
     ITK's reader replaces a zero spacing by 1 mm and a negative one by its absolute value
     without a word, which changes every distance (HD95, NSD, ASSD); the raw header is read here.
@@ -318,7 +333,9 @@ def _nifti_spacing_problem(path: Path) -> str:
     if not name.endswith((".nii", ".nii.gz")):
         return ""
     try:
-        with (gzip.open if name.endswith(".gz") else open)(path, "rb") as handle:
+        with open(path, "rb") as handle:
+            zipped = handle.read(2) == b"\x1f\x8b"  # by content: ITK reads a plain file too
+        with (gzip.open if zipped else open)(path, "rb") as handle:
             header = handle.read(540)
     except (EOFError, OSError, zlib.error):
         return ""  # the payload check names a damaged file
@@ -332,7 +349,8 @@ def _nifti_spacing_problem(path: Path) -> str:
             pixdim = struct.unpack(order + "8d", header[104:168])
             break
     else:
-        return ""
+        kind = next((k for magic, k in _MAGIC if header.startswith(magic)), "")
+        return f"not a NIfTI file{f' (it holds a {kind} image)' if kind else ''}"
     n = min(max(int(dims[0]), 1), 3)
     spacing = pixdim[1 : n + 1]
     if all(math.isfinite(v) and v > 0 for v in spacing):
@@ -344,15 +362,21 @@ def _nifti_spacing_problem(path: Path) -> str:
     )
 
 
+_MAGIC = ((b"\x89PNG", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"GIF8", "GIF"), (b"BM", "BMP"))
+"""Leading bytes of the raster formats ITK reads whatever a file's name says."""
+
+
 def write_volume(path: str | os.PathLike, volume: Volume) -> None:
-    """Write a ``zyx`` volume atomically as NIfTI (or by the path's extension)."""
+    """Write a ``zyx`` volume atomically as NIfTI (or by the path's extension); a
+    ``(Z, Y, X, 3)`` uint8 colour volume is written as an RGB vector image."""
     sitk = _sitk()
     array = np.asarray(volume.array_zyx)
-    if array.ndim != 3:
+    colour = is_colour(array)
+    if array.ndim != 3 and not colour:
         raise ValueError(f"{path}: expected a 3D zyx array, got shape {array.shape}")
     if array.dtype == bool:
         array = array.astype(np.uint8)
-    image = sitk.GetImageFromArray(array)
+    image = sitk.GetImageFromArray(array, isVector=colour)
     image.SetSpacing(tuple(float(s) for s in volume.geometry.spacing_xyz))
     image.SetOrigin(tuple(float(o) for o in volume.geometry.origin_xyz))
     image.SetDirection(tuple(float(d) for d in volume.geometry.direction))
@@ -404,6 +428,44 @@ def image_suffix(path: str | os.PathLike) -> str:
     """The format suffix of ``path`` (``.nii.gz`` counts as one), lower case; "" for none."""
     name = Path(path).name.lower()
     return next((s for s in IMAGE_SUFFIXES if name.endswith(s)), "")
+
+
+COLOUR_CHANNELS = 3
+COLOUR_MODES = ("error", "rgb", "grey")
+"""How :func:`read_volume` treats a colour image (its ``colour`` argument)."""
+
+
+def is_colour(array: np.ndarray) -> bool:
+    """True for a colour volume of the canonical layout: ``(Z, Y, X, 3)`` uint8 (RGB)."""
+    array = np.asarray(array)
+    return array.ndim == 4 and array.shape[-1] == COLOUR_CHANNELS and array.dtype == np.uint8
+
+
+def colour_or_grey(raster: np.ndarray) -> np.ndarray:
+    """A raster as the canonical layout stores it: an 8-bit colour image with different
+    channels stays ``(H, W, 3)`` uint8 RGB (alpha dropped): the SAM-family recipes take
+    RGB, as the official code does; anything else becomes one channel (:func:`to_grey`:
+    grey as it is, equal channels as one, other colour depths as luminance)."""
+    if raster.ndim == 3 and raster.shape[-1] >= COLOUR_CHANNELS and raster.dtype == np.uint8:
+        rgb = raster[..., :COLOUR_CHANNELS]
+        equal = np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(
+            rgb[..., 0], rgb[..., 2]
+        )
+        if not equal:
+            return np.ascontiguousarray(rgb)
+    return to_grey(raster)
+
+
+def grey_of(array: np.ndarray) -> np.ndarray:
+    """One channel of a colour array ``(..., 3)`` uint8: BT.601 luminance
+    (:data:`LUMA_WEIGHTS`) rounded to uint8, the explicit conversion of the steps that
+    need one channel (classical baselines, nnU-Net, saliency, coarse masks); a grey
+    array is returned as it is."""
+    array = np.asarray(array)
+    if array.ndim < 3 or array.shape[-1] != COLOUR_CHANNELS or array.dtype != np.uint8:
+        return array
+    luma = array.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
+    return np.clip(np.rint(luma), 0, 255).astype(np.uint8)
 
 
 def to_grey(image: np.ndarray) -> np.ndarray:

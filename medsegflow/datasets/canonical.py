@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from medsegflow.errors import InputError
-from medsegflow.io import Geometry, Volume, write_csv_atomic, write_text, write_volume
+from medsegflow.io import Geometry, Volume, is_colour, write_csv_atomic, write_text, write_volume
 from medsegflow.logs import console_warning
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,13 @@ def find_case_problems(
     lab_name = case.label_source or f"{case.case_id} label"
     problems: list[str] = []
     img, lab = case.image.array_zyx, case.label.array_zyx
-    if img.ndim != 3:
+    if img.ndim != 3 and not is_colour(img):  # a colour image: (Z, Y, X, 3) uint8 RGB
         problems.append(f"{img_name}: image has {img.ndim} dimensions, expected 2D or 3D")
     if lab.ndim != 3:
         problems.append(f"{lab_name}: label has {lab.ndim} dimensions, expected 2D or 3D")
     if problems:
         return problems
-    if img.shape != lab.shape:
+    if img.shape[:3] != lab.shape:
         problems.append(
             f"{lab_name}: label shape (z,y,x)={lab.shape} differs from image "
             f"{img_name} shape {img.shape}"
@@ -151,7 +151,7 @@ def find_case_problems(
         n_bad = int((~np.isfinite(img)).sum())
         problems.append(f"{img_name}: image has {n_bad} NaN or infinite intensities")
     elif check_empty and (empty := empty_image_problem(case)):
-        problems.append(empty)
+        problems.append(f"{empty}{CONSTANT_HINT}")
     if np.issubdtype(lab.dtype, np.floating) and (
         not np.isfinite(lab).all() or not np.array_equal(lab, np.round(lab))
     ):
@@ -167,13 +167,17 @@ def find_case_problems(
     return problems
 
 
+CONSTANT_HINT = "; set allow_constant_images: true in the dataset's config to score it all the same"
+"""Ends the line of a constant image where it is an error (the default)."""
+
+
 def empty_image_problem(case: CanonicalCase) -> str:
     """A line naming the image file when all its voxels have one value; "" otherwise."""
     img = case.image.array_zyx
     if img.size and np.min(img) != np.max(img):
         return ""
     value = "no voxels" if img.size == 0 else f"every voxel is {np.ravel(img)[0]}"
-    return f"{case.image_source or case.case_id + ' image'}: empty image ({value})"
+    return f"{case.image_source or case.case_id + ' image'}: constant image ({value})"
 
 
 def _fmt(values: Iterable[float]) -> str:
@@ -232,11 +236,6 @@ def write_canonical_dataset(
         seen.add(case.case_id)
         problems = find_case_problems(case, label_map, check_empty=not allow_constant_images)
         if problems:
-            if (empty := empty_image_problem(case)) and problems == [empty]:
-                raise InputError(
-                    f"{empty}; set allow_constant_images: true in the dataset's "
-                    "config to score it all the same"
-                )
             raise InputError("\n".join(problems))
         warnings = []
         if empty := empty_image_problem(case):
@@ -248,7 +247,7 @@ def write_canonical_dataset(
             case.label.geometry,
         )
         write_volume(out / "labels" / f"{case.case_id}.nii.gz", label)
-        size_zyx = case.image.array_zyx.shape
+        size_zyx = case.image.array_zyx.shape[:3]  # a colour image's RGB axis is no size
         rows.append(
             {
                 "case_id": case.case_id,

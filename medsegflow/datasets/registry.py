@@ -57,8 +57,17 @@ def prepare_dataset(
     key: str = "adapter",
     allow_constant_images: bool = False,
 ) -> pd.DataFrame:
-    """Run adapter ``adapter`` with ``params`` and write its cases into ``out_dir``."""
-    result = get_adapter(adapter, key=key)(params, seed=seed)
+    """Run adapter ``adapter`` with ``params`` and write its cases into ``out_dir``.
+
+    A bad parameter is a :class:`ConfigError` naming the whole key: with ``key``
+    ``datasets.<name>.adapter``, ``params.<key>`` becomes ``datasets.<name>.params.<key>``.
+    """
+    build = get_adapter(adapter, key=key)
+    try:
+        result = build(params, seed=seed)
+    except ConfigError as err:
+        prefix = key[: -len("adapter")] if key.endswith(".adapter") else ""
+        raise ConfigError(f"{prefix}{err}") from None
     return write_canonical_dataset(
         result.cases,
         label_map=result.label_map,

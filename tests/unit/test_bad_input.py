@@ -7,6 +7,10 @@ be absent, so partial output is never taken as complete.
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +18,12 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
+from medsegflow import preflight
+from medsegflow.__main__ import main as verify_command
+from medsegflow.config import read_config_file
 from medsegflow.datasets.registry import ADAPTERS, prepare_dataset
 from medsegflow.errors import ConfigError, InputError
+from medsegflow.preflight import check_stale_lock, check_writable
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 SPLEEN_CT = DATA / "msd_spleen_crop" / "sub-spleen2_ct.nii.gz"
@@ -285,3 +293,81 @@ def test_bad_png_param_values(tmp_path: Path, params: dict, key: str) -> None:
     params = {"root": str(tmp_path / "pngs"), **params}
     message = _fails(ConfigError, tmp_path / "out", adapter="png_folder", params=params)
     assert message.startswith(f"{key}:"), message
+
+
+# --- config files, output folders, locks and job errors (docs/bad_input.md) ---------------
+
+
+def test_duplicate_yaml_key_names_file_line_and_key(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        "seed: 1\nprompts:\n  box:\n    type: box\n    jitter: 5\n    jitter: 10\n",
+        encoding="utf-8",
+    )
+    line = (
+        f"{path}, line 6: duplicate key 'prompts.box.jitter' (also on line 5); give each key once"
+    )
+    with pytest.raises(ConfigError) as info:
+        read_config_file(path)
+    assert str(info.value) == line
+    assert verify_command(["verify", "--configfile", str(path)]) == 1
+    assert capsys.readouterr().out.strip() == line
+
+
+def test_read_only_output_folder_is_named(tmp_path: Path, monkeypatch) -> None:
+    (tmp_path / "results" / "data").mkdir(parents=True)
+    check_writable(tmp_path)
+    (tmp_path / "results" / "data").chmod(0o555)
+    if os.geteuid() == 0:  # root writes anywhere: let os.access read the permission bits
+        monkeypatch.setattr(
+            preflight.os, "access", lambda p, mode: bool(Path(p).stat().st_mode & 0o200)
+        )
+    try:
+        with pytest.raises(ConfigError) as info:
+            check_writable(tmp_path)
+    finally:
+        (tmp_path / "results" / "data").chmod(0o755)
+    folder = tmp_path / "results" / "data"
+    assert str(info.value) == (
+        f"{folder}/: folder is not writable (dr-xr-xr-x); make it writable "
+        f"(chmod -R u+w {folder}) or run in another folder"
+    )
+
+
+def test_lock_of_a_dead_run_is_named_and_a_live_ones_left_alone(tmp_path: Path) -> None:
+    locks = tmp_path / ".snakemake" / "locks"
+    locks.mkdir(parents=True)
+    (locks / "0.output.lock").write_text("results/x\n", encoding="utf-8")
+    check_stale_lock(tmp_path)  # no owner named: Snakemake's own lock check decides
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    host = socket.gethostname()
+    (locks / f"medsegflow-{host}-{gone.pid}.pid").write_text("", encoding="utf-8")
+    with pytest.raises(ConfigError) as info:
+        check_stale_lock(tmp_path)
+    assert str(info.value) == (
+        f"{locks}/: locked by a run that was killed (process {gone.pid} no longer exists); "
+        "rerun the same command once with --unlock, then run it again"
+    )
+    (locks / f"medsegflow-{host}-{os.getpid()}.pid").write_text("", encoding="utf-8")
+    check_stale_lock(tmp_path)  # a run still alive owns it
+
+
+def test_bad_input_in_a_job_is_one_console_line_and_a_logged_traceback(tmp_path: Path) -> None:
+    log = tmp_path / "job.log"
+    code = (
+        "from medsegflow.errors import InputError\n"
+        "from medsegflow.logs import log_to\n"
+        f"with log_to({str(log)!r}):\n"
+        "    print('working')\n"
+        "    raise InputError('raw/a.nii.gz: cannot read image')\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8"
+    )
+    assert result.returncode == 1
+    assert result.stderr == "raw/a.nii.gz: cannot read image\n" and result.stdout == ""
+    text = log.read_text(encoding="utf-8")
+    assert "working" in text and "failed after" in text
+    assert text.rstrip().endswith("medsegflow.errors.InputError: raw/a.nii.gz: cannot read image")
+    assert "Traceback (most recent call last)" in text

@@ -69,7 +69,8 @@ def _faulty_nifti_set(root: Path) -> dict[str, str]:
         "spacing": "labelsTr/spacing.nii.gz: label geometry (spacing (2, 2, 5)",
         "values": "labelsTr/values.nii.gz: label values [7] are not in the label map",
         "nan": "imagesTr/nan_0000.nii.gz: image has 8 NaN or infinite intensities",
-        "empty": "imagesTr/empty_0000.nii.gz: empty image (every voxel is 0.0)",
+        "empty": "imagesTr/empty_0000.nii.gz: constant image (every voxel is 0.0); set "
+        "allow_constant_images: true in the dataset's config to score it all the same",
         "truncated": "imagesTr/truncated_0000.nii.gz: cannot read image",
         "duplicate": "imagesTr/sub/good_0000.nii.gz: duplicate case id 'good'",
     }
