@@ -573,10 +573,9 @@ def sammed3d_best_of_clicks(
 ) -> CaseResult:
     """Legacy SAM-Med3D ``validation.py``: the best of the per-click results of one case.
 
-    Source: uni-medical/SAM-Med3D ``validation.py`` at commit
-    10761d1dfad11fd054f19d3b26f0b7ae5602c272: ``num_clicks`` defaults to 5; per case it keeps
-    ``max(dice_list)`` and, separately, ``max(iou_list)`` (the two maxima may come from
-    different clicks); the reported score is the plain mean of those maxima over cases.
+    ``num_clicks`` defaults to 5; per case it keeps ``max(dice_list)`` and, separately,
+    ``max(iou_list)`` (the two maxima may come from different clicks); the reported score is
+    the plain mean of those maxima over cases.
 
     ``click_results``: the case results (e.g. from :func:`sammed3d_case`) after click 1, 2, ...
     in order; the first ``n_clicks`` are used. Per class: ``dsc`` and ``iou`` are the maxima
