@@ -123,10 +123,12 @@ def read_prompts(path: str | os.PathLike) -> pd.DataFrame:
     return table
 
 
-def read_preprocessed_image(path: str | os.PathLike) -> Volume:
+def read_preprocessed_image(path: str | os.PathLike, *, colour: str = "error") -> Volume:
     """A preprocessed image (``images/{case_id}.nii.gz``); :class:`InputError` naming the
-    file when it is unreadable or not ``uint8``."""
-    image = read_volume(path)
+    file when it is unreadable or not ``uint8``. ``colour``: what the caller does with a
+    colour (RGB) image, ``"rgb"`` (keep it, ``(Z, Y, X, 3)``) or ``"grey"`` (one channel),
+    see :func:`medsegflow.io.read_volume`."""
+    image = read_volume(path, colour=colour)
     if image.array_zyx.dtype != np.uint8:
         raise InputError(f"{path}: preprocessed image is {image.array_zyx.dtype}, expected uint8")
     return image

@@ -359,8 +359,8 @@ def choose_qualitative_slice(label_zyx: np.ndarray) -> int:
 
 
 def _read_checked(path: Path, shape: tuple[int, ...] | None, reference: Path | None) -> np.ndarray:
-    array = read_volume(path).array_zyx
-    if shape is not None and array.shape != shape:
+    array = read_volume(path, colour="rgb").array_zyx  # a colour image is shown in colour
+    if shape is not None and array.shape[:3] != shape:
         raise ValueError(f"{path}: shape {array.shape} differs from {reference} shape {shape}")
     return array
 

@@ -15,9 +15,13 @@ Parameters (``params.<key>``)::
     modality    e.g. "US", "XR" (required)
     splits | split | split_all, captions | caption   see :mod:`medsegflow.datasets._params`
 
-Images become single-channel ``(1, H, W)`` volumes with ``Geometry(spacing_xyz=(sx, sy, 1))``.
-Greyscale images keep their dtype (uint8, uint16, ...); an RGB image whose channels are all
-equal keeps one channel; other colour images become float32 luminance
+Images become one-slice volumes with ``Geometry(spacing_xyz=(sx, sy, 1))``. An 8-bit
+colour image whose channels differ stays RGB: a ``(1, H, W, 3)`` uint8 volume, stored as
+an RGB vector NIfTI (the canonical layout's colour 2D image; ISIC, Kvasir-SEG), because the
+SAM-family recipes take RGB as the official code does; the steps that need one channel
+convert it explicitly (``medsegflow.io.grey_of``). Greyscale images keep their dtype
+(uint8, uint16, ...) as ``(1, H, W)``; an RGB image whose channels are all equal keeps one
+channel; colour images of more than 8 bits become float32 luminance
 ``0.299 R + 0.587 G + 0.114 B`` (ITU-R BT.601, not rounded). Alpha is ignored.
 
 Binary masks: a pixel is foreground when its grey value (max over RGB) is > 127, which reads
@@ -59,7 +63,7 @@ from medsegflow.datasets._params import (
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Geometry, Volume, read_raster, to_grey
+from medsegflow.io import Geometry, Volume, colour_or_grey, read_raster
 
 log = logging.getLogger(__name__)
 
@@ -147,14 +151,15 @@ def _load_case(
 def read_image_and_masks(
     image_path: Path, mask_paths: Sequence[Path], rule: MaskRule
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(image_yx, label_yx)``: the image in one channel and the union of its masks'
-    labels (a later mask wins where they overlap); :class:`InputError` names a mask whose
-    size differs from the image's."""
-    image_yx = to_grey(read_raster(image_path))
+    """``(image_yx, label_yx)``: the image as the canonical layout stores it (an 8-bit
+    colour image ``(H, W, 3)`` RGB, any other one channel: :func:`~medsegflow.io.colour_or_grey`)
+    and the union of its masks' labels (a later mask wins where they overlap);
+    :class:`InputError` names a mask whose size differs from the image's."""
+    image_yx = colour_or_grey(read_raster(image_path))
     label_yx = None
     for path in mask_paths:
         mask = read_raster(path)
-        if image_yx.shape != mask.shape[:2]:
+        if image_yx.shape[:2] != mask.shape[:2]:
             raise InputError(
                 f"{path}: mask size {_size(mask)} differs from image "
                 f"{image_path} size {_size(image_yx)} (width x height)"

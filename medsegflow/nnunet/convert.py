@@ -29,7 +29,14 @@ from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path, read_cases, read_label_map
 from medsegflow.errors import InputError
-from medsegflow.io import Volume, atomic_path, read_volume, write_text, write_volume
+from medsegflow.io import (
+    COLOUR_CHANNELS,
+    Volume,
+    atomic_path,
+    read_volume,
+    write_text,
+    write_volume,
+)
 from medsegflow.manifests import read_table
 from medsegflow.nnunet.env import nnunet_roots, portable
 from medsegflow.nnunet.naming import GT_LABELS, dataset_id, dataset_name
@@ -90,6 +97,17 @@ def check_training_cases(
 
 
 def _copy_atomic(src: Path, dst: Path) -> None:
+    """Copy an image into nnU-Net's folder. A colour (RGB) image is written as one grey
+    channel instead (:func:`medsegflow.io.grey_of`, BT.601 luminance): the dataset.json
+    declares one input channel."""
+    import SimpleITK as sitk
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(src))
+    reader.ReadImageInformation()
+    if reader.GetNumberOfComponents() == COLOUR_CHANNELS:
+        write_volume(dst, read_volume(src, colour="grey"))
+        return
     with atomic_path(dst) as tmp:
         shutil.copyfile(src, tmp)
 
@@ -117,7 +135,7 @@ def _write_training_case(
     src = image_path(data_dir, case_id)
     if not label_file.is_file():
         raise InputError(f"{src}: image has no label file (expected {label_file})")
-    image = read_volume(src)
+    image = read_volume(src, colour="grey")  # nnU-Net gets one channel (_copy_atomic)
     label = read_volume(label_file)
     if label.array_zyx.shape != image.array_zyx.shape or not label.geometry.matches(image.geometry):
         raise InputError(

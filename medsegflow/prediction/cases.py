@@ -216,7 +216,9 @@ def predict_cases(job: PredictJob, *, segment: CaseRunner, desc: str = "predict"
         start = time.perf_counter()
         reset_gpu_peak()
         case_id = case["case_id"]
-        image = read_preprocessed_image(image_path(job.preprocessed_dir, case_id))
+        # one channel: the families that read the image itself (classical, coarse masks)
+        # need one; the SAM families decode embeddings that were made from the RGB image
+        image = read_preprocessed_image(image_path(job.preprocessed_dir, case_id), colour="grey")
         result, n_prompts = segment(case, image)
         prediction = result if isinstance(result, CasePrediction) else CasePrediction(result)
         label_zyx = prediction.label_zyx

@@ -95,7 +95,7 @@ def make_coarse_masks(
     for case in tqdm(cases.to_dict("records"), desc="coarse masks", unit="case"):
         start = time.perf_counter()
         case_id = str(case["case_id"])
-        image = read_volume(image_path(preprocessed_dir, case_id))
+        image = read_volume(image_path(preprocessed_dir, case_id), colour="grey")  # one channel
         image_zyx = image.array_zyx
         if image_zyx.dtype != np.uint8:
             raise InputError(

@@ -111,7 +111,8 @@ def embed_dataset(
     for case in tqdm(cases.to_dict("records"), desc="embed", unit="case"):
         start = time.perf_counter()
         reset_gpu_peak()
-        image_zyx = read_preprocessed_image(image_path(pre, case["case_id"])).array_zyx
+        path = image_path(pre, case["case_id"])
+        image_zyx = read_preprocessed_image(path, colour="rgb").array_zyx  # the recipes take RGB
         z = _case_slices(slices, case["case_id"], n_z=image_zyx.shape[0], source=pre / "slices.tsv")
         tic = time.perf_counter()
         embeddings = encode_slices(

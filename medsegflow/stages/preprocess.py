@@ -74,9 +74,9 @@ def _preprocess_case(
 ) -> tuple[dict[str, Any], list[dict[str, Any]], CleaningReport]:
     """Preprocess one case; returns its manifest row, its slice rows and its cleaning report."""
     case_id = case["case_id"]
-    image = read_volume(image_path(data_dir, case_id))
+    image = read_volume(image_path(data_dir, case_id), colour="rgb")  # RGB stays RGB
     label = read_volume(label_path(data_dir, case_id))
-    if label.array_zyx.shape != image.array_zyx.shape:
+    if label.array_zyx.shape != image.array_zyx.shape[:3]:
         raise InputError(
             f"{label_path(data_dir, case_id)}: label shape (z,y,x)="
             f"{label.array_zyx.shape} differs from the image's "

@@ -170,7 +170,7 @@ def compute_saliency(
         case_start = time.perf_counter()
         case_id, split = str(case["case_id"]), case["split"]
         case_texts = _case_texts(texts, case_id, pre / "manifest.tsv")
-        image = read_preprocessed_image(image_path(pre, case_id))
+        image = read_preprocessed_image(image_path(pre, case_id), colour="grey")  # one channel
         targets = _case_targets(
             pre,
             case_id,

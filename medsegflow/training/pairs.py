@@ -84,9 +84,10 @@ def _dataset_pairs(preprocessed_dir: Path, split: str = "train") -> DatasetPairs
     data = DatasetPairs(name=preprocessed_dir.name, label_map=read_label_map(preprocessed_dir))
     pairs: list[tuple[int, int]] = []
     for case_id, rows in slices.groupby("case_id", sort=True):
-        image_zyx = read_volume(image_path(preprocessed_dir, case_id)).array_zyx
+        # RGB stays RGB: the recipes take (H, W, 3) as the official code does
+        image_zyx = read_volume(image_path(preprocessed_dir, case_id), colour="rgb").array_zyx
         label_zyx = read_volume(label_path(preprocessed_dir, case_id)).array_zyx
-        if image_zyx.dtype != np.uint8 or image_zyx.shape != label_zyx.shape:
+        if image_zyx.dtype != np.uint8 or image_zyx.shape[:3] != label_zyx.shape:
             raise InputError(
                 f"{image_path(preprocessed_dir, case_id)}: expected a uint8 image on the "
                 f"label's grid {label_zyx.shape}, got {image_zyx.dtype} {image_zyx.shape}"
