@@ -184,6 +184,16 @@ def _errors_of(results: Sequence[CaseResult]) -> str:
     return ", ".join(names)
 
 
+def _values_present(labels: np.ndarray) -> list[int]:
+    """The sorted values of an integer label array (``np.unique``, by counting when the
+    values are small non-negative integers)."""
+    low, high = int(labels.min()), int(labels.max())
+    if low >= 0 and high < 2**16:
+        counts = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=high + 1)
+        return [int(v) for v in np.flatnonzero(counts)]
+    return [int(v) for v in np.unique(labels)]
+
+
 def _deepmind_dice(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
     """DeepMind ``compute_dice_coefficient``: 2|G∩P| / (|G| + |P|), NaN when both are empty."""
     volume_sum = int(np.count_nonzero(gt_mask)) + int(np.count_nonzero(pred_mask))
@@ -411,7 +421,7 @@ def cvpr25_case(
     """
     del prob_zyx
     pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
-    scored = [int(v) for v in np.unique(gt)[1:]]
+    scored = _values_present(gt)[1:]
     if is_2d_case(gt):
         return _cvpr_case(pred, gt, spacing, labels, scored, nsd_error="IndexError")
     return _cvpr_case(pred, gt, _as_fed(spacing, spacing_order), labels, scored)
@@ -454,8 +464,9 @@ def cvpr25_sequence(
     official error (``error:<Name>``) replaces its NSD and the NSD AUC/final.
     """
     gt = _as_labels(gt_zyx, "gt_zyx")
-    classes = [int(v) for v in np.unique(gt)[1:]] or [1]
-    row: dict[str, float | int | str] = {"num_class": len(np.unique(gt)) - 1}
+    present = _values_present(gt)
+    classes = present[1:] or [1]
+    row: dict[str, float | int | str] = {"num_class": len(present) - 1}
     dscs: list[float] = []
     nsds: list[float] = []
     error = ""
@@ -520,7 +531,7 @@ def sammed3d_case(
         raise ValueError(f"sammed3d_case: label_set {label_set!r} is not 'gt' or 'classes'")
     pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
     if label_set == "gt":
-        labels = [int(v) for v in np.unique(gt) if v != 0]
+        labels = [v for v in _values_present(gt) if v != 0]
     out: CaseResult = {}
     for label in labels:
         pred_mask, gt_mask = pred == label, gt == label
