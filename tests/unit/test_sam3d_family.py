@@ -100,6 +100,7 @@ def test_training_writes_loadable_weights_a_card_and_the_loss_history(trained):
     model = load_checkpoint(weights, "tiny")  # strict, through the one loader
     card = json.loads((weights.parent / "model.json").read_text(encoding="utf-8"))
     assert card["spec"] == "tiny" and card["training"]["n_cases"] == 2  # the train split
+    assert card["resampling"]["grid_rule"] == "floor_centred"  # the pinned torchio's grid
     assert card["training"]["n_parameters"] == count_parameters(model)[0]
     history = pd.read_csv(weights.parent / "train_log.csv")
     assert history["iteration"].tolist() == [1, 2] and np.isfinite(history["loss_per_click"]).all()
@@ -151,6 +152,11 @@ def test_prediction_keeps_every_click_and_the_last_is_the_prediction(dataset, pr
     assert clicks.groupby("label")["click"].max().le(CLICKS["n"]).all()
     assert manifest["n_prompts"].iloc[0] == len(clicks)
     assert manifest[["n_windows", "window_seconds"]].values.tolist() == [[0, 0.0]]
+    # the run's torchio and the 1.5 mm grid it implies (docs/conformance.md)
+    import torchio
+
+    assert manifest["torchio"].tolist() == [torchio.__version__]
+    assert manifest["grid_rule"].tolist() == ["floor_centred"]  # torchio >= 0.20.11
 
 
 def test_per_click_scores_use_the_one_metric_module(dataset, predicted):
