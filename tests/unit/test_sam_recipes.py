@@ -83,9 +83,32 @@ def test_medsa_recipe_trains_only_the_adapters(tmp_path, ct, base):
     train = {"recipe": "medsa", "iterations": 80, "batch_size": 4, "lr": 1e-2, "prompt": "box"}
     out, stats = _train(tmp_path, ct, base, train)
     _loss_fell(out, 0.9, n=10)
-    clicks = {**train, "iterations": 3, "prompt": "points"}  # Med-SA's default prompt
+    # Med-SA's default prompt, with the code's adapters and click order: the trained model
+    # is then in the layout of an official train.py checkpoint and imports as one
+    code = {
+        "ratio": 0.25,
+        "activation": "gelu",
+        "decoder_adapters": False,
+        "click_order": "row_col",
+    }
+    clicks = {**train, "iterations": 3, "prompt": "points", **code}
     clicked, _ = _train(tmp_path, ct, base, clicks, name="clicked")
     assert np.isfinite(pd.read_csv(clicked.parent / "train_log.csv")["loss"]).all()
+    ours, _ = load_sam_model(clicked, arch="demo", device="cpu")
+    released = tmp_path / "best_dice_checkpoint.pth"
+    torch.save({"epoch": 3, "model": "sam", "state_dict": ours.state_dict()}, released)
+    spec = read_card(clicked)["spec"]
+    imported = _import(tmp_path, None, {"format": "medsa"}, released, arch=spec)  # no base
+    assert imported.input_recipe == ours.input_recipe
+    images = torch.rand(1, 3, 64, 64)
+    points = (torch.tensor([[[20.0, 30.0]]]), torch.ones(1, 1, dtype=torch.int))
+    for model in (ours, imported):
+        with torch.no_grad():
+            embedding = model.image_encoder(images)
+            sparse, dense = model.prompt_encoder(points=points, boxes=None, masks=None)
+            pe = model.prompt_encoder.get_dense_pe()
+            model.out = model.mask_decoder(embedding, pe, sparse, dense, False)[0]
+    torch.testing.assert_close(imported.out, ours.out, rtol=0, atol=0)
     card = read_card(out)
     assert [m["kind"] for m in card["modules"]] == ["medsa_adapters"]
     # a ViT base becomes Med-SA's own network, the one of an official train.py checkpoint
@@ -168,12 +191,12 @@ def _samed_file(state, *, n_blocks, decoder, n_layers=2):
     return out
 
 
-def _import(tmp_path, base, settings, released):
+def _import(tmp_path, base, settings, released, arch="demo"):
     out = tmp_path / "imported" / "sam.pth"
     train = {"recipe": "import", "weights": "released", **settings}
     train_sam_model(
         model="imported",
-        arch="demo",
+        arch=arch,
         train=train,
         preprocessed_dirs=[],
         out_weights=out,
@@ -181,7 +204,7 @@ def _import(tmp_path, base, settings, released):
         base=base,
         checkpoint=released,
     )
-    return load_sam_model(out, arch="demo", device="cpu")[0]
+    return load_sam_model(out, arch=arch, device="cpu")[0]
 
 
 def _same_semantic_outputs(a, b):
