@@ -293,7 +293,7 @@ def _save(path: Path, array: np.ndarray) -> None:
     Image.fromarray(array).save(path)
 
 
-def test_png_colour_image_luminance_and_01_masks(tmp_path: Path) -> None:
+def test_png_colour_image_stays_rgb_and_01_masks(tmp_path: Path) -> None:
     rgb = np.zeros((3, 4, 3), np.uint8)
     rgb[0, 0] = (200, 100, 50)
     rgb[1, 2] = (0, 0, 255)
@@ -303,10 +303,17 @@ def test_png_colour_image_luminance_and_01_masks(tmp_path: Path) -> None:
     _save(tmp_path / "masks" / "a.png", mask_yx)
     params = {"root": str(tmp_path), "modality": "US", "split_all": "train"}
     prepare_dataset(adapter="png_folder", params=params, seed=0, out_dir=tmp_path / "out")
-    image, label = _written(tmp_path / "out", "a")
-    assert image.array_zyx.dtype == np.float32
-    assert image.array_zyx[0, 0, 0] == pytest.approx(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
-    assert image.array_zyx[0, 1, 2] == pytest.approx(255 * LUMA_WEIGHTS[2])
+    written = tmp_path / "out" / "images" / "a.nii.gz"
+    image = read_volume(written, colour="rgb")  # the canonical colour image: (1, H, W, 3)
+    assert image.array_zyx.dtype == np.uint8 and image.array_zyx.shape == (1, 3, 4, 3)
+    np.testing.assert_array_equal(image.array_zyx[0], rgb)
+    # a step that needs one channel converts explicitly: BT.601 luminance, rounded
+    grey = read_volume(written, colour="grey").array_zyx
+    assert grey[0, 0, 0] == round(0.299 * 200 + 0.587 * 100 + 0.114 * 50)
+    assert grey[0, 1, 2] == round(255 * LUMA_WEIGHTS[2])
+    with pytest.raises(InputError, match="RGB"):
+        read_volume(written)
+    label = read_volume(tmp_path / "out" / "labels" / "a.nii.gz")
     np.testing.assert_array_equal(label.array_zyx[0], mask_yx)
 
 

@@ -20,7 +20,7 @@ from PIL import Image
 from medsegflow.datasets.canonical import read_cases, read_label_map
 from medsegflow.datasets.registry import prepare_dataset
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import LUMA_WEIGHTS, read_image, read_volume
+from medsegflow.io import read_image, read_volume
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 needs_data = pytest.mark.usefixtures("shared_data")  # fails (never skips) without ../shared/data
@@ -489,10 +489,10 @@ def test_kvasir_seg_thresholds_jpeg_masks_and_reads_split_lists(tmp_path: Path) 
     rows = _table(out)
     assert read_label_map(out) == {"background": 0, "polyp": 1}
     for case_id, (image, mask, source) in expected.items():
-        written_image, label = _written(out, case_id)
-        luma = image.astype(np.float32) @ np.asarray(LUMA_WEIGHTS, dtype=np.float32)
-        assert written_image.array_zyx.dtype == np.float32
-        np.testing.assert_allclose(written_image.array_zyx[0], luma, rtol=0, atol=1e-3)
+        written_image = read_volume(out / "images" / f"{case_id}.nii.gz", colour="rgb")
+        label = read_volume(out / "labels" / f"{case_id}.nii.gz")
+        assert written_image.array_zyx.dtype == np.uint8  # RGB kept, as decoded
+        np.testing.assert_array_equal(written_image.array_zyx[0], image)
         values = np.unique(label.array_zyx)
         assert set(values) == {0, 1}  # JPEG noise removed
         np.testing.assert_array_equal(label.array_zyx[0], mask.astype(np.uint8))
