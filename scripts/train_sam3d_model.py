@@ -17,4 +17,5 @@ with log_to(snakemake.log[0]):
         out_weights=snakemake.output.weights,
         seed=snakemake.params.seed,
         device=method.get("device"),
+        resample_grid=method.get("resample_grid", "torchio"),
     )

@@ -56,15 +56,17 @@ def training_cases(
 def train_sam3d_model(
     *,
     method: str,
-    spec: str,
+    spec: str | Mapping[str, Any],
     train: Mapping[str, Any],
     data_dirs: Sequence[str | os.PathLike],
     preprocessed_dirs: Sequence[str | os.PathLike],
     out_weights: str | os.PathLike,
     seed: int,
     device: str | None = None,
+    resample_grid: str = "torchio",
 ) -> dict[str, Any]:
-    """Train and write the weights, card and loss history; returns the training summary."""
+    """Train and write the weights, card and loss history; returns the training summary.
+    ``resample_grid``: the method's 1.5 mm grid (:mod:`medsegflow.sam3d.preprocess`)."""
 
     from medsegflow.sam3d.model import save_checkpoint
     from medsegflow.sam3d.preprocess import grid_provenance
@@ -80,6 +82,7 @@ def train_sam3d_model(
         lr=float(train["lr"]),
         weight_decay=float(train["weight_decay"]),
         warmup=int(train["warmup"]),
+        resample_grid=resample_grid,
     )
     log.info("%s: training SAM-Med3D %s on %d cases, %s", method, spec, len(cases), config)
     model, info = train_sam3d(cases, seed=seed, config=config, device=device)
@@ -92,7 +95,7 @@ def train_sam3d_model(
         "spec": spec,
         "train": dict(train),
         "training": {**info, "n_cases": len(cases)},
-        "resampling": grid_provenance("torchio"),
+        "resampling": grid_provenance(resample_grid),
     }
     write_text(out_weights.parent / "model.json", json.dumps(card, indent=2, default=str) + "\n")
     write_csv_atomic(

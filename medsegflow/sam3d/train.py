@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     """Training settings; ``max_seconds`` stops early (then not reproducible in length)."""
 
-    spec: str = "tiny"
+    spec: str | Mapping[str, Any] = "tiny"
     iterations: int = 700
     batch_size: int = 2
     max_clicks: int = 5
@@ -57,6 +57,7 @@ class TrainConfig:
     warmup: int = 20
     max_seconds: float | None = None
     log_every: int = 25
+    resample_grid: str = "torchio"
 
 
 def dice_ce_loss(logits, target):
@@ -152,7 +153,10 @@ def train_sam3d(
     if not cases:
         raise ValueError("train_sam3d: no training cases")
     started = time.perf_counter()
-    grids = [to_model_grid(image, label=label) for image, label in cases]
+    grids = [
+        to_model_grid(image, label=label, resample_grid=config.resample_grid)
+        for image, label in cases
+    ]
     grids = [g for g in grids if g.label_ijk is not None and g.label_ijk.any()]
     if not grids:
         raise ValueError("train_sam3d: every training label is empty at the model spacing")
