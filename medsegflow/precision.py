@@ -9,10 +9,9 @@
 - ``fp32`` never casts;
 - ``bf16`` is bfloat16 autocast on any device.
 
-bfloat16 pays only where the hardware computes it: on an AVX-512 CPU without
-``avx512_bf16``/AMX it is emulated, and LiteMedSAM's encoder ran about 2x slower than in
-float32; with ``avx512_bf16`` about 2x faster (``benchmarks/bench_encoder_precision.py``
-measures both on the current machine).
+bfloat16 pays only where the hardware computes it: on a CPU without ``avx512_bf16``/AMX it
+is emulated and slower than float32. ``benchmarks/bench_encoder_precision.py`` measures both
+on the current machine; the timings measured so far are in docs/benchmarks.md.
 """
 
 from __future__ import annotations
