@@ -33,8 +33,9 @@ Labels: ``gts`` hold class ids of the source dataset (MedSAM's 3D preprocessing 
 organ values) or, in the 2D and challenge files, one id per object; their meaning is not in
 the file, so the label map is a parameter: ``labels`` (``{name: value}``, every value the
 files hold) or ``binarize: true`` (every nonzero id is ``foreground``). A value outside the
-map stops the run naming the file. 2D colour images become luminance (RGB with equal
-channels keeps one channel); 2D files store no spacing (1 mm written, ``spacing_known``
+map stops the run naming the file. 2D colour images stay RGB, as LiteMedSAM's official
+code feeds them (``medsegflow.io.colour_or_grey``; RGB with equal channels keeps one
+channel); 2D files store no spacing (1 mm written, ``spacing_known``
 false, unless ``params.spacing``). A file is 3D when its name starts with ``3DBox_`` or its
 modality is CT, MR or PET, 2D otherwise (``2DBox_`` files always). The modality is the
 file-name prefix (``CT_...``, ``3DBox_MR_...``; ``X-Ray``/``XR``/``CXR`` -> ``XRay``,
@@ -85,7 +86,7 @@ from medsegflow.datasets._params import (
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.datasets.nifti_folder import _binarize, _drop_values, _get_kept_labels
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.io import Geometry, Volume, read_arrays, read_image, to_grey
+from medsegflow.io import Geometry, Volume, colour_or_grey, read_arrays, read_image
 
 log = logging.getLogger(__name__)
 
@@ -294,7 +295,8 @@ def _load_case(
                 "for a 2D file"
             )
         geometry = Geometry(spacing or (1.0, 1.0, 1.0))
-        image = Volume(to_grey(raw)[None], geometry, spacing_known=spacing is not None)
+        # an RGB 2D image stays RGB (CVPR24 npz: what LiteMedSAM's official code feeds)
+        image = Volume(colour_or_grey(raw)[None], geometry, spacing_known=spacing is not None)
     gts = np.asarray(read_arrays(case.gts, ["gts"])["gts"])
     if gts.ndim == 2:
         gts = gts[None]
