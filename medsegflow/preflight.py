@@ -74,21 +74,30 @@ def locking_run(argv: Sequence[str]) -> bool:
     return not any(getattr(args, flag, False) for flag in quiet_flags)
 
 
-def check_writable(workdir: Path = Path()) -> None:
-    """:class:`ConfigError` naming the first output folder (or its first level of
-    sub-folders) that exists but cannot be written."""
+def check_writable(workdir: Path = Path(), *, depth: int = 3) -> None:
+    """:class:`ConfigError` naming the working folder, or the first output folder (down to
+    ``depth`` levels, e.g. ``results/predictions/<dataset>/<method>``), that exists but
+    cannot be written (a run would fail writing into it with no word on where)."""
+    if not os.access(workdir, os.W_OK | os.X_OK):
+        raise ConfigError(f"{_shown(workdir)}/: the working folder is not writable; run elsewhere")
     for name in OUTPUT_FOLDERS:
         top = workdir / name
         if not top.is_dir():
             continue
-        folders = [top, *sorted(p for p in top.iterdir() if p.is_dir() and not p.is_symlink())]
-        for folder in folders:
+        for folder, dirs, _ in os.walk(top):
+            level = len(Path(folder).relative_to(top).parts)
+            dirs[:] = sorted(dirs) if level < depth else []
             if not os.access(folder, os.W_OK | os.X_OK):
-                mode = stat.filemode(folder.stat().st_mode)
+                shown = _shown(Path(folder))
+                mode = stat.filemode(Path(folder).stat().st_mode)
                 raise ConfigError(
-                    f"{folder}/: folder is not writable ({mode}); make it writable "
-                    f"(chmod -R u+w {folder}) or run in another folder"
+                    f"{shown}/: folder is not writable ({mode}); make it writable "
+                    f"(chmod -R u+w {shown}) or run in another folder"
                 )
+
+
+def _shown(path: Path) -> str:
+    return os.fspath(path) if str(path) else "."
 
 
 def _alive(pid: int) -> bool:

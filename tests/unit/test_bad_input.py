@@ -314,10 +314,12 @@ def test_duplicate_yaml_key_names_file_line_and_key(tmp_path: Path, capsys) -> N
     assert capsys.readouterr().out.strip() == line
 
 
-def test_read_only_output_folder_is_named(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "results" / "data").mkdir(parents=True)
+@pytest.mark.parametrize("name", ["results/data", "results/predictions/ct/otsu_box", "logs"])
+def test_read_only_output_folder_is_named(tmp_path: Path, monkeypatch, name: str) -> None:
+    folder = tmp_path / name
+    folder.mkdir(parents=True)
     check_writable(tmp_path)
-    (tmp_path / "results" / "data").chmod(0o555)
+    folder.chmod(0o555)
     if os.geteuid() == 0:  # root writes anywhere: let os.access read the permission bits
         monkeypatch.setattr(
             preflight.os, "access", lambda p, mode: bool(Path(p).stat().st_mode & 0o200)
@@ -326,8 +328,7 @@ def test_read_only_output_folder_is_named(tmp_path: Path, monkeypatch) -> None:
         with pytest.raises(ConfigError) as info:
             check_writable(tmp_path)
     finally:
-        (tmp_path / "results" / "data").chmod(0o755)
-    folder = tmp_path / "results" / "data"
+        folder.chmod(0o755)
     assert str(info.value) == (
         f"{folder}/: folder is not writable (dr-xr-xr-x); make it writable "
         f"(chmod -R u+w {folder}) or run in another folder"
