@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from medsegflow import paths
 from medsegflow.families.family import Family
 from medsegflow.families.sam import sam_training
 from medsegflow.planning import base_inputs, sam_checkpoint
@@ -28,6 +29,8 @@ def _inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, s
     every slice is encoded by the prediction job)."""
     inputs = base_inputs(config, dataset, method)
     inputs["checkpoint"] = sam_checkpoint(config, config["methods"][method]["model"])
+    if config["methods"][method].get("hu_window"):  # SAMed's float CT: the canonical image
+        inputs["data"] = paths.fill(paths.DATA_CASES, dataset=dataset)
     return inputs
 
 

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medsegflow.datasets.canonical import read_label_map
+from medsegflow.datasets.canonical import image_path, read_label_map
 from medsegflow.errors import InputError
+from medsegflow.io import read_volume
 from medsegflow.models.model_card import card_path, read_card
 
 if TYPE_CHECKING:
@@ -45,6 +47,16 @@ def channel_values(
             f"{source}: classes {unknown} are not labels of {dataset} ({', '.join(label_map)})"
         )
     return np.asarray([0, *(int(label_map[c]) for c in classes)], dtype=np.int64)
+
+
+def hu_window_slices(image_hu_zyx: np.ndarray, hu_window: Sequence[float]) -> np.ndarray:
+    """SAMed's CT input (``preprocess/preprocess_data.py``): float32 HU clipped to
+    ``[lo, hi]``, then ``(x - lo) / (hi - lo)``, in float32 (no uint8 step)."""
+    lo, hi = (float(v) for v in hu_window)
+    if not hi > lo:
+        raise ValueError(f"hu_window [{lo}, {hi}]: the upper bound must exceed the lower")
+    image = np.clip(np.asarray(image_hu_zyx).astype(np.float32), np.float32(lo), np.float32(hi))
+    return ((image - np.float32(lo)) / np.float32(hi - lo)).astype(np.float32)
 
 
 def with_test_input_size(model: Sam, input_size: int | None) -> None:
@@ -124,9 +136,23 @@ def predict_sam_semantic(job: PredictJob) -> pd.DataFrame:
     with_test_input_size(model, settings.get("input_size", 224))
     log.info("%s: semantic SAM, classes %s, on %s", job.method_name, card["classes"], device)
 
+    hu_window = settings.get("hu_window")
+    if hu_window:
+        job.require("data", family="sam_semantic")
+        log.info("%s: SAMed's float CT input, clipped to %s HU", job.method_name, hu_window)
+
     def segment(case: dict[str, Any], image: Volume) -> tuple[np.ndarray, int]:
+        array = image.array_zyx
+        if hu_window:
+            path = image_path(Path(job.inputs["data"]).parent, case["case_id"])
+            array = hu_window_slices(read_volume(path).array_zyx, hu_window)
+            if array.shape != image.array_zyx.shape:
+                raise InputError(
+                    f"{path}: shape {array.shape} differs from the preprocessed image's "
+                    f"{image.array_zyx.shape}"
+                )
         label_zyx = segment_semantic_volume(
-            image.array_zyx,
+            array,
             model=model,
             values=values,
             device=device,

@@ -26,12 +26,18 @@ import torch.nn.functional as F
 from scipy.ndimage import zoom
 
 from medsegflow.families.registry import complete_method
-from medsegflow.methods.sam_semantic import segment_semantic_volume, with_test_input_size
+from medsegflow.io import read_volume
+from medsegflow.methods.sam_semantic import (
+    hu_window_slices,
+    segment_semantic_volume,
+    with_test_input_size,
+)
 from medsegflow.models.model_card import read_card
 from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import load_sam_model
 from medsegflow.models.sam_lora import merge_lora
 from medsegflow.models.semantic_sam import decode_semantic
+from medsegflow.preprocess.intensity import window_ct
 from medsegflow.training.stage import train_sam_model
 
 SYSTEMS = ("samed", "samed_s")
@@ -91,10 +97,24 @@ def _predictor_model(weights: Path, input_size: int):
     return model, device, method
 
 
+@pytest.mark.parametrize("system", SYSTEMS)
+def test_hu_window_gives_samed_s_float_input(conformance_root, system):
+    """``hu_window: [-125, 275]``: the canonical CT as SAMed's preprocess_data.py makes its
+    test volumes (the fixture's input slices, exactly); the uint8 slices do not."""
+    stack = np.load(conformance_root / system / "inputs" / "spleen2_stack.npz")
+    ct = read_volume(conformance_root.parent / "data" / "msd_spleen_crop" / "sub-spleen2_ct.nii.gz")
+    slices = hu_window_slices(ct.array_zyx, [-125, 275])[stack["z_index"]]
+    assert slices.dtype == np.float32
+    np.testing.assert_array_equal(slices, stack["image"])
+    uint8 = window_ct(ct.array_zyx, level=75, width=400)[stack["z_index"]] / 255.0
+    assert np.abs(uint8 - stack["image"]).max() > 1e-3
+
+
 def test_the_method_default_is_test_py_input_size():
     method = complete_method({"family": "sam_semantic", "model": "m"}, "samed")
     assert method["input_size"] == 224
     assert method["precision"] == "fp32"
+    assert method["hu_window"] is None
 
 
 @pytest.mark.parametrize("input_size", INPUT_SIZES)
@@ -146,3 +166,64 @@ def test_network_input_logits_and_labels(imported, input_size):
     # scipy's order-0 zoom leaves the last of the 166 rows 0, as SAMed's own output
     assert not expected[:, -1, :].any() and not labels[:, -1, :].any()
     assert len(np.unique(expected)) == len(CLASSES) + 1
+
+
+def test_the_predictor_with_hu_window_writes_the_official_labels(imported, tmp_path):
+    """The whole prediction job of a ``sam_semantic`` method (``hu_window: [-125, 275]``,
+    ``input_size`` 224) on a canonical dataset of the fixture's three CT slices: the label
+    volume it writes is test.py's (near-tie voxels excepted)."""
+    from medsegflow.datasets.canonical import CanonicalCase, write_canonical_dataset
+    from medsegflow.io import Volume
+    from medsegflow.methods.sam_semantic import predict_sam_semantic
+    from medsegflow.prediction.job import PredictJob
+    from medsegflow.stages.preprocess import preprocess_dataset
+
+    system, folder, weights = imported
+    stack = np.load(folder / "inputs" / "spleen2_stack.npz")
+    data = folder.parent.parent / "data" / "msd_spleen_crop"
+    ct = read_volume(data / "sub-spleen2_ct.nii.gz")
+    seg = read_volume(data / "sub-spleen2_ct_seg-manual.nii.gz")
+    z = stack["z_index"]
+    case = CanonicalCase(
+        "spleen2",
+        "test",
+        "CT",
+        Volume(np.ascontiguousarray(ct.array_zyx[z]), ct.geometry),
+        Volume(np.ascontiguousarray(seg.array_zyx[z]).astype(np.uint8), ct.geometry),
+    )
+    labels = {"background": 0, **{name: i + 1 for i, name in enumerate(CLASSES)}}
+    write_canonical_dataset([case], label_map=labels, out_dir=tmp_path / "data")
+    preprocess_dataset(
+        data_dir=tmp_path / "data",
+        out_dir=tmp_path / "pre",
+        window={"level": 75, "width": 400},
+        cleaning={"min_voxels_3d": 0, "min_pixels_2d": 0},
+        n_empty_slices=1000,
+        seed=0,
+    )
+    block = {"family": "sam_semantic", "model": "m", "hu_window": [-125, 275]}
+    job = PredictJob(
+        method=complete_method(block, system),
+        method_name=system,
+        inputs={
+            "preprocessed": str(tmp_path / "pre" / "manifest.tsv"),
+            "data": str(tmp_path / "data" / "cases.tsv"),
+            "checkpoint": str(weights),
+        },
+        out_dir=tmp_path / "predictions",
+        splits=("test",),
+        seed=0,
+        device="cpu",
+    )
+    predict_sam_semantic(job)
+    written = read_volume(tmp_path / "predictions" / "spleen2.nii.gz").array_zyx
+    expected = np.load(folder / "outputs" / "input224" / "prediction.npz")["prediction"]
+    reference = np.load(folder / "outputs" / "input224" / "low_res_logits.npy")
+    up = F.interpolate(torch.from_numpy(reference), (512, 512), mode="bilinear")
+    top2 = torch.topk(up, 2, dim=1).values
+    close = ((top2[:, 0] - top2[:, 1]) <= 1e-4).numpy().astype(np.uint8)
+    factors = (expected.shape[1] / 512, expected.shape[2] / 512)
+    allowed = np.stack([zoom(c, factors, order=0) for c in close]) > 0
+    assert written.shape == expected.shape
+    differ = written != expected
+    assert not (differ & ~allowed).any(), f"{system}: {int(differ.sum())} label voxels differ"
