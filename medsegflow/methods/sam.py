@@ -218,7 +218,7 @@ def load_cached_model(
     The architecture comes from the cache's ``model.json``, which must name the same
     checkpoint (:class:`InputError` naming it otherwise); loaded with
     :func:`medsegflow.models.sam_loader.load_sam_model` on ``device`` (default: CUDA when
-    available).
+    available), without its image encoder (the embeddings are cached).
     """
     from medsegflow.models.sam_loader import load_sam_model
 
@@ -229,7 +229,9 @@ def load_cached_model(
             f"{embeddings_dir / MODEL_INFO_FILE}: embeddings were made with {info['checkpoint']}, "
             f"not with {inputs['checkpoint']}; recompute them"
         )
-    model, chosen = load_sam_model(inputs["checkpoint"], arch=info["arch"], device=device)
+    model, chosen = load_sam_model(
+        inputs["checkpoint"], arch=info["arch"], device=device, image_encoder=False
+    )
     return CachedModel(model, chosen, embeddings_dir, info)
 
 

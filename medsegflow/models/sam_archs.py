@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from medsegflow.models.input_recipes import PIXEL_MEAN, PIXEL_STD, input_recipe
@@ -223,11 +224,40 @@ def embedding_grid(spec: Mapping[str, Any]) -> int:
     return spec["img_size"] // (spec["patch_size"] if spec["encoder"] != "tiny_vit" else 4)
 
 
+def sam_modeling() -> ModuleType:
+    """``segment_anything.modeling`` (the network classes), imported without running the
+    package's ``__init__``, which imports torchvision for the automatic mask generator
+    (about 1-2 s of every job that only decodes). The package's own names
+    (``segment_anything.SamPredictor``, ...) still load, on first use."""
+    import importlib
+    import importlib.util
+    import sys
+
+    if "segment_anything" not in sys.modules:
+        spec = importlib.util.find_spec("segment_anything")
+        if spec is None or spec.loader is None:
+            raise ImportError("segment_anything is not installed (pip install segment-anything)")
+        package = importlib.util.module_from_spec(spec)
+        ran: list[bool] = []
+
+        def package_attribute(name: str) -> Any:
+            if ran:
+                raise AttributeError(f"module 'segment_anything' has no attribute {name!r}")
+            ran.append(True)
+            spec.loader.exec_module(package)
+            return getattr(package, name)
+
+        package.__getattr__ = package_attribute  # type: ignore[method-assign]
+        sys.modules["segment_anything"] = package
+    return importlib.import_module("segment_anything.modeling")
+
+
 def _vit_encoder(spec: Mapping[str, Any]):
     from functools import partial
 
     import torch
-    from segment_anything.modeling import ImageEncoderViT
+
+    ImageEncoderViT = sam_modeling().ImageEncoderViT  # noqa: N806
 
     return ImageEncoderViT(
         depth=spec["depth"],
@@ -270,7 +300,27 @@ def _tiny_vit_encoder(spec: Mapping[str, Any]):
     )
 
 
-def build_sam(arch: str | Mapping[str, Any]) -> Sam:
+def _no_image_encoder(img_size: int) -> Any:
+    """A stand-in for the image encoder of a model that decodes cached embeddings only:
+    no weights, no blocks (recipe modules find none to change), its input side
+    ``img_size``; calling it raises ``RuntimeError``."""
+    from torch import nn
+
+    class ImageEncoderLeftOut(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.img_size = int(img_size)
+            self.blocks = nn.ModuleList()
+
+        def forward(self, *args: Any) -> Any:
+            raise RuntimeError(
+                "this SAM was loaded without its image encoder: it decodes cached embeddings"
+            )
+
+    return ImageEncoderLeftOut()
+
+
+def build_sam(arch: str | Mapping[str, Any], *, image_encoder: bool = True) -> Sam:
     """A randomly initialised SAM-family network in eval mode, with its ``input_recipe``,
     on the current default device (``with torch.device("meta"):`` builds it without memory).
 
@@ -278,13 +328,20 @@ def build_sam(arch: str | Mapping[str, Any]) -> Sam:
         arch: an official name (``vit_b``, ``vit_l``, ``vit_h``, ``medsam``,
             ``medsa_vit_b``: input 1024, embedding 256 x 64 x 64; ``lite_medsam``: input
             256, embedding 256 x 64 x 64), ``"demo"`` or a mapping (see :func:`arch_spec`).
+        image_encoder: False builds a stand-in without weights (:func:`_no_image_encoder`)
+            instead: a model that decodes cached embeddings skips the encoder's cost and,
+            for TinyViT, the import of timm.
     """
-    from segment_anything.modeling import MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    modeling = sam_modeling()
+    MaskDecoder, PromptEncoder = modeling.MaskDecoder, modeling.PromptEncoder  # noqa: N806
+    Sam, TwoWayTransformer = modeling.Sam, modeling.TwoWayTransformer  # noqa: N806
 
     spec = arch_spec(arch)
     grid, dim = embedding_grid(spec), spec["out_chans"]
     medsa = spec["encoder"] == "medsa_vit"  # Med-SA's own encoder and decoder
-    if medsa:
+    if not image_encoder:
+        encoder = _no_image_encoder(spec["img_size"])
+    elif medsa:
         from medsegflow.models.medsa_arch import MedsaImageEncoder
 
         encoder = MedsaImageEncoder(spec)

@@ -221,6 +221,7 @@ def load_sam_model(
     *,
     arch: str | Mapping[str, Any],
     device: str | None = None,
+    image_encoder: bool = True,
 ) -> tuple[Sam, torch.device]:
     """Load a SAM checkpoint in the official format, in eval mode, on ``device``.
 
@@ -231,6 +232,9 @@ def load_sam_model(
             :func:`~medsegflow.models.sam_archs.arch_spec`); a model trained by the
             pipeline is rebuilt from its card (:func:`model_architecture`).
         device: see :func:`select_device`.
+        image_encoder: False loads the prompt encoder and mask decoder only (the image
+            encoder is a weightless stand-in, :func:`~medsegflow.models.sam_archs.build_sam`):
+            what decoding cached embeddings needs, without the encoder's build and load.
 
     A ViT model is built on the meta device and the checkpoint's tensors (as float32) are
     assigned to it, so no memory is spent on a random initialisation.
@@ -246,10 +250,16 @@ def load_sam_model(
     state = _read_state_dict(path)
     spec, modules = model_architecture(path, arch=arch)
     # the ViT is built without memory; TinyViT computes buffers (attention-bias indices,
-    # not in the state dict) from values at construction, so it is built for real (10 M)
-    where = torch.device("meta") if spec["encoder"] != "tiny_vit" else contextlib.nullcontext()
+    # not in the state dict) from values at construction, so it is built for real (10 M);
+    # so is a model without its encoder (small, and building on the meta device imports
+    # torch._dynamo, about 1 s)
+    built_for_real = spec["encoder"] == "tiny_vit" or not image_encoder
+    where = contextlib.nullcontext() if built_for_real else torch.device("meta")
     with where:
-        model = apply_modules(build_sam(spec), modules, source=str(card_path(path)))
+        model = build_sam(spec, image_encoder=image_encoder)
+        model = apply_modules(model, modules, source=str(card_path(path)))
+    if not image_encoder:
+        state = {k: v for k, v in state.items() if not k.startswith("image_encoder.")}
     _check_state_dict(path, state, model.state_dict(), arch=arch_label(arch))
     state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     model.load_state_dict(state, strict=True, assign=True)
