@@ -41,7 +41,7 @@ def log_to(path: str | os.PathLike) -> Iterator[logging.Logger]:
                 message = one_line(err)
                 log.error("failed after %.1f s: %s", time.perf_counter() - start, message)
                 handle.write("".join(traceback.format_exception(err)))
-                print(message, file=sys.__stderr__, flush=True)
+                _to_console(message)
                 raise SystemExit(1) from None
             except BaseException as err:
                 log.error("failed after %.1f s: %s", time.perf_counter() - start, err)
@@ -58,5 +58,13 @@ def console_warning(log: logging.Logger, message: str) -> None:
     """Log ``message`` as a warning and print it on the console too, also inside
     :func:`log_to` (whose stdout and stderr are the job's log file)."""
     log.warning("%s", message)
-    if sys.stderr is not sys.__stderr__ and sys.__stderr__ is not None:
-        print(f"WARNING: {message}", file=sys.__stderr__, flush=True)
+    if sys.stderr is not sys.__stderr__:
+        _to_console(f"WARNING: {message}")
+
+
+def _to_console(text: str) -> None:
+    """``text`` on the process's own stderr in one write, so that the lines of jobs running
+    side by side do not interleave."""
+    if sys.__stderr__ is not None:
+        sys.__stderr__.write(text + "\n")
+        sys.__stderr__.flush()

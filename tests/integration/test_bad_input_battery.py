@@ -67,11 +67,17 @@ def snapshot(workdir: Path) -> dict[str, tuple[int, bytes]]:
     }
 
 
-def write_nifti(path: Path, array: np.ndarray, spacing=(1.0, 1.0, 2.0)) -> Path:
+def write_nifti(
+    path: Path, array: np.ndarray, spacing=(1.0, 1.0, 2.0), origin=None, direction=None
+) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = [sitk.GetImageFromArray(a) for a in (array if array.ndim == 4 else [array])]
     for frame in frames:
         frame.SetSpacing(spacing)
+        if origin is not None:
+            frame.SetOrigin(origin)
+        if direction is not None:
+            frame.SetDirection(direction)
     sitk.WriteImage(sitk.JoinSeries(frames) if array.ndim == 4 else frames[0], str(path))
     return path
 
@@ -222,8 +228,53 @@ def test_config_error_is_one_line_before_any_job(name, workspace, snakemake):
 # --- bad datasets: each job stops with one line naming the file --------------------------
 
 
+def _png_dataset(workdir: Path, name: str) -> tuple[dict, str]:
+    """A 2D dataset (png_folder) with a good case ``a`` and a bad case ``b``."""
+    from PIL import Image
+
+    root = Path("raw") / name
+    entry = {"adapter": "png_folder", "params": {"root": str(root), "modality": "US"}}
+    entry["params"]["split_all"] = "test"
+    (workdir / root / "images").mkdir(parents=True)
+    (workdir / root / "masks").mkdir(parents=True)
+    grey = np.arange(20, dtype=np.uint8).reshape(4, 5)
+    mask = np.zeros((4, 5), np.uint8)
+    mask[1:3, 1:4] = 255
+    Image.fromarray(grey).save(workdir / root / "images/a.png")
+    Image.fromarray(mask).save(workdir / root / "masks/a.png")
+    image, mask_file = f"{root}/images/b.png", f"{root}/masks/b.png"
+    if name == "png_dangling_link":
+        (workdir / image).symlink_to("/nowhere/b.png")
+        Image.fromarray(mask).save(workdir / mask_file)
+        return (
+            entry,
+            f"{image}: broken symbolic link (points to /nowhere/b.png, which does not exist)",
+        )
+    if name == "png_mask_colour":
+        Image.fromarray(grey).save(workdir / image)
+        colour = np.zeros((4, 5, 3), np.uint8)
+        colour[1, 1:3] = (10, 245, 0)  # antialiased green: the lesion
+        Image.fromarray(colour).save(workdir / root / "masks/a.png")
+        colour[2, 1:4] = (0, 0, 255)  # blue: no listed colour
+        Image.fromarray(colour).save(workdir / mask_file)
+        entry["params"].update(mask_mode="colors", colors={"lesion": [[0, 255, 0]]})
+        return entry, (
+            f"{mask_file}: colour (0, 0, 255) on 3 pixels matches no colour of params.colors "
+            "(lesion [0, 255, 0]; background [0, 0, 0]) within 40"
+        )
+    if name == "png_mask_size":
+        Image.fromarray(grey).save(workdir / image)
+        Image.fromarray(np.zeros((4, 6), np.uint8)).save(workdir / mask_file)
+        return entry, (
+            f"{mask_file}: mask size 6x4 differs from image {image} size 5x4 (width x height)"
+        )
+    raise AssertionError(name)
+
+
 def _bad_dataset(workdir: Path, name: str) -> tuple[dict, str]:
     """Build dataset ``name`` under ``workdir/raw/name``: (its config entry, expected line)."""
+    if name.startswith("png_") and name != "png_as_nifti":
+        return _png_dataset(workdir, name)
     root = Path("raw") / name
     entry = {"adapter": "nifti_folder", "params": {"root": str(root), "modality": "CT"}}
     entry["params"]["split_all"] = "test"
@@ -296,6 +347,29 @@ def _bad_dataset(workdir: Path, name: str) -> tuple[dict, str]:
     if name == "spacing_mismatch":
         write_nifti(lab, label(), spacing=(1.0, 1.0, 3.0))
         return entry, f"{lab_name}: label geometry (spacing (1, 1, 3), origin"
+    if name == "origin_mismatch":
+        write_nifti(lab, label(), origin=(5.0, 0.0, 0.0))
+        return entry, f"{lab_name}: label geometry (spacing (1, 1, 2), origin (5, 0, 0)"
+    if name == "direction_mismatch":
+        write_nifti(lab, label(), direction=(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0))
+        return entry, (
+            f"{lab_name}: label geometry (spacing (1, 1, 2), origin (0, 0, 0), direction "
+            "(-1, 0, 0, 0, -1, 0, 0, 0, 1)) differs from image"
+        )
+    if name == "duplicate_id":
+        write_nifti(workdir / root / "imagesTr" / "ok.nii.gz", ramp())
+        shutil.rmtree(workdir / root / "labelsTr")
+        write_nifti(lab.parent / "ok.nii.gz", label())
+        image.unlink(missing_ok=True)
+        return entry, (
+            f"{root}/imagesTr/ok_0000.nii.gz: duplicate case id 'ok', also the id of "
+            f"{root}/imagesTr/ok.nii.gz"
+        )
+    if name == "inf_image":
+        bad = ramp()
+        bad[2, 3, 4] = np.inf
+        write_nifti(image, bad)
+        return entry, f"{img}: image has 1 NaN or infinite intensities"
     if name == "unknown_label_value":
         write_nifti(lab, label(value=3))
         return entry, (
@@ -333,6 +407,13 @@ JOB_CASES = [
     "missing_label",
     "shape_mismatch",
     "spacing_mismatch",
+    "origin_mismatch",
+    "direction_mismatch",
+    "duplicate_id",
+    "inf_image",
+    "png_dangling_link",
+    "png_mask_colour",
+    "png_mask_size",
     "unknown_label_value",
     "float_label",
     "nan_image",
@@ -341,7 +422,14 @@ JOB_CASES = [
     "unknown_adapter",
     "unknown_param",
 ]
-PREFIX_ONLY = {"truncated", "zero_byte", "spacing_mismatch", "unknown_param"}
+PREFIX_ONLY = {
+    "truncated",
+    "zero_byte",
+    "spacing_mismatch",
+    "origin_mismatch",
+    "direction_mismatch",
+    "unknown_param",
+}
 """Cases whose expected text is the start of the line (the rest holds reader details)."""
 
 
@@ -434,7 +522,8 @@ def test_verify_lists_every_bad_dataset_and_the_warning(bad_run, workspace):
         "written all the same (allow_constant_images)"
     )
     assert warning in lines
-    assert lines[-1].startswith(f"verify: {len(lines) - 2} problems in 18 of 21 datasets")
+    n_bad, n_all = len(JOB_CASES), len(JOB_CASES) + 3  # + the good ones and constant_ok
+    assert lines[-1].startswith(f"verify: {len(lines) - 2} problems in {n_bad} of {n_all} datasets")
     assert lines[-1].endswith(", 1 warnings)")
     assert "Traceback" not in result.stdout + result.stderr
 
