@@ -8,7 +8,7 @@ as input. The manifest is rewritten only when a line changes (a file edited, add
 removed, a link broken), so only the datasets whose sources really changed rerun; touching
 a file without changing it reruns nothing.
 
-Hashing stays cheap: ``results/sources/{dataset}.stat.tsv`` caches each file's size,
+Hashing stays cheap: ``results/sources/stat_cache/{dataset}.tsv`` caches each file's size,
 modification time (ns) and hash, and a file is hashed again only when its size or
 modification time changed. The first look at a dataset hashes every file once.
 
@@ -35,7 +35,8 @@ from medsegflow.io import write_text
 log = logging.getLogger(__name__)
 
 SOURCES = "results/sources/{dataset}.tsv"
-STAT_CACHE = "results/sources/{dataset}.stat.tsv"
+STAT_CACHE = "results/sources/stat_cache/{dataset}.tsv"
+"""Not beside the manifests: a dataset may be named ``x.stat`` (names allow dots)."""
 HEADER = "path\tsize\tsha256"
 
 
