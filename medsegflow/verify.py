@@ -15,7 +15,9 @@ file, instead of stopping at the first as ``prepare_dataset`` does:
 - label values outside the label map, and non-integer labels;
 - NaN or infinite intensities;
 - constant images (every voxel one value): a warning instead where the dataset sets
-  ``allow_constant_images``, as a run writes them then (``WARNING:`` lines).
+  ``allow_constant_images``, as a run writes them then (``WARNING:`` lines), like what an
+  adapter accepts while listing but reports (:func:`~medsegflow.datasets._params.listing_warning`:
+  split or caption entries naming no case, images skipped as asked).
 
 An exception no check expected (a reader's own error, an adapter bug) is one line too,
 naming the case's files or the dataset with the exception type; the other cases and
@@ -77,6 +79,7 @@ def verify_dataset(name: str, entry: Mapping[str, Any], *, seed: int) -> Dataset
                 result = adapter(entry.get("params") or {}, seed=seed)
             finally:
                 report.problems += listed
+                report.warnings += listed.warnings
     except ConfigError as err:
         report.problems += [f"{key}.{line}" for line in _lines(err)]
         return report

@@ -21,6 +21,7 @@ from typing import Any
 
 from medsegflow.datasets.canonical import SPLITS, assign_splits
 from medsegflow.errors import ConfigError, InputError
+from medsegflow.logs import console_warning
 
 log = logging.getLogger(__name__)
 
@@ -37,15 +38,24 @@ COMMON_KEYS = (
 )
 """Parameters every folder adapter accepts."""
 
-_DEFERRED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+_DEFERRED: contextvars.ContextVar[ListedProblems | None] = contextvars.ContextVar(
     "deferred_listing_checks", default=None
 )
 """The problems recorded while listing in a :func:`deferred_listing_checks` block; None
 outside one."""
 
 
+class ListedProblems(list):
+    """The problem lines a :func:`deferred_listing_checks` block recorded; ``warnings`` holds
+    the lines of :func:`listing_warning`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warnings: list[str] = []
+
+
 @contextlib.contextmanager
-def deferred_listing_checks() -> Iterator[list[str]]:
+def deferred_listing_checks() -> Iterator[ListedProblems]:
     """Within the block, problems found while an adapter lists its cases do not raise.
 
     ``verify`` lists every dataset this way, so one bad file does not hide the problems of
@@ -58,7 +68,7 @@ def deferred_listing_checks() -> Iterator[list[str]]:
     Outside the block every one of these checks raises :class:`InputError` at the first
     problem, as a normal run stops there.
     """
-    problems: list[str] = []
+    problems = ListedProblems()
     token = _DEFERRED.set(problems)
     try:
         yield problems
@@ -77,6 +87,18 @@ def listing_problem(problem: str | InputError) -> None:
     if recorded is None:
         raise problem if isinstance(problem, InputError) else InputError(problem)
     recorded += [line for line in str(problem).splitlines() if line.strip()]
+
+
+def listing_warning(message: str) -> None:
+    """Report something an adapter accepts while listing but the user should know (cases a
+    split or caption mapping names that are not there, images skipped as asked): a
+    ``WARNING:`` line on the console and in the job log, or within
+    :func:`deferred_listing_checks` (``verify``) a warning of the dataset's report."""
+    recorded = _DEFERRED.get()
+    if recorded is None:
+        console_warning(log, message)
+    else:
+        recorded.warnings.append(message)
 
 
 def listing_deferred() -> bool:
@@ -348,10 +370,9 @@ def _explicit_splits(case_ids: Sequence[str], mapping: Mapping[str, Any]) -> dic
         )
     extra = sorted(set(mapping) - set(case_ids))
     if extra:
-        log.warning(
-            "params.split names %d case(s) not found in the dataset, e.g. %s",
-            len(extra),
-            ", ".join(extra[:5]),
+        listing_warning(
+            f"params.split names {len(extra)} case(s) not found in the dataset, "
+            f"e.g. {', '.join(extra[:5])}"
         )
     return {case_id: str(mapping[case_id]) for case_id in case_ids}
 
@@ -379,10 +400,9 @@ def case_captions(
             raise ConfigError(f"params.captions.{case_id}: expected a string, got {caption!r}")
     extra = sorted(set(captions) - set(case_ids))
     if extra:
-        log.warning(
-            "params.captions names %d case(s) not found in the dataset, e.g. %s",
-            len(extra),
-            ", ".join(extra[:5]),
+        listing_warning(
+            f"params.captions names {len(extra)} case(s) not found in the dataset, "
+            f"e.g. {', '.join(extra[:5])}"
         )
     return {c: captions.get(c, template.format(case_id=c, modality=modality)) for c in case_ids}
 

@@ -62,6 +62,7 @@ from medsegflow.datasets._params import (
     get_root,
     get_str,
     listing_problem,
+    listing_warning,
     usable_file,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
@@ -112,11 +113,9 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
                 f"{_folder(root, 'masks') / f'{pid}_mask_{k}.jpg'}"
             )
     elif missing:
-        log.warning(
-            "%s: %d images have no mask and are skipped, e.g. %s",
-            ADAPTER,
-            len(missing),
-            images[missing[0]],
+        listing_warning(
+            f"{ADAPTER}: {len(missing)} images have no mask and are skipped "
+            f"(params.unlabelled), e.g. {images[missing[0]]}"
         )
     keys = sorted(set(images) & set(masks), key=lambda key: (key[0], int(key[1])))
     if not keys:

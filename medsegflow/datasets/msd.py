@@ -58,6 +58,7 @@ from medsegflow.datasets._params import (
     get_root,
     get_str,
     listing_problem,
+    listing_warning,
     plan_cases,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
@@ -107,7 +108,7 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     check_labels_exist(pairs)
     declared = meta.get("numTraining")
     if isinstance(declared, int) and declared != len(pairs):
-        log.warning("%s: numTraining is %d, 'training' lists %d", meta_path, declared, len(pairs))
+        listing_warning(f"{meta_path}: numTraining is {declared}, 'training' lists {len(pairs)}")
     plans = plan_cases(
         [(case_ids[img], img, lab) for img, lab in pairs], params, modality=modality, seed=seed
     )

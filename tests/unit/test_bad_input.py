@@ -372,3 +372,35 @@ def test_bad_input_in_a_job_is_one_console_line_and_a_logged_traceback(tmp_path:
     assert "working" in text and "failed after" in text
     assert text.rstrip().endswith("medsegflow.errors.InputError: raw/a.nii.gz: cannot read image")
     assert "Traceback (most recent call last)" in text
+
+
+def test_split_entry_naming_no_case_is_a_warning_in_verify_and_on_the_console(
+    tmp_path: Path,
+) -> None:
+    from medsegflow.verify import format_reports, verify_datasets
+
+    _nnunet_folder(tmp_path / "raw")
+    params = {
+        "root": str(tmp_path / "raw"),
+        "modality": "CT",
+        "split": {"case_000": "test", "case_999": "train"},
+    }
+    config = {"datasets": {"ct": {"adapter": "nifti_folder", "params": params}}}
+    lines = format_reports(verify_datasets(config)).splitlines()
+    warning = "params.split names 1 case(s) not found in the dataset, e.g. case_999"
+    assert lines == [
+        f"WARNING: {warning}",
+        "verify: no problems in 1 datasets (1 cases read, 1 warnings)",
+    ]
+    code = (
+        "from medsegflow.datasets.registry import prepare_dataset\n"
+        "from medsegflow.logs import log_to\n"
+        f"with log_to({str(tmp_path / 'job.log')!r}):\n"
+        f"    prepare_dataset(adapter='nifti_folder', params={params!r}, seed=0,\n"
+        f"                    out_dir={str(tmp_path / 'out')!r})\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, encoding="utf-8"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == f"WARNING: {warning}\n"
