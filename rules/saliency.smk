@@ -20,6 +20,7 @@ rule make_clip_captions:
         attempt=get_attempt,
     params:
         clip=get_clip_model_config,
+        phantoms=lambda wildcards: txt.clip_phantoms(config, wildcards.clip),
         seed=config["seed"],
     script:
         "../scripts/make_clip_captions.py"

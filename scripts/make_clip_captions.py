@@ -11,4 +11,5 @@ with log_to(snakemake.log[0]):
         manifests=list(snakemake.input.preprocessed),
         out_csv=snakemake.output[0],
         seed=snakemake.params.seed,
+        phantoms=snakemake.params.phantoms,
     )

@@ -7,6 +7,8 @@
     captions.csv                                    image, caption, dataset, case_id, split, z, kind
 
 ``captions.csv`` is written last (the stage's file target); ``image`` is relative to it.
+Extra generated phantoms (``phantom_images``) are listed under their dataset with ids
+``clip_<kind>_<index>`` and split ``train``.
 
 Pairs, from the cases of ``splits`` only (train by default; val may be added; test labels
 are never read):
@@ -21,9 +23,11 @@ are never read):
   crops of ``crop_fraction`` of the image side, half centred on a pixel of a random
   structure of the slice and half placed uniformly, captioned ``"<prefix> crop showing
   ..."`` with the structures that fill at least :data:`CROP_MIN_SHARE` of their slice area
-  or of the crop (and :data:`MIN_PIXELS` pixels). Crops with and without a structure, each
-  named accordingly, are what teaches a CLIP which words go with which image regions, the
-  ability M2IB saliency relies on.
+  or of the crop (and :data:`MIN_PIXELS` pixels). A crop of a captioned 2D image that shows
+  every structure of the image takes the image's caption (it shows what the caption
+  describes). Crops with and without a structure, each named accordingly, are what
+  teaches a CLIP which words go with which image regions, the ability M2IB saliency
+  relies on.
 """
 
 from __future__ import annotations
@@ -139,23 +143,53 @@ def _case_pairs(
     crop_fraction: float,
     seed: int,
 ) -> list[dict[str, Any]]:
-    """Caption rows (with the image arrays under ``"array"``) of one case."""
+    """Caption rows (with the image arrays under ``"array"``) of one preprocessed case."""
     case_id = str(case["case_id"])
-    dataset = preprocessed_dir.name
-    image_zyx = read_volume(image_path(preprocessed_dir, case_id)).array_zyx
+    image_zyx = read_volume(image_path(preprocessed_dir, case_id), colour="grey").array_zyx
     if image_zyx.dtype != np.uint8:
         raise InputError(
             f"{image_path(preprocessed_dir, case_id)}: expected uint8, got {image_zyx.dtype}"
         )
-    is_2d = image_zyx.shape[0] == 1
     caption = str(case.get("caption") or "").strip()
-    prefix = caption_prefix(caption, str(case.get("modality") or ""))
     label_zyx = None
-    if not is_2d or crops_per_image or not caption:
+    if image_zyx.shape[0] > 1 or crops_per_image or not caption:
         label_zyx = read_volume(label_path(preprocessed_dir, case_id)).array_zyx
+    return _image_pairs(
+        {"dataset": preprocessed_dir.name, "case_id": case_id, "split": case["split"]},
+        image_zyx,
+        label_zyx,
+        caption=caption,
+        modality=str(case.get("modality") or ""),
+        z_values=z_values,
+        names=names,
+        crops_per_image=crops_per_image,
+        crop_fraction=crop_fraction,
+        seed=seed,
+    )
+
+
+def _image_pairs(
+    base_row: Mapping[str, Any],
+    image_zyx: np.ndarray,
+    label_zyx: np.ndarray | None,
+    *,
+    caption: str,
+    modality: str,
+    z_values: Sequence[int],
+    names: Mapping[int, str],
+    crops_per_image: int,
+    crop_fraction: float,
+    seed: int,
+) -> list[dict[str, Any]]:
+    """Caption rows of one uint8 ``(Z, Y, X)`` image (``base_row``: dataset, case_id,
+    split): a 2D image with its case ``caption``, or each slice of ``z_values`` with the
+    structures of its label slice, plus ``crops_per_image`` crops of each."""
+    dataset, case_id = str(base_row["dataset"]), str(base_row["case_id"])
+    is_2d = image_zyx.shape[0] == 1
+    prefix = caption_prefix(caption, modality)
     rows = []
     for z in [0] if is_2d else z_values:
-        base = {"dataset": dataset, "case_id": case_id, "split": case["split"], "z": int(z)}
+        base = {**base_row, "z": int(z)}
         stem = f"{case_id}_z{int(z):03d}"
         if is_2d and caption:
             text = caption
@@ -179,16 +213,60 @@ def _case_pairs(
                 image_zyx[z], label_zyx[z], count=crops_per_image, fraction=crop_fraction, rng=rng
             )
         ):
-            phrase = structures_phrase(_present(crop_label, names, reference=label_zyx[z]))
+            shown = _present(crop_label, names, reference=label_zyx[z])
+            text = f"{prefix} crop showing {structures_phrase(shown)}."
+            if is_2d and caption and shown and shown == _present(label_zyx[z], names):
+                text = caption  # the crop shows what the image's caption describes
             rows.append(
                 {
                     **base,
                     "stem": f"{stem}_c{k}",
                     "kind": "crop",
-                    "caption": f"{prefix} crop showing {phrase}.",
+                    "caption": text,
                     "array": crop,
                 }
             )
+    return rows
+
+
+def phantom_pairs(
+    dataset: str,
+    dataset_spec: Mapping[str, Any],
+    *,
+    n: int,
+    names: Mapping[int, str],
+    seed: int,
+    crops_per_image: int,
+    crop_fraction: float,
+) -> list[dict[str, Any]]:
+    """Caption rows of ``n`` extra phantoms of a ``phantom`` dataset (``dataset_spec``:
+    its config entry, ``params`` and ``window``), generated with the dataset's own params
+    but ids and seeds of their own (:func:`medsegflow.datasets.phantom.extra_cases`, split
+    ``train``), normalised to uint8 as the dataset's images are; every slice of a 3D
+    phantom is used. Phantoms are cheap: this is how a CLIP trained from scratch gets
+    enough pairs to learn where a structure is."""
+    from medsegflow.datasets.phantom import extra_cases
+    from medsegflow.preprocess.intensity import normalise_intensity
+
+    rows: list[dict[str, Any]] = []
+    sources = extra_cases(dataset_spec.get("params") or {}, seed=seed, n=n, prefix="clip")
+    for source in tqdm(sources, desc=f"phantom pairs {dataset}", unit="case"):
+        case = source.load()
+        image_zyx = normalise_intensity(
+            case.image.array_zyx, modality=case.modality, window=dataset_spec.get("window")
+        )
+        rows += _image_pairs(
+            {"dataset": dataset, "case_id": case.case_id, "split": case.split},
+            image_zyx,
+            case.label.array_zyx,
+            caption=case.caption,
+            modality=case.modality,
+            z_values=range(image_zyx.shape[0]),
+            names=names,
+            crops_per_image=crops_per_image,
+            crop_fraction=crop_fraction,
+            seed=seed,
+        )
     return rows
 
 
@@ -200,6 +278,8 @@ def make_caption_table(
     seed: int,
     crops_per_image: int = 0,
     crop_fraction: float = 0.5,
+    phantoms: Mapping[str, Mapping[str, Any]] | None = None,
+    phantom_images: int = 0,
 ) -> pd.DataFrame:
     """Write the caption pairs of ``datasets`` into ``out_dir`` (module docstring).
 
@@ -209,6 +289,8 @@ def make_caption_table(
             (uint8 images, cleaned labels, ``slices.tsv``, ``manifest.tsv``).
         splits: the splits whose cases (and labels) are used; ``test`` is refused.
         seed: seeds the crops (per case and slice, independent of processing order).
+        phantoms: the config entries of the datasets that are ``phantom`` adapters, by
+            name; each gets ``phantom_images`` extra generated pairs (:func:`phantom_pairs`).
 
     Returns:
         The ``captions.csv`` table.
@@ -247,6 +329,16 @@ def make_caption_table(
                 crop_fraction=crop_fraction,
                 seed=seed,
             )
+        if phantom_images and preprocessed_dir.name in (phantoms or {}):
+            rows += phantom_pairs(
+                preprocessed_dir.name,
+                (phantoms or {})[preprocessed_dir.name],
+                n=phantom_images,
+                names=names,
+                seed=seed,
+                crops_per_image=crops_per_image,
+                crop_fraction=crop_fraction,
+            )
     if not rows:
         raise InputError(
             f"{', '.join(str(p) for _, p in datasets)}: no {'/'.join(splits)} case to caption"
@@ -274,6 +366,7 @@ def make_clip_captions(
     manifests: Sequence[str | os.PathLike],
     out_csv: str | os.PathLike,
     seed: int,
+    phantoms: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> pd.DataFrame:
     """The caption job of a ``clip_models`` entry: :func:`make_caption_table` over the
     datasets of ``cases`` (``results/data/{dataset}/cases.tsv``) and ``manifests``
@@ -281,7 +374,9 @@ def make_clip_captions(
     ``crops_per_image`` and ``crop_fraction`` from the entry's ``train:`` (demo) or
     ``finetune:`` block (:func:`~medsegflow.clip.finetune.training_block`). Crops default
     to 2 per image for the demo CLIP (trained from scratch, it must learn where things
-    are) and to 0 for fine-tuning (MedCLIP-SAMv2 fine-tunes on whole images)."""
+    are) and to 0 for fine-tuning (MedCLIP-SAMv2 fine-tunes on whole images).
+    ``phantoms``: the config entries of the training datasets that are ``phantom``
+    adapters, which get the block's ``phantom_images`` extra generated pairs each."""
     from medsegflow.clip.finetune import training_block
 
     block = training_block(spec, name)
@@ -298,4 +393,6 @@ def make_clip_captions(
         seed=seed,
         crops_per_image=int(block["crops_per_image"]),
         crop_fraction=float(block["crop_fraction"]),
+        phantoms=phantoms,
+        phantom_images=int(block.get("phantom_images", 0)),
     )

@@ -47,7 +47,7 @@ TRAIN_SCHEMA = "config.schema.yaml#/$defs/clip_train"
 FINETUNE_SCHEMA = "config.schema.yaml#/$defs/clip_finetune"
 """Fine-tuning downloaded weights (``clip_models.<name>.finetune``): DHN-NCE with
 MedCLIP-SAMv2's loss settings; a small learning rate keeps the pretrained features."""
-CAPTION_KEYS = ("datasets", "splits", "crops_per_image", "crop_fraction")
+CAPTION_KEYS = ("datasets", "splits", "crops_per_image", "crop_fraction", "phantom_images")
 """Keys of the same config block used by the caption stage, not by training."""
 ARCH_KEYS = ("image_size",)
 """Keys of the block that shape the demo CLIP (there is none when fine-tuning: the input

@@ -165,6 +165,20 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     return AdapterResult(dict(CT_LABEL_MAP if cfg.kind == "ct" else US_LABEL_MAP), sources)
 
 
+def extra_cases(params: Mapping[str, Any], *, seed: int, n: int, prefix: str) -> list[CaseSource]:
+    """``n`` further cases of the same kind, grid and noise as ``build(params)``'s, split
+    ``train``, with ids ``{prefix}_{kind}_{index:04d}``: each drawn from its own id's seed,
+    so none repeats a case of the dataset (e.g. extra image-caption pairs for a CLIP)."""
+    cfg = parse_params(params)
+    ids = [f"{prefix}_{cfg.kind}_{index:04d}" for index in range(n)]
+    splits = dict.fromkeys(ids, "train")
+    load = _ct_case if cfg.kind == "ct" else _us_case
+    return [
+        CaseSource(case_id, f"phantom {case_id}", partial(load, cfg, index, case_id, splits, seed))
+        for index, case_id in enumerate(ids)
+    ]
+
+
 def _ct_case(
     cfg: PhantomParams, index: int, case_id: str, splits: Mapping[str, str], seed: int
 ) -> CanonicalCase:

@@ -191,6 +191,16 @@ def clip_caption_inputs(config: Mapping[str, Any], clip: str) -> dict[str, list[
     }
 
 
+def clip_phantoms(config: Mapping[str, Any], clip: str) -> dict[str, dict[str, Any]]:
+    """The config entries of ``clip``'s training datasets that are ``phantom`` adapters
+    (they get ``phantom_images`` extra generated caption pairs), by name."""
+    return {
+        d: dict(config["datasets"][d])
+        for d in clip_training_datasets(config, clip)
+        if config["datasets"][d].get("adapter") == "phantom"
+    }
+
+
 def clip_finetune_inputs(config: Mapping[str, Any], clip: str) -> dict[str, str]:
     """Captions, and the base model's weights when fine-tuning a downloaded model."""
     spec = config["clip_models"][clip]

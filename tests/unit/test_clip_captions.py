@@ -79,8 +79,22 @@ def test_crops_are_seeded_and_captioned_by_what_they_show(phantoms, tmp_path):
     pd.testing.assert_frame_equal(first, second)
     crops = first[first["kind"] == "crop"]
     assert len(crops) == 2 * int((first["kind"] != "crop").sum())
-    assert crops["caption"].str.contains(" crop showing ").all()
-    assert crops["caption"].nunique() > 2  # some crops show a structure, some others
+    ct_crops = crops[crops["dataset"] == "ct"]
+    assert ct_crops["caption"].str.contains(" crop showing ").all()
+    assert ct_crops["caption"].nunique() > 2  # some crops show a structure, some others
+    # a crop of a captioned 2D image that shows its lesion takes the image's caption
+    us = first[first["dataset"] == "us"]
+    whole = us[us["kind"] == "image"].set_index("case_id")["caption"]
+    us_crops = us[us["kind"] == "crop"]
+    showing = ~us_crops["caption"].str.contains(" crop showing ")
+    assert showing.any()
+    assert (
+        us_crops.loc[showing, "caption"].to_numpy()
+        == whole[us_crops.loc[showing, "case_id"]].to_numpy()
+    ).all()
+    assert set(us_crops.loc[~showing, "caption"]) <= {
+        "Breast ultrasound crop showing no labelled structure."
+    }
     for image in crops["image"].iloc[:5]:
         a, b = read_raster(tmp_path / "a" / image), read_raster(tmp_path / "b" / image)
         assert a.shape == (24, 24) and np.array_equal(a, b)
@@ -138,3 +152,43 @@ def test_caption_job_of_a_clip_models_entry(phantoms, tmp_path):
             out_csv=tmp_path / "x" / "captions.csv",
             seed=1,
         )
+
+
+def test_extra_phantom_pairs_are_new_cases_captioned_like_the_dataset(phantoms, tmp_path):
+    (_, ct_pre), (us_data, us_pre) = phantoms
+    spec = {"adapter": "phantom", "params": {"kind": "us", "n_cases": 4, "shape": [48, 48]}}
+    table = make_caption_table(
+        datasets=[(us_data, us_pre)],
+        out_dir=tmp_path,
+        seed=3,
+        crops_per_image=2,
+        crop_fraction=0.3,
+        phantoms={"us": spec},
+        phantom_images=5,
+    )
+    extra = table[table["case_id"].str.startswith("clip_us_")]
+    assert sorted(extra["case_id"].unique()) == [f"clip_us_{i:04d}" for i in range(5)]
+    assert set(extra["split"]) == {"train"} and set(extra["dataset"]) == {"us"}
+    assert (extra["kind"] == "image").sum() == 5 and (extra["kind"] == "crop").sum() == 10
+    crops = set(extra.loc[extra["kind"] == "crop", "caption"])
+    assert "Breast ultrasound crop showing no labelled structure." in crops  # small crops
+    assert len(crops) > 1  # ... and crops that show the lesion, with the image's caption
+    kinds = extra.loc[extra["kind"] == "image", "caption"]
+    assert set(kinds) <= {
+        f"Breast ultrasound with a {k} hypoechoic lesion." for k in ("benign", "malignant")
+    }
+    images = [read_raster(tmp_path / p) for p in extra.loc[extra["kind"] == "image", "image"]]
+    assert all(i.dtype == np.uint8 and i.shape == (48, 48) and i.max() == 255 for i in images)
+    # none repeats a case of the dataset: their own seeds
+    dataset_images = [
+        read_raster(tmp_path / p)
+        for p in table.loc[
+            ~table["case_id"].str.startswith("clip_") & (table["kind"] == "image"), "image"
+        ]
+    ]
+    assert not any(np.array_equal(a, b) for a in images for b in dataset_images)
+    # a dataset that is not a phantom gets none
+    plain = make_caption_table(
+        datasets=[(us_data, us_pre)], out_dir=tmp_path / "plain", seed=3, phantom_images=5
+    )
+    assert not plain["case_id"].str.startswith("clip_").any()
