@@ -124,9 +124,13 @@ def write_model_info(
     arch: str | Mapping[str, Any],
     checkpoint: str | os.PathLike,
     image_size: int,
+    precision: str | None = None,
 ) -> None:
-    """Write ``model.json`` (atomically): the arch and checkpoint to load for decoding."""
+    """Write ``model.json`` (atomically): the arch and checkpoint to load for decoding,
+    and the precision the encoder ran in (``fp32``/``bf16``/``fp16``, when given)."""
     info = {"arch": arch, "checkpoint": str(checkpoint), "image_size": int(image_size)}
+    if precision is not None:
+        info["precision"] = str(precision)
     write_text(Path(embeddings_dir) / MODEL_INFO_FILE, json.dumps(info, indent=2) + "\n")
 
 

@@ -46,6 +46,7 @@ from medsegflow.models.sam_cache import (
 )
 from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import load_sam_model
+from medsegflow.precision import resolve_precision
 from medsegflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,10 @@ def embed_dataset(
     slices = read_table(pre / "slices.tsv", columns=SLICES_COLUMNS)
     model, chosen = load_sam_model(checkpoint, arch=arch, device=device)
     size = int(model.image_encoder.img_size)
-    write_model_info(out_dir, arch=arch, checkpoint=checkpoint, image_size=size)
+    chosen_precision = resolve_precision(precision, chosen)
+    write_model_info(
+        out_dir, arch=arch, checkpoint=checkpoint, image_size=size, precision=chosen_precision
+    )
     rows: list[dict[str, Any]] = []
     encode_seconds = 0.0
     for case in tqdm(cases.to_dict("records"), desc="embed", unit="case"):
@@ -147,7 +151,7 @@ def embed_dataset(
         len(manifest),
         arch,
         chosen,
-        precision,
+        f"precision {precision}: {chosen_precision}",
         n / encode_seconds if encode_seconds > 0 else float("nan"),
     )
     return manifest

@@ -115,6 +115,7 @@ def train_sam_model(
         trained = recipe(arch=arch, settings=settings, pairs=pairs, seed=seed, base=base)
     stats = _statistics(trained, pairs)
     if pairs is not None:
+        stats["precision"] = _chosen_precision(settings)
         stats.update(_validation(trained, preprocessed_dirs, settings, seed=seed))
     out_weights = Path(out_weights)
     history = pd.DataFrame(trained.history, columns=list(HISTORY_COLUMNS))
@@ -133,6 +134,15 @@ def train_sam_model(
     )
     log.info("trained sam_models.%s with recipe %s: %s", model, settings["recipe"], stats)
     return stats
+
+
+def _chosen_precision(settings: Mapping[str, Any]) -> str:
+    """What the block's ``precision`` meant on this machine (``fp32``, ``bf16`` or
+    ``fp16``), for the model card: training runs on CUDA when present, else the CPU."""
+    from medsegflow.models.sam_loader import select_device
+    from medsegflow.precision import resolve_precision
+
+    return resolve_precision(str(settings.get("precision", "auto")), select_device("auto"))
 
 
 def _validation(

@@ -91,7 +91,12 @@ def test_embeds_every_listed_slice_of_the_requested_splits(setup):
         assert cached.input_size == (53, 64)  # 40 * 64 / 48 = 53.3 rounds to 53
         assert cached.image_size == 64
     info = read_model_info(out)
-    assert info == {"arch": "demo", "checkpoint": str(setup["ckpt"]), "image_size": 64}
+    assert info == {
+        "arch": "demo",
+        "checkpoint": str(setup["ckpt"]),
+        "image_size": 64,
+        "precision": "fp32",  # what the encoder ran in on this machine
+    }
     assert json.loads((out / "model.json").read_text(encoding="utf-8"))["arch"] == "demo"
 
 

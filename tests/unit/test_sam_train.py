@@ -9,8 +9,9 @@ import torch
 
 from medsegflow.datasets.registry import prepare_dataset
 from medsegflow.errors import ConfigError, InputError
-from medsegflow.models.sam_loader import load_sam_model
+from medsegflow.models.sam_loader import load_sam_model, select_device
 from medsegflow.planning import check_sam_models, sam_checkpoint, sam_train_inputs
+from medsegflow.precision import resolve_precision
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.training.batches import decode_all_masks
 from medsegflow.training.pairs import augment_slice, load_training_pairs, load_validation_pairs
@@ -112,6 +113,9 @@ def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(train
     assert card["arch"] == "demo" and card["spec"]["img_size"] == 64 and card["base"] is None
     assert card["recipe"] == {**TRAIN, "datasets": None, "val_slices": 32}  # the complete recipe
     assert card["training"]["iterations"] == 20 and card["modules"] == []
+    # the precision the steps ran in on this machine (auto: bf16 only with native bf16)
+    expected = resolve_precision(TRAIN.get("precision", "auto"), select_device("auto"))
+    assert card["training"]["precision"] == expected
     assert card["training"]["n_trainable"] < card["training"]["n_parameters"]  # prompt encoder
     # checked on val: every foreground pair of the val case (ct and us), box prompts
     assert card["training"]["val_targets"] == sum(load_validation_pairs(datasets).counts().values())
