@@ -314,6 +314,39 @@ def check_labels_exist(
         )
 
 
+def warn_unmatched_labels(
+    pairs: Sequence[tuple[Path, Path]], *, pattern: str, kind: str = "label"
+) -> None:
+    """A :func:`listing_warning` for label files that no listed image points to: files in
+    the folders of the expected labels, with their extension, that are neither an expected
+    label nor a listed image. Such a file is usually a case whose image was deleted or
+    misnamed; it is left out, and the user is told rather than scoring fewer cases in silence.
+    """
+    expected = {os.path.normpath(label) for _, label in pairs}
+    expected |= {os.path.normpath(image) for image, _ in pairs}
+    suffixes = {_full_suffix(label.name) for _, label in pairs}
+    orphans = [
+        path
+        for folder in sorted({label.parent for _, label in pairs})
+        if folder.is_dir()
+        for path in sorted(folder.iterdir())
+        if not path.name.startswith(".")
+        and _full_suffix(path.name) in suffixes
+        and os.path.normpath(path) not in expected
+        and path.is_file()
+    ]
+    if orphans:
+        more = f" ({len(orphans)} such files)" if len(orphans) > 1 else ""
+        listing_warning(
+            f"{orphans[0]}: {kind} file with no image matching params.images '{pattern}'; "
+            f"left out{more}"
+        )
+
+
+def _full_suffix(name: str) -> str:
+    return name[name.index(".") :] if "." in name else ""
+
+
 def plan_cases(
     cases: Sequence[tuple[str, Path, Path]], params: Mapping[str, Any], *, modality: str, seed: int
 ) -> list[CasePlan]:

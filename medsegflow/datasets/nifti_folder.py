@@ -65,6 +65,7 @@ from medsegflow.datasets._params import (
     get_str,
     list_images,
     plan_cases,
+    warn_unmatched_labels,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.errors import ConfigError
@@ -110,6 +111,7 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     check_case_ids(case_ids)
     pairs = [(img, _label_path(root, img, case_ids[img], template, replacements)) for img in images]
     check_labels_exist(pairs, series_folders=True)
+    warn_unmatched_labels(pairs, pattern=pattern)
     plans = plan_cases(
         [(case_ids[img], img, lab) for img, lab in pairs], params, modality=modality, seed=seed
     )

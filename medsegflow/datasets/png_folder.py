@@ -60,6 +60,7 @@ from medsegflow.datasets._params import (
     get_str,
     list_images,
     plan_cases,
+    warn_unmatched_labels,
 )
 from medsegflow.datasets.canonical import AdapterResult, CanonicalCase, CaseSource
 from medsegflow.errors import ConfigError, InputError
@@ -113,6 +114,7 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     case_ids = {img: img.stem for img in images}
     check_case_ids(case_ids)
     check_labels_exist([(img, masks[img]) for img in images], kind="mask")
+    warn_unmatched_labels([(img, masks[img]) for img in found], pattern=pattern, kind="mask")
     plans = plan_cases(
         [(case_ids[img], img, masks[img]) for img in images], params, modality=modality, seed=seed
     )

@@ -446,7 +446,13 @@ def bad_run(workspace, snakemake):
     shutil.copytree(workdir / "raw" / "constant", workdir / "raw" / "constant_ok")
     allowed["params"]["root"] = "raw/constant_ok"
     datasets["constant_ok"] = {**allowed, "allow_constant_images": True}
-    targets = [f"results/data/{name}/cases.tsv" for name in JOB_CASES]
+    # a label whose image is gone: the case is left out with a warning
+    datasets["orphan_label"], _ = _bad_dataset(workdir, "missing_label")
+    datasets["orphan_label"]["params"]["root"] = "raw/orphan_label"
+    shutil.rmtree(workdir / "raw/orphan_label", ignore_errors=True)
+    nnunet_dataset(workdir / "raw/orphan_label")
+    write_nifti(workdir / "raw/orphan_label/labelsTr/gone.nii.gz", label())
+    targets = [f"results/data/{name}/cases.tsv" for name in [*JOB_CASES, "orphan_label"]]
     targets += ["results/metrics/constant_ok/otsu_box.csv", *GOOD_TARGETS]
     result = snakemake(["--keep-going", *targets], cwd=workdir, config=with_datasets(**datasets))
     return result, expected
@@ -494,6 +500,20 @@ def test_constant_image_allowed_is_a_warning_everywhere(bad_run, workspace):
     assert flagged["bad"] == warning and flagged["ok"] == ""
 
 
+ORPHAN = (
+    "raw/orphan_label/labelsTr/gone.nii.gz: label file with no image matching params.images "
+    "'imagesTr/*.nii.gz'; left out"
+)
+
+
+def test_a_label_without_its_image_is_a_warning_not_a_silent_drop(bad_run, workspace):
+    result, _ = bad_run
+    workdir, _ = workspace
+    assert f"WARNING: {ORPHAN}" in console_lines(result)
+    cases = pd.read_csv(workdir / "results/data/orphan_label/cases.tsv", sep="\t")
+    assert list(cases["case_id"]) == ["ok"]
+
+
 def test_verify_lists_every_bad_dataset_and_the_warning(bad_run, workspace):
     """``python -m medsegflow verify`` names the same problems, and the allowed constant image
     as a warning, before any job."""
@@ -522,9 +542,14 @@ def test_verify_lists_every_bad_dataset_and_the_warning(bad_run, workspace):
         "written all the same (allow_constant_images)"
     )
     assert warning in lines
-    n_bad, n_all = len(JOB_CASES), len(JOB_CASES) + 3  # + the good ones and constant_ok
-    assert lines[-1].startswith(f"verify: {len(lines) - 2} problems in {n_bad} of {n_all} datasets")
-    assert lines[-1].endswith(", 1 warnings)")
+    n_bad, n_all = len(JOB_CASES), len(JOB_CASES) + 4  # + 2 good, constant_ok, orphan_label
+    assert f"WARNING: {ORPHAN}" in lines
+    # the labels of the images behind broken links are named too: their case is not read
+    warnings = [ln for ln in lines if ln.startswith("WARNING: ")]
+    assert len(warnings) == 5, warnings
+    n_problems = len(lines) - len(warnings) - 1
+    assert lines[-1].startswith(f"verify: {n_problems} problems in {n_bad} of {n_all} datasets")
+    assert lines[-1].endswith(", 5 warnings)")
     assert "Traceback" not in result.stdout + result.stderr
 
 

@@ -139,6 +139,17 @@ def test_verify_command_exits_1_and_0(tmp_path: Path, capsys) -> None:
         (tmp_path / "ct" / "imagesTr" / f"{case}_0000.nii.gz").unlink()
     (tmp_path / "ct" / "imagesTr" / "sub" / "good_0000.nii.gz").unlink()
     path.write_text(yaml.safe_dump(clean), encoding="utf-8")
+    assert main(["verify", "--configfile", str(path)]) == 0  # labels without images: warned
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == [
+        f"WARNING: {tmp_path / 'ct/labelsTr/empty.nii.gz'}: label file with no image matching "
+        "params.images 'imagesTr/**/*_0000.nii.gz'; left out (6 such files)",
+        "verify: no problems in 1 datasets (1 cases read, 1 warnings)",
+    ], lines  # labelsTr/sub holds no expected label any more: not looked into
+    for label in (tmp_path / "ct" / "labelsTr").rglob("*.nii.gz"):
+        if label.name != "good.nii.gz" or label.parent.name == "sub":
+            label.unlink()
+    path.write_text(yaml.safe_dump(clean), encoding="utf-8")
     proc = subprocess.run(
         [sys.executable, "-m", "medsegflow", "verify", "--configfile", str(path)],
         capture_output=True,
