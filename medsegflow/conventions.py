@@ -7,19 +7,23 @@ one *aggregation*, registered in :data:`CONVENTIONS` with the quirks it replays
 (:attr:`Convention.quirks`). ``docs/metrics.md`` describes every convention and the
 conformance test that shows it.
 
-Case functions all take ``(pred_zyx, gt_zyx, spacing_zyx, classes, prob_zyx=None)`` for one
-case and return a :data:`CaseResult`: ``{label: {"dsc", "iou", "nsd", "hd95", "counted",
-"error"}}`` for every value in ``classes`` and every label the convention itself scores.
-Metrics a convention does not compute are NaN. ``counted`` says whether the convention's own
-averaging uses that label for that case. ``error`` is ``""``, or the name of the exception the
-official code raises on this input (e.g. ``"AssertionError"``); the metrics it would have
-produced are then NaN, and the aggregation reports the error (:data:`Aggregate` ``"error"``).
+Case functions all take ``(pred_zyx, gt_zyx, spacing_zyx, classes, prob_zyx=None,
+cache=None)`` for one case and return a :data:`CaseResult`: ``{label: {"dsc", "iou", "nsd",
+"hd95", "counted", "error"}}`` for every value in ``classes`` and every label the convention
+itself scores. Metrics a convention does not compute are NaN. ``counted`` says whether the
+convention's own averaging uses that label for that case. ``error`` is ``""``, or the name of
+the exception the official code raises on this input (e.g. ``"AssertionError"``); the metrics
+it would have produced are then NaN, and the aggregation reports the error (:data:`Aggregate`
+``"error"``).
 
 - ``pred_zyx``, ``gt_zyx``: integer label volumes ``(Z, Y, X)`` on the same grid (MedCLIP-SAMv2
   alone resizes a prediction of another in-plane size, as its script does). A 2D image is a
   ``(1, H, W)`` volume (:func:`is_2d_case`).
 - ``spacing_zyx``: voxel size in mm in array order.
 - ``classes``: the dataset's label values (nonzero ints).
+- ``cache``: the case's :class:`medsegflow.metrics.SurfaceCache`: conventions (and
+  :func:`medsegflow.metrics.compute_metrics`) given the same one and the same arrays compute
+  each label's masks, surfaces and distances once. The values do not depend on it.
 - ``prob_zyx``: soft outputs, only used by Med-SA: a float array ``(C, Z, Y, X)`` (channel ``i``
   is ``classes[i]`` when ``C == len(classes)``, channel ``c`` is class ``c`` when
   ``C > max(classes)``, i.e. background first) or a dict ``{class_value: (Z, Y, X) array}``.
@@ -48,7 +52,7 @@ from typing import Literal
 
 import numpy as np
 
-from medsegflow.metrics import hd95, surfel_surface_dice
+from medsegflow.metrics import MaskPair, SurfaceCache, surfel_surface_dice
 
 NAN = math.nan
 
@@ -185,26 +189,35 @@ def _errors_of(results: Sequence[CaseResult]) -> str:
 
 
 def _values_present(labels: np.ndarray) -> list[int]:
-    """The sorted values of an integer label array (``np.unique``, by counting when the
-    values are small non-negative integers)."""
+    """The sorted values of an integer label array (``np.unique``; by testing the values
+    between the extremes when they are few, by counting when they are small non-negative
+    integers)."""
     low, high = int(labels.min()), int(labels.max())
+    if high - low <= 8:
+        between = [v for v in range(low + 1, high) if (labels == v).any()]
+        return [low, *between, high] if high > low else [low]
     if low >= 0 and high < 2**16:
         counts = np.bincount(labels.ravel().astype(np.intp, copy=False), minlength=high + 1)
         return [int(v) for v in np.flatnonzero(counts)]
     return [int(v) for v in np.unique(labels)]
 
 
-def _deepmind_dice(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
+def _deepmind_dice(pair: MaskPair) -> float:
     """DeepMind ``compute_dice_coefficient``: 2|G∩P| / (|G| + |P|), NaN when both are empty."""
-    volume_sum = int(np.count_nonzero(gt_mask)) + int(np.count_nonzero(pred_mask))
+    volume_sum = pair.n_gt + pair.n_pred
     if volume_sum == 0:
         return NAN
-    return 2 * int(np.count_nonzero(gt_mask & pred_mask)) / volume_sum
+    return 2 * pair.tp / volume_sum
 
 
 def _plain_dice(pred_mask: np.ndarray, gt_mask: np.ndarray) -> float:
     """2|G∩P| / (|G| + |P|) for masks that are not both empty."""
-    return _deepmind_dice(pred_mask, gt_mask)
+    return _deepmind_dice(MaskPair(pred_mask, gt_mask))
+
+
+def _pairs(cache: SurfaceCache | None) -> SurfaceCache:
+    """``cache``, or a new one for this call only."""
+    return cache if cache is not None else SurfaceCache()
 
 
 def _as_fed(spacing_zyx: tuple[float, ...], spacing_order: SpacingOrder) -> tuple[float, ...]:
@@ -225,6 +238,8 @@ def samed_case(
     spacing_zyx: Sequence[float],
     classes: Sequence[int],
     prob_zyx: SoftOutputs | None = None,
+    *,
+    cache: SurfaceCache | None = None,
 ) -> CaseResult:
     """SAMed ``calculate_metric_percase`` for every class of ``classes`` (their loop runs
     over ``1..num_classes``, so a class absent from both masks is scored too):
@@ -239,13 +254,14 @@ def samed_case(
     """
     del prob_zyx
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
+    pairs = _pairs(cache)
     out: CaseResult = {}
     for label in labels:
-        pred_mask, gt_mask = pred == label, gt == label
-        has_pred, has_gt = bool(pred_mask.any()), bool(gt_mask.any())
+        pair = pairs.pair(pred, gt, label)
+        has_pred, has_gt = pair.n_pred > 0, pair.n_gt > 0
         if has_pred and has_gt:
-            distance = hd95(pred_mask, gt_mask, (1.0, 1.0, 1.0))
-            out[label] = _scores(dsc=_plain_dice(pred_mask, gt_mask), hd95=distance)
+            distance = pair.hd95((1.0, 1.0, 1.0))
+            out[label] = _scores(dsc=_deepmind_dice(pair), hd95=distance)
         elif has_pred:  # prediction present, GT empty
             out[label] = _scores(dsc=1.0, hd95=0.0)
         else:  # prediction empty
@@ -293,10 +309,12 @@ def _cvpr_case(
     scored: list[int],
     *,
     nsd_error: str = "",
+    cache: SurfaceCache | None = None,
 ) -> CaseResult:
     """DSC of every ``scored`` label, NSD@2 of all of them when their mean DSC > 0.2 (NaN
     otherwise: not computed); other labels of ``labels`` are not counted."""
-    dsc = {label: _deepmind_dice(pred == label, gt == label) for label in scored}
+    pairs = _pairs(cache)
+    dsc = {label: _deepmind_dice(pairs.pair(pred, gt, label)) for label in scored}
     case_dsc = float(np.mean(list(dsc.values()))) if dsc else NAN
     gate = case_dsc > CVPR_NSD_MIN_DSC  # False for NaN, as their ``if dsc > 0.2``
     out: CaseResult = {}
@@ -306,7 +324,7 @@ def _cvpr_case(
         elif gate and nsd_error:
             out[label] = _scores(dsc=dsc[label], error=nsd_error)
         elif gate:
-            nsd = surfel_surface_dice(pred == label, gt == label, spacing, CVPR_NSD_TOLERANCE)
+            nsd = pairs.pair(pred, gt, label).surface_dice(spacing, CVPR_NSD_TOLERANCE)
             out[label] = _scores(dsc=dsc[label], nsd=nsd)
         else:
             out[label] = _scores(dsc=dsc[label])
@@ -333,6 +351,7 @@ def medsam_case(
     prob_zyx: SoftOutputs | None = None,
     *,
     spacing_order: SpacingOrder = "xyz",
+    cache: SurfaceCache | None = None,
 ) -> CaseResult:
     """The CVPR 2024 challenge (MedSAM / LiteMedSAM) ``evaluation/compute_metrics.py``.
 
@@ -353,7 +372,7 @@ def medsam_case(
     del prob_zyx
     pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
     fed = (1.0, 1.0, 1.0) if is_2d_case(gt) else _as_fed(spacing, spacing_order)
-    return _cvpr_case(pred, gt, fed, labels, list(range(1, int(gt.max()) + 1)))
+    return _cvpr_case(pred, gt, fed, labels, list(range(1, int(gt.max()) + 1)), cache=cache)
 
 
 def medsam_case_summary(result: CaseResult) -> dict[str, float | str]:
@@ -408,6 +427,7 @@ def cvpr25_case(
     prob_zyx: SoftOutputs | None = None,
     *,
     spacing_order: SpacingOrder = "xyz",
+    cache: SurfaceCache | None = None,
 ) -> CaseResult:
     """One step of the CVPR 2025 interactive challenge (``CVPR25_iter_eval.py``
     ``compute_multi_class_dsc`` / ``compute_multi_class_nsd``).
@@ -423,8 +443,8 @@ def cvpr25_case(
     pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
     scored = _values_present(gt)[1:]
     if is_2d_case(gt):
-        return _cvpr_case(pred, gt, spacing, labels, scored, nsd_error="IndexError")
-    return _cvpr_case(pred, gt, _as_fed(spacing, spacing_order), labels, scored)
+        return _cvpr_case(pred, gt, spacing, labels, scored, nsd_error="IndexError", cache=cache)
+    return _cvpr_case(pred, gt, _as_fed(spacing, spacing_order), labels, scored, cache=cache)
 
 
 def cvpr25_case_summary(result: CaseResult) -> dict[str, float | str]:
@@ -511,6 +531,7 @@ def sammed3d_case(
     prob_zyx: SoftOutputs | None = None,
     *,
     label_set: Literal["gt", "classes"] = "classes",
+    cache: SurfaceCache | None = None,
 ) -> CaseResult:
     """SAM-Med3D ``utils/metric_utils.py`` ``compute_metrics``, per class:
 
@@ -532,19 +553,20 @@ def sammed3d_case(
     pred, gt, spacing, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
     if label_set == "gt":
         labels = [v for v in _values_present(gt) if v != 0]
+    pairs = _pairs(cache)
     out: CaseResult = {}
     for label in labels:
-        pred_mask, gt_mask = pred == label, gt == label
-        has_pred, has_gt = bool(pred_mask.any()), bool(gt_mask.any())
+        pair = pairs.pair(pred, gt, label)
+        has_pred, has_gt = pair.n_pred > 0, pair.n_gt > 0
         if not has_gt and not has_pred:
             out[label] = _scores(counted=False)
         elif not has_gt:
             out[label] = _scores(dsc=0.0, iou=0.0, nsd=0.0)
         else:
-            inter = int(np.count_nonzero(pred_mask & gt_mask))
-            union = int(np.count_nonzero(pred_mask | gt_mask))
-            nsd = surfel_surface_dice(pred_mask, gt_mask, spacing, SAMMED3D_NSD_TOLERANCE)
-            out[label] = _scores(dsc=_plain_dice(pred_mask, gt_mask), iou=inter / union, nsd=nsd)
+            inter = pair.tp
+            union = pair.n_pred + pair.n_gt - inter
+            nsd = pair.surface_dice(spacing, SAMMED3D_NSD_TOLERANCE)
+            out[label] = _scores(dsc=_deepmind_dice(pair), iou=inter / union, nsd=nsd)
     return out
 
 
@@ -661,6 +683,7 @@ def medsa_case(
     prob_zyx: SoftOutputs | None = None,
     *,
     soft_kind: Literal["probability", "logit"] = "probability",
+    cache: SurfaceCache | None = None,
 ) -> CaseResult:
     """Med-SA ``utils.py`` ``eval_seg`` with ``function.py`` ``validation_sam``'s thresholds.
 
@@ -682,7 +705,7 @@ def medsa_case(
     (theirs float32 torch: differences below 1e-6).
     """
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes)
-    del pred
+    del pred, cache
     if soft_kind not in ("probability", "logit"):
         raise ValueError(f"medsa_case: soft_kind {soft_kind!r} is not 'probability' or 'logit'")
     if prob_zyx is None:
@@ -793,6 +816,7 @@ def medclip_case(
     prob_zyx: SoftOutputs | None = None,
     *,
     seg_u8: np.ndarray | None = None,
+    cache: SurfaceCache | None = None,
 ) -> CaseResult:
     """MedCLIP-SAMv2 ``evaluation/eval.py``, per image.
 
@@ -811,7 +835,7 @@ def medclip_case(
     ``spacing_zyx`` and ``prob_zyx`` are not used; HD95 is NaN. Their script reads 2D PNG
     images: a 3D case (more than one slice) is not scored (NaN, ``counted`` False).
     """
-    del prob_zyx
+    del prob_zyx, cache  # its masks are binarised images of its own
     pred, gt, _, labels = _check_case(pred_zyx, gt_zyx, spacing_zyx, classes, same_grid=False)
     if not is_2d_case(gt):
         return {label: _scores(counted=False) for label in labels}

@@ -57,7 +57,8 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -113,6 +114,7 @@ def compute_metrics(
     *,
     labels: Sequence[int] | None = None,
     nsd_variant: str = NSD_SURFEL,
+    cache: SurfaceCache | None = None,
 ) -> dict[int, dict[str, float | bool | int]]:
     """Score ``pred`` against ``gt``, one result per label, by the module's conventions.
 
@@ -129,6 +131,9 @@ def compute_metrics(
             as label 1.
         nsd_variant: :data:`NSD_SURFEL` (default, DeepMind's surfel-area surface Dice) or
             :data:`NSD_VOXEL` (surface voxels counted, MONAI ``compute_surface_dice``).
+        cache: one case's :class:`SurfaceCache`, shared with the convention replays of the
+            same arrays so that their surfaces and distances are computed once (the values
+            do not depend on it).
 
     Returns:
         ``{label: result}`` in label order; each result holds the floats named in
@@ -153,13 +158,16 @@ def compute_metrics(
                 f"compute_metrics: labels={list(labels)} given for bool (binary) "
                 "inputs; binary inputs are scored as label 1 only"
             )
-        return {1: _binary_metrics(pred, gt, spacing_mm, nsd_tolerance_mm, nsd_variant)}
+        pair = cache.pair(pred, gt) if cache is not None else MaskPair(pred, gt)
+        return {1: _binary_metrics(pair, spacing_mm, nsd_tolerance_mm, nsd_variant)}
     wanted = _present_labels(pred, gt) if labels is None else _checked_labels(labels)
     results: dict[int, _Result] = {}
     for label in wanted:
-        results[label] = _binary_metrics(
-            pred == label, gt == label, spacing_mm, nsd_tolerance_mm, nsd_variant
-        )
+        if cache is not None:
+            pair = cache.pair(pred, gt, label)
+        else:
+            pair = MaskPair(pred == label, gt == label)
+        results[label] = _binary_metrics(pair, spacing_mm, nsd_tolerance_mm, nsd_variant)
     return results
 
 
@@ -227,15 +235,10 @@ def _present_labels(pred: np.ndarray, gt: np.ndarray) -> list[int]:
 
 
 def _binary_metrics(
-    pred_mask: np.ndarray,
-    gt_mask: np.ndarray,
-    spacing_mm: tuple[float, ...],
-    tau_mm: float,
-    nsd_variant: str = NSD_SURFEL,
+    pair: MaskPair, spacing_mm: tuple[float, ...], tau_mm: float, nsd_variant: str = NSD_SURFEL
 ) -> _Result:
     """All metrics for one pair of bool masks of equal shape (any layout, zyx or yx)."""
-    n_pred = int(np.count_nonzero(pred_mask))
-    n_gt = int(np.count_nonzero(gt_mask))
+    n_pred, n_gt, size = pair.n_pred, pair.n_gt, pair.pred.size
     result: _Result = {}
     if n_pred == 0 and n_gt == 0:
         tp = 0
@@ -244,17 +247,16 @@ def _binary_metrics(
         tp = 0
         result.update(dsc=0.0, iou=0.0, nsd=0.0, hd95_mm=math.nan, assd_mm=math.nan)
     else:
-        pred_c, gt_c, spacing_c = _crop_pair(pred_mask, gt_mask, spacing_mm)
-        tp = int(np.count_nonzero(pred_c & gt_c))
+        tp = pair.tp
         result.update(dsc=2.0 * tp / (n_pred + n_gt), iou=tp / (n_pred + n_gt - tp))
-        result.update(_surface_metrics(pred_c, gt_c, spacing_c, tau_mm, nsd_variant))
+        result.update(pair.surface_metrics(spacing_mm, tau_mm, nsd_variant))
     fp, fn = n_pred - tp, n_gt - tp
-    tn = pred_mask.size - tp - fp - fn
+    tn = size - tp - fp - fn
     result.update(
         precision=_ratio(tp, tp + fp),
         recall=_ratio(tp, tp + fn),
         specificity=_ratio(tn, tn + fp),
-        accuracy=_ratio(tp + tn, pred_mask.size),
+        accuracy=_ratio(tp + tn, size),
     )
     ordered: _Result = {name: float(result[name]) for name in METRIC_NAMES}
     ordered.update(gt_empty=n_gt == 0, pred_empty=n_pred == 0, gt_voxels=n_gt, pred_voxels=n_pred)
@@ -266,24 +268,14 @@ def _ratio(numerator: int, denominator: int) -> float:
     return numerator / denominator if denominator else math.nan
 
 
-def _crop_pair(
-    pred_mask: np.ndarray, gt_mask: np.ndarray, spacing_mm: tuple[float, ...]
-) -> tuple[np.ndarray, np.ndarray, tuple[float, ...]]:
-    """Drop size-1 axes, then crop both masks to the bounding box of their union.
-
-    Returns views ``(pred, gt, spacing)`` with the kept axes in their original order; at least
-    two axes are kept. The box has :data:`_CROP_MARGIN` extra voxels per side, clipped at the
-    image border. Both masks must be non-empty.
-    """
-    keep = [axis for axis, size in enumerate(pred_mask.shape) if size > 1]
-    if len(keep) < 2:  # a line or a point stays a 2D image (surfels need 2 or 3 axes)
-        spare = [axis for axis in reversed(range(pred_mask.ndim)) if axis not in keep]
+def _kept_axes(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes the surface metrics keep: those of size > 1, at least two (a line or a point
+    stays a 2D image: surfels need 2 or 3 axes), in their original order."""
+    keep = [axis for axis, size in enumerate(shape) if size > 1]
+    if len(keep) < 2:
+        spare = [axis for axis in reversed(range(len(shape))) if axis not in keep]
         keep = sorted(keep + spare[: 2 - len(keep)])
-    shape = tuple(pred_mask.shape[axis] for axis in keep)
-    pred_mask, gt_mask = pred_mask.reshape(shape), gt_mask.reshape(shape)
-    spacing_kept = tuple(spacing_mm[axis] for axis in keep)
-    window = _union_box(pred_mask, gt_mask, margin=_CROP_MARGIN)
-    return pred_mask[window], gt_mask[window], spacing_kept
+    return tuple(keep)
 
 
 def _union_box(a: np.ndarray, b: np.ndarray, *, margin: int) -> tuple[slice, ...]:
@@ -298,48 +290,173 @@ def _union_box(a: np.ndarray, b: np.ndarray, *, margin: int) -> tuple[slice, ...
     return tuple(box)
 
 
+class MaskPair:
+    """A predicted and a reference bool mask of equal shape, and what the metrics take from
+    them, each computed once on first use: the voxel counts, the crop, the surface voxels, the
+    directed distances per spacing, and the surfels and surface Dice per axis view, spacing
+    and τ. Every value equals the one-off computation's; the masks must not change while the
+    pair is in use.
+
+    Two views of the axes exist: the metrics of :func:`compute_metrics` drop size-1 axes
+    (:func:`_kept_axes`), :func:`surfel_surface_dice` and the conventions score the array as
+    it is (a ``(1, H, W)`` image is a one-voxel slab); a volume without size-1 axes has one.
+    """
+
+    def __init__(self, pred_mask: np.ndarray, gt_mask: np.ndarray) -> None:
+        self.pred = np.asarray(pred_mask, dtype=bool)
+        self.gt = np.asarray(gt_mask, dtype=bool)
+        if self.pred.shape != self.gt.shape:
+            raise ValueError(f"MaskPair: pred shape {self.pred.shape} != gt {self.gt.shape}")
+        self._memo: dict[tuple, object] = {}
+
+    def _get(self, key: tuple, make: Callable[[], object]) -> Any:
+        if key not in self._memo:
+            self._memo[key] = make()
+        return self._memo[key]
+
+    @property
+    def n_pred(self) -> int:
+        """Voxels of the predicted mask."""
+        return self._get(("n_pred",), lambda: int(np.count_nonzero(self.pred)))
+
+    @property
+    def n_gt(self) -> int:
+        """Voxels of the reference mask."""
+        return self._get(("n_gt",), lambda: int(np.count_nonzero(self.gt)))
+
+    @property
+    def tp(self) -> int:
+        """Voxels in both masks."""
+
+        def make() -> int:
+            if not self.n_pred or not self.n_gt:
+                return 0
+            pred_c, gt_c, _ = self._crop()
+            return int(np.count_nonzero(pred_c & gt_c))
+
+        return self._get(("tp",), make)
+
+    def _crop(self) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+        """``(pred, gt, kept axes)``: both masks with size-1 axes dropped (:func:`_kept_axes`),
+        cropped to the bounding box of their union plus :data:`_CROP_MARGIN` voxels per side
+        (clipped at the image border). Both masks must not be empty together."""
+
+        def make() -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+            keep = _kept_axes(self.pred.shape)
+            shape = tuple(self.pred.shape[axis] for axis in keep)
+            pred, gt = self.pred.reshape(shape), self.gt.reshape(shape)
+            window = _union_box(pred, gt, margin=_CROP_MARGIN)
+            return pred[window], gt[window], keep
+
+        return self._get(("crop",), make)
+
+    def distances(self, spacing_mm: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+        """``(d(pred -> gt), d(gt -> pred))`` in mm over the surface voxels (medpy's border,
+        :func:`_border`) of the cropped masks; ``spacing_mm`` has one value per axis of the
+        masks. Both masks must be non-empty."""
+        pred_c, gt_c, keep = self._crop()
+        spacing = tuple(float(spacing_mm[axis]) for axis in keep)
+
+        def make() -> tuple[np.ndarray, np.ndarray]:
+            pred_border, gt_border = self._get(
+                ("border",), lambda: (_border(pred_c), _border(gt_c))
+            )
+            return _directed_pair(pred_border, gt_border, spacing)
+
+        return self._get(("distances", spacing), make)
+
+    def hd95(self, spacing_mm: Sequence[float]) -> float:
+        """medpy 0.5.2 ``hd95`` (:func:`hd95`); NaN when a mask is empty."""
+        if not self.n_pred or not self.n_gt:
+            return math.nan
+        return float(np.percentile(np.concatenate(self.distances(spacing_mm)), 95))
+
+    def surface_metrics(
+        self, spacing_mm: tuple[float, ...], tau_mm: float, nsd_variant: str = NSD_SURFEL
+    ) -> dict[str, float]:
+        """``nsd``, ``hd95_mm`` and ``assd_mm`` of :func:`compute_metrics` (size-1 axes
+        dropped) for two non-empty masks."""
+        pred_to_gt, gt_to_pred = self.distances(spacing_mm)
+        pooled = np.concatenate([pred_to_gt, gt_to_pred])
+        if nsd_variant == NSD_VOXEL:
+            within = np.count_nonzero(pred_to_gt <= tau_mm) + np.count_nonzero(gt_to_pred <= tau_mm)
+            nsd = within / pooled.size
+        else:
+            nsd = self.surface_dice(spacing_mm, tau_mm, drop_flat_axes=True)
+        return {
+            "nsd": float(nsd),
+            "hd95_mm": float(np.percentile(pooled, 95)),
+            "assd_mm": float(pooled.mean()),
+        }
+
+    def _surfels(self, keep: tuple[int, ...]) -> tuple[np.ndarray, ...]:
+        """``(pred corner is surface, pred codes there, gt likewise)`` of the masks with only
+        the ``keep`` axes, on the tight bounding box of their union (:func:`neighbour_codes`)."""
+
+        def make() -> tuple[np.ndarray, ...]:
+            shape = tuple(self.pred.shape[axis] for axis in keep)
+            pred, gt = self.pred.reshape(shape), self.gt.reshape(shape)
+            window = _union_box(pred, gt, margin=0)
+            return (*_surface_corners(pred[window]), *_surface_corners(gt[window]))
+
+        return self._get(("surfels", keep), make)
+
+    def surface_dice(
+        self, spacing_mm: Sequence[float], tau_mm: float, *, drop_flat_axes: bool = False
+    ) -> float:
+        """DeepMind's surface Dice (:func:`surfel_surface_dice`) at ``tau_mm``; ``spacing_mm``
+        has one value per axis of the masks. ``drop_flat_axes``: score without the size-1 axes
+        (:func:`compute_metrics`'s view), otherwise the array as it is. 0.0 when exactly one
+        mask is empty, NaN when both are."""
+        if not self.n_pred and not self.n_gt:
+            return math.nan
+        if not self.n_pred or not self.n_gt:
+            return 0.0
+        keep = _kept_axes(self.pred.shape) if drop_flat_axes else tuple(range(self.pred.ndim))
+        spacing = tuple(float(spacing_mm[axis]) for axis in keep)
+
+        def make() -> float:
+            pred_border, pred_codes, gt_border, gt_codes = self._surfels(keep)
+            table = _surfel_size_table(spacing)
+            pred_size, gt_size = table[pred_codes], table[gt_codes]
+            pred_near, gt_near = _within_pair(pred_border, gt_border, spacing, tau_mm)
+            within = np.sum(gt_size[gt_near]) + np.sum(pred_size[pred_near])
+            return float(within / (np.sum(gt_size) + np.sum(pred_size)))
+
+        return self._get(("surface_dice", keep, spacing, float(tau_mm)), make)
+
+
+class SurfaceCache:
+    """One case's :class:`MaskPair` per (pred array, gt array, label), so that
+    :func:`compute_metrics` and every convention replay of the case
+    (:mod:`medsegflow.conventions`) share the masks, surfaces and distances of each label
+    instead of computing them again.
+
+    Arrays are matched by identity (the cache holds them, so an identity cannot be reused by
+    another array while it lives); they must not be modified while the cache is in use.
+    Make one per case and drop it afterwards.
+    """
+
+    def __init__(self) -> None:
+        self._pairs: dict[tuple[int, int, int | None], tuple[np.ndarray, np.ndarray, MaskPair]]
+        self._pairs = {}
+
+    def pair(self, pred: np.ndarray, gt: np.ndarray, label: int | None = None) -> MaskPair:
+        """The :class:`MaskPair` of ``(pred == label, gt == label)``; with ``label`` None,
+        ``pred`` and ``gt`` are the masks themselves."""
+        key = (id(pred), id(gt), None if label is None else int(label))
+        held = self._pairs.get(key)
+        if held is not None and held[0] is pred and held[1] is gt:
+            return held[2]
+        pair = MaskPair(pred, gt) if label is None else MaskPair(pred == label, gt == label)
+        self._pairs[key] = (pred, gt, pair)
+        return pair
+
+
 def hd95(pred_mask: np.ndarray, gt_mask: np.ndarray, spacing_mm: Sequence[float]) -> float:
     """``hd95_mm`` of :func:`compute_metrics` alone (medpy 0.5.2 ``hd95``) for two non-empty
     bool masks of equal shape; NaN when one is empty."""
-    pred_mask = np.asarray(pred_mask, dtype=bool)
-    gt_mask = np.asarray(gt_mask, dtype=bool)
-    if not pred_mask.any() or not gt_mask.any():
-        return math.nan
-    spacing = tuple(float(s) for s in spacing_mm)
-    pred_c, gt_c, spacing_c = _crop_pair(pred_mask, gt_mask, spacing)
-    pred_border, gt_border = _border(pred_c), _border(gt_c)
-    pooled = np.concatenate(
-        [
-            _directed_distances(pred_border, gt_border, spacing_c),
-            _directed_distances(gt_border, pred_border, spacing_c),
-        ]
-    )
-    return float(np.percentile(pooled, 95))
-
-
-def _surface_metrics(
-    pred_mask: np.ndarray,
-    gt_mask: np.ndarray,
-    spacing_mm: tuple[float, ...],
-    tau_mm: float,
-    nsd_variant: str = NSD_SURFEL,
-) -> dict[str, float]:
-    """``nsd``, ``hd95_mm`` and ``assd_mm`` for two non-empty bool masks of equal shape."""
-    pred_border = _border(pred_mask)
-    gt_border = _border(gt_mask)
-    pred_to_gt = _directed_distances(pred_border, gt_border, spacing_mm)
-    gt_to_pred = _directed_distances(gt_border, pred_border, spacing_mm)
-    pooled = np.concatenate([pred_to_gt, gt_to_pred])
-    if nsd_variant == NSD_VOXEL:
-        within = np.count_nonzero(pred_to_gt <= tau_mm) + np.count_nonzero(gt_to_pred <= tau_mm)
-        nsd = within / pooled.size
-    else:
-        nsd = surfel_surface_dice(pred_mask, gt_mask, spacing_mm, tau_mm)
-    return {
-        "nsd": float(nsd),
-        "hd95_mm": float(np.percentile(pooled, 95)),
-        "assd_mm": float(pooled.mean()),
-    }
+    return MaskPair(pred_mask, gt_mask).hd95(tuple(float(s) for s in spacing_mm))
 
 
 def _border(mask: np.ndarray) -> np.ndarray:
@@ -349,7 +466,7 @@ def _border(mask: np.ndarray) -> np.ndarray:
     border), computed with shifted views: a voxel is interior when it and its 2·ndim face
     neighbours are all in the mask.
     """
-    padded = np.pad(mask, 1)
+    padded = _pad_zeros(mask, (1,) * mask.ndim)
     interior = mask.copy()
     core = tuple(slice(1, -1) for _ in range(mask.ndim))
     for axis in range(mask.ndim):
@@ -387,44 +504,67 @@ def _sorted_offsets(
     return offsets[order], distances[order]
 
 
-def _within(
-    from_border: np.ndarray, to_border: np.ndarray, spacing_mm: tuple[float, ...], tau_mm: float
-) -> np.ndarray:
-    """Bool vector (C order of the ``from_border`` points): is the nearest ``to_border``
-    point at most ``tau_mm`` away? Same decisions as ``_directed_distances(...) <= tau_mm``;
-    only the offsets no longer than τ are tried (the full search when they are too many)."""
+def _within_pair(
+    a: np.ndarray, b: np.ndarray, spacing_mm: tuple[float, ...], tau_mm: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(a_near, b_near)``: bool vectors (C order of the points of ``a``, then of ``b``): is
+    the nearest point of the other mask at most ``tau_mm`` away? Same decisions as
+    ``_directed_pair(...) <= tau_mm``; only the offsets no longer than τ are tried, one at a
+    time, each on the points not yet matched (the full search when they are too many)."""
     span = [math.floor(tau_mm / s) * 2 + 1 for s in spacing_mm]
     if math.prod(span) > 2 * _MAX_OFFSETS:
-        return _directed_distances(from_border, to_border, spacing_mm) <= tau_mm
+        a_to_b, b_to_a = _directed_pair(a, b, spacing_mm)
+        return a_to_b <= tau_mm, b_to_a <= tau_mm
     offsets, _ = _sorted_offsets(spacing_mm, float(tau_mm))
-    points, flat, base, shifts = _offset_search_setup(from_border, to_border, offsets)
-    hit = np.zeros(len(points), dtype=bool)
-    if not len(shifts):
-        return hit
-    hit = flat[base]  # offset 0 first: a shared surface point is at distance 0
-    todo = np.flatnonzero(~hit).astype(base.dtype)
-    step = max(1, 4_000_000 // max(len(todo), 1))
-    for start in range(1, len(shifts), step):
+    half = _reach(offsets)
+    (flat_a, base_a), (flat_b, base_b) = _padded_flat(a, half), _padded_flat(b, half)
+    shifts = _flat_shifts(offsets, a.shape, half, base_a.dtype)
+    return _near(base_a, flat_b, shifts), _near(base_b, flat_a, shifts)
+
+
+def _near(base: np.ndarray, flat: np.ndarray, shifts: np.ndarray) -> np.ndarray:
+    """For every flat point index of ``base``: does one of ``shifts`` land on ``flat``?"""
+    hit = np.take(flat, base)  # offset 0 first: a shared surface point is at distance 0
+    todo = np.flatnonzero(~hit)
+    targets = base[todo]
+    for shift in shifts[1:]:
         if not todo.size:
             break
-        found = flat[base[todo][:, None] + shifts[None, start : start + step]].any(axis=1)
-        hit[todo[found]] = True
-        todo = todo[~found]
+        found = np.take(flat, targets + shift)
+        if found.any():
+            hit[todo[found]] = True
+            todo, targets = todo[~found], targets[~found]
     return hit
 
 
-def _offset_search_setup(
-    from_border: np.ndarray, to_border: np.ndarray, offsets: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(points, flat, base, shifts)``: the ``from_border`` points ``(N, ndim)``, the padded
-    ``to_border`` flattened, each point's flat index in it and each offset's flat shift."""
-    half = np.abs(offsets).max(axis=0) if len(offsets) else np.zeros(from_border.ndim, int)
-    padded = np.pad(to_border, [(int(h), int(h)) for h in half])
-    index_type = np.int32 if padded.size < 2**31 - 1 else np.int64
-    strides = np.array([stride // padded.itemsize for stride in padded.strides], dtype=index_type)
-    points = np.stack(np.nonzero(from_border), axis=1).astype(index_type)
-    base = (points + half.astype(index_type)) @ strides
-    return points, padded.reshape(-1), base, (offsets @ strides).astype(index_type)
+def _reach(offsets: np.ndarray) -> tuple[int, ...]:
+    """The largest absolute offset per axis."""
+    return tuple(int(h) for h in np.abs(offsets).max(axis=0))
+
+
+def _pad_zeros(mask: np.ndarray, half: Sequence[int]) -> np.ndarray:
+    """``mask`` with ``half[axis]`` zeros added on both sides of each axis (``np.pad``)."""
+    shape = tuple(n + 2 * h for n, h in zip(mask.shape, half, strict=True))
+    padded = np.zeros(shape, dtype=mask.dtype)
+    padded[tuple(slice(h, h + n) for n, h in zip(mask.shape, half, strict=True))] = mask
+    return padded
+
+
+def _padded_flat(mask: np.ndarray, half: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """``(flat, base)``: ``mask`` padded by ``half`` (:func:`_pad_zeros`) and flattened, and
+    the flat indices of its points there (C order of the points)."""
+    flat = _pad_zeros(mask, half).reshape(-1)
+    index_type = np.int32 if flat.size < 2**31 - 1 else np.int64
+    return flat, np.flatnonzero(flat).astype(index_type)
+
+
+def _flat_shifts(
+    offsets: np.ndarray, shape: tuple[int, ...], half: tuple[int, ...], index_type: np.dtype
+) -> np.ndarray:
+    """The flat shift of each offset in an array of ``shape`` padded by ``half``."""
+    padded = [n + 2 * h for n, h in zip(shape, half, strict=True)]
+    strides = [math.prod(padded[axis + 1 :]) for axis in range(len(shape))]
+    return (offsets @ np.asarray(strides, dtype=np.int64)).astype(index_type)
 
 
 def _distances_mm(offsets: np.ndarray, spacing_mm: tuple[float, ...]) -> np.ndarray:
@@ -437,42 +577,64 @@ def _distances_mm(offsets: np.ndarray, spacing_mm: tuple[float, ...]) -> np.ndar
     return np.sqrt(np.add.reduce(scaled, axis=0))
 
 
-def _directed_distances(
-    from_border: np.ndarray, to_border: np.ndarray, spacing_mm: tuple[float, ...]
-) -> np.ndarray:
-    """Distance (mm) from every ``from_border`` point to the nearest ``to_border`` point.
+def _directed_pair(
+    a: np.ndarray, b: np.ndarray, spacing_mm: tuple[float, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(d(a -> b), d(b -> a))``: the distance (mm) from every point of the bool mask ``a``
+    to the nearest point of ``b`` (C order of the points of ``a``), and the reverse.
 
-    Returns a float64 vector in C order of the ``from_border`` points; ``to_border`` must not
-    be empty. The values are the exact Euclidean distances that
-    ``scipy.ndimage.distance_transform_edt(~to_border, sampling=spacing_mm)`` gives at those
-    points (same arithmetic). They are found without a distance map of the whole box: grid
-    offsets are tried in order of their length (:data:`_MAX_OFFSETS` of them, in blocks),
-    each point taking the first offset that lands on ``to_border``; points still unmatched then get
-    their nearest ``to_border`` point from a k-d tree.
+    Both masks must be non-empty. The values are the exact Euclidean distances that
+    ``scipy.ndimage.distance_transform_edt(~b, sampling=spacing_mm)`` gives at those points
+    (same arithmetic). They are found without a distance map of the whole box: grid offsets
+    are tried in order of their length (:data:`_MAX_OFFSETS` of them, in blocks), each point
+    taking the first offset that lands on the other mask; points still unmatched then get
+    their nearest point from a k-d tree.
     """
     offsets, lengths = _sorted_offsets(spacing_mm)
-    points, flat, base, shifts = _offset_search_setup(from_border, to_border, offsets)
-    result = np.full(len(points), np.inf)
-    todo = np.arange(len(points), dtype=base.dtype)
+    half = _reach(offsets)
+    (flat_a, base_a), (flat_b, base_b) = _padded_flat(a, half), _padded_flat(b, half)
+    shifts = _flat_shifts(offsets, a.shape, half, base_a.dtype)
+    return (
+        _nearest(base_a, flat_b, b, shifts, lengths, half, spacing_mm),
+        _nearest(base_b, flat_a, a, shifts, lengths, half, spacing_mm),
+    )
+
+
+def _nearest(
+    base: np.ndarray,
+    flat: np.ndarray,
+    to_mask: np.ndarray,
+    shifts: np.ndarray,
+    lengths: np.ndarray,
+    half: tuple[int, ...],
+    spacing_mm: tuple[float, ...],
+) -> np.ndarray:
+    """Distance from every flat point index of ``base`` to the nearest point of ``to_mask``
+    (``flat``: it padded by ``half``), trying ``shifts`` (lengths ``lengths``) in order."""
+    result = np.full(len(base), np.inf)
+    todo = np.arange(len(base), dtype=base.dtype)
+    targets = base
     start, block = 0, 8
     while start < len(shifts):
-        hits = flat[base[todo][:, None] + shifts[None, start : start + block]]
-        found = hits.any(axis=1)
-        first = hits.argmax(axis=1)[found]
-        result[todo[found]] = lengths[start + first]
-        todo = todo[~found]
+        hits = np.take(flat, targets[:, None] + shifts[None, start : start + block])
+        first = hits.argmax(axis=1)
+        found = hits[np.arange(len(first)), first]
+        result[todo[found]] = lengths[start + first[found]]
+        todo, targets = todo[~found], targets[~found]
         if not todo.size:
             return result
         start, block = start + block, min(2 * block, 32 if todo.size > 1024 else 512)
-    targets = np.stack(np.nonzero(to_border), axis=1)
-    if len(todo) * len(targets) <= _BRUTE_FORCE_PAIRS:
-        for index in todo:
-            result[index] = _distances_mm(targets - points[index], spacing_mm).min()
+    padded_shape = tuple(n + 2 * h for n, h in zip(to_mask.shape, half, strict=True))
+    points = np.stack(np.unravel_index(targets, padded_shape), axis=1) - np.asarray(half)
+    targets_zyx = np.stack(np.nonzero(to_mask), axis=1)
+    if len(todo) * len(targets_zyx) <= _BRUTE_FORCE_PAIRS:
+        for index, point in zip(todo, points, strict=True):
+            result[index] = _distances_mm(targets_zyx - point, spacing_mm).min()
         return result
     scale = np.asarray(spacing_mm, dtype=np.float64)
-    tree = cKDTree(targets * scale, balanced_tree=False, compact_nodes=False)
-    _, nearest = tree.query(points[todo] * scale)
-    result[todo] = _distances_mm(targets[nearest] - points[todo], spacing_mm)
+    tree = cKDTree(targets_zyx * scale, balanced_tree=False, compact_nodes=False)
+    _, nearest = tree.query(points * scale)
+    result[todo] = _distances_mm(targets_zyx[nearest] - points, spacing_mm)
     return result
 
 
@@ -509,7 +671,7 @@ def neighbour_codes(mask: np.ndarray) -> np.ndarray:
     end of each axis. Returns uint8.
     """
     mask = np.asarray(mask, dtype=bool)
-    codes = np.pad(mask, 1).view(np.uint8)
+    codes = _pad_zeros(mask, (1,) * mask.ndim).view(np.uint8)
     # Bit weight of neighbour (i - 1 + a, j - 1 + b, ...) = 2 ** sum((1 - a_k) * 2 ** (ndim-1-k)):
     # combine the axes one at a time, last axis first (2 bits, then 4, then 8).
     for axis in reversed(range(mask.ndim)):
@@ -527,10 +689,17 @@ def surfels(mask: np.ndarray, spacing_mm: Sequence[float]) -> tuple[np.ndarray, 
     all outside nor all inside; ``surfel_sizes`` holds, for the surface corners in C order,
     DeepMind's surfel area (3D) / contour length (2D) of their code at ``spacing_mm``."""
     spacing = tuple(float(s) for s in spacing_mm)
+    border, codes = _surface_corners(mask)
+    return border, _surfel_size_table(spacing)[codes]
+
+
+def _surface_corners(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(corner_is_surface, codes)``: the corners of :func:`surfels` and their neighbour
+    codes (C order)."""
     codes = neighbour_codes(mask)
     full = 2 ** (2**mask.ndim) - 1
     border = (codes != 0) & (codes != full)
-    return border, _surfel_size_table(spacing)[codes[border]]
+    return border, codes[border]
 
 
 def surfel_surface_dice(
@@ -543,18 +712,4 @@ def surfel_surface_dice(
     (spacing applied on every axis). 0.0 when exactly one mask is empty, NaN when both are.
     The masks may be 2D or 3D; size-1 axes are not dropped here.
     """
-    pred_mask = np.asarray(pred_mask, dtype=bool)
-    gt_mask = np.asarray(gt_mask, dtype=bool)
-    spacing = tuple(float(s) for s in spacing_mm)
-    has_pred, has_gt = bool(pred_mask.any()), bool(gt_mask.any())
-    if not has_pred and not has_gt:
-        return math.nan
-    if not has_pred or not has_gt:
-        return 0.0
-    window = _union_box(pred_mask, gt_mask, margin=0)
-    pred_border, pred_size = surfels(pred_mask[window], spacing)
-    gt_border, gt_size = surfels(gt_mask[window], spacing)
-    pred_near = _within(pred_border, gt_border, spacing, tau_mm)
-    gt_near = _within(gt_border, pred_border, spacing, tau_mm)
-    within = np.sum(gt_size[gt_near]) + np.sum(pred_size[pred_near])
-    return float(within / (np.sum(gt_size) + np.sum(pred_size)))
+    return MaskPair(pred_mask, gt_mask).surface_dice(spacing_mm, tau_mm)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from medsegflow.conventions import CONVENTIONS, CaseResult, SoftOutputs
 from medsegflow.errors import ConfigError
+from medsegflow.metrics import SurfaceCache
 from medsegflow.ranking import ALL_CLASSES
 from medsegflow.tables import write_csv_atomic
 
@@ -75,14 +76,26 @@ class ConventionReplay:
         gt_zyx: np.ndarray,
         spacing_zyx: Sequence[float],
         prob_zyx: SoftOutputs | None = None,
+        cache: SurfaceCache | None = None,
     ) -> None:
         """Score one case under every convention (``prob_zyx``: soft outputs, for Med-SA:
         ``{label: (Z, Y, X) probabilities}`` or ``(C, Z, Y, X)``, see
-        :func:`medsegflow.conventions.medsa_case`)."""
+        :func:`medsegflow.conventions.medsa_case`). ``cache``: the case's
+        :class:`~medsegflow.metrics.SurfaceCache`, shared by the conventions (and by the
+        stage's :func:`~medsegflow.metrics.compute_metrics` of the same arrays); a new one
+        per call without it."""
+        cache = cache if cache is not None else SurfaceCache()
         for name in self.names:
             case = CONVENTIONS[name].case
             self.results[name].append(
-                case(pred_zyx, gt_zyx, tuple(spacing_zyx), self.classes, prob_zyx=prob_zyx)
+                case(
+                    pred_zyx,
+                    gt_zyx,
+                    tuple(spacing_zyx),
+                    self.classes,
+                    prob_zyx=prob_zyx,
+                    cache=cache,
+                )
             )
 
     def rows(self, *, dataset: str, method: str) -> pd.DataFrame:

@@ -17,7 +17,7 @@ from medsegflow.datasets.canonical import read_cases, read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.manifests import read_table
-from medsegflow.metrics import compute_metrics
+from medsegflow.metrics import SurfaceCache, compute_metrics
 from medsegflow.prediction.cases import probabilities_path, read_probabilities
 from medsegflow.stages.replay import ConventionReplay
 from medsegflow.tables import ROW_COLUMNS, write_csv_atomic
@@ -101,12 +101,23 @@ def _read_soft_outputs(
 
 
 def score_case(
-    *, pred_zyx: np.ndarray, gt, label_map: Mapping[str, int], nsd_tolerance_mm: float
+    *,
+    pred_zyx: np.ndarray,
+    gt,
+    label_map: Mapping[str, int],
+    nsd_tolerance_mm: float,
+    cache: SurfaceCache | None = None,
 ) -> list[dict[str, Any]]:
-    """Metric rows (one per foreground class of the label map) for one case."""
+    """Metric rows (one per foreground class of the label map) for one case; ``cache``: the
+    case's :class:`~medsegflow.metrics.SurfaceCache`, shared with its convention replay."""
     names = {value: name for name, value in label_map.items() if value != 0}
     results = compute_metrics(
-        pred_zyx, gt.array_zyx, gt.spacing_zyx, nsd_tolerance_mm, labels=sorted(names)
+        pred_zyx,
+        gt.array_zyx,
+        gt.spacing_zyx,
+        nsd_tolerance_mm,
+        labels=sorted(names),
+        cache=cache,
     )
     return [
         {"label": value, "label_name": names[value], **results[value]} for value in sorted(names)
@@ -159,11 +170,16 @@ def score_predictions(
     for case in tqdm(cases.itertuples(), total=len(cases), desc=f"score {dataset}/{method}"):
         gt = read_volume(ref_dir / f"{case.case_id}.nii.gz")
         pred = _read_prediction(pred_dir / f"{case.case_id}.nii.gz", gt, label_map=label_map)
+        cache = SurfaceCache()  # each label's surfaces, once for the metrics and the replays
         if replay is not None:
             probs = _read_soft_outputs(pred_dir, case.case_id, pred.shape, label_map=label_map)
-            replay.add(pred, gt.array_zyx, gt.spacing_zyx, prob_zyx=probs)
+            replay.add(pred, gt.array_zyx, gt.spacing_zyx, prob_zyx=probs, cache=cache)
         for row in score_case(
-            pred_zyx=pred, gt=gt, label_map=label_map, nsd_tolerance_mm=metrics["nsd_tolerance_mm"]
+            pred_zyx=pred,
+            gt=gt,
+            label_map=label_map,
+            nsd_tolerance_mm=metrics["nsd_tolerance_mm"],
+            cache=cache,
         ):
             rows.append(
                 {
