@@ -1,5 +1,5 @@
 from medsegflow.errors import InputError
-from medsegflow.logs import log_to
+from medsegflow.logs import console_warning, log_to
 from medsegflow.verify import format_reports, verify_datasets
 
 with log_to(snakemake.log[0]) as log:
@@ -9,3 +9,6 @@ with log_to(snakemake.log[0]) as log:
     log.info("%s", text)
     if any(report.problems for report in reports):
         raise InputError(text)
+    for report in reports:  # no problem: the warnings still reach the console
+        for warning in report.warnings:
+            console_warning(log, warning)
