@@ -57,12 +57,11 @@ def encode_slices(
     shape = (0, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size)
     out: list[np.ndarray] = []
     with torch.inference_mode(), autocast(device, precision):
+        # 16-bit storage only where the encoder really ran under a 16-bit autocast (its
+        # last LayerNorm may still hand back float32 values of bf16 precision)
+        dtype = np.float16 if torch.is_autocast_enabled(torch.device(device).type) else np.float32
         for start in range(0, len(slices_zyx), batch_size):
             batch = model_input(slices_zyx[start : start + batch_size], model=model, device=device)
             features = model.image_encoder(batch)
-            dtype = np.float32 if features.dtype == torch.float32 else np.float16
             out.append(features.float().cpu().numpy().astype(dtype))
-    if not out:
-        half = precision == "bf16" or (precision == "auto" and torch.device(device).type == "cuda")
-        return np.zeros(shape, dtype=np.float16 if half else np.float32)
-    return np.concatenate(out)
+    return np.concatenate(out) if out else np.zeros(shape, dtype=dtype)

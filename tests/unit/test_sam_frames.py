@@ -157,7 +157,10 @@ def test_cached_decoding_equals_sam_predictor(model, tmp_path, shape_yx):
     image = _image(shape_yx)
     predictor = SamPredictor(model)
     predictor.set_image(np.repeat(image[:, :, None], 3, axis=2))
-    embedding = encode_slices(image[None], model=model, device=torch.device("cpu"), batch_size=1)
+    cpu = torch.device("cpu")
+    embedding = encode_slices(image[None], model=model, device=cpu, batch_size=1, precision="fp32")
+    half = encode_slices(image[None], model=model, device=cpu, batch_size=1, precision="bf16")
+    assert half.dtype == np.float16  # bf16 autocast: a float16 cache
     path = tmp_path / "case.npz"
     save_case_embeddings(
         path,
@@ -171,10 +174,10 @@ def test_cached_decoding_equals_sam_predictor(model, tmp_path, shape_yx):
         ),
     )
     cached = load_case_embeddings(path)
-    assert cached.embeddings.dtype == np.float16
+    assert cached.embeddings.dtype == np.float32  # precision fp32: stored as computed
     assert tuple(cached.input_size) == tuple(predictor.input_size)
     features = predictor.features.numpy()[0]
-    np.testing.assert_allclose(cached.embeddings[0], features, atol=2e-3, rtol=2e-3)
+    np.testing.assert_allclose(cached.embeddings[0], features, atol=1e-5, rtol=0)
 
     prompts = _prompts(shape_yx)
     expected = [_predictor_outputs(predictor, p) for p in prompts]
@@ -191,9 +194,10 @@ def test_cached_decoding_equals_sam_predictor(model, tmp_path, shape_yx):
             np.testing.assert_allclose(ours.low_res_pchw[i, 0], low_res, atol=1e-5)
     for _logits, _, _ in expected:
         assert 0.05 < (_logits > 0).mean() < 0.95  # non-trivial masks
-    # the float16 cache: the same as SamPredictor given the same (rounded) features
-    fp16 = decode_prompts(model, cached.embeddings[0], prompts, multimask=True, **sizes)
-    predictor.features = torch.from_numpy(cached.embeddings[0].astype(np.float32))[None]
+    # a float16 cache (after bf16): the same as SamPredictor given the same (rounded) features
+    rounded = cached.embeddings[0].astype(np.float16)
+    fp16 = decode_prompts(model, rounded, prompts, multimask=True, **sizes)
+    predictor.features = torch.from_numpy(rounded.astype(np.float32))[None]
     for i, prompt in enumerate(prompts):
         logits, _, _ = _predictor_outputs(predictor, prompt)
         np.testing.assert_array_equal(fp16.masks_pyx[i], logits > 0)
