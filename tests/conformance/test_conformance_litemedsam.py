@@ -155,6 +155,7 @@ def propagated_3d(loaded, fixture_dir):
     return out
 
 
+@pytest.mark.slow  # 50 TinyViT encodings: 380 s measured on 2 shared, busy cores
 @pytest.mark.parametrize("name", CASES_3D)
 def test_3d_propagated_boxes_match(name, loaded, propagated_3d, fixture_dir):
     volume, cached, decodings = propagated_3d[name]
@@ -168,6 +169,7 @@ def test_3d_propagated_boxes_match(name, loaded, propagated_3d, fixture_dir):
         assert int(decodings[int(r["z"])].mask_yx.sum()) == int(r["mask_pixels"]), r["z"]
 
 
+@pytest.mark.slow  # 50 TinyViT encodings: 380 s measured on 2 shared, busy cores
 @pytest.mark.parametrize("name", CASES_3D)
 def test_3d_segmentation_matches(name, propagated_3d, fixture_dir):
     volume, _, decodings = propagated_3d[name]
@@ -177,6 +179,7 @@ def test_3d_segmentation_matches(name, propagated_3d, fixture_dir):
     np.testing.assert_array_equal(segs, golden)
 
 
+@pytest.mark.slow
 def test_3d_the_original_box_rule_stays_available_and_differs(loaded, propagated_3d):
     """``propagation_box: original`` (the earlier rule: the full-resolution mask's box
     widened by 3 * max(H, W) / 256 px) is still there, and gives other boxes than the
