@@ -34,7 +34,9 @@ with exit_on_bad_input():
     # results/sources/{dataset}.tsv: the raw files of each dataset read from disk, rewritten
     # only when one changes, so the adapter job of that dataset alone reruns
     SOURCE_MANIFESTS = update_manifests(
-        config["datasets"], write=workflow.is_main_process
+        config["datasets"],
+        write=workflow.is_main_process,
+        first_scan=not wf.dry_run_requested(sys.argv),
     )
 
 

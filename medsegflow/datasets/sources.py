@@ -10,7 +10,8 @@ a file without changing it reruns nothing.
 
 Hashing stays cheap: ``results/sources/stat_cache/{dataset}.tsv`` caches each file's size,
 modification time (ns) and hash, and a file is hashed again only when its size or
-modification time changed. The first look at a dataset hashes every file once.
+modification time changed. The first real run that sees a dataset hashes every file once;
+a dry-run leaves a dataset without a manifest unhashed (:func:`update_manifests`).
 
 The files tracked are every non-hidden file under ``params.root`` (links followed, hidden
 files and folders skipped, as the adapters skip them), plus any other parameter that names
@@ -189,16 +190,24 @@ def update_manifest(dataset: str, entry: Mapping[str, Any], *, workdir: Path = P
     return SOURCES.format(dataset=dataset)
 
 
-def update_manifests(datasets: Mapping[str, Any], *, write: bool = True) -> dict[str, str]:
+def update_manifests(
+    datasets: Mapping[str, Any], *, write: bool = True, first_scan: bool = True
+) -> dict[str, str]:
     """``{dataset: manifest path}`` for every dataset read from disk; with ``write`` (the main
     Snakemake process) each manifest is brought up to date first, otherwise (a cluster
-    job) the existing ones are named as they are."""
+    job) the existing ones are named as they are.
+
+    Without ``first_scan`` (a dry-run), a dataset that has no manifest yet is left out
+    rather than hashed in full, so that a dry-run of a large study stays quick; its data job
+    runs anyway when its output is missing, and the first real run writes the manifest.
+    """
     found = {}
     for name, entry in datasets.items():
-        if write:
+        path = SOURCES.format(dataset=name) if source_roots(entry) else ""
+        if path and write and (first_scan or Path(path).is_file()):
             path = update_manifest(name, entry)
-        else:
-            path = SOURCES.format(dataset=name) if source_roots(entry) else ""
+        elif path and not Path(path).is_file():
+            path = ""
         if path:
             found[name] = path
     return found

@@ -103,3 +103,19 @@ def test_a_parameter_naming_a_file_outside_the_root_is_tracked(raw, tmp_path):
     work = tmp_path / "work"
     update_manifest("d", _entry(raw, split_lists=str(split_file)), workdir=work)
     assert f"{split_file}\t2\t" in _manifest(work)[0]
+
+
+def test_a_dry_run_does_not_hash_a_dataset_seen_for_the_first_time(raw, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    datasets = {"d": _entry(raw)}
+    assert sources.update_manifests(datasets, first_scan=False) == {}
+    assert not (tmp_path / "results").exists()
+    assert sources.update_manifests(datasets) == {"d": "results/sources/d.tsv"}
+    (raw / "labelsTr" / "a.nii.gz").write_bytes(b"label c")
+    assert sources.update_manifests(datasets, first_scan=False) == {"d": "results/sources/d.tsv"}
+    assert sources.hashlib.sha256(b"label c").hexdigest() in _manifest(tmp_path)[0]
+    # a cluster job names the manifest the main process wrote, and writes nothing
+    (raw / "labelsTr" / "a.nii.gz").write_bytes(b"label d")
+    before = _manifest(tmp_path)
+    assert sources.update_manifests(datasets, write=False) == {"d": "results/sources/d.tsv"}
+    assert _manifest(tmp_path) == before
