@@ -91,9 +91,11 @@ def _objects(node, where):
             yield from _objects(value, f"{where}/{i}")
 
 
-SHARED = {"sampling", "sam_train", "if"}
+SHARED = {"sampling", "sam_train", "if", "sam_arch"}
 """Not objects of their own: a definition mixed into others with allOf, the recipe
-dispatcher whose every recipe definition rejects unknown keys, and if-conditions."""
+dispatcher whose every recipe definition rejects unknown keys, and if-conditions; and
+``sam_arch``, whose omitted keys take the values of the architecture its ``like`` names
+(``arch_spec``), so no schema default can stand for them (it rejects unknown keys)."""
 
 
 def test_every_schema_object_rejects_unknown_keys_and_optional_keys_have_defaults():
