@@ -17,7 +17,8 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -247,6 +248,18 @@ def summarise(
             )
     summary = pd.DataFrame.from_records(records, columns=list(SUMMARY_COLUMNS))
     return summary.astype({"n": np.int64, "n_excluded": np.int64})
+
+
+def mark_smoke_tests(
+    summary: pd.DataFrame, methods: Mapping[str, Mapping[str, Any]]
+) -> pd.DataFrame:
+    """``summary`` with a boolean ``smoke_test`` column after ``method``: True for the
+    methods whose config says ``smoke_test: true`` (a row that shows the pipeline runs,
+    not what the method can do)."""
+    flagged = {name for name, spec in methods.items() if spec.get("smoke_test")}
+    out = summary.drop(columns=["smoke_test"], errors="ignore")
+    out.insert(list(out.columns).index("method") + 1, "smoke_test", out["method"].isin(flagged))
+    return out
 
 
 def _distance_unit(group: pd.DataFrame) -> str:

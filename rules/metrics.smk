@@ -69,6 +69,7 @@ rule summarise_tables:
         attempt=get_attempt,
     params:
         tables=config["tables"],
+        methods=config["methods"],
         seed=config["seed"],
     script:
         "../scripts/summarise_tables.py"

@@ -2,7 +2,7 @@ import pandas as pd
 
 from medsegflow.debug import inject_faults
 from medsegflow.logs import log_to
-from medsegflow.tables import compare_methods, summarise, write_csv_atomic
+from medsegflow.tables import compare_methods, mark_smoke_tests, summarise, write_csv_atomic
 
 with log_to(snakemake.log[0]):
     inject_faults(snakemake)
@@ -14,5 +14,6 @@ with log_to(snakemake.log[0]):
         seed=snakemake.params.seed,
         confidence=tables["confidence"],
     )
+    summary = mark_smoke_tests(summary, snakemake.params.methods)
     write_csv_atomic(summary, snakemake.output.summary)
     write_csv_atomic(compare_methods(rows), snakemake.output.stats)

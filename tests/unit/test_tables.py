@@ -16,6 +16,7 @@ from medsegflow.tables import (
     collect_metrics,
     compare_methods,
     holm,
+    mark_smoke_tests,
     summarise,
     write_csv_atomic,
 )
@@ -243,3 +244,34 @@ def test_collect_metrics_rejects_duplicates_and_bad_booleans(tmp_path):
     rows.to_csv(path, index=False)
     with pytest.raises(ValueError, match=r"m\.csv.*gt_empty"):
         collect_metrics([path])
+
+
+def test_smoke_test_rows_are_flagged_from_the_method_config():
+    summary = summarise(make_rows({"a": [0.2, 0.4], "b": [0.5, 0.7]}), n_boot=100)
+    methods = {"a": {"family": "nnunet", "smoke_test": True}, "b": {"family": "sam"}}
+    marked = mark_smoke_tests(summary, methods)
+    columns = list(SUMMARY_COLUMNS)
+    assert list(marked.columns) == [*columns[:2], "smoke_test", *columns[2:]]
+    assert marked.loc[marked["method"] == "a", "smoke_test"].all()
+    assert not marked.loc[marked["method"] == "b", "smoke_test"].any()
+    again = mark_smoke_tests(marked, {"b": {"smoke_test": True}})  # replaced, not added
+    assert list(again.columns) == list(marked.columns)
+    assert again.loc[again["method"] == "b", "smoke_test"].all()
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {"family": "classical", "algorithm": "otsu", "prompts": "p"},
+        {"family": "sam", "model": "m", "prompts": "p"},
+        {"family": "nnunet"},
+    ],
+)
+def test_methods_take_the_smoke_test_flag(method):
+    from medsegflow.errors import ConfigError
+    from medsegflow.families.registry import complete_method
+
+    assert complete_method(method, "m")["smoke_test"] is False
+    assert complete_method({**method, "smoke_test": True}, "m")["smoke_test"] is True
+    with pytest.raises(ConfigError, match=r"methods\.m\.smoke_test"):
+        complete_method({**method, "smoke_test": "yes"}, "m")
