@@ -89,16 +89,36 @@ def listing_problem(problem: str | InputError) -> None:
     recorded += [line for line in str(problem).splitlines() if line.strip()]
 
 
+_COLLECTED: contextvars.ContextVar[list[str] | None] = contextvars.ContextVar(
+    "collected_listing_warnings", default=None
+)
+
+
+@contextlib.contextmanager
+def collected_listing_warnings() -> Iterator[list[str]]:
+    """Within the block, the :func:`listing_warning` lines of a run are also gathered in
+    the yielded list (the data job records them with every case of the dataset)."""
+    collected: list[str] = []
+    token = _COLLECTED.set(collected)
+    try:
+        yield collected
+    finally:
+        _COLLECTED.reset(token)
+
+
 def listing_warning(message: str) -> None:
     """Report something an adapter accepts while listing but the user should know (cases a
     split or caption mapping names that are not there, images skipped as asked): a
-    ``WARNING:`` line on the console and in the job log, or within
-    :func:`deferred_listing_checks` (``verify``) a warning of the dataset's report."""
+    ``WARNING:`` line on the console and in the job log (and in the block's list of
+    :func:`collected_listing_warnings`), or within :func:`deferred_listing_checks`
+    (``verify``) a warning of the dataset's report."""
     recorded = _DEFERRED.get()
-    if recorded is None:
-        console_warning(log, message)
-    else:
+    if recorded is not None:
         recorded.warnings.append(message)
+        return
+    console_warning(log, message)
+    if (collected := _COLLECTED.get()) is not None:
+        collected.append(message)
 
 
 def listing_deferred() -> bool:

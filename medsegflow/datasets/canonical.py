@@ -211,6 +211,7 @@ def write_canonical_dataset(
     label_map: Mapping[str, int],
     out_dir: str | os.PathLike,
     allow_constant_images: bool = False,
+    dataset_warnings: Sequence[str] = (),
 ) -> pd.DataFrame:
     """Verify and write cases into ``out_dir`` in the canonical layout; return the table.
 
@@ -218,8 +219,10 @@ def write_canonical_dataset(
     it; the first bad case stops the run with an :class:`InputError` whose lines name
     each problem. An image whose voxels all have one value is such a problem, unless
     ``allow_constant_images``: then it is written with a warning, on the console, in the log
-    and in the case's ``warnings``. ``cases.tsv`` is written last and atomically, so a
-    dataset folder without it is never taken as complete.
+    and in the case's ``warnings``; ``dataset_warnings`` (what the adapter warned about
+    while listing, e.g. a label without its image) go into every case's ``warnings``.
+    ``cases.tsv`` is written last and atomically, so a dataset folder without it is never
+    taken as complete.
     """
     out = Path(out_dir)
     _check_label_map(label_map)
@@ -237,7 +240,7 @@ def write_canonical_dataset(
         problems = find_case_problems(case, label_map, check_empty=not allow_constant_images)
         if problems:
             raise InputError("\n".join(problems))
-        warnings = []
+        warnings = list(dataset_warnings)
         if empty := empty_image_problem(case):
             warnings.append(empty)
             console_warning(log, f"{empty}; written all the same (allow_constant_images)")

@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from medsegflow.datasets._params import collected_listing_warnings
 from medsegflow.datasets.canonical import AdapterResult, write_canonical_dataset
 from medsegflow.errors import ConfigError
 
@@ -57,14 +58,16 @@ def prepare_dataset(
     key: str = "adapter",
     allow_constant_images: bool = False,
 ) -> pd.DataFrame:
-    """Run adapter ``adapter`` with ``params`` and write its cases into ``out_dir``.
+    """Run adapter ``adapter`` with ``params`` and write its cases into ``out_dir``; what the
+    adapter warned about while listing is recorded with every case (``warnings``).
 
     A bad parameter is a :class:`ConfigError` naming the whole key: with ``key``
     ``datasets.<name>.adapter``, ``params.<key>`` becomes ``datasets.<name>.params.<key>``.
     """
     build = get_adapter(adapter, key=key)
     try:
-        result = build(params, seed=seed)
+        with collected_listing_warnings() as listing_warnings:
+            result = build(params, seed=seed)
     except ConfigError as err:
         prefix = key[: -len("adapter")] if key.endswith(".adapter") else ""
         raise ConfigError(f"{prefix}{err}") from None
@@ -73,4 +76,5 @@ def prepare_dataset(
         label_map=result.label_map,
         out_dir=out_dir,
         allow_constant_images=allow_constant_images,
+        dataset_warnings=listing_warnings,
     )

@@ -512,6 +512,7 @@ def test_a_label_without_its_image_is_a_warning_not_a_silent_drop(bad_run, works
     assert f"WARNING: {ORPHAN}" in console_lines(result)
     cases = pd.read_csv(workdir / "results/data/orphan_label/cases.tsv", sep="\t")
     assert list(cases["case_id"]) == ["ok"]
+    assert list(cases["warnings"]) == [ORPHAN]  # with every case of the dataset
 
 
 def test_verify_lists_every_bad_dataset_and_the_warning(bad_run, workspace):

@@ -21,6 +21,7 @@ from PIL import Image
 from medsegflow import preflight
 from medsegflow.__main__ import main as verify_command
 from medsegflow.config import read_config_file
+from medsegflow.datasets.canonical import read_cases
 from medsegflow.datasets.registry import ADAPTERS, prepare_dataset
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.preflight import check_stale_lock, check_writable
@@ -404,3 +405,5 @@ def test_split_entry_naming_no_case_is_a_warning_in_verify_and_on_the_console(
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr == f"WARNING: {warning}\n"
+    table = read_cases(tmp_path / "out")
+    assert table.set_index("case_id")["warnings"].to_dict() == {"case_000": warning}
