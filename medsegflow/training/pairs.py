@@ -29,8 +29,9 @@ class DatasetPairs:
     Attributes:
         name: the dataset folder's name.
         label_map: its ``labels.json`` (``{name: value}``, background included).
-        images: ``(H, W)`` uint8 slices (preprocessed intensities): every foreground slice
-            and the empty slices the preprocessing kept (``n_empty_slices``).
+        images: ``(H, W)`` uint8 slices, ``(H, W, 3)`` for colour images (preprocessed
+            intensities): every foreground slice and the empty slices the preprocessing
+            kept (``n_empty_slices``).
         labels: ``(H, W)`` integer cleaned labels of the same slices.
         pairs: ``(P, 2)`` int64 rows ``(index into images, label value)``.
     """
@@ -145,15 +146,16 @@ def augment_slice(
     (their windowed HU tell them apart) more than it helped the ultrasound lesions.
 
     Args:
-        image_yx: ``(H, W)`` uint8.
+        image_yx: ``(H, W)`` uint8, or ``(H, W, 3)`` uint8 RGB.
         masks_kyx: ``(K, H, W)`` bool, the first one non-empty.
 
     Returns:
-        the augmented ``(h, w)`` uint8 image and ``(K', h, w)`` bool masks, ``K' <= K``.
+        the augmented ``(h, w)`` (or ``(h, w, 3)``) uint8 image and ``(K', h, w)`` bool
+        masks, ``K' <= K``.
     """
     if rng.random() < 0.5:
         image_yx, masks_kyx = image_yx[:, ::-1], masks_kyx[:, :, ::-1]
-    height, width = image_yx.shape
+    height, width = image_yx.shape[:2]
     scale = rng.uniform(*ZOOM_RANGE)
     crop_h, crop_w = max(1, round(height * scale)), max(1, round(width * scale))
     rows = np.flatnonzero(masks_kyx[0].any(axis=1))

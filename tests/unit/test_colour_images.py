@@ -109,6 +109,19 @@ def test_the_encoder_gets_the_rgb_image(colour_dataset):
     assert cached.original_size == (512, 512)
 
 
+def test_sam_training_pairs_keep_rgb_through_augmentation(colour_dataset):
+    from medsegflow.training.pairs import TrainingPairs, _dataset_pairs, augment_slice
+
+    root, rgb = colour_dataset
+    data = _dataset_pairs(root / "pre", "test")
+    assert data.images[0].shape == (512, 512, 3)
+    np.testing.assert_array_equal(data.images[0], rgb)
+    for seed in range(4):  # flips and zoom crops move the three channels together
+        rng = np.random.default_rng(seed)
+        image, out = augment_slice(*TrainingPairs([data]).sample(rng), rng=rng)
+        assert image.ndim == 3 and image.shape[:2] == out.shape[1:] and image.shape[2] == 3
+
+
 def test_nnunet_gets_one_explicit_grey_channel(colour_dataset, tmp_path):
     from medsegflow.nnunet.convert import _copy_atomic
 
