@@ -10,9 +10,9 @@ Expected tree (the four Part 1 archives unpacked side by side under ``params.roo
 
 Training images are the ``train`` split, except a seeded ``val_fraction`` of them (ISIC
 2016 has no validation set; default 0.1) which become ``val``; test images are ``test``.
-Masks are 0/255 (binary rule of ``png_folder``); the colour images become luminance (the
-folder adapters' rule); the pixel spacing is not published (1 mm written). Case ids are
-the image ids (``ISIC_0000000``).
+Masks are 0/255 (binary rule of ``png_folder``); the colour images stay RGB (the folder
+adapters' rule, ``medsegflow.io.colour_or_grey``); the pixel spacing is not published (1 mm
+written). Case ids are the image ids (``ISIC_0000000``).
 
 Parameters (``params.<key>``)::
 

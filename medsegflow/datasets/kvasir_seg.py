@@ -10,8 +10,8 @@ Expected tree (``params.root`` is the ``Kvasir-SEG`` folder, or the folder holdi
       kavsir_bboxes.json                       bounding boxes (spelled so; not read)
 
 Masks are JPEGs, so their values are near 0 and 255 with compression noise: a pixel is polyp
-where its grey value (max over RGB) is > 127 (binary rule of ``png_folder``). Images become
-float32 luminance (``medsegflow.io.to_grey``). Labels: background 0, polyp 1. Case ids are
+where its grey value (max over RGB) is > 127 (binary rule of ``png_folder``). Images stay RGB
+(``medsegflow.io.colour_or_grey``). Labels: background 0, polyp 1. Case ids are
 the image ids. The pixel spacing is not published (1 mm written, ``spacing_known`` false).
 
 Splits: Kvasir-SEG itself defines none. Its authors published a train/val split of the
