@@ -1,4 +1,4 @@
-"""JSON-schema machinery: the schema files under ``medsegflow/schemas/``, ``$ref`` between them, defaults.
+"""JSON-schema machinery: the schema files in ``medsegflow/schemas/``, ``$ref``, defaults.
 
 The schema files are the only place a config default lives. Every block of the config is
 completed here: validated against its schema, with the ``default:`` of each absent key

@@ -73,7 +73,7 @@ STABILITY_OFFSET = 1.0
 
 @dataclass(frozen=True)
 class SamAutoConfig:
-    """A ``family: sam_auto`` method's settings (``medsegflow/schemas/families/sam_auto.schema.yaml``)."""
+    """A ``family: sam_auto`` method's settings (``schemas/families/sam_auto.schema.yaml``)."""
 
     points_per_side: int
     pred_iou_thresh: float

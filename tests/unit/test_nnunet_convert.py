@@ -310,6 +310,7 @@ def test_schema_rejects_bad_nnunet_values(raw_config: dict) -> None:
 
 
 def test_schema_trainers_are_the_supported_base_trainers(repo_root: Path) -> None:
-    with open(repo_root / "medsegflow/schemas/families/nnunet.schema.yaml", encoding="utf-8") as handle:
+    schema_file = repo_root / "medsegflow/schemas/families/nnunet.schema.yaml"
+    with open(schema_file, encoding="utf-8") as handle:
         schema = yaml.safe_load(handle)
     assert schema["properties"]["trainer"]["enum"] == list(BASE_TRAINERS)
