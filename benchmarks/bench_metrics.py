@@ -1,16 +1,16 @@
 """Benchmark the metric stage against medpy's hd95 on real 3D masks, in one run.
 
 Each fixture's reference mask is scored against itself shifted by (1, 3, -2) voxels, with its
-real spacing. For every fixture the script times, as the median of ``--repeats`` calls:
+real spacing. For every fixture the script times, as the median of ``--repeats`` calls taken
+in turns:
 
 - ``medpy.metric.binary.hd95`` (one metric);
 - :func:`medsegflow.metrics.compute_metrics`: every metric of the main table (DSC, IoU, the
   surfel NSD, HD95, ASSD, ...);
 - the score stage's work per case, as :func:`medsegflow.stages.score.score_predictions` does
-  it: the replay of every registered paper convention
-  (:class:`medsegflow.stages.replay.ConventionReplay`, a superset of the default
-  ``metrics.conventions``) and ``compute_metrics``, sharing one
-  :class:`medsegflow.metrics.SurfaceCache`.
+  it: the metric rows (``compute_metrics``), then the replay of every registered paper
+  convention (:class:`medsegflow.stages.replay.ConventionReplay`, a superset of the default
+  ``metrics.conventions``), sharing one :class:`medsegflow.metrics.SurfaceCache`.
 
 It checks that DSC, HD95 and ASSD equal medpy's and that the shared cache changes no value
 (the stage's metrics and replay results equal those computed without it), and prints each
@@ -21,12 +21,13 @@ a fixture is missing.
 
 Run from the repository root::
 
-    .venv/bin/python benchmarks/bench_metrics.py [--data ../shared/data] [--repeats 5]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_metrics.py [--data DIR] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import statistics
 import sys
@@ -41,6 +42,7 @@ from medsegflow.conventions import CONVENTIONS
 from medsegflow.io import read_volume
 from medsegflow.metrics import SurfaceCache, compute_metrics
 from medsegflow.stages.replay import ConventionReplay
+from medsegflow.stages.score import score_case
 
 LOG = logging.getLogger("bench_metrics")
 DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -53,15 +55,20 @@ SHIFT_ZYX = (1, 3, -2)
 RTOL = 1e-9
 
 
-def median_seconds(function: Callable[[], object], repeats: int) -> tuple[float, object]:
-    """Median wall time of ``repeats`` calls (after one warm-up call) and the last result."""
-    result = function()
-    times = []
+def median_seconds(
+    functions: dict[str, Callable[[], object]], repeats: int
+) -> dict[str, tuple[float, object]]:
+    """``{name: (median wall time, last result)}`` of ``repeats`` calls of each function,
+    after one warm-up call each. The calls take turns (one of each per round), so that a load
+    that comes and goes on the machine weighs on every function alike."""
+    results = {name: function() for name, function in functions.items()}
+    times: dict[str, list[float]] = {name: [] for name in functions}
     for _ in range(repeats):
-        start = time.perf_counter()
-        result = function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
+        for name, function in functions.items():
+            start = time.perf_counter()
+            results[name] = function()
+            times[name].append(time.perf_counter() - start)
+    return {name: (statistics.median(times[name]), results[name]) for name in functions}
 
 
 def bench_fixture(data: Path, relative: str, repeats: int) -> tuple[bool, float, float, float]:
@@ -70,24 +77,31 @@ def bench_fixture(data: Path, relative: str, repeats: int) -> tuple[bool, float,
     gt_zyx = (volume.array_zyx > 0).astype(np.uint8)
     pred_zyx = np.roll(gt_zyx, SHIFT_ZYX, axis=(0, 1, 2))
     spacing = volume.spacing_zyx
-    medpy_s, medpy_hd95 = median_seconds(
-        lambda: medpy_binary.hd95(pred_zyx, gt_zyx, voxelspacing=spacing), repeats
-    )
-    ours_s, ours = median_seconds(
-        lambda: compute_metrics(pred_zyx, gt_zyx, spacing, 2.0, labels=[1]), repeats
-    )
-    ours = ours[1]
+    gt = dataclasses.replace(volume, array_zyx=gt_zyx)
 
-    def stage(cache: SurfaceCache | None = None) -> tuple[dict, dict]:
+    def stage() -> tuple[dict, list]:
+        """One case of the score stage: the same cache for the replays and the metric rows."""
+        cache = SurfaceCache()
+        rows = score_case(
+            pred_zyx=pred_zyx, gt=gt, label_map={"object": 1}, nsd_tolerance_mm=2.0, cache=cache
+        )
         replay = ConventionReplay(list(CONVENTIONS), {1: "object"})
         replay.add(pred_zyx, gt_zyx, spacing, cache=cache)
-        scored = compute_metrics(pred_zyx, gt_zyx, spacing, 2.0, labels=[1], cache=cache)
-        return replay.results, scored
+        return replay.results, rows
 
-    stage_s, shared = median_seconds(lambda: stage(SurfaceCache()), repeats)
+    timed = median_seconds(
+        {
+            "medpy": lambda: medpy_binary.hd95(pred_zyx, gt_zyx, voxelspacing=spacing),
+            "metrics": lambda: compute_metrics(pred_zyx, gt_zyx, spacing, 2.0, labels=[1]),
+            "stage": stage,
+        },
+        repeats,
+    )
+    (medpy_s, medpy_hd95), (ours_s, ours), (stage_s, shared) = timed.values()
+    ours = ours[1]
     alone = (
         {name: [CONVENTIONS[name].case(pred_zyx, gt_zyx, spacing, [1])] for name in CONVENTIONS},
-        compute_metrics(pred_zyx, gt_zyx, spacing, 2.0, labels=[1]),
+        score_case(pred_zyx=pred_zyx, gt=gt, label_map={"object": 1}, nsd_tolerance_mm=2.0),
     )
     expected = {
         "dsc": medpy_binary.dc(pred_zyx, gt_zyx),
@@ -125,7 +139,7 @@ def _same(a: object, b: object) -> bool:
     """Equal nested results, NaN equal to NaN and floats compared exactly."""
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, list) and isinstance(b, list):
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and isinstance(b, float) and a != a and b != b:
         return True
@@ -140,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_DATA,
         help=f"shared fixture folder (default: {DEFAULT_DATA})",
     )
-    parser.add_argument("--repeats", type=int, default=5, help="timed calls per function")
+    parser.add_argument("--repeats", type=int, default=7, help="timed calls per function")
     parser.add_argument(
         "--min-speedup",
         type=float,

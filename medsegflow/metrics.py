@@ -366,10 +366,26 @@ class MaskPair:
         return self._get(("distances", spacing), make)
 
     def hd95(self, spacing_mm: Sequence[float]) -> float:
-        """medpy 0.5.2 ``hd95`` (:func:`hd95`); NaN when a mask is empty."""
+        """medpy 0.5.2 ``hd95`` (:func:`hd95`); NaN when a mask is empty. Without the
+        distances of :meth:`distances` at hand, the search stops once the smallest 95 % of
+        them are known (the larger ones stay inf: the percentile only reads the former)."""
         if not self.n_pred or not self.n_gt:
             return math.nan
-        return float(np.percentile(np.concatenate(self.distances(spacing_mm)), 95))
+        pred_c, gt_c, keep = self._crop()
+        spacing = tuple(float(spacing_mm[axis]) for axis in keep)
+        if ("distances", spacing) in self._memo:
+            return float(np.percentile(np.concatenate(self.distances(spacing_mm)), 95))
+
+        def make() -> float:
+            pred_border, gt_border = self._get(
+                ("border",), lambda: (_border(pred_c), _border(gt_c))
+            )
+            count = int(np.count_nonzero(pred_border)) + int(np.count_nonzero(gt_border))
+            enough = math.ceil(0.95 * (count - 1)) + 2  # ranks the percentile reads, and one
+            partial = _directed_pair(pred_border, gt_border, spacing, enough=enough)
+            return float(np.percentile(np.concatenate(partial), 95))
+
+        return self._get(("hd95", spacing), make)
 
     def surface_metrics(
         self, spacing_mm: tuple[float, ...], tau_mm: float, nsd_variant: str = NSD_SURFEL
@@ -479,6 +495,10 @@ def _border(mask: np.ndarray) -> np.ndarray:
 
 # Offsets tried in order of distance before the remaining points are searched exhaustively.
 _MAX_OFFSETS = 4096
+# While more points than this are unmatched, the first _ONE_OFFSET_STEPS offsets are tried one
+# at a time (each gather serves only the points still unmatched); then blocks of offsets.
+_ONE_OFFSET_POINTS = 256
+_ONE_OFFSET_STEPS = 512
 # Up to this many (point, target) pairs the remaining points are compared with every target;
 # beyond it a k-d tree finds their nearest target.
 _BRUTE_FORCE_PAIRS = 200_000
@@ -516,10 +536,9 @@ def _within_pair(
         a_to_b, b_to_a = _directed_pair(a, b, spacing_mm)
         return a_to_b <= tau_mm, b_to_a <= tau_mm
     offsets, _ = _sorted_offsets(spacing_mm, float(tau_mm))
-    half = _reach(offsets)
-    (flat_a, base_a), (flat_b, base_b) = _padded_flat(a, half), _padded_flat(b, half)
-    shifts = _flat_shifts(offsets, a.shape, half, base_a.dtype)
-    return _near(base_a, flat_b, shifts), _near(base_b, flat_a, shifts)
+    flat, base, shifts, n_a, _ = _pair_search_setup(a, b, offsets)
+    near = _near(base, flat, shifts)
+    return near[:n_a], near[n_a:]
 
 
 def _near(base: np.ndarray, flat: np.ndarray, shifts: np.ndarray) -> np.ndarray:
@@ -550,21 +569,25 @@ def _pad_zeros(mask: np.ndarray, half: Sequence[int]) -> np.ndarray:
     return padded
 
 
-def _padded_flat(mask: np.ndarray, half: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """``(flat, base)``: ``mask`` padded by ``half`` (:func:`_pad_zeros`) and flattened, and
-    the flat indices of its points there (C order of the points)."""
-    flat = _pad_zeros(mask, half).reshape(-1)
-    index_type = np.int32 if flat.size < 2**31 - 1 else np.int64
-    return flat, np.flatnonzero(flat).astype(index_type)
-
-
-def _flat_shifts(
-    offsets: np.ndarray, shape: tuple[int, ...], half: tuple[int, ...], index_type: np.dtype
-) -> np.ndarray:
-    """The flat shift of each offset in an array of ``shape`` padded by ``half``."""
-    padded = [n + 2 * h for n, h in zip(shape, half, strict=True)]
-    strides = [math.prod(padded[axis + 1 :]) for axis in range(len(shape))]
-    return (offsets @ np.asarray(strides, dtype=np.int64)).astype(index_type)
+def _pair_search_setup(
+    a: np.ndarray, b: np.ndarray, offsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, tuple[int, ...]]:
+    """``(flat, base, shifts, n_a, half)`` for searching both directions of a mask pair at
+    once: ``b`` then ``a``, each padded by ``half`` (the offsets' reach per axis) and
+    flattened, one after the other; the flat index of every point of ``a`` in the ``b`` part
+    (C order, ``n_a`` of them), then of every point of ``b`` in the ``a`` part; and each
+    offset's flat shift."""
+    half = _reach(offsets)
+    flat_a, flat_b = _pad_zeros(a, half).reshape(-1), _pad_zeros(b, half).reshape(-1)
+    size = flat_a.size
+    index_type = np.int32 if 2 * size < 2**31 - 1 else np.int64
+    base_a = np.flatnonzero(flat_a).astype(index_type)
+    base_b = np.flatnonzero(flat_b).astype(index_type)
+    base = np.concatenate([base_a, base_b + index_type(size)])
+    padded = [n + 2 * h for n, h in zip(a.shape, half, strict=True)]
+    strides = [math.prod(padded[axis + 1 :]) for axis in range(a.ndim)]
+    shifts = (offsets @ np.asarray(strides, dtype=np.int64)).astype(index_type)
+    return np.concatenate([flat_b, flat_a]), base, shifts, len(base_a), half
 
 
 def _distances_mm(offsets: np.ndarray, spacing_mm: tuple[float, ...]) -> np.ndarray:
@@ -578,7 +601,7 @@ def _distances_mm(offsets: np.ndarray, spacing_mm: tuple[float, ...]) -> np.ndar
 
 
 def _directed_pair(
-    a: np.ndarray, b: np.ndarray, spacing_mm: tuple[float, ...]
+    a: np.ndarray, b: np.ndarray, spacing_mm: tuple[float, ...], *, enough: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """``(d(a -> b), d(b -> a))``: the distance (mm) from every point of the bool mask ``a``
     to the nearest point of ``b`` (C order of the points of ``a``), and the reverse.
@@ -586,56 +609,83 @@ def _directed_pair(
     Both masks must be non-empty. The values are the exact Euclidean distances that
     ``scipy.ndimage.distance_transform_edt(~b, sampling=spacing_mm)`` gives at those points
     (same arithmetic). They are found without a distance map of the whole box: grid offsets
-    are tried in order of their length (:data:`_MAX_OFFSETS` of them, in blocks), each point
-    taking the first offset that lands on the other mask; points still unmatched then get
-    their nearest point from a k-d tree.
+    are tried in order of their length (:data:`_MAX_OFFSETS` of them), each point taking the
+    first offset that lands on the other mask (both directions in the same pass); points
+    still unmatched then get their nearest point by brute force or from a k-d tree.
+
+    With ``enough``, the search may stop once that many points (of both directions) have
+    their distance: every other one is then inf, and no smaller than any of those.
     """
     offsets, lengths = _sorted_offsets(spacing_mm)
-    half = _reach(offsets)
-    (flat_a, base_a), (flat_b, base_b) = _padded_flat(a, half), _padded_flat(b, half)
-    shifts = _flat_shifts(offsets, a.shape, half, base_a.dtype)
-    return (
-        _nearest(base_a, flat_b, b, shifts, lengths, half, spacing_mm),
-        _nearest(base_b, flat_a, a, shifts, lengths, half, spacing_mm),
-    )
+    flat, base, shifts, n_a, half = _pair_search_setup(a, b, offsets)
+    result, todo, targets = _nearest(base, flat, shifts, lengths, enough or len(base))
+    if enough is not None and len(base) - todo.size >= enough:
+        return result[:n_a], result[n_a:]
+    if todo.size:
+        size = flat.size // 2
+        padded = tuple(n + 2 * h for n, h in zip(a.shape, half, strict=True))
+        for from_a, to_mask in ((True, b), (False, a)):
+            which = todo < n_a if from_a else todo >= n_a
+            flat_index = targets[which] - (0 if from_a else size)
+            points = np.stack(np.unravel_index(flat_index, padded), axis=1) - np.asarray(half)
+            result[todo[which]] = _exhaustive_nearest(points, to_mask, spacing_mm)
+    return result[:n_a], result[n_a:]
 
 
 def _nearest(
-    base: np.ndarray,
-    flat: np.ndarray,
-    to_mask: np.ndarray,
-    shifts: np.ndarray,
-    lengths: np.ndarray,
-    half: tuple[int, ...],
-    spacing_mm: tuple[float, ...],
-) -> np.ndarray:
-    """Distance from every flat point index of ``base`` to the nearest point of ``to_mask``
-    (``flat``: it padded by ``half``), trying ``shifts`` (lengths ``lengths``) in order."""
+    base: np.ndarray, flat: np.ndarray, shifts: np.ndarray, lengths: np.ndarray, enough: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(result, todo, targets)``: for every flat point index of ``base``, the length of the
+    first of ``shifts`` (lengths ``lengths``, in order) that lands on ``flat`` (inf if none);
+    the positions of the points with none, and their flat indices. The search stops early
+    once ``enough`` points have their length (after a whole offset or block of offsets, so
+    that every point left is at least as far as every point matched)."""
     result = np.full(len(base), np.inf)
     todo = np.arange(len(base), dtype=base.dtype)
-    targets = base
-    start, block = 0, 8
-    while start < len(shifts):
+    low = -int(shifts.min())  # flat[low + shift:] holds every shifted point, base - low >= 0
+    targets = base - base.dtype.type(low)
+    start, matched = 0, 0  # matched: points of todo already given a distance
+    while start < min(len(shifts), _ONE_OFFSET_STEPS) and todo.size - matched > _ONE_OFFSET_POINTS:
+        # one offset at a time while many points are unmatched, then blocks of offsets
+        hits = np.take(flat[low + int(shifts[start]) :], targets)
+        start += 1
+        if hits.any():
+            # todo keeps points matched earlier until a quarter of it is: only the first hit
+            # of a point counts (offsets come in order of length)
+            hit = todo[np.flatnonzero(hits)]
+            hit = hit[np.isinf(result[hit])]
+            result[hit] = lengths[start - 1]
+            matched += len(hit)
+            if 4 * matched > todo.size or len(base) - todo.size + matched >= enough:
+                keep = np.isinf(result[todo])
+                todo, targets, matched = todo[keep], targets[keep], 0
+                if len(base) - todo.size >= enough:
+                    break
+    keep = np.isinf(result[todo])
+    todo, targets = todo[keep], targets[keep] + base.dtype.type(low)
+    block = 32
+    while start < len(shifts) and todo.size and len(base) - todo.size < enough:  # the last few
         hits = np.take(flat, targets[:, None] + shifts[None, start : start + block])
         first = hits.argmax(axis=1)
         found = hits[np.arange(len(first)), first]
         result[todo[found]] = lengths[start + first[found]]
         todo, targets = todo[~found], targets[~found]
-        if not todo.size:
-            return result
-        start, block = start + block, min(2 * block, 32 if todo.size > 1024 else 512)
-    padded_shape = tuple(n + 2 * h for n, h in zip(to_mask.shape, half, strict=True))
-    points = np.stack(np.unravel_index(targets, padded_shape), axis=1) - np.asarray(half)
-    targets_zyx = np.stack(np.nonzero(to_mask), axis=1)
-    if len(todo) * len(targets_zyx) <= _BRUTE_FORCE_PAIRS:
-        for index, point in zip(todo, points, strict=True):
-            result[index] = _distances_mm(targets_zyx - point, spacing_mm).min()
-        return result
+        start, block = start + block, min(2 * block, 512)
+    return result, todo, targets
+
+
+def _exhaustive_nearest(
+    points: np.ndarray, to_mask: np.ndarray, spacing_mm: tuple[float, ...]
+) -> np.ndarray:
+    """Distance from each point ``(N, ndim)`` to the nearest point of ``to_mask``: brute force
+    for few (point, target) pairs, else a k-d tree (lengths by :func:`_distances_mm`)."""
+    targets = np.stack(np.nonzero(to_mask), axis=1)
+    if len(points) * len(targets) <= _BRUTE_FORCE_PAIRS:
+        return np.array([_distances_mm(targets - point, spacing_mm).min() for point in points])
     scale = np.asarray(spacing_mm, dtype=np.float64)
-    tree = cKDTree(targets_zyx * scale, balanced_tree=False, compact_nodes=False)
+    tree = cKDTree(targets * scale, balanced_tree=False, compact_nodes=False)
     _, nearest = tree.query(points * scale)
-    result[todo] = _distances_mm(targets_zyx[nearest] - points, spacing_mm)
-    return result
+    return _distances_mm(targets[nearest] - points, spacing_mm)
 
 
 # --- surfels: DeepMind surface-distance's surface elements ---------------------------------------

@@ -173,14 +173,16 @@ def score_predictions(
         cache = SurfaceCache()  # each label's surfaces, once for the metrics and the replays
         if replay is not None:
             probs = _read_soft_outputs(pred_dir, case.case_id, pred.shape, label_map=label_map)
-            replay.add(pred, gt.array_zyx, gt.spacing_zyx, prob_zyx=probs, cache=cache)
-        for row in score_case(
+        scored = score_case(
             pred_zyx=pred,
             gt=gt,
             label_map=label_map,
             nsd_tolerance_mm=metrics["nsd_tolerance_mm"],
             cache=cache,
-        ):
+        )
+        if replay is not None:  # after the metrics: SAMed's HD95 reuses their distances
+            replay.add(pred, gt.array_zyx, gt.spacing_zyx, prob_zyx=probs, cache=cache)
+        for row in scored:
             rows.append(
                 {
                     "dataset": dataset,

@@ -115,3 +115,19 @@ def test_distances_equal_scipy_edt(far: str, spacing: tuple[float, ...]) -> None
     np.testing.assert_array_equal(gt_to_pred, _edt_at_border(gt_c, pred_c, spacing))
     if far != "none":
         assert pred_to_gt.max() > 20.0  # the far points were searched beyond the offsets
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (5.0, 0.8, 0.8), (0.5, 0.5, 3.0)])
+@pytest.mark.parametrize("seed", [5, 6])
+def test_hd95_that_stops_at_the_95th_percentile_equals_the_full_one(
+    spacing: tuple[float, ...], seed: int
+) -> None:
+    gt = _blob((16, 48, 48), seed)
+    pred = np.roll(gt, (1, 3, -2), axis=(0, 1, 2))
+    pred[14:16, 40:47, 2:9] = True  # a spurious part far away makes the tail long
+    early = MaskPair(pred, gt).hd95(spacing)  # no distances at hand: the search stops early
+    full = MaskPair(pred, gt)
+    pooled = np.concatenate(full.distances(spacing))
+    assert np.isfinite(pooled).all()
+    assert early == float(np.percentile(pooled, 95)) == full.hd95(spacing)
+    assert early < pooled.max()  # the tail beyond the percentile is not needed
