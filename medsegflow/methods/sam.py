@@ -209,6 +209,13 @@ class CachedModel(NamedTuple):
     embeddings_dir: Path
     info: dict[str, object]
 
+    @property
+    def precision(self) -> str:
+        """The precision the cache's encoder ran in (its ``model.json``), which the decoder
+        follows, so that ``precision: fp32`` decodes in float32 on any machine; ``auto`` for a
+        cache written before the precision was recorded."""
+        return str(self.info.get("precision", "auto"))
+
 
 def load_cached_model(
     inputs: Mapping[str, str | os.PathLike], *, device: str | None = None
@@ -442,13 +449,13 @@ def predict_with_cached_sam(
     job: PredictJob, *, config: SamConfig, prompts_path: str | os.PathLike | None = None
 ) -> pd.DataFrame:
     """Load the job's SAM model (:func:`load_cached_model`) and run :func:`predict_sam_cases`
-    on ``job.device`` (default: CUDA when available), with autocast on GPU."""
+    on ``job.device`` (default: CUDA when available), in the precision of the cache's encoder."""
     from medsegflow.models.sam_loader import autocast
 
     job.require("embeddings", "checkpoint", family=str(job.method["family"]))
     loaded = load_cached_model(job.inputs, device=job.device)
     log.info("%s: SAM %s on %s, %s", job.method_name, loaded.info["arch"], loaded.device, config)
-    with autocast(loaded.device):
+    with autocast(loaded.device, loaded.precision):
         return predict_sam_cases(
             job,
             model=loaded.model,

@@ -376,7 +376,7 @@ def predict_sam_auto(job: PredictJob) -> pd.DataFrame:
         label_value,
         config,
     )
-    with autocast(loaded.device):
+    with autocast(loaded.device, loaded.precision):
         return predict_sam_auto_cases(
             job,
             model=loaded.model,

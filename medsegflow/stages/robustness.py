@@ -72,7 +72,7 @@ def robustness_curves(
     spec = RobustnessGrid.from_config(grid)
     frames = []
     start = time.perf_counter()
-    with autocast(loaded.device):
+    with autocast(loaded.device, loaded.precision):
         for case_id in tqdm(cases["case_id"], desc=f"robustness {dataset}/{model}", unit="case"):
             label = read_volume(pre_dir / "labels" / f"{case_id}.nii.gz").array_zyx
             cached = load_checked_embeddings(
