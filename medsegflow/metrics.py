@@ -410,8 +410,12 @@ class MaskPair:
         the ``keep`` axes, on the tight bounding box of their union (:func:`neighbour_codes`)."""
 
         def make() -> tuple[np.ndarray, ...]:
-            shape = tuple(self.pred.shape[axis] for axis in keep)
-            pred, gt = self.pred.reshape(shape), self.gt.reshape(shape)
+            pred_c, gt_c, crop_keep = self._crop()
+            if keep == crop_keep:  # the crop holds the union: its tight box is the same
+                pred, gt = pred_c, gt_c
+            else:
+                shape = tuple(self.pred.shape[axis] for axis in keep)
+                pred, gt = self.pred.reshape(shape), self.gt.reshape(shape)
             window = _union_box(pred, gt, margin=0)
             return (*_surface_corners(pred[window]), *_surface_corners(gt[window]))
 
@@ -545,14 +549,19 @@ def _near(base: np.ndarray, flat: np.ndarray, shifts: np.ndarray) -> np.ndarray:
     """For every flat point index of ``base``: does one of ``shifts`` land on ``flat``?"""
     hit = np.take(flat, base)  # offset 0 first: a shared surface point is at distance 0
     todo = np.flatnonzero(~hit)
-    targets = base[todo]
+    low = -int(shifts.min())  # flat[low + shift:] holds every shifted point, base - low >= 0
+    targets = base[todo] - base.dtype.type(low)
+    found_since = 0  # todo keeps matched points until a quarter of it is matched
     for shift in shifts[1:]:
         if not todo.size:
             break
-        found = np.take(flat, targets + shift)
-        if found.any():
+        found = np.flatnonzero(np.take(flat[low + int(shift) :], targets))
+        if found.size:
             hit[todo[found]] = True
-            todo, targets = todo[~found], targets[~found]
+            found_since += found.size
+            if 4 * found_since > todo.size:
+                keep = ~hit[todo]
+                todo, targets, found_since = todo[keep], targets[keep], 0
     return hit
 
 
@@ -647,12 +656,12 @@ def _nearest(
     start, matched = 0, 0  # matched: points of todo already given a distance
     while start < min(len(shifts), _ONE_OFFSET_STEPS) and todo.size - matched > _ONE_OFFSET_POINTS:
         # one offset at a time while many points are unmatched, then blocks of offsets
-        hits = np.take(flat[low + int(shifts[start]) :], targets)
+        hits = np.flatnonzero(np.take(flat[low + int(shifts[start]) :], targets))
         start += 1
-        if hits.any():
+        if hits.size:
             # todo keeps points matched earlier until a quarter of it is: only the first hit
             # of a point counts (offsets come in order of length)
-            hit = todo[np.flatnonzero(hits)]
+            hit = todo[hits]
             hit = hit[np.isinf(result[hit])]
             result[hit] = lengths[start - 1]
             matched += len(hit)
