@@ -439,11 +439,24 @@ class MaskPair:
             pred_border, pred_codes, gt_border, gt_codes = self._surfels(keep)
             table = _surfel_size_table(spacing)
             pred_size, gt_size = table[pred_codes], table[gt_codes]
-            pred_near, gt_near = _within_pair(pred_border, gt_border, spacing, tau_mm)
-            within = np.sum(gt_size[gt_near]) + np.sum(pred_size[pred_near])
+            pred_to_gt, gt_to_pred = self._capped(keep, spacing, float(tau_mm))
+            within = np.sum(gt_size[gt_to_pred <= tau_mm]) + np.sum(pred_size[pred_to_gt <= tau_mm])
             return float(within / (np.sum(gt_size) + np.sum(pred_size)))
 
         return self._get(("surface_dice", keep, spacing, float(tau_mm)), make)
+
+    def _capped(
+        self, keep: tuple[int, ...], spacing: tuple[float, ...], tau_mm: float
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Corner-to-corner distances of the surfels of view ``keep`` (:func:`_capped_pair`)
+        up to at least ``tau_mm``; one search serves every smaller τ at that spacing."""
+        key = ("capped", keep, spacing)
+        held = self._memo.get(key)
+        if held is None or held[0] < tau_mm:
+            pred_border, _, gt_border, _ = self._surfels(keep)
+            held = (tau_mm, *_capped_pair(pred_border, gt_border, spacing, tau_mm))
+            self._memo[key] = held
+        return held[1], held[2]
 
 
 class SurfaceCache:
@@ -528,41 +541,19 @@ def _sorted_offsets(
     return offsets[order], distances[order]
 
 
-def _within_pair(
+def _capped_pair(
     a: np.ndarray, b: np.ndarray, spacing_mm: tuple[float, ...], tau_mm: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(a_near, b_near)``: bool vectors (C order of the points of ``a``, then of ``b``): is
-    the nearest point of the other mask at most ``tau_mm`` away? Same decisions as
-    ``_directed_pair(...) <= tau_mm``; only the offsets no longer than τ are tried, one at a
-    time, each on the points not yet matched (the full search when they are too many)."""
+    """``(d(a -> b), d(b -> a))`` as :func:`_directed_pair` where at most ``tau_mm``, inf
+    beyond: only the offsets no longer than τ are tried (the full search when they are too
+    many), so ``d <= t`` decides, for every t <= τ, whether a point is within t."""
     span = [math.floor(tau_mm / s) * 2 + 1 for s in spacing_mm]
     if math.prod(span) > 2 * _MAX_OFFSETS:
-        a_to_b, b_to_a = _directed_pair(a, b, spacing_mm)
-        return a_to_b <= tau_mm, b_to_a <= tau_mm
-    offsets, _ = _sorted_offsets(spacing_mm, float(tau_mm))
+        return tuple(np.where(d <= tau_mm, d, np.inf) for d in _directed_pair(a, b, spacing_mm))
+    offsets, lengths = _sorted_offsets(spacing_mm, float(tau_mm))
     flat, base, shifts, n_a, _ = _pair_search_setup(a, b, offsets)
-    near = _near(base, flat, shifts)
-    return near[:n_a], near[n_a:]
-
-
-def _near(base: np.ndarray, flat: np.ndarray, shifts: np.ndarray) -> np.ndarray:
-    """For every flat point index of ``base``: does one of ``shifts`` land on ``flat``?"""
-    hit = np.take(flat, base)  # offset 0 first: a shared surface point is at distance 0
-    todo = np.flatnonzero(~hit)
-    low = -int(shifts.min())  # flat[low + shift:] holds every shifted point, base - low >= 0
-    targets = base[todo] - base.dtype.type(low)
-    found_since = 0  # todo keeps matched points until a quarter of it is matched
-    for shift in shifts[1:]:
-        if not todo.size:
-            break
-        found = np.flatnonzero(np.take(flat[low + int(shift) :], targets))
-        if found.size:
-            hit[todo[found]] = True
-            found_since += found.size
-            if 4 * found_since > todo.size:
-                keep = ~hit[todo]
-                todo, targets, found_since = todo[keep], targets[keep], 0
-    return hit
+    result, _, _ = _nearest(base, flat, shifts, lengths, len(base))
+    return result[:n_a], result[n_a:]
 
 
 def _reach(offsets: np.ndarray) -> tuple[int, ...]:
@@ -587,16 +578,18 @@ def _pair_search_setup(
     (C order, ``n_a`` of them), then of every point of ``b`` in the ``a`` part; and each
     offset's flat shift."""
     half = _reach(offsets)
-    flat_a, flat_b = _pad_zeros(a, half).reshape(-1), _pad_zeros(b, half).reshape(-1)
-    size = flat_a.size
-    index_type = np.int32 if 2 * size < 2**31 - 1 else np.int64
-    base_a = np.flatnonzero(flat_a).astype(index_type)
-    base_b = np.flatnonzero(flat_b).astype(index_type)
-    base = np.concatenate([base_a, base_b + index_type(size)])
     padded = [n + 2 * h for n, h in zip(a.shape, half, strict=True)]
+    both = np.zeros((2, *padded), dtype=bool)  # b, then a
+    window = tuple(slice(h, h + n) for n, h in zip(a.shape, half, strict=True))
+    both[0][window], both[1][window] = b, a
+    size = math.prod(padded)
+    index_type = np.int32 if 2 * size < 2**31 - 1 else np.int64
+    base_a = np.flatnonzero(both[1]).astype(index_type)
+    base_b = np.flatnonzero(both[0]).astype(index_type)
+    base = np.concatenate([base_a, base_b + index_type(size)])
     strides = [math.prod(padded[axis + 1 :]) for axis in range(a.ndim)]
     shifts = (offsets @ np.asarray(strides, dtype=np.int64)).astype(index_type)
-    return np.concatenate([flat_b, flat_a]), base, shifts, len(base_a), half
+    return both.reshape(-1), base, shifts, len(base_a), half
 
 
 def _distances_mm(offsets: np.ndarray, spacing_mm: tuple[float, ...]) -> np.ndarray:

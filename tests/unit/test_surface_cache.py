@@ -44,6 +44,7 @@ def _labels_case() -> tuple[np.ndarray, np.ndarray]:
     return pred, gt
 
 
+@pytest.mark.parametrize("metrics_first", [True, False])  # True: the score stage's order
 @pytest.mark.parametrize(
     ("case", "spacing"),
     [
@@ -52,7 +53,9 @@ def _labels_case() -> tuple[np.ndarray, np.ndarray]:
         ("image_2d", (1.0, 0.5, 0.5)),
     ],
 )
-def test_a_shared_cache_changes_no_value(case: str, spacing: tuple[float, ...]) -> None:
+def test_a_shared_cache_changes_no_value(
+    case: str, spacing: tuple[float, ...], metrics_first: bool
+) -> None:
     if case == "labels":
         pred, gt = _labels_case()
         classes = [1, 2, 3]
@@ -61,10 +64,13 @@ def test_a_shared_cache_changes_no_value(case: str, spacing: tuple[float, ...]) 
         pred = np.roll(gt, (0, 2, 1), axis=(0, 1, 2))
         classes = [1]
     cache = SurfaceCache()
-    shared = {
-        name: c.case(pred, gt, spacing, classes, cache=cache) for name, c in CONVENTIONS.items()
-    }
-    shared["metrics"] = compute_metrics(pred, gt, spacing, 2.0, labels=classes, cache=cache)
+    shared: dict[str, object] = {}
+    if metrics_first:
+        shared["metrics"] = compute_metrics(pred, gt, spacing, 2.0, labels=classes, cache=cache)
+    for name, convention in CONVENTIONS.items():
+        shared[name] = convention.case(pred, gt, spacing, classes, cache=cache)
+    if not metrics_first:
+        shared["metrics"] = compute_metrics(pred, gt, spacing, 2.0, labels=classes, cache=cache)
     alone = {name: c.case(pred, gt, spacing, classes) for name, c in CONVENTIONS.items()}
     alone["metrics"] = compute_metrics(pred, gt, spacing, 2.0, labels=classes)
     assert _same(shared, alone)
