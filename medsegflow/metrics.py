@@ -37,7 +37,9 @@ the bounding box of gt ∪ pred.
 Distances are the exact values ``scipy.ndimage.distance_transform_edt(~border, sampling=)``
 gives at the surface points (same arithmetic), found by trying grid offsets in order of
 length around each surface point (a k-d tree takes the few points with no match nearby), so
-no distance map of the whole box is built.
+no distance map of the whole box is built. A :class:`SurfaceCache` made for one case lets
+:func:`compute_metrics` and the convention replays (:mod:`medsegflow.conventions`) share each
+label's masks, surfaces and distances (:class:`MaskPair`).
 
 Empty-mask rule (every result also carries ``gt_empty`` and ``pred_empty``):
 
