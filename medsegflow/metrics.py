@@ -585,12 +585,11 @@ def _pair_search_setup(
     window = tuple(slice(h, h + n) for n, h in zip(a.shape, half, strict=True))
     both[0][window], both[1][window] = b, a
     size = math.prod(padded)
-    index_type = np.int32 if 2 * size < 2**31 - 1 else np.int64
-    base_a = np.flatnonzero(both[1]).astype(index_type)
-    base_b = np.flatnonzero(both[0]).astype(index_type)
-    base = np.concatenate([base_a, base_b + index_type(size)])
+    base_a = np.flatnonzero(both[1])  # intp: np.take converts other index types first
+    base_b = np.flatnonzero(both[0])
+    base = np.concatenate([base_a, base_b + size])
     strides = [math.prod(padded[axis + 1 :]) for axis in range(a.ndim)]
-    shifts = (offsets @ np.asarray(strides, dtype=np.int64)).astype(index_type)
+    shifts = (offsets @ np.asarray(strides, dtype=np.intp)).astype(np.intp)
     return both.reshape(-1), base, shifts, len(base_a), half
 
 
