@@ -3,7 +3,7 @@
 Runs ``snakemake --cores <cores> all`` on the embedded ``config.yaml`` in a scratch folder
 (nothing of the repository's own ``results/`` is touched), then prints:
 
-- the wall time of the run, and its ratio to the 10-minute budget;
+- the wall time of the run, and its ratio to the 6-minute budget (issue 25);
 - a per-rule breakdown from the jobs' ``benchmark:`` files (``benchmarks/<rule>/*.tsv``):
   jobs, summed and longest job seconds, summed CPU seconds, peak memory;
 - a machine-speed baseline measured in the same process before the run (LiteMedSAM's
@@ -29,7 +29,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
-BUDGET_SECONDS = 600.0
+BUDGET_SECONDS = 360.0
 
 
 def encoder_baseline() -> float:
@@ -87,6 +87,9 @@ def main() -> int:
     args = parser.parse_args()
     baseline = encoder_baseline()
     print(f"baseline: LiteMedSAM encoder, one 256 x 256 slice, 1 thread: {baseline:.3f} s")
+    from medsegflow.precision import resolve_precision
+
+    print(f"precision auto on this machine (CPU): {resolve_precision('auto', 'cpu')}")
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="medsegflow_demo_"))
     workdir.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(workdir / "results", ignore_errors=True)
@@ -108,7 +111,7 @@ def main() -> int:
     )
     print(
         f"demo wall time: {wall:.0f} s = {wall / 60:.1f} min; "
-        f"ratio to the 10-minute budget: {wall / BUDGET_SECONDS:.2f}; "
+        f"ratio to the {BUDGET_SECONDS / 60:g}-minute budget: {wall / BUDGET_SECONDS:.2f}; "
         f"in encoder baselines: {wall / baseline:.0f}"
     )
     if args.keep is None:
