@@ -648,24 +648,23 @@ def _nearest(
     low = -int(shifts.min())  # flat[low + shift:] holds every shifted point, base - low >= 0
     targets = base - base.dtype.type(low)
     start, matched = 0, 0  # matched: points of todo already given a distance
+    unmatched = np.ones(len(todo), dtype=bool)
     while start < min(len(shifts), _ONE_OFFSET_STEPS) and todo.size - matched > _ONE_OFFSET_POINTS:
-        # one offset at a time while many points are unmatched, then blocks of offsets
-        hits = np.flatnonzero(np.take(flat[low + int(shifts[start]) :], targets))
+        # one offset at a time while many points are unmatched, then blocks of offsets; todo
+        # keeps matched points (masked out) until a quarter of it is matched
+        hits = np.take(flat[low + int(shifts[start]) :], targets)
+        hits = np.flatnonzero(np.logical_and(hits, unmatched, out=hits))
         start += 1
         if hits.size:
-            # todo keeps points matched earlier until a quarter of it is: only the first hit
-            # of a point counts (offsets come in order of length)
-            hit = todo[hits]
-            hit = hit[np.isinf(result[hit])]
-            result[hit] = lengths[start - 1]
-            matched += len(hit)
+            result[todo[hits]] = lengths[start - 1]
+            unmatched[hits] = False
+            matched += hits.size
             if 4 * matched > todo.size or len(base) - todo.size + matched >= enough:
-                keep = np.isinf(result[todo])
-                todo, targets, matched = todo[keep], targets[keep], 0
+                todo, targets = todo[unmatched], targets[unmatched]
+                unmatched, matched = np.ones(len(todo), dtype=bool), 0
                 if len(base) - todo.size >= enough:
                     break
-    keep = np.isinf(result[todo])
-    todo, targets = todo[keep], targets[keep] + base.dtype.type(low)
+    todo, targets = todo[unmatched], targets[unmatched] + base.dtype.type(low)
     block = 32
     while start < len(shifts) and todo.size and len(base) - todo.size < enough:  # the last few
         hits = np.take(flat, targets[:, None] + shifts[None, start : start + block])
