@@ -147,8 +147,12 @@ class SlurmCluster:
                 f"{step} failed ({' '.join(cmd)}): {result.stderr.strip() or result.stdout}"
             )
 
-    def start(self, timeout: float = 60.0) -> SlurmCluster:
-        """Start munged, slurmctld and slurmd; return once the node accepts jobs."""
+    def start(self, timeout: float = 600.0) -> SlurmCluster:
+        """Start munged, slurmctld and slurmd; return once the node accepts jobs.
+
+        ``timeout`` only guards against a hang: a busy machine registers the node in
+        seconds, and a rejected node (drain, invalid) stops the wait at once.
+        """
         if os.geteuid() != 0:
             raise SlurmStartError("the test cluster runs its daemons as root; run as root")
         missing = [tool for tool in REQUIRED if shutil.which(tool) is None]

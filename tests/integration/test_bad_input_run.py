@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import subprocess
-import sys
-from pathlib import Path
 
 import pandas as pd
-import yaml
+import pytest
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+pytestmark = pytest.mark.slow
 
 
-def test_corrupt_dataset_fails_alone(repo_root, shared_data, tmp_path):
+def test_corrupt_dataset_fails_alone(shared_data, tmp_path, snakemake):
     broken = tmp_path / "broken_raw"
     (broken / "imagesTr").mkdir(parents=True)
     (broken / "labelsTr").mkdir(parents=True)
@@ -35,20 +32,8 @@ def test_corrupt_dataset_fails_alone(repo_root, shared_data, tmp_path):
         "prompts": {"box": {"source": "gt", "type": "box"}},
         "methods": {"otsu_box": {"family": "classical", "algorithm": "otsu", "prompts": "box"}},
     }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    cmd = [
-        SNAKEMAKE,
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--cores",
-        "2",
-        "--keep-going",
-        "results/metrics/phantom_us/otsu_box.csv",
-        "results/metrics/broken/otsu_box.csv",
-        "--configfile",
-        str(tmp_path / "config.yaml"),
-    ]
-    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, encoding="utf-8")
+    targets = ["results/metrics/phantom_us/otsu_box.csv", "results/metrics/broken/otsu_box.csv"]
+    result = snakemake(["--keep-going", *targets], cwd=tmp_path, config=config)
     assert result.returncode != 0
     log = (tmp_path / "logs/prepare_dataset/broken.log").read_text(encoding="utf-8")
     assert "case1_0000.nii.gz: cannot read image (corrupt or truncated file)" in log

@@ -1,11 +1,12 @@
-"""The reduced demo end to end: phantoms -> tables and figures, then a no-op rerun."""
+"""The reduced demo end to end: phantoms -> tables and figures, then a no-op rerun.
+
+The run is the session's shared one (``demo_run``, tests/conftest.py).
+"""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
@@ -15,7 +16,7 @@ import yaml
 
 from medsegflow.io import read_volume
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+pytestmark = pytest.mark.slow
 
 
 def expected_methods(config: dict, dataset: str) -> set[str]:
@@ -25,53 +26,9 @@ def expected_methods(config: dict, dataset: str) -> set[str]:
     return set(methods_for_dataset(load_config(config), dataset))
 
 
-def reduced_config(repo_root: Path) -> dict:
-    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
-    config["datasets"]["phantom_ct"]["params"].update(n_cases=5, shape=[24, 96, 96])
-    config["datasets"]["phantom_us"]["params"].update(n_cases=8)
-    config["tables"]["bootstrap"] = 200
-    # tiny training budgets: this checks the plumbing, the demo itself trains longer
-    config["methods"]["nnunet_2d"].update(epochs=1, iterations_per_epoch=5, val_iterations=1)
-    # the demo CLIP of 2 epochs gives empty SAM prompts: train on the coarse masks (never empty)
-    config["methods"]["nnunet_weak"].update(
-        epochs=1, iterations_per_epoch=5, val_iterations=1, labels_from="medclip_coarse"
-    )
-    config["clip_models"]["clip_demo"]["train"] = {"epochs": 2, "crops_per_image": 1}
-    config["methods"]["sam_auto"]["points_per_side"] = 3
-    for model in ("lite_medsam_medsam", "lite_medsam_samed", "lite_medsam_medsa"):
-        config["sam_models"][model]["train"].update(iterations=2, batch_size=1, val_slices=2)
-    config["sam_models"]["lite_medsam_samed"]["train"]["warmup"] = 1
-    for method in ("medclip_coarse", "medclip_sam", "medclip_sam_tuned"):
-        config["methods"][method].setdefault("saliency", {}).update(steps=3, samples=3)
-    config["methods"]["medclip_sam_tuned"]["tune"]["grid"]["saliency.vlayer"] = [7, 8]
-    config["methods"]["sam3d_clicks"]["train"]["iterations"] = 3
-    return config
-
-
-def snakemake(workdir: Path, repo_root: Path, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        SNAKEMAKE,
-        "-s",
-        str(repo_root / "Snakefile"),
-        "--cores",
-        "2",
-        *args,
-        "--configfile",
-        str(workdir / "config.yaml"),
-    ]
-    return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
-
-
-@pytest.fixture(scope="module")
-def demo(repo_root, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("demo")
-    (workdir / "config.yaml").write_text(
-        yaml.safe_dump(reduced_config(repo_root)), encoding="utf-8"
-    )
-    result = snakemake(workdir, repo_root, "all")
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return workdir
+@pytest.fixture
+def demo(demo_run):
+    return demo_run
 
 
 def test_all_csv_has_one_row_per_test_case_class_and_method(demo):
@@ -346,11 +303,10 @@ def test_the_interactive_protocol_scores_every_click(demo):
     assert image.shape[1] > 1000 and float(np.std(image)) > 0.01
 
 
-def test_html_report_opens_in_a_browser(demo, repo_root):
+def test_html_report_opens_in_a_browser(demo, snakemake, tmp_path):
     """Snakemake's own report, rendered by headless Chromium (Debian's chromium package)."""
-    result = snakemake(demo, repo_root, "--report", "results/report.html")
-    assert result.returncode == 0, result.stderr[-3000:]
-    html = demo / "results/report.html"
+    html = tmp_path / "report.html"
+    snakemake(["--report", html], cwd=demo, config=demo / "config.yaml", check=True)
     assert html.stat().st_size > 100_000
     chromium = shutil.which("chromium")
     assert chromium, "chromium not found: run tests/install_system_deps.sh"
@@ -366,7 +322,6 @@ def test_html_report_opens_in_a_browser(demo, repo_root):
         capture_output=True,
         text=True,
         encoding="utf-8",
-        timeout=300,
     ).stdout
     categories = (
         "Metrics",
@@ -379,11 +334,10 @@ def test_html_report_opens_in_a_browser(demo, repo_root):
     )
     for category in categories:
         assert category in dom, category
-    shot = demo / "report.png"
+    shot = tmp_path / "report.png"
     subprocess.run(
         [*common, "--window-size=1400,900", f"--screenshot={shot}", html.as_uri()],
         capture_output=True,
-        timeout=300,
         check=True,
     )
     image = mpimg.imread(shot)
@@ -391,7 +345,6 @@ def test_html_report_opens_in_a_browser(demo, repo_root):
     assert float(np.std(image)) > 0.05  # not blank
 
 
-def test_rerun_is_a_no_op(demo, repo_root):
-    result = snakemake(demo, repo_root, "all", "-n")
-    assert result.returncode == 0
+def test_rerun_is_a_no_op(demo, snakemake):
+    result = snakemake(["all", "-n"], cwd=demo, config=demo / "config.yaml", check=True)
     assert "Nothing to be done" in result.stdout + result.stderr

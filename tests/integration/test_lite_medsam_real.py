@@ -11,15 +11,12 @@ foundation model runs through it unchanged.
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+pytestmark = pytest.mark.slow
 
 FLOORS = {  # mean DSC of lite_box, 0.05 under the values measured (docs/families/sam.md)
     "busi": 0.88,  # 0.935
@@ -129,16 +126,12 @@ def real_config(data: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def run(shared_data, tmp_path_factory):
+def run(shared_data, tmp_path_factory, snakemake):
     workdir = tmp_path_factory.mktemp("lite_real")
     config = real_config(shared_data)
     for name in ("busi", "cxr"):  # 2D: one box per slice is the 3D box
         config["datasets"][name]["exclude_methods"] = ["lite_box3d"]
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    cmd = [SNAKEMAKE, "-s", str(Path(__file__).resolve().parents[2] / "Snakefile")]
-    cmd += ["--cores", "2", "results/tables/all.csv", "--configfile", "config.yaml"]
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    snakemake(["results/tables/all.csv"], cwd=workdir, config=config, check=True)
     rows = pd.read_csv(workdir / "results/tables/all.csv", dtype={"case_id": str})
     means = rows.groupby(["dataset", "method"])["dsc"].mean().unstack()
     print("\nmean DSC per dataset and method:\n" + means.round(3).to_string())

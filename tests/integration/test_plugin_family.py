@@ -3,25 +3,25 @@
 The test writes a small thresholding family (one module, one schema file) and registers
 it the way a lab's own package would: an entry point in the group
 ``medsegflow.families`` (here a ``.dist-info`` folder on ``PYTHONPATH``). The workflow is
-then run on a small ultrasound phantom with that family and a built-in one.
+then run on a small ultrasound phantom with that family and a built-in one; the built-in
+one's prediction fails on its first attempt (``debug.fail_first_attempt``) and is retried
+locally (``--retries 1``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
+import pytest
 
 from medsegflow.io import read_volume
 from medsegflow.metrics import compute_metrics
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+pytestmark = pytest.mark.slow
 
 FAMILY_MODULE = '''
 """A thresholding family: the label is painted where the preprocessed image is dark."""
@@ -98,6 +98,7 @@ def _config() -> dict:
             "otsu": {"family": "classical", "algorithm": "otsu", "prompts": "box"},
         },
         "tables": {"bootstrap": 100},
+        "debug": {"fail_first_attempt": ["predict_method:us:otsu"]},
     }
 
 
@@ -106,37 +107,21 @@ def _rules_digest(repo_root: Path) -> str:
     return hashlib.sha256(b"".join(p.read_bytes() for p in files)).hexdigest()
 
 
-def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
+def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path, snakemake):
     plugin = _plugin(tmp_path / "plugin")
     workdir = tmp_path / "work"
     workdir.mkdir()
-    (workdir / "config.yaml").write_text(yaml.safe_dump(_config()), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(repo_root)])}
+    env = {"PYTHONPATH": os.pathsep.join([str(plugin), str(repo_root)])}
     rules_before = _rules_digest(repo_root)
-    base = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "--cores", "2"]
-    configfile = ["--configfile", "config.yaml"]  # last: it takes several values
-
-    plan = subprocess.run(
-        [*base, "-n", "results/tables/all.csv", *configfile],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-    )
-    assert plan.returncode == 0, plan.stderr[-3000:]
+    target = "results/tables/all.csv"
+    plan = snakemake(["-n", target], cwd=workdir, config=_config(), env=env, check=True)
     assert "results/predictions/us/thr/manifest.tsv" in plan.stdout
 
-    run = subprocess.run(
-        [*base, "results/tables/all.csv", *configfile],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-    )
-    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    args = [target, "--retries", "1"]
+    snakemake(args, cwd=workdir, config="config.yaml", env=env, check=True)
     assert _rules_digest(repo_root) == rules_before
+    log = (workdir / "logs/predict_method/us/otsu.log").read_text(encoding="utf-8")
+    assert "runs normally on attempt 2" in log  # the injected fault was retried
 
     rows = pd.read_csv(workdir / "results/tables/all.csv", dtype={"case_id": str})
     thr = rows[rows["method"] == "thr"]
@@ -155,24 +140,15 @@ def test_an_entry_point_family_plans_runs_and_is_scored(repo_root, tmp_path):
     assert (rows["method"] == "otsu").sum() == len(test_ids)
 
 
-def test_a_broken_entry_point_stops_with_one_line_naming_it(repo_root, tmp_path):
+def test_a_broken_entry_point_stops_with_one_line_naming_it(repo_root, tmp_path, snakemake):
     plugin = _plugin(tmp_path / "plugin")
     (plugin / "medsegflow_threshold-0.1.dist-info" / "entry_points.txt").write_text(
         "[medsegflow.families]\nthreshold = threshold_family:NOT_THERE\n"
     )
     workdir = tmp_path / "work"
     workdir.mkdir()
-    (workdir / "config.yaml").write_text(yaml.safe_dump(_config()), encoding="utf-8")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(repo_root)])}
-    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), "-n", "--cores", "1"]
-    result = subprocess.run(
-        [*cmd, "--configfile", "config.yaml"],
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        encoding="utf-8",
-    )
+    env = {"PYTHONPATH": os.pathsep.join([str(plugin), str(repo_root)])}
+    result = snakemake(["-n"], cwd=workdir, config=_config(), env=env)
     assert result.returncode != 0
     assert "family entry point 'threshold' (threshold_family:NOT_THERE) cannot be loaded" in (
         result.stdout + result.stderr

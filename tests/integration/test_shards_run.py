@@ -1,9 +1,12 @@
-"""Sharded prediction gives the unsharded run's predictions: same manifest, same files."""
+"""Sharded prediction gives the unsharded run's predictions: same manifest, same files.
+
+The unsharded predictions are the shared demo run's (``demo_run``); the sharded run
+starts from copies of its data, preprocessing and prompts, with the same config and
+``scale.predict_shards: 2``, and predicts its classical methods again.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,43 +15,34 @@ import yaml
 
 pytestmark = pytest.mark.slow
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 DATASET = "phantom_us"
 
 
-def study_config(repo_root: Path, shards: int) -> dict:
-    """The demo's phantom_us (15 cases, val + test predicted), its classical baselines."""
-    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
-    config["datasets"] = {DATASET: config["datasets"][DATASET]}
-    config["datasets"][DATASET]["exclude_methods"] = []  # names the demo's SAM rows
-    config["datasets"][DATASET]["params"]["n_cases"] = 15
-    config["methods"] = {
-        name: spec for name, spec in config["methods"].items() if spec["family"] == "classical"
-    }
-    config["ablations"] = {}
-    config["metrics"]["splits"] = ["val", "test"]
-    config["scale"] = {"predict_shards": shards}
-    return config
-
-
-def run_predictions(repo_root: Path, workdir: Path, shards: int) -> tuple[dict, str]:
-    config = study_config(repo_root, shards)
-    (workdir / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    targets = [f"results/predictions/{DATASET}/{m}/manifest.tsv" for m in config["methods"]]
-    cmd = [SNAKEMAKE, "-s", str(repo_root / "Snakefile"), *targets, "--cores", "2",
-           "--configfile", "config.yaml"]  # fmt: skip
-    result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    return config, result.stdout + result.stderr
-
-
 @pytest.fixture(scope="module")
-def runs(repo_root, tmp_path_factory):
-    one, two = tmp_path_factory.mktemp("unsharded"), tmp_path_factory.mktemp("sharded")
-    config, _ = run_predictions(repo_root, one, 1)
-    _, output = run_predictions(repo_root, two, 2)
-    return one, two, list(config["methods"]), output
+def runs(demo_run, snakemake, copy_results, tmp_path_factory):
+    from medsegflow.config import load_config
+    from medsegflow.workflow import methods_for_dataset
+
+    config = yaml.safe_load((demo_run / "config.yaml").read_text(encoding="utf-8"))
+    loaded = load_config(config)
+    methods = [
+        m
+        for m in methods_for_dataset(loaded, DATASET)
+        if loaded["methods"][m]["family"] == "classical"
+    ]
+    assert len(methods) >= 2
+    sharded = tmp_path_factory.mktemp("sharded")
+    copy_results(demo_run, sharded, f"data/{DATASET}", f"preprocessed/{DATASET}")
+    copy_results(demo_run, sharded, f"prompts/{DATASET}")
+    config["scale"] = {"predict_shards": 2}
+    targets = [f"results/predictions/{DATASET}/{m}/manifest.tsv" for m in methods]
+    result = snakemake(targets, cwd=sharded, config=config, check=True)
+    return demo_run, sharded, methods, result.stdout + result.stderr
+
+
+def config_splits(workdir: Path) -> list[str]:
+    config = yaml.safe_load((workdir / "config.yaml").read_text(encoding="utf-8"))
+    return config["metrics"]["splits"]
 
 
 def read_manifest(path: Path) -> pd.DataFrame:
@@ -59,6 +53,8 @@ def test_the_sharded_run_used_shard_and_gather_jobs(runs):
     _, two, methods, output = runs
     assert "rule predict_method_shard:" in output and "rule gather_predictions:" in output
     assert "rule predict_method:" not in output
+    for rule in ("prepare_dataset", "preprocess_dataset", "make_prompts"):
+        assert f"rule {rule}:" not in output  # copied from the shared run
     for method in methods:
         folder = two / "results/predictions" / DATASET / method / "shards"
         shards = [read_manifest(folder / f"{i}-of-2.tsv") for i in (1, 2)]
@@ -72,7 +68,7 @@ def test_gathered_manifest_equals_the_unsharded_one(runs):
         expected = read_manifest(one / "results/predictions" / DATASET / method / "manifest.tsv")
         found = read_manifest(two / "results/predictions" / DATASET / method / "manifest.tsv")
         assert list(found.columns) == list(expected.columns)
-        assert set(expected["split"]) == {"val", "test"}
+        assert set(expected["split"]) == set(config_splits(one))
         columns = ["case_id", "split", "n_prompts"]  # seconds are timings
         pd.testing.assert_frame_equal(found[columns], expected[columns])
 

@@ -3,14 +3,14 @@
 The fixture starts munged, slurmctld and slurmd on this machine (``slurm_cluster.py``;
 needs root and ``apt-get install slurm-wlm munge``) and fails, not skips, when it cannot.
 One prediction job is made to fail on its first attempt (``debug.fail_first_attempt``) so
-that the profile's retries are exercised; the tables must equal a local run's.
+that the profile's retries are exercised; the tables must equal the local run's rows of
+the same dataset and methods (the shared demo run, ``demo_run``).
 """
 
 from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,34 +24,22 @@ from slurm_cluster import SlurmCluster, SlurmStartError  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 FAULTY = "predict_method:phantom_us:otsu_box"
 KEYS = ["dataset", "method", "case_id", "label"]
 TARGET = "results/tables/summary.csv"  # the tables; figures add a level of jobs, not news
 
 
-def study_config(repo_root: Path) -> dict:
-    """The demo on phantom_us only (8 cases), its two classical baselines."""
-    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+def study_config(demo_run: Path) -> dict:
+    """The shared demo run's config on phantom_us only, its classical baselines."""
+    config = yaml.safe_load((demo_run / "config.yaml").read_text(encoding="utf-8"))
     config["datasets"] = {"phantom_us": config["datasets"]["phantom_us"]}
     config["datasets"]["phantom_us"]["exclude_methods"] = []  # names the demo's SAM rows
     config["methods"] = {
         name: spec for name, spec in config["methods"].items() if spec["family"] == "classical"
     }
-    config["datasets"]["phantom_us"]["params"]["n_cases"] = 8
     config["ablations"] = {}
-    config["tables"]["bootstrap"] = 200
     config["debug"] = {"fail_first_attempt": [FAULTY]}
     return config
-
-
-def run(cmd: list[str], workdir: Path, env: dict | None = None) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        cmd, cwd=workdir, env=env, capture_output=True, text=True, encoding="utf-8"
-    )
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-8000:]
-    return result
 
 
 @pytest.fixture(scope="module")
@@ -70,20 +58,12 @@ def cluster():
 
 
 @pytest.fixture(scope="module")
-def runs(cluster, repo_root, tmp_path_factory):
-    """The same study run locally and through SLURM: ``(local dir, slurm dir, output)``."""
-    config = yaml.safe_dump(study_config(repo_root))
-    local, slurm = tmp_path_factory.mktemp("local"), tmp_path_factory.mktemp("slurm")
-    for workdir in (local, slurm):
-        (workdir / "config.yaml").write_text(config, encoding="utf-8")
-    snakefile = ["-s", str(repo_root / "Snakefile"), TARGET]
-    run(
-        [SNAKEMAKE, *snakefile, "--cores", "2", "--retries", "1", "--configfile", "config.yaml"],
-        local,
-    )
-    cmd = [
-        SNAKEMAKE,
-        *snakefile,
+def runs(cluster, demo_run, snakemake, repo_root, tmp_path_factory):
+    """The study run through SLURM: ``(local dir, slurm dir, output)``; the local dir is
+    the shared demo run's."""
+    slurm = tmp_path_factory.mktemp("slurm")
+    args = [
+        TARGET,
         "--profile",
         str(repo_root / "profiles/slurm"),
         "--jobs",
@@ -97,17 +77,19 @@ def runs(cluster, repo_root, tmp_path_factory):
         "--slurm-init-seconds-before-status-checks",
         "4",
         "--slurm-keep-successful-logs",
-        "--configfile",
-        "config.yaml",
     ]
-    result = run(cmd, slurm, env=cluster.env)
-    return local, slurm, result.stdout + result.stderr
+    config = study_config(demo_run)
+    result = snakemake(args, cwd=slurm, config=config, cores=None, env=cluster.env, check=True)
+    return demo_run, slurm, result.stdout + result.stderr
 
 
 def test_every_job_went_through_slurm(runs, cluster):
     _, slurm, output = runs
     submitted = re.findall(r"Job \d+ has been submitted with SLURM jobid (\d+)", output)
-    assert len(submitted) == 9 + 1, output[-3000:]  # 9 jobs, one of them retried once
+    config = yaml.safe_load((slurm / "config.yaml").read_text(encoding="utf-8"))
+    # prepare, preprocess, prompts, predict and score per method, collect, summarise
+    n_jobs = 3 + 2 * len(config["methods"]) + 2
+    assert len(submitted) == n_jobs + 1, output[-3000:]  # one job retried once
     jobs = {job["job_id"]: job for job in cluster.squeue()}
     assert set(submitted) <= set(jobs)
     run_ids = {jobs[j]["name"] for j in submitted}
@@ -138,6 +120,10 @@ def test_tables_equal_a_local_run(runs):
     for table in ("all", "summary"):
         expected = pd.read_csv(local / f"results/tables/{table}.csv", dtype={"case_id": str})
         found = pd.read_csv(slurm / f"results/tables/{table}.csv", dtype={"case_id": str})
+        assert set(found["dataset"]) == {"phantom_us"}
+        shown = expected["dataset"].eq("phantom_us") & expected["method"].isin(found["method"])
+        expected = expected[shown]
+        assert set(expected["method"]) == set(found["method"])
         keys = [k for k in (*KEYS, "metric") if k in expected.columns]
         expected = expected.sort_values(keys).reset_index(drop=True)
         found = found.sort_values(keys).reset_index(drop=True)
@@ -159,11 +145,8 @@ def test_failed_attempt_was_retried_with_nothing_lost_or_duplicated(runs, cluste
         encoding="utf-8"
     )
     assert "InjectedFault" in failed_log and "fails on attempt 1" in failed_log
-    for workdir in runs[:2]:  # the local run retried it too (--retries 1)
-        job_log = (workdir / "logs/predict_method/phantom_us/otsu_box.log").read_text(
-            encoding="utf-8"
-        )
-        assert "runs normally on attempt 2" in job_log
+    job_log = (slurm / "logs/predict_method/phantom_us/otsu_box.log").read_text(encoding="utf-8")
+    assert "runs normally on attempt 2" in job_log
     cases = pd.read_csv(slurm / "results/data/phantom_us/cases.tsv", sep="\t", dtype=str)
     test_ids = sorted(cases.loc[cases["split"] == "test", "case_id"])
     folder = slurm / "results/predictions/phantom_us/otsu_box"
