@@ -314,6 +314,7 @@ def test_prepare_image_rejects_bad_input(recipe, bad):
         recipe.prepare_image(bad)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", [SamRecipe(), MedSamRecipe(), LiteMedSamRecipe()])
 def test_rgb_images_keep_their_channels_and_grey_is_repeated(recipe):
     rng = np.random.default_rng(3)

@@ -45,6 +45,7 @@ FIXTURES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_real_ct_converts_and_passes_nnunet_integrity_check(name: str, tmp_path: Path) -> None:
     if not DATA.is_dir():

@@ -39,7 +39,9 @@ def _outputs(model, images):
     return embeddings, logits, iou
 
 
-@pytest.fixture(scope="module", params=["demo", "lite_medsam"])
+@pytest.fixture(
+    scope="module", params=["demo", pytest.param("lite_medsam", marks=pytest.mark.slow)]
+)
 def base(request):
     torch.manual_seed(0)
     model = build_sam(request.param if request.param != "demo" else {"img_size": 64})

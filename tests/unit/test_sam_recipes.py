@@ -69,6 +69,7 @@ def _loss_fell(out, factor, n=4):
     return first, last
 
 
+@pytest.mark.slow
 def test_medsam_recipe_lowers_its_loss_and_trains_encoder_and_decoder(tmp_path, ct, base):
     train = {"recipe": "medsam", "iterations": 24, "batch_size": 4, "lr": 1e-3}
     out, stats = _train(tmp_path, ct, base, train)
@@ -79,6 +80,7 @@ def test_medsam_recipe_lowers_its_loss_and_trains_encoder_and_decoder(tmp_path, 
     assert read_card(out)["recipe"]["iou_loss"] == "auto"  # off for the ViT, on for TinyViT
 
 
+@pytest.mark.slow
 def test_medsa_recipe_trains_only_the_adapters(tmp_path, ct, base):
     train = {"recipe": "medsa", "iterations": 80, "batch_size": 4, "lr": 1e-2, "prompt": "box"}
     out, stats = _train(tmp_path, ct, base, train)
@@ -139,6 +141,7 @@ def samed(ct, base, tmp_path_factory):
     return _train(tmp_path_factory.mktemp("samed"), ct, base, train, name="samed")
 
 
+@pytest.mark.slow
 def test_samed_recipe_gives_a_semantic_model_of_the_dataset_classes(samed):
     out, stats = samed
     _loss_fell(out, 0.9)

@@ -100,6 +100,7 @@ def test_training_pairs_come_from_the_train_split_only(datasets, tmp_path):
     assert 1 in sizes and max(sizes) >= 2  # the ultrasound lesion alone, CT organs together
 
 
+@pytest.mark.slow
 def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(trained, datasets):
     path, stats = trained
     folder = path.parent
@@ -133,6 +134,7 @@ def test_tiny_training_writes_a_loadable_checkpoint_and_the_loss_decreases(train
     assert iou.shape == (3, 4)
 
 
+@pytest.mark.slow
 def test_training_is_deterministic_given_the_seed(datasets, trained, tmp_path):
     path, _ = trained
     short = {**TRAIN, "iterations": 3}
