@@ -17,5 +17,7 @@ CONFORMANCE = REPO.parent / "shared" / "conformance"
 @pytest.fixture(scope="session")
 def conformance_root() -> Path:
     if not CONFORMANCE.is_dir():
-        pytest.fail(f"conformance fixtures not found at {CONFORMANCE} (expected ../shared/conformance)")
+        pytest.fail(
+            f"conformance fixtures not found at {CONFORMANCE} (expected ../shared/conformance)"
+        )
     return CONFORMANCE
