@@ -106,9 +106,11 @@ def test_the_kill_hit_the_middle_of_the_prediction_stage(resumed):
     assert not at_kill["manifest"], "prediction finished before the kill; raise N_CASES"
     assert 1 <= len(at_kill["files"]) < N_CASES
     print(f"at the kill: {len(at_kill['files'])} of {N_CASES} case files, {at_kill['temporary']}")
-    # a killed run leaves its lock: Snakemake refuses to start until --unlock
+    # a killed run leaves its lock: the rerun is refused with one line that says what to do
     assert locked.returncode != 0
-    assert "Directory cannot be locked" in locked.stdout + locked.stderr
+    output = locked.stdout + locked.stderr
+    assert "locked by a run that was killed" in output and "--unlock" in output
+    assert "Traceback" not in output
 
 
 def test_rerun_finishes_the_stage_and_later_ones(resumed):
