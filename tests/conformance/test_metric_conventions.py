@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import math
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -106,24 +106,34 @@ def _per_case(
 # --- CVPR 2024 ------------------------------------------------------------------------------------
 
 
-def _cvpr24_rows(name: str, case: dict) -> Rows:
+def _challenge_rows(name: str, case: dict, *, challenge: str) -> Rows:
+    """Per-case rows of the CVPR 2024 (``medsam``) or 2025 (``cvpr25``) script, with the
+    spacing as the npz stores it and, for volumes, as it would be read in (z, y, x) order.
+    CVPR24 also prints 4-digit CSV values; CVPR25 records an error as ``error:<type>``."""
+    case_fn = getattr(cv, f"{challenge}_case")
+    summary_fn = getattr(cv, f"{challenge}_case_summary")
     out: Rows = {}
     orders = ("xyz",) if case["two_d"] else ("xyz", "zyx")
     for order in orders:
         suffix = "" if order == "xyz" else "_if_spacing_zyx"
-        result = cv.medsam_case(
+        result = case_fn(
             case["pred_zyx"],
             case["gt_zyx"],
             case["spacing_zyx"],
             case["classes"],
             spacing_order=order,
         )
-        summary = cv.medsam_case_summary(result)
+        summary = summary_fn(result)
         if order == "xyz":
             out[(name, "all", "dsc")] = summary["dsc"]
-            out[(name, "all", "dsc_csv")] = round(float(summary["dsc"]), 4)
-        out[(name, "all", f"nsd{suffix}")] = summary["nsd"]
-        out[(name, "all", f"nsd_csv{suffix}")] = round(float(summary["nsd"]), 4)
+        if challenge == "medsam":
+            if order == "xyz":
+                out[(name, "all", "dsc_csv")] = round(float(summary["dsc"]), 4)
+            out[(name, "all", f"nsd{suffix}")] = summary["nsd"]
+            out[(name, "all", f"nsd_csv{suffix}")] = round(float(summary["nsd"]), 4)
+        else:
+            nsd = f"error:{summary['error']}" if summary["error"] else summary["nsd"]
+            out[(name, "all", f"nsd{suffix}")] = nsd
         for label, scores in result.items():
             if not scores["counted"]:
                 continue
@@ -134,37 +144,11 @@ def _cvpr24_rows(name: str, case: dict) -> Rows:
 
 
 def test_cvpr24_reproduces_every_case(metrics_root: Path) -> None:
-    ours = _per_case(metrics_root, lambda case: True, _cvpr24_rows)
+    ours = _per_case(metrics_root, lambda case: True, partial(_challenge_rows, challenge="medsam"))
     _compare(_expected(metrics_root, "cvpr24"), ours)
 
 
 # --- CVPR 2025 ------------------------------------------------------------------------------------
-
-
-def _cvpr25_rows(name: str, case: dict) -> Rows:
-    out: Rows = {}
-    orders = ("xyz",) if case["two_d"] else ("xyz", "zyx")
-    for order in orders:
-        suffix = "" if order == "xyz" else "_if_spacing_zyx"
-        result = cv.cvpr25_case(
-            case["pred_zyx"],
-            case["gt_zyx"],
-            case["spacing_zyx"],
-            case["classes"],
-            spacing_order=order,
-        )
-        summary = cv.cvpr25_case_summary(result)
-        if order == "xyz":
-            out[(name, "all", "dsc")] = summary["dsc"]
-        nsd = f"error:{summary['error']}" if summary["error"] else summary["nsd"]
-        out[(name, "all", f"nsd{suffix}")] = nsd
-        for label, scores in result.items():
-            if not scores["counted"]:
-                continue
-            if order == "xyz":
-                out[(name, str(label), "dsc")] = scores["dsc"]
-            out[(name, str(label), f"nsd{suffix}")] = scores["nsd"]
-    return out
 
 
 def _sequence_rows(root: Path) -> Rows:
@@ -184,7 +168,7 @@ def _sequence_rows(root: Path) -> Rows:
 
 
 def test_cvpr25_reproduces_every_case_and_click_sequence(metrics_root: Path) -> None:
-    ours = _per_case(metrics_root, lambda case: True, _cvpr25_rows)
+    ours = _per_case(metrics_root, lambda case: True, partial(_challenge_rows, challenge="cvpr25"))
     ours.update(_sequence_rows(metrics_root))
     _compare(_expected(metrics_root, "cvpr25"), ours)
 

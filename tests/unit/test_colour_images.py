@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from sam_fixtures import TINY_SAM_2BLOCK, save_tiny_sam
+from sam_fixtures import TINY_SAM_2BLOCK, embedded_sam_inputs
 
 from medsegflow.datasets.canonical import image_path, label_path
 from medsegflow.datasets.registry import prepare_dataset
@@ -26,7 +26,6 @@ from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_cache import load_case_embeddings
 from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import load_sam_model
-from medsegflow.stages.embed import embed_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
 
 torch.set_num_threads(1)
@@ -89,16 +88,7 @@ def test_the_encoder_gets_the_rgb_image(colour_dataset):
     root, rgb = colour_dataset
     torch.manual_seed(0)
     model = build_sam(TINY_SAM_2BLOCK)
-    checkpoint = save_tiny_sam(model, root / "model" / "sam.pth", arch=TINY_SAM_2BLOCK)
-    embed_dataset(
-        preprocessed_dir=root / "pre",
-        checkpoint=checkpoint,
-        arch="demo",
-        out_dir=root / "emb",
-        splits=["test"],
-        batch_size=1,
-        precision="fp32",
-    )
+    checkpoint = embedded_sam_inputs(model, root, arch=TINY_SAM_2BLOCK)["checkpoint"]
     cached = load_case_embeddings(root / "emb" / "mix.npz")
     loaded, device = load_sam_model(checkpoint, arch="demo", device="cpu")
     from_rgb = encode_slices(rgb[None], model=loaded, device=device, batch_size=1, precision="fp32")
