@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from medsegflow.prediction.job import PredictJob
+    from medsegflow.promptable.interface import PromptableModel
 
 Config = Mapping[str, Any]
 Predictor = Callable[["PredictJob"], "pd.DataFrame"]
@@ -52,6 +53,10 @@ class Family:
         interactive: whether a method runs the interactive protocol (``(config, method) ->
             bool``): its predictions then hold the labels after every click
             (:mod:`medsegflow.interactive`), scored into ``{method}_clicks.csv``.
+        promptable: for a promptable family, its model class (``() -> type``, imported
+            only when called) implementing
+            :class:`~medsegflow.promptable.interface.PromptableModel`; the shared stages
+            (embedding cache, decoding, propagation, clicks, robustness, cost) use it.
     """
 
     name: str
@@ -66,6 +71,7 @@ class Family:
     check: Callable[[Config], None] | None = None
     missing_weights: Callable[[Config], list[str]] | None = None
     interactive: Callable[[Config, str], bool] | None = None
+    promptable: Callable[[], type[PromptableModel]] | None = None
 
     def __post_init__(self) -> None:
         if self.cache not in CACHES:

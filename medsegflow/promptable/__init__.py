@@ -1,0 +1,1 @@
+"""Promptable models behind one interface (:mod:`medsegflow.promptable.interface`)."""
