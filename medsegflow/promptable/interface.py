@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from medsegflow.io import Geometry
 
 PromptKind = Literal[
     "box",  # 2D box on a slice
@@ -131,10 +134,48 @@ class Interaction:
     box_xyxy: tuple[float, float, float, float] | None = None
     z: int | None = None
     mask_zyx: np.ndarray | None = field(default=None, repr=False)
+    frame_index: tuple[int, ...] | None = None
+    """Added for the generic 3D protocol (:mod:`medsegflow.promptable.volume_protocol`): a
+    click the simulated user placed in the session's own frame (:class:`UserFrame`), as an
+    index of the frame :meth:`VolumeSession.user_frame` last returned. The session then
+    uses it exactly (no round trip through original voxels); ``point_zyx`` holds the same
+    click rounded to original voxel indices, for the record. None: use ``point_zyx``."""
+
+
+@dataclass
+class UserFrame:
+    """The grid the simulated user looks at, when a session wants the user to act in its
+    own frame (:meth:`VolumeSession.user_frame`).
+
+    SAM-Med3D's official protocol samples its clicks from the reference resampled to its
+    1.5 mm model frame and cut to its 128^3 crop, not on the original grid; reproducing
+    its outputs needs the same user. A session that has no such frame returns None, and
+    the user acts on the original grid with the session's masks.
+
+    Attributes:
+        reference: bool, the object's reference in this frame (empty: the object is not
+            visible in it, and the protocol skips it).
+        prediction: bool, the session's current mask in this frame (same shape), or None
+            before the first interaction.
+        to_original: frame indices ``(N, ndim)`` -> original voxel indices ``(N, 3)``
+            ``zyx`` (float): where a click placed at those indices is, for the record.
+    """
+
+    reference: np.ndarray
+    prediction: np.ndarray | None
+    to_original: Callable[[np.ndarray], np.ndarray]
 
 
 class VolumeSession(ABC):
-    """A 3D model's state on one image: the image encoded once, then one object at a time."""
+    """A 3D model's state on one image: the image encoded once, then one object at a time.
+
+    Besides :meth:`reset` and :meth:`interact`, three optional capabilities serve the
+    generic interactive protocol (:mod:`medsegflow.promptable.volume_protocol`), each
+    with a default that needs nothing from the model: :meth:`user_frame` (the frame the
+    simulated user clicks in), :meth:`finish` (a final mask of the model's own after an
+    object's last interaction) and :meth:`cost` (per-case numbers for the prediction
+    table). No protocol code checks a model's name.
+    """
 
     @abstractmethod
     def reset(self) -> None:
@@ -146,6 +187,30 @@ class VolumeSession(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional
         """Free what the session holds."""
+
+    def user_frame(self, reference_zyx: np.ndarray) -> UserFrame | None:
+        """The frame in which the simulated user should see the current object and click,
+        given its reference on the original grid (bool ``(Z, Y, X)``); None (the default):
+        the original grid and the masks :meth:`interact` returns. A session returning a
+        frame takes the user's clicks in it (:attr:`Interaction.frame_index`). The frame
+        may change after an interaction (SAM-Med3D: the whole 1.5 mm grid before the first
+        click, its crop after); the protocol asks again before every click. A session may
+        read the reference only for what its official protocol does with it (SAM-Med3D's
+        ``crop_centre: gt_centre`` oracle), and must say so in its docs."""
+        return None
+
+    def finish(self, box: Interaction) -> np.ndarray | None:
+        """After an object's last interaction: a final bool ``(Z, Y, X)`` mask of the
+        model's own, or None (the default) to keep the last interaction's. ``box`` is the
+        object's 3D box (kind ``box3d``): its prompt's when the first interaction was a
+        box, otherwise the reference's tight box (an oracle extent, as a box prompt gives
+        it). SAM-Med3D uses it for sliding windows over objects larger than one crop."""
+        return None
+
+    def cost(self) -> dict[str, float]:
+        """Numbers the session accumulated over its objects (seconds, model calls), added
+        as columns of the prediction table per case; the default has none."""
+        return {}
 
 
 class PromptableModel(ABC):
@@ -233,7 +298,17 @@ class PromptableModel(ABC):
     # --- 3D models -------------------------------------------------------------------
 
     def start_session(
-        self, image_zyx: np.ndarray, *, spacing_zyx: tuple[float, float, float]
+        self,
+        image_zyx: np.ndarray,
+        *,
+        spacing_zyx: tuple[float, float, float],
+        geometry: Geometry | None = None,
     ) -> VolumeSession:
-        """Encode a volume (original intensities) once; a session to segment its objects."""
+        """Encode a volume (original intensities) once; a session to segment its objects.
+
+        ``geometry`` (added with the generic 3D protocol, which always passes it): the
+        image's full :class:`~medsegflow.io.Geometry` (origin and direction besides the
+        spacing), for models whose recipe depends on the orientation (SAM-Med3D's RAS
+        canonical frame). Implementations must accept it; ``None``: unknown (identity
+        direction)."""
         raise NotImplementedError(f"{self.kind}: not a 3D model")
