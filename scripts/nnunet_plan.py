@@ -14,5 +14,6 @@ if __name__ == "__main__":
             nnunet_dir=Path(snakemake.output[0]).parents[2],  # results/nnunet
             configurations=snakemake.params.plan["configurations"],
             num_processes=snakemake.params.plan["num_processes"],
+            fingerprint_voxels=snakemake.params.plan["fingerprint_voxels"],
             out_marker=snakemake.output[0],
         )

@@ -101,8 +101,9 @@ def convert_inputs(config: Mapping[str, Any], dataset: str, labels: str) -> dict
 
 
 def plan_params(config: Mapping[str, Any], dataset: str, labels: str) -> dict[str, Any]:
-    """Configurations to preprocess for (``dataset``, ``labels``) and the process count:
-    the union and the maximum over the nnU-Net methods trained on it."""
+    """Configurations to preprocess for (``dataset``, ``labels``), the process count and
+    the fingerprint's voxel sample: the union and the maxima over the nnU-Net methods
+    trained on it (a method at nnU-Net's default sample, None, wins)."""
     specs = [
         method_config(config, m)
         for d, m in dataset_method_pairs(config)
@@ -110,9 +111,11 @@ def plan_params(config: Mapping[str, Any], dataset: str, labels: str) -> dict[st
     ]
     if not specs:
         raise ConfigError(f"no nnU-Net method trains on {dataset} with labels '{labels}'")
+    voxels = [s.get("fingerprint_voxels") for s in specs]
     return {
         "configurations": sorted({s["configuration"] for s in specs}),
         "num_processes": max(int(s["num_processes"]) for s in specs),
+        "fingerprint_voxels": None if None in voxels else max(int(v) for v in voxels),
     }
 
 

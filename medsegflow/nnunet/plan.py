@@ -10,12 +10,14 @@ configurations, and a cross-validation ``splits_final.json`` over the training c
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import json
 import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,49 @@ from medsegflow.nnunet.env import nnunet_environment, portable, process_output_t
 log = logging.getLogger(__name__)
 
 CONFIGURATIONS = ("2d", "3d_fullres")
+
+POOL_MODULES = (
+    "nnunetv2.experiment_planning.verify_dataset_integrity",
+    "nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor",
+    "nnunetv2.preprocessing.preprocessors.default_preprocessor",
+)
+"""nnU-Net modules whose ``multiprocessing.get_context("spawn").Pool`` plans a dataset."""
+
+
+class _ThreadPoolContext:
+    """A ``multiprocessing`` context whose ``Pool`` is a thread pool of this process."""
+
+    @staticmethod
+    def Pool(processes: int | None = None):  # noqa: N802  multiprocessing's name
+        from multiprocessing.pool import ThreadPool
+
+        return ThreadPool(processes)
+
+
+class _InProcessMultiprocessing:
+    """Stands for the ``multiprocessing`` module inside :data:`POOL_MODULES`."""
+
+    @staticmethod
+    def get_context(method: str | None = None) -> _ThreadPoolContext:
+        return _ThreadPoolContext()
+
+
+@contextlib.contextmanager
+def in_process_pools(num_processes: int) -> Iterator[bool]:
+    """With one process, nnU-Net's planning pools run in this process for the block (no
+    ``spawn`` workers); yields whether they do. More processes: nnU-Net's own pools."""
+    if num_processes != 1:
+        yield False
+        return
+    modules = [importlib.import_module(name) for name in POOL_MODULES]
+    saved = [module.multiprocessing for module in modules]
+    for module in modules:
+        module.multiprocessing = _InProcessMultiprocessing()
+    try:
+        yield True
+    finally:
+        for module, original in zip(modules, saved, strict=True):
+            module.multiprocessing = original
 
 
 def read_marker(path: str | os.PathLike) -> dict[str, Any]:
@@ -70,8 +115,25 @@ def _configuration_summary(plans: dict[str, Any], name: str) -> dict[str, Any]:
     }
 
 
+def extract_fingerprint(number: int, *, num_processes: int, voxels: int | None = None) -> dict:
+    """nnU-Net's dataset fingerprint (``extract_fingerprint_dataset``), its intensity
+    statistics from ``voxels`` sampled foreground voxels (None: nnU-Net's 10^8)."""
+    from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import (
+        DatasetFingerprintExtractor,
+    )
+
+    extractor = DatasetFingerprintExtractor(number, num_processes, verbose=False)
+    if voxels is not None:
+        extractor.num_foreground_voxels_for_intensitystats = int(voxels)
+    return extractor.run(overwrite_existing=True)
+
+
 def run_planning(
-    number: int, *, configurations: Sequence[str], num_processes: int
+    number: int,
+    *,
+    configurations: Sequence[str],
+    num_processes: int,
+    fingerprint_voxels: int | None = None,
 ) -> tuple[dict[str, Any], str, list[str]]:
     """Fingerprint, ``ExperimentPlanner`` plans and preprocessing of nnU-Net dataset ``number``.
 
@@ -79,12 +141,11 @@ def run_planning(
     planned (and preprocessed). Must run inside :func:`nnunet_environment`.
     """
     from nnunetv2.experiment_planning.plan_and_preprocess_api import (
-        extract_fingerprint_dataset,
         plan_experiment_dataset,
         preprocess_dataset,
     )
 
-    extract_fingerprint_dataset(number, num_processes=num_processes, clean=True, verbose=False)
+    extract_fingerprint(number, num_processes=num_processes, voxels=fingerprint_voxels)
     plans, identifier = plan_experiment_dataset(number)
     planned = [c for c in configurations if c in plans["configurations"]]
     for missing in sorted(set(configurations) - set(planned)):
@@ -108,6 +169,7 @@ def plan_and_preprocess(
     nnunet_dir: str | os.PathLike,
     configurations: Sequence[str],
     num_processes: int = 2,
+    fingerprint_voxels: int | None = None,
     out_marker: str | os.PathLike,
 ) -> dict[str, Any]:
     """Verify, fingerprint, plan and preprocess the dataset of the ``converted`` marker.
@@ -127,11 +189,15 @@ def plan_and_preprocess(
     with (
         nnunet_environment(nnunet_dir, num_processes=num_processes) as roots,
         process_output_to_log(),
+        in_process_pools(num_processes),
     ):
         shutil.rmtree(roots.preprocessed / name, ignore_errors=True)
         verify_raw_dataset(roots.raw / name, num_processes=num_processes)
         plans, identifier, planned = run_planning(
-            number, configurations=configurations, num_processes=num_processes
+            number,
+            configurations=configurations,
+            num_processes=num_processes,
+            fingerprint_voxels=fingerprint_voxels,
         )
         n_folds = write_splits(roots.preprocessed / name, info["training_cases"])
     marker = {
@@ -142,6 +208,7 @@ def plan_and_preprocess(
         "configurations": {c: _configuration_summary(plans, c) for c in planned},
         "n_training": len(info["training_cases"]),
         "n_folds": n_folds,
+        "fingerprint_voxels": fingerprint_voxels,
         "nnunet_to_original": info["nnunet_to_original"],
         "seconds": round(time.perf_counter() - start, 1),
     }

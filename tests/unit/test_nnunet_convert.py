@@ -244,7 +244,12 @@ def test_dataset_ids_are_stable_three_digit_and_collisions_name_both() -> None:
 def raw_config(repo_root: Path) -> dict:
     with open(repo_root / "config.yaml", encoding="utf-8") as handle:
         raw = yaml.safe_load(handle)
-    raw["methods"]["nnunet_a"] = {"family": "nnunet", "epochs": 1, "num_processes": 1}
+    raw["methods"]["nnunet_a"] = {
+        "family": "nnunet",
+        "epochs": 1,
+        "num_processes": 1,
+        "fingerprint_voxels": 1000000,
+    }
     raw["methods"]["nnunet_b"] = {
         "family": "nnunet",
         "configuration": "3d_fullres",
@@ -267,6 +272,7 @@ def test_workflow_inputs_of_nnunet_jobs(raw_config: dict) -> None:
     assert nnu.plan_params(config, "phantom_ct", "gt") == {
         "configurations": ["2d", "3d_fullres"],
         "num_processes": 3,
+        "fingerprint_voxels": None,  # a method at nnU-Net's default sample
     }
     assert nnu.train_inputs(config, "phantom_ct", "nnunet_pl") == {
         "planned": "results/nnunet/planned/phantom_ct/otsu_box.json"

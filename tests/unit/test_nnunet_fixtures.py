@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from medsegflow.datasets.registry import prepare_dataset
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.nnunet.convert import convert_dataset
-from medsegflow.nnunet.plan import verify_raw_dataset
+from medsegflow.nnunet.plan import POOL_MODULES, in_process_pools, verify_raw_dataset
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -96,3 +98,17 @@ def test_integrity_failure_is_one_line_naming_the_folder(tmp_path: Path) -> None
         verify_raw_dataset(folder)
     assert str(err.value).startswith(f"{folder}: nnU-Net dataset integrity check failed:")
     assert "\n" not in str(err.value)
+
+
+def test_one_process_plans_with_pools_inside_the_job_process() -> None:
+    modules = [importlib.import_module(name) for name in POOL_MODULES]
+    originals = [module.multiprocessing for module in modules]
+    with in_process_pools(2) as inside:  # several processes: nnU-Net's spawn pools
+        assert not inside
+        assert [module.multiprocessing for module in modules] == originals
+    with in_process_pools(1) as inside:
+        assert inside
+        for module in modules:
+            with module.multiprocessing.get_context("spawn").Pool(1) as pool:
+                assert pool.starmap(os.getpid, [()]) == [os.getpid()]
+    assert [module.multiprocessing for module in modules] == originals
