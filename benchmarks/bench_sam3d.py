@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 from medsegflow.io import Geometry, Volume
-from medsegflow.sam3d.infer import CropSession, segment_labels
+from medsegflow.sam3d.infer import segment_labels
 from medsegflow.sam3d.model import build_sam3d
 from medsegflow.sam3d.preprocess import crop_box, prepare_crop, to_model_grid
+from medsegflow.sam3d.session import CropSession
 
 
 def long_case(length_mm: float, spacing=(3.0, 1.5, 1.5)) -> tuple[Volume, Volume]:

@@ -7,7 +7,9 @@ original intensities: SAM-Med3D z-normalises its crop itself) and the cleaned re
 (the simulated user), and write, besides the label volume after the last click, the
 label volume after every click (:mod:`medsegflow.interactive`). With ``windows:
 {enabled: true}``, objects larger than one crop get their final mask from sliding crops
-over their 3D box (:mod:`medsegflow.sam3d.windows`).
+over their 3D box (:mod:`medsegflow.sam3d.windows`). The model is
+:class:`~medsegflow.sam3d.promptable.Sam3dPromptable` (``promptable``), run by the generic
+3D protocol (:mod:`medsegflow.promptable.volume_protocol`).
 """
 
 from __future__ import annotations
@@ -37,6 +39,12 @@ def _predict(job: PredictJob) -> pd.DataFrame:
     from medsegflow.sam3d.predict import predict_sam3d
 
     return predict_sam3d(job)
+
+
+def _promptable() -> type:
+    from medsegflow.sam3d.promptable import Sam3dPromptable
+
+    return Sam3dPromptable
 
 
 def sam3d_methods(config: Mapping[str, Any]) -> list[str]:
@@ -130,4 +138,5 @@ FAMILY = Family(
     check=check_sam3d,
     missing_weights=missing_sam3d_weights,
     interactive=lambda config, method: True,
+    promptable=_promptable,
 )

@@ -125,10 +125,14 @@ class ObjectRun:
     skipped: bool = False
 
 
-def _frame(session: VolumeSession, reference: np.ndarray, mask: np.ndarray | None) -> UserFrame:
+def _frame(
+    session: VolumeSession, reference: np.ndarray | None, mask: np.ndarray | None
+) -> UserFrame:
     frame = session.user_frame(reference)
     if frame is not None:
         return frame
+    if reference is None:
+        raise ValueError(f"{type(session).__name__}: no user frame and no reference")
     return UserFrame(reference=reference, prediction=mask, to_original=_identity)
 
 
@@ -154,35 +158,39 @@ def reference_box(reference_zyx: np.ndarray) -> Interaction:
     return Interaction(kind="box3d", box_zyxzyx=tuple(int(v) for v in (z0, y0, x0, z1, y1, x1)))
 
 
-def run_object(
+def run_clicks(
     session: VolumeSession,
-    obj: VolumeObject,
+    reference_zyx: np.ndarray | None,
+    first: Sequence[Interaction] = (),
     *,
     options: ClickOptions,
     rng: np.random.Generator | None,
 ) -> ObjectRun:
-    """One object through ``session`` (module docstring, step 3): ``1 + n_clicks`` masks."""
-    reference = np.asarray(obj.reference_zyx, dtype=bool)
+    """One object's interactions (module docstring, step 3, without ``finish``):
+    ``session.reset()``, the ``first`` interactions (empty: a simulated first click), then
+    the corrective clicks; ``1 + n_clicks`` masks. ``reference_zyx`` None: only for a
+    session whose :meth:`~VolumeSession.user_frame` knows the object itself (SAM-Med3D's
+    :func:`~medsegflow.sam3d.infer.segment_object`, given the object in its model frame)."""
+    reference = None if reference_zyx is None else np.asarray(reference_zyx, dtype=bool)
     session.reset()
     clicks: list[tuple[int, Interaction]] = []
-    if obj.first:
-        for interaction in obj.first:
+    if first:
+        for interaction in first:
             mask = session.interact(interaction)
     else:
         frame = _frame(session, reference, None)
         if not frame.reference.any():
             return ObjectRun([], [], skipped=True)
-        first = _click(frame, click_rules.first_click(frame.reference, mode=options.first, rng=rng))
-        mask = session.interact(first)
-        clicks.append((1, first))
+        click = click_rules.first_click(frame.reference, mode=options.first, rng=rng)
+        interaction = _click(frame, click)
+        mask = session.interact(interaction)
+        clicks.append((1, interaction))
     masks = [np.asarray(mask, dtype=bool)]
-    offset = 1 if obj.first else 2
+    offset = 1 if first else 2
     for step in range(options.n_clicks):
         frame = _frame(session, reference, masks[-1])
         if frame.prediction is None:
-            raise ValueError(
-                f"{type(session).__name__}.user_frame: no prediction after an interaction"
-            )
+            raise ValueError(f"{type(session).__name__}.user_frame: no mask after an interaction")
         click = click_rules.next_click_index(
             frame.prediction, frame.reference, mode=options.mode, rng=rng
         )
@@ -192,10 +200,26 @@ def run_object(
         interaction = _click(frame, click)
         masks.append(np.asarray(session.interact(interaction), dtype=bool))
         clicks.append((step + offset, interaction))
-    final = session.finish(obj.box if obj.box is not None else reference_box(reference))
-    if final is not None:
-        masks[-1] = np.asarray(final, dtype=bool)
     return ObjectRun(masks, clicks)
+
+
+def run_object(
+    session: VolumeSession,
+    obj: VolumeObject,
+    *,
+    options: ClickOptions,
+    rng: np.random.Generator | None,
+) -> ObjectRun:
+    """:func:`run_clicks` for ``obj``, then ``session.finish`` with the object's 3D box
+    (its prompt's, or the reference's tight box), which may replace the last mask."""
+    run = run_clicks(session, obj.reference_zyx, obj.first, options=options, rng=rng)
+    if run.skipped:
+        return run
+    box = obj.box if obj.box is not None else reference_box(obj.reference_zyx)
+    final = session.finish(box)
+    if final is not None:
+        run.masks[-1] = np.asarray(final, dtype=bool)
+    return run
 
 
 def row_interactions(

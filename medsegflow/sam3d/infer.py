@@ -1,6 +1,10 @@
 """SAM-Med3D interactive inference: encode a crop once, then one decoder call per click.
 
-Follows uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``sam_model_infer``):
+These functions take a volume or a model grid (the conformance tests', the unit tests' and
+the benchmark's entry points); each runs the one implementation the predictor runs: a
+:class:`~medsegflow.sam3d.promptable.Sam3dSession` driven by the generic 3D protocol's
+simulated user (:mod:`medsegflow.promptable.volume_protocol`). The session follows
+uni-medical/SAM-Med3D ``utils/infer_utils.py@7cead583`` (``sam_model_infer``):
 
 - the crop (:mod:`medsegflow.sam3d.preprocess`) is encoded once (``model.image_encoder``);
 - click k's prompt is **all clicks so far** (``points_coords = torch.cat([...])``) and the
@@ -21,8 +25,8 @@ centre unless ``oracle_gt_centre`` (the official script's oracle) is asked for.
 Objects larger than one crop (MedSegFlow's rule, off by default): with ``window_overlap``,
 :func:`segment_labels` replaces the final mask of an object whose 3D box does not fit in
 one crop by sliding crops over that box with all of its clicks
-(:func:`medsegflow.sam3d.windows.window_final`); the masks after the earlier clicks stay
-the single crop's.
+(:func:`medsegflow.sam3d.windows.window_final_box`, the session's ``finish``); the masks
+after the earlier clicks stay the single crop's.
 
 Devices: CUDA when available, otherwise the CPU; float32 unless ``precision`` says
 otherwise (:mod:`medsegflow.precision`; the official script runs float32). torch is
@@ -39,20 +43,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from medsegflow.io import Volume
-from medsegflow.prompts import clicks as click_rules
-from medsegflow.sam3d.preprocess import (
-    CropBox,
-    ModelGrid,
-    block_to_original,
-    crop_box,
-    extract,
-    gt_centre,
-    model_to_original,
-    original_to_model,
-    prepare_crop,
-    to_model_grid,
+from medsegflow.promptable.interface import Interaction
+from medsegflow.promptable.volume_protocol import (
+    ClickOptions,
+    case_objects,
+    run_clicks,
+    segment_volume,
 )
-from medsegflow.sam3d.session import CropSession
+from medsegflow.sam3d.preprocess import CropBox, ModelGrid, model_to_original, to_model_grid
+from medsegflow.sam3d.promptable import ObjectRecord, Sam3dPromptable, Sam3dSession
 
 if TYPE_CHECKING:
     from medsegflow.sam3d.windows import WindowResult
@@ -80,6 +79,18 @@ class InteractiveResult:
     windows: WindowResult | None = None
 
 
+def _result(masks: list[np.ndarray], record: ObjectRecord, grid: ModelGrid) -> InteractiveResult:
+    points = np.asarray(record.points_ijk, dtype=np.float64)
+    return InteractiveResult(
+        masks=[np.asarray(m, dtype=np.uint8) for m in masks],
+        clicks_ijk=np.rint(points).astype(np.int64),
+        clicks_zyx=model_to_original(points[:, :3], grid),
+        box=record.box,
+        seconds=dict(record.seconds),
+        windows=record.windows,
+    )
+
+
 def segment_object(
     model: Any,
     grid: ModelGrid,
@@ -94,7 +105,9 @@ def segment_object(
     device: str | None = None,
     precision: str = "fp32",
 ) -> InteractiveResult:
-    """Interactive run for one object (``object_ijk``: bool/0-1 mask in the model frame).
+    """Interactive run for one object (``object_ijk``: bool/0-1 mask in the model frame):
+    the generic protocol's clicks (:func:`~medsegflow.promptable.volume_protocol.run_clicks`)
+    through a :class:`~medsegflow.sam3d.promptable.Sam3dSession` pinned to the object.
 
     ``first_click_zyx``: a user's first positive click (original voxel indices) instead of
     a simulated one, otherwise drawn by ``first_mode`` (default ``mode``). ``mode``/``rng``:
@@ -103,43 +116,30 @@ def segment_object(
     """
     if n_clicks < 1:
         raise ValueError(f"n_clicks must be >= 1, got {n_clicks}")
-    object_ijk = np.asarray(object_ijk, dtype=bool)
     started = time.perf_counter()
-    if first_click_zyx is not None:
-        centre = np.floor(original_to_model(first_click_zyx, grid)[0] + 0.5).astype(np.int64)
-        first = np.array([*centre, 1], dtype=np.int64)
-    else:
-        first = click_rules.first_click(object_ijk, mode=first_mode or mode, rng=rng)
-    size = int(model.image_encoder.img_size)
-    box = crop_box(gt_centre(object_ijk) if oracle_gt_centre else first[:3], size)
-    gt_crop = extract(object_ijk, box, fill=False)
-    session = CropSession(model, prepare_crop(grid, box), device=device, precision=precision)
-    encoded = time.perf_counter()
-    points = [np.r_[box.to_crop(first[None, :3])[0], first[3]]]
-    low_res, masks, pred_crop = session.empty_logits(), [], None
-    for _ in range(n_clicks):
-        if pred_crop is not None:
-            click = click_rules.next_click_index(pred_crop, gt_crop, mode=mode, rng=rng)
-            if click is None:
-                masks.append(masks[-1].copy())
-                continue
-            points.append(click.astype(np.float64))
-        array = np.asarray(points)
-        low_res, prob = session.decode(array[:, :3], array[:, 3], low_res)
-        pred_crop = prob > 0.5
-        masks.append(block_to_original(pred_crop.astype(np.uint8), box.start, grid))
-    clicks_ijk = np.asarray(points)
-    clicks_ijk[:, :3] += np.asarray(box.start)
-    return InteractiveResult(
-        masks=masks,
-        clicks_ijk=np.rint(clicks_ijk).astype(np.int64),
-        clicks_zyx=model_to_original(clicks_ijk[:, :3], grid),
-        box=box,
-        seconds={
-            "encode": encoded - started,
-            "total": time.perf_counter() - started,
-        },
+    session = Sam3dSession(
+        model,
+        grid,
+        device=device,
+        precision=precision,
+        crop_centre="gt_centre" if oracle_gt_centre else "first_click",
+        object_ijk=np.asarray(object_ijk, dtype=bool),
     )
+    first = []
+    if first_click_zyx is not None:
+        first = [Interaction(kind="points3d", point_zyx=tuple(np.asarray(first_click_zyx).ravel()))]
+    run = run_clicks(
+        session,
+        None,
+        first,
+        options=ClickOptions(n_clicks - 1, mode=mode, first=first_mode or mode),
+        rng=rng,
+    )
+    if run.skipped:
+        raise ValueError("segment_object: the object is empty in the model frame")
+    result = _result(run.masks, session.records[-1], grid)
+    result.seconds["total"] = time.perf_counter() - started
+    return result
 
 
 def interactive_segment(
@@ -181,15 +181,18 @@ def segment_labels(
 ) -> tuple[list[np.ndarray], dict[int, InteractiveResult]]:
     """One interactive run per label value (default: every non-zero value of ``label``),
     painted into label volumes in ascending value order (a later value overwrites, as the
-    official ``validate_paired_img_gt``). Returns ``(painted, results)``: ``painted[k]``
-    is the uint8 zyx label volume after click ``k + 1``. The image and the label are
-    resampled once; values absent after resampling are skipped with a warning.
+    official ``validate_paired_img_gt``): the generic protocol
+    (:func:`~medsegflow.promptable.volume_protocol.segment_volume`) with a
+    :class:`~medsegflow.sam3d.promptable.Sam3dSession`, the predictor's path. Returns
+    ``(painted, results)``: ``painted[k]`` is the uint8 zyx label volume after click
+    ``k + 1``. The image is resampled once; values absent after resampling are skipped
+    with a warning.
 
     ``window_overlap`` (None: off): an object whose 3D box (the bounding box of
     ``label == value`` in original voxel indices, as a 3D box prompt gives it) does not fit
     in one crop gets, after its clicks, its LAST mask from sliding crops over that box that
     overlap by at least this fraction, prompted with all of its clicks
-    (:func:`medsegflow.sam3d.windows.window_final`; the result's ``windows`` and
+    (:func:`medsegflow.sam3d.windows.window_final_box`; the result's ``windows`` and
     ``seconds["windows"]``). Its earlier masks stay the single crop's: they are what the
     simulated user saw when placing the next click (drawn from the errors inside the first
     crop). The last mask is the prediction that is written and scored, so the last point
@@ -198,80 +201,29 @@ def segment_labels(
     exactly the results without windows. ``resample_grid``: the model frame's grid
     (:func:`~medsegflow.sam3d.preprocess.to_model_grid`).
     """
-    grid = to_model_grid(image, label=label, resample_grid=resample_grid)
-    wanted = (
-        sorted(int(v) for v in np.unique(label.array_zyx) if v != 0) if values is None else values
-    )
-    painted = [np.zeros(grid.original_shape_zyx, dtype=np.uint8) for _ in range(n_clicks)]
-    results: dict[int, InteractiveResult] = {}
-    for value in wanted:
-        object_ijk = grid.label_ijk == value
-        if not object_ijk.any():
-            log.warning("label %d vanishes at the model spacing: skipped", value)
-            continue
-        result = segment_object(
-            model,
-            grid,
-            object_ijk,
-            n_clicks=n_clicks,
-            mode=mode,
-            rng=rng,
-            device=device,
-            first_mode=first_mode,
-            oracle_gt_centre=oracle_gt_centre,
-            precision=precision,
-        )
-        if window_overlap is not None:
-            _window_last_mask(
-                model,
-                grid,
-                label.array_zyx == value,
-                result,
-                value,
-                window_overlap,
-                device,
-                precision,
-            )
-        for k, mask in enumerate(result.masks):
-            painted[k][mask > 0] = value
-        results[value] = result
-    return painted, results
-
-
-def _window_last_mask(
-    model: Any,
-    grid: ModelGrid,
-    object_zyx: np.ndarray,
-    result: InteractiveResult,
-    value: int,
-    min_overlap: float,
-    device: str | None,
-    precision: str = "fp32",
-) -> None:
-    """Replace ``result``'s last mask by the windowed one when the object needs windows."""
-    from medsegflow.sam3d.windows import window_final
-
-    windowed = window_final(
+    grid = to_model_grid(image, resample_grid=resample_grid)
+    session = Sam3dPromptable(
         model,
-        grid,
-        object_zyx,
-        result.clicks_zyx,
-        result.clicks_ijk[:, 3],
-        min_overlap=min_overlap,
         device=device,
         precision=precision,
+        crop_centre="gt_centre" if oracle_gt_centre else "first_click",
+        window_overlap=window_overlap,
+        resample_grid=resample_grid,
+    ).session_on(grid)
+    objects = case_objects(label.array_zyx, None, Sam3dPromptable.native_prompts, source="")
+    if values is not None:
+        objects = [o for o in objects if o.label in values]
+    painted, _, runs = segment_volume(
+        session,
+        label.array_zyx,
+        objects,
+        options=ClickOptions(n_clicks - 1, mode=mode, first=first_mode or mode),
+        rng=rng,
     )
-    if windowed is None:
-        return
-    result.masks[-1] = windowed.mask
-    result.windows = windowed
-    result.seconds["windows"] = windowed.seconds
-    result.seconds["total"] += windowed.seconds
-    log.info(
-        "label %d is larger than one %d^3 crop: %d windows planned, %d run, %.2f s",
-        value,
-        int(model.image_encoder.img_size),
-        len(windowed.boxes),
-        windowed.n_run,
-        windowed.seconds,
-    )
+    records = iter(session.records)
+    results = {
+        obj.label: _result(run.masks, next(records), grid)
+        for obj, run in zip(objects, runs, strict=True)
+        if not run.skipped
+    }
+    return list(painted.astype(np.uint8)), results

@@ -83,6 +83,7 @@ class ModelGrid:
     geometry: Geometry
     label_ijk: np.ndarray | None = None
     resample_grid: str = "torchio"
+    spacing_mm: float = TARGET_SPACING_MM
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -201,11 +202,7 @@ def to_model_grid(
         items["label"] = tio.LabelMap(
             tensor=_to_tensor(label.array_zyx, torch.int16), affine=affine
         )
-    if resample_grid == "ceil_corner":
-        resample = tio.Resample(target=ceil_corner_grid(array.shape[::-1], affine, spacing_mm))
-    else:
-        resample = tio.Resample(spacing_mm)
-    subject = tio.Compose([resample, tio.ToCanonical()])(tio.Subject(**items))
+    subject = _to_model_frame(array.shape, affine, spacing_mm, resample_grid)(tio.Subject(**items))
     label_ijk = None
     if label is not None:
         label_ijk = subject["label"].data[0].numpy().astype(np.uint8)
@@ -217,7 +214,43 @@ def to_model_grid(
         geometry=image.geometry,
         label_ijk=label_ijk,
         resample_grid=resample_grid,
+        spacing_mm=spacing_mm,
     )
+
+
+def _to_model_frame(shape_zyx: tuple[int, ...], affine: np.ndarray, spacing_mm: float, rule: str):
+    """torchio's transform from an original grid to the model frame (resample, then RAS)."""
+    import torchio as tio
+
+    if rule == "ceil_corner":
+        resample = tio.Resample(target=ceil_corner_grid(tuple(shape_zyx)[::-1], affine, spacing_mm))
+    else:
+        resample = tio.Resample(spacing_mm)
+    return tio.Compose([resample, tio.ToCanonical()])
+
+
+def label_to_model(label_zyx: np.ndarray, grid: ModelGrid) -> np.ndarray:
+    """A label volume (or an object's mask) of the original grid on ``grid``'s model frame,
+    uint8: the same nearest-neighbour resampling as :func:`to_model_grid`'s ``label``, so
+    ``label_to_model(label == v, grid)`` is ``to_model_grid(image, label=label).label_ijk
+    == v`` (a voxel of the model frame takes the label of one original voxel whatever the
+    values). ``ValueError`` when the shape is not the grid's original one."""
+    import torch
+    import torchio as tio
+
+    label_zyx = np.asarray(label_zyx)
+    if label_zyx.shape != tuple(grid.original_shape_zyx):
+        raise ValueError(
+            f"label shape {label_zyx.shape} differs from the grid's {grid.original_shape_zyx}"
+        )
+    transform = _to_model_frame(
+        label_zyx.shape, grid.original_affine, grid.spacing_mm, grid.resample_grid
+    )
+    image = tio.LabelMap(tensor=_to_tensor(label_zyx, torch.int16), affine=grid.original_affine)
+    out = transform(tio.Subject(label=image))["label"]
+    if out.data.shape[1:] != grid.shape or not np.allclose(out.affine, grid.affine, atol=1e-6):
+        raise ValueError("label_to_model: the label's model frame differs from the grid's")
+    return out.data[0].numpy().astype(np.uint8)
 
 
 def _to_tensor(array_zyx: np.ndarray, dtype):

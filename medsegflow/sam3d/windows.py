@@ -161,8 +161,33 @@ def window_final(
     extent is at most ``model.image_encoder.img_size`` voxels on every axis).
     ``clicks_zyx`` ``(N, 3)`` / ``click_labels`` ``(N,)``: all of the object's clicks
     (original voxel indices), the prompt of the cubes they fall in; :func:`segment_windows`
-    does the rest."""
-    box_zyx = reference_box_zyx(object_zyx)
+    does the rest (:func:`window_final_box`)."""
+    return window_final_box(
+        model,
+        grid,
+        reference_box_zyx(object_zyx),
+        clicks_zyx,
+        click_labels,
+        min_overlap=min_overlap,
+        device=device,
+        precision=precision,
+    )
+
+
+def window_final_box(
+    model: Any,
+    grid: ModelGrid,
+    box_zyx: np.ndarray,
+    clicks_zyx: np.ndarray,
+    click_labels: np.ndarray,
+    *,
+    min_overlap: float = 0.25,
+    device: str | None = None,
+    precision: str = "fp32",
+) -> WindowResult | None:
+    """:func:`window_final` from the object's 3D box ``[[z0, y0, x0], [z1, y1, x1]]``
+    (inclusive original voxel indices; the session's ``finish`` gets it as a ``box3d``
+    interaction): None when one cube covers it."""
     size = int(model.image_encoder.img_size)
     if len(window_boxes(*box_to_model(box_zyx, grid), size, min_overlap=min_overlap)) == 1:
         return None
