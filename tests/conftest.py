@@ -116,10 +116,15 @@ def demo_plan(snakemake, tmp_path_factory) -> subprocess.CompletedProcess:
 # real images, broken input) keep it small and copy the stages they do not test from a
 # finished run (``copy_results``). The run starts in the background as soon as the tests
 # are collected, and the tests that read it run last, so that the others use the cores it
-# leaves idle. To work on those tests, point MEDSEGFLOW_TEST_DEMO_RUN at the work folder
-# of a finished run of the same reduced config: it is read instead (CI never sets it).
+# leaves idle (``pytest_collection_modifyitems``). With pytest-xdist (``-n``, in
+# pyproject's addopts) the workers share it: the controller makes its folder, the first
+# worker to collect a reader starts it, and every reader waits for its ``returncode``
+# file. To work on those tests, point MEDSEGFLOW_TEST_DEMO_RUN at the work folder of a
+# finished run of the same reduced config: it is read instead (CI never sets it).
 
 REUSE_DEMO_RUN = "MEDSEGFLOW_TEST_DEMO_RUN"
+DEMO_RUN_NICENESS = 5  # added to the niceness of the test processes once the run started
+DEMO_RUN_FOLDER = "medsegflow_demo_run"  # xdist workerinput key: the shared run's folder
 
 
 def reduced_config() -> dict:
@@ -148,32 +153,46 @@ def reduced_config() -> dict:
 
 
 class DemoRun:
-    """The shared run: started once (in the background), waited for by ``demo_run``."""
+    """The shared run in its work folder, which also holds its state: ``started`` (the
+    claim of the process that starts it, with the start time), ``pid`` (its process
+    group), ``snakemake.out`` and, once it ended, ``returncode``."""
 
-    def __init__(self) -> None:
-        self.workdir: Path | None = None
-        self.proc: subprocess.Popen | None = None
-        self.started = 0.0
-        self.seconds: float | None = None
-        self.returncode: int | None = None
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.took: float | None = None  # the wall time, kept by stop() for the summary
 
     def start(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="medsegflow-demo-run-"))
+        """Start the run unless a process of this session already did."""
+        try:
+            claim = os.open(self.workdir / "started", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return
+        os.write(claim, str(time.time()).encode())
+        os.close(claim)
         cmd = Snakemake().command(["all"], cwd=self.workdir, config=reduced_config())
-        with open(self.workdir / "snakemake.out", "wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=self.workdir, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        self.started = time.monotonic()
+        # the shell records the exit status, so that any process of the session can wait
+        script = (
+            '"$@" > snakemake.out 2>&1; echo $? > returncode.part && mv returncode.part returncode'
+        )
+        proc = subprocess.Popen(
+            ["bash", "-c", script, "demo_run", *cmd], cwd=self.workdir, start_new_session=True
+        )
+        (self.workdir / "pid").write_text(str(proc.pid), encoding="utf-8")
+
+    def seconds(self) -> float | None:
+        """Wall time of a finished run."""
+        done, started = self.workdir / "returncode", self.workdir / "started"
+        if not done.is_file():
+            return None
+        return done.stat().st_mtime - float(started.read_text(encoding="utf-8"))
 
     def wait(self) -> Path:
-        if self.proc is None:
-            self.start()
-        if self.returncode is None:
-            self.returncode = self.proc.wait()
-            self.seconds = time.monotonic() - self.started
+        self.start()  # a no-op once started (collection starts it)
+        done = self.workdir / "returncode"
+        while not done.is_file():
+            time.sleep(1)
         path = self.workdir / "snakemake.out"
-        if self.returncode != 0:
+        if int(done.read_text(encoding="utf-8")) != 0:
             output = path.read_text(encoding="utf-8", errors="replace")
             pytest.fail(
                 f"the shared demo run failed ({path}):\n"
@@ -183,15 +202,38 @@ class DemoRun:
         return self.workdir
 
     def stop(self, passed: bool) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """Stop a run still going (the session ended early); remove the folder if every
+        test passed or the run never started."""
+        self.took = self.seconds()
+        pid = self.workdir / "pid"
+        if pid.is_file() and not (self.workdir / "returncode").is_file():
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            self.proc.wait()
-        if passed and self.workdir is not None:
+                os.killpg(int(pid.read_text(encoding="utf-8")), signal.SIGTERM)
+        if passed or not (self.workdir / "started").is_file():
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-_DEMO_RUN = DemoRun()
+def _is_worker(config: pytest.Config) -> bool:
+    return hasattr(config, "workerinput")
+
+
+def _demo(config: pytest.Config) -> DemoRun:
+    if _is_worker(config):
+        return DemoRun(Path(config.workerinput[DEMO_RUN_FOLDER]))
+    return config.stash[_DEMO_KEY]
+
+
+_DEMO_KEY = pytest.StashKey[DemoRun]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not _is_worker(config):
+        config.stash[_DEMO_KEY] = DemoRun(Path(tempfile.mkdtemp(prefix="medsegflow-demo-run-")))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node) -> None:  # xdist controller: each worker gets the folder
+    node.workerinput[DEMO_RUN_FOLDER] = str(node.config.stash[_DEMO_KEY].workdir)
 
 
 def _uses_demo_run(item: pytest.Item) -> bool:
@@ -200,25 +242,49 @@ def _uses_demo_run(item: pytest.Item) -> bool:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Readers of the shared run last: a module whose tests all read it goes to the end;
+    in a module that also has other tests (a run of its own, made while the shared run
+    goes on) the readers follow the module's other tests, so that its fixtures are made
+    once."""
     readers = [item for item in items if _uses_demo_run(item)]
     if not readers:
         return
-    items[:] = [item for item in items if not _uses_demo_run(item)] + readers
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+    first, last = [], []
+    for module in modules.values():
+        others = [item for item in module if not _uses_demo_run(item)]
+        (first if others else last).extend(others + [i for i in module if _uses_demo_run(i)])
+    items[:] = first + last
     if not config.option.collectonly and not os.environ.get(REUSE_DEMO_RUN):
-        _DEMO_RUN.start()
+        _demo(config).start()
+        # the run has the cores first (its readers wait for it); the tests take the rest
+        os.nice(DEMO_RUN_NICENESS)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    _DEMO_RUN.stop(passed=exitstatus == 0)
+    if not _is_worker(session.config):
+        _demo(session.config).stop(passed=exitstatus == 0)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if _DEMO_RUN.seconds is not None:
-        terminalreporter.write_line(f"shared demo run (demo_run): {_DEMO_RUN.seconds:.0f} s")
+    config = terminalreporter.config
+    if _is_worker(config) or _DEMO_KEY not in config.stash:
+        return
+    took = _demo(config).took
+    if took is not None:
+        terminalreporter.write_line(f"shared demo run (demo_run): {took:.0f} s")
 
 
 @pytest.fixture(scope="session")
-def demo_run() -> Path:
+def demo_config() -> dict:
+    """The config of the shared run (what ``demo_run``'s ``config.yaml`` holds)."""
+    return reduced_config()
+
+
+@pytest.fixture(scope="session")
+def demo_run(request) -> Path:
     """The work folder of the shared run of the reduced demo (target ``all``): read it,
     never write into it."""
     if os.environ.get(REUSE_DEMO_RUN):
@@ -226,7 +292,7 @@ def demo_run() -> Path:
         used = yaml.safe_load((workdir / "config.yaml").read_text(encoding="utf-8"))
         assert used == reduced_config(), f"{workdir}: not a run of the current reduced config"
         return workdir
-    return _DEMO_RUN.wait()
+    return _demo(request.config).wait()
 
 
 @pytest.fixture(scope="session")
