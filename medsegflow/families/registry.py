@@ -25,6 +25,7 @@ BUILTIN: tuple[Family, ...] = (
     text_sam.FAMILY,
     nnunet.FAMILY,
     sam3d.FAMILY,
+    importlib.import_module("medsegflow.families.sam2").FAMILY,
 )
 """The built-in families; a new one is added here (or registered by an entry point)."""
 

@@ -1,0 +1,79 @@
+"""The sam2 family's declaration: registered with its promptable model, its method and
+sam_models schemas fill the defaults, its checks and missing-weight lines name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from medsegflow.errors import ConfigError
+from medsegflow.families import sam2
+from medsegflow.families.registry import FAMILIES, complete_method
+from medsegflow.schema import complete
+
+
+def _config(tmp_path, **method):
+    weights = tmp_path / "MedSAM2_latest.pt"
+    return {
+        "datasets": {"ct": {}},
+        "weights": {"medsam2": str(weights)},
+        "sam_models": {
+            "medsam2": {"family": "sam2", "config": "sam2.1_hiera_t512.yaml", "weights": "medsam2"},
+            "sam_b": {"family": "sam", "arch": "vit_b", "weights": "medsam2"},
+        },
+        "prompts": {"box3d": {"type": "box3d"}, "boxes": {"type": "box"}},
+        "methods": {"m": {"family": "sam2", "model": "medsam2", "prompts": "box3d", **method}},
+    }
+
+
+def test_the_family_is_registered_with_its_model_class():
+    family = FAMILIES["sam2"]
+    assert family is sam2.FAMILY and family.cache == "sam_embeddings" and family.env == "torch"
+    cls = family.promptable()
+    assert cls.__name__ == "Sam2Promptable" and cls.kind == "sam2" and cls.dims == 2
+    assert {"box", "points", "logits", "key_slice_box"} <= cls.native_prompts
+
+
+def test_method_and_model_defaults_come_from_the_schema():
+    method = complete_method({"family": "sam2", "model": "medsam2", "prompts": "p"}, "m")
+    assert method["propagation"] == "video" and method["multimask"] is True
+    assert method["clicks3d"] == {"n": 0, "mode": "center", "mask_input": True}
+    with pytest.raises(ConfigError, match=r"methods\.m\.propagation"):
+        complete_method({"family": "sam2", "model": "x", "prompts": "p", "propagation": "up"}, "m")
+    entry = complete(
+        {"family": "sam2", "config": "configs/sam2.1/sam2.1_hiera_t.yaml", "weights": "w"},
+        "families/sam2.schema.yaml#/$defs/sam_model",
+        key="sam_models.s",
+    )
+    assert entry["overrides"] == [] and entry["largest_component"] is True
+    assert entry["train"] is None and entry["precision"] == "auto"
+
+
+def test_harness_propagation_hides_the_models_own_protocol():
+    cls = sam2.FAMILY.promptable()
+    with sam2.harness_propagation():
+        assert "key_slice_box" not in cls.native_prompts
+    assert "key_slice_box" in cls.native_prompts
+
+
+def test_checks_name_the_key(tmp_path):
+    config = _config(tmp_path)
+    sam2.check_sam2(config)
+    config["methods"]["m"]["model"] = "sam_b"
+    with pytest.raises(ConfigError, match=r"methods\.m\.model: sam_models\.sam_b is of family sam"):
+        sam2.check_sam2(config)
+    config = _config(tmp_path, prompts="boxes", clicks3d={"n": 2})
+    with pytest.raises(ConfigError, match=r"methods\.m\.clicks3d\.n: .*box3d"):
+        sam2.check_sam2(config)
+
+
+def test_a_missing_checkpoint_is_one_line_with_its_official_source(tmp_path, monkeypatch):
+    config = _config(tmp_path)
+    monkeypatch.setattr(sam2, "dataset_method_pairs", lambda config: [("ct", "m")])
+    (line,) = sam2.missing_sam2_weights(config)
+    assert line.startswith(f"weights.medsam2: file not found at {tmp_path / 'MedSAM2_latest.pt'}")
+    assert "wanglab/MedSAM2" in line and "\n" not in line
+    config["weights"]["medsam2"] = str(tmp_path / "sam2.1_hiera_tiny.pt")
+    (line,) = sam2.missing_sam2_weights(config)
+    assert "facebookresearch/sam2" in line and "sam2.1_hiera_tiny.pt" in line
+    (tmp_path / "sam2.1_hiera_tiny.pt").write_bytes(b"x")
+    assert sam2.missing_sam2_weights(config) == []
