@@ -17,8 +17,10 @@ Nothing here is model-specific: a model is a
 3. per object :func:`run_object`: ``session.reset()``; the **first interaction**, from
    the prompt row (:func:`row_interactions`: a box gives ``box3d`` where the model takes
    it natively, otherwise ``key_slice_box`` on the row's slice; points give one
-   ``points3d`` each on the row's slice) or, without a prompt set, a **simulated first
-   click** on the object (:func:`medsegflow.prompts.clicks.first_click`, ``first`` mode);
+   ``points3d`` each on the row's slice), or the family's own first interaction
+   (``first_interaction``, e.g. an oracle scribble), or, without either, a **simulated
+   first click** on the object (:func:`medsegflow.prompts.clicks.first_click`, ``first``
+   mode);
    then ``n_clicks`` **corrective clicks** of the shared simulated user
    (:func:`medsegflow.prompts.clicks.next_click_index`: the largest error component,
    ``mode`` ``center`` or ``random``), each through ``session.interact``. Once the mask
@@ -30,11 +32,11 @@ Nothing here is model-specific: a model is a
    (``clicks/{case_id}.npz``, with the clicks in original voxel indices) and the last
    step through the shared loop :func:`medsegflow.prediction.cases.predict_cases`.
 
-Steps: with a prompt set the prompt is step 0 (``first_click=0``) and the clicks are
-1..n; with a simulated first click it is click 1 (``first_click=1``) and the corrective
-clicks 2..n+1. Random draws (a random first click, random corrective clicks) come from
-one generator per case, ``case_rng(seed, case_id, "clicks3d", method)``, object after
-object, click after click.
+Steps: with a prompt set (or ``first_interaction``) the prompt is step 0
+(``first_click=0``) and the clicks are 1..n; with a simulated first click it is click 1
+(``first_click=1``) and the corrective clicks 2..n+1. Random draws (a random first click,
+random corrective clicks) come from one generator per case, ``case_rng(seed, case_id,
+"clicks3d", method)``, object after object, click after click.
 
 **The user's frame.** The user sees the reference and the session's mask on the original
 grid, unless the session offers its own frame
@@ -323,14 +325,19 @@ def predict_volume_sessions(
     options: ClickOptions,
     desc: str | None = None,
     check_image: Callable[[Volume, Path], None] | None = None,
+    first_interaction: Callable[[VolumeObject], Sequence[Interaction]] | None = None,
 ) -> pd.DataFrame:
     """Every case of ``job`` by the protocol (module docstring) with ``model`` (dims 3).
 
     ``job.inputs``: ``preprocessed``, ``data`` (the canonical ``cases.tsv``) and, for
     prompted first interactions, ``prompts``. ``check_image(image, path)``: the model's
     own checks of an image (raising :class:`InputError`), after the shared ones (a 3D
-    image, the reference of its shape). Returns the manifest with, per case, the
-    numbers of ``session.cost()`` (0 where a case has none).
+    image, the reference of its shape). ``first_interaction(obj)``: without a prompt
+    set, each object's first interactions of the method's own instead of a simulated
+    first click (e.g. an oracle scribble or lasso drawn from ``obj.reference_zyx``);
+    like a prompt they are step 0 (``first_click=0``) and count as one prompt per
+    object, and a ``box3d`` among them is the object's box for ``finish``. Returns the
+    manifest with, per case, the numbers of ``session.cost()`` (0 where a case has none).
     """
     if model.dims != 3:
         raise ValueError(f"{model.kind}: the volume protocol needs a 3D model (dims 3)")
@@ -343,7 +350,7 @@ def predict_volume_sessions(
         by_case = {c: rows for c, rows in prompts.groupby("case_id", sort=False)}
         if (prompts["repeat"] > 0).any():
             log.info("%s: the 3D protocol uses each object's repeat 0 only", job.method_name)
-    elif "points3d" not in native:
+    elif first_interaction is None and "points3d" not in native:
         raise ConfigError(
             f"{job.key('prompts')}: {model.kind} takes {sorted(native)}, not the simulated "
             "first click; name a prompt set"
@@ -369,6 +376,11 @@ def predict_volume_sessions(
             rows = by_case.get(case_id, pd.DataFrame(columns=["z", "repeat", "prompt_id"]))
             _check_slices(rows, image.array_zyx.shape[0], source=str(prompts_path), case_id=case_id)
         objects = case_objects(reference, rows, native, source=str(prompts_path or ""))
+        if rows is None and first_interaction is not None:
+            for obj in objects:
+                obj.first = list(first_interaction(obj))
+                obj.box = next((i for i in obj.first if i.kind == "box3d"), None)
+        prompted = rows is not None or first_interaction is not None
         start = time.perf_counter()
         session = model.start_session(
             image.array_zyx, spacing_zyx=image.geometry.spacing_zyx, geometry=image.geometry
@@ -389,7 +401,7 @@ def predict_volume_sessions(
             click_volumes_path(job.out_dir, case_id),
             volumes,
             clicks,
-            first_click=0 if by_case is not None else 1,
+            first_click=0 if prompted else 1,
         )
         log.info(
             "%s: %d objects x %d steps in %.1f s (%s)",
@@ -399,9 +411,9 @@ def predict_volume_sessions(
             time.perf_counter() - start,
             ", ".join(f"{k} {v:g}" for k, v in costs[case_id].items()) or "no session costs",
         )
-        return volumes[-1], len(clicks) + (
-            len(rows[rows["repeat"] == 0]) if rows is not None else 0
-        )
+        if rows is not None:
+            return volumes[-1], len(clicks) + len(rows[rows["repeat"] == 0])
+        return volumes[-1], len(clicks) + (len(objects) if prompted else 0)
 
     manifest = predict_cases(job, segment=segment, desc=desc or f"{job.method_name} (3D clicks)")
     names = list(dict.fromkeys(k for c in costs.values() for k in c))

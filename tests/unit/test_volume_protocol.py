@@ -258,3 +258,32 @@ def test_prompt_set_gives_the_first_interaction(dataset):
         vp.predict_volume_sessions(
             _job(dataset, "no_prompt"), BoxOnlyModel(), options=vp.ClickOptions(1)
         )
+
+
+def test_a_family_first_interaction_replaces_the_simulated_click(dataset):
+    """first_interaction (e.g. an oracle scribble of the family's own) is step 0, as a
+    prompt is, and its box3d is the object's box for finish."""
+    boxes = []
+
+    class Finishing(CubeModel):
+        def start_session(self, image_zyx, *, spacing_zyx, geometry=None):
+            session = super().start_session(image_zyx, spacing_zyx=spacing_zyx, geometry=geometry)
+            session.finish = lambda box: boxes.append(box)  # records, keeps the mask
+            return session
+
+    model = Finishing()
+    job = _job(dataset, "own_first")
+    manifest = vp.predict_volume_sessions(
+        job,
+        model,
+        options=vp.ClickOptions(n_clicks=2),
+        first_interaction=lambda obj: [vp.reference_box(obj.reference_zyx)],
+    )
+    volumes, clicks, first = read_click_volumes(click_volumes_path(job.out_dir, "v1"), SHAPE)
+    assert first == 0 and volumes.shape[0] == 3
+    seen = model.sessions[0].seen
+    label = _reference()
+    assert seen[0] == vp.reference_box(label == 1) == boxes[0]
+    assert boxes[1] == vp.reference_box(label == 2) and len(boxes) == 2
+    assert set(clicks["click"]) <= {1, 2}
+    assert manifest["n_prompts"].tolist() == [2 + len(clicks)]
