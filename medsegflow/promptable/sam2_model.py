@@ -465,6 +465,13 @@ class Sam2Promptable(PromptableModel):
         rows = np.arange(n)
         return masks[rows, choice], low_res[rows, choice][:, None], iou[rows, choice]
 
+    def box_to_original(self, box_model: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """The original-frame box that the predictor maps to ``box_model``: its transform
+        stretches each axis to the square side (``x * S / W``, ``y * S / H``)."""
+        height, width = (float(s) for s in original_size)
+        scale = np.array([width, height, width, height]) / self.image_size
+        return np.asarray(box_model, dtype=np.float64) * scale
+
     # --- 3D: MedSAM2's key-slice protocol ----------------------------------------------
 
     def propagate_from_key_slice(

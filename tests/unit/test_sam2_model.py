@@ -235,3 +235,12 @@ def test_bad_checkpoints_are_one_line_naming_the_file(tiny, tmp_path):
     damaged.write_bytes(b"not a checkpoint")
     refused(damaged, r"damaged\.pt: .*cannot read it")
     refused(tmp_path / "absent.pt", r"absent\.pt: checkpoint file not found")
+
+
+def test_box_to_original_inverts_the_predictors_box_transform(model):
+    box_model = np.array([100.0, 200.0, 612.0, 900.5])
+    box = model.box_to_original(box_model, (72, 96))
+    mapped = model.predictor()._transforms.transform_boxes(
+        torch.tensor(box, dtype=torch.float), normalize=True, orig_hw=(72, 96)
+    )
+    np.testing.assert_allclose(mapped.reshape(-1).numpy(), box_model, atol=1e-3)
