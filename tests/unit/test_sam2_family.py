@@ -45,7 +45,7 @@ def test_method_and_model_defaults_come_from_the_schema():
         key="sam_models.s",
     )
     assert entry["overrides"] == [] and entry["largest_component"] is True
-    assert entry["train"] is None and entry["precision"] == "auto"
+    assert entry["train"] is None and entry["arch"] == "sam2" and entry["precision"] == "auto"
 
 
 def test_harness_propagation_hides_the_models_own_protocol():
