@@ -22,11 +22,12 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.models.sam_encode import model_input
 from medsegflow.models.sam_loader import autocast, load_sam_model
 from medsegflow.models.sam_registry import packaged_weights_path
 from medsegflow.precision import CPU_BF16_FLAGS, CPUINFO, cpuinfo_flags, resolve_precision
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.sam_model import decode_prompts
 from medsegflow.prompts.boxes import box_from_mask
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -69,7 +70,7 @@ def main() -> None:
             batch = model_input([image], model=model, device="cpu")
             parts, n = ndimage.label(reference)
             boxes = [box_from_mask(parts == k + 1).astype(np.float64) for k in range(n)]
-            prompts = [SamPrompt(box, np.zeros((0, 3))) for box in boxes]
+            prompts = [Prompt2D(box, np.zeros((0, 3))) for box in boxes]
             row = []
             for precision in ("fp32", "bf16"):
                 start = time.perf_counter()

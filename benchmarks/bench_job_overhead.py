@@ -4,7 +4,8 @@ A prediction job of the ``sam``, ``sam_auto`` or ``text_sam`` family (LiteMedSAM
 demo's model) spends its first seconds on work that does not depend on the data: the
 interpreter, the Snakemake script preamble, the imports of ``scripts/predict_method.py``
 and of the family's predictor module, and the model load for the embedding cache
-(:func:`medsegflow.methods.sam.load_cached_model`: prompt encoder and mask decoder only).
+(:func:`medsegflow.promptable.predict2d.load_cached_model`: prompt encoder and mask decoder
+only).
 This benchmark runs exactly that part in fresh processes, ``--repeat`` times per family,
 and prints per family the median wall seconds (imports, load, whole process), the
 process's CPU seconds, and which heavy packages got imported (none of torchvision, timm,
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 
 FAMILIES = {
-    "sam": "medsegflow.methods.sam",
+    "sam": "medsegflow.promptable.predict2d",
     "sam_auto": "medsegflow.methods.sam_auto",
     "text_sam": "medsegflow.methods.text_sam",
 }
@@ -47,7 +48,7 @@ from medsegflow.stages.predict import predict_dataset  # noqa: F401
 from medsegflow.threads import limit_threads
 limit_threads(1)
 importlib.import_module(sys.argv[1])  # the family's predictor
-from medsegflow.methods.sam import load_cached_model
+from medsegflow.promptable.predict2d import load_cached_model
 from medsegflow.models.sam_loader import load_sam_model
 t1 = time.perf_counter()
 if sys.argv[4] == "decoder":
@@ -93,7 +94,10 @@ def main() -> int:
     over = []
     with tempfile.TemporaryDirectory(prefix="medsegflow_overhead_") as tmp:
         cache = Path(tmp)
-        write_model_info(cache, arch="lite_medsam", checkpoint=checkpoint, image_size=256)
+        from medsegflow.promptable.sam_model import SamPromptable
+
+        info = {"family": "sam", "arch": "lite_medsam", "checkpoint": str(checkpoint)}
+        write_model_info(cache, {**info, "image_size": 256}, model_class=SamPromptable)
         run_child(FAMILIES["sam"], cache, checkpoint, "decoder")  # warm the file cache
         print(f"fresh processes, median of {args.repeat}; LiteMedSAM from {checkpoint.name}")
         header = f"{'family':10s} {'load':8s} {'imports':>8s} {'load':>7s} {'process':>8s}"

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medsegflow.models.state_dicts import count_parameters
+
 log = logging.getLogger(__name__)
 
 COST_COLUMNS: tuple[str, ...] = (
@@ -79,28 +81,6 @@ def prediction_benchmarks(root: Path, dataset: str, method: str) -> list[Path]:
     single = root / "benchmarks" / "predict_method" / dataset / f"{method}.tsv"
     shards = sorted((root / "benchmarks" / "predict_method_shard" / dataset / method).glob("*.tsv"))
     return [single] if single.is_file() else shards
-
-
-def count_parameters(checkpoint: str | Path) -> int | None:
-    """Number of values in the tensors of a checkpoint (a state dict, or one under a
-    ``model``/``state_dict``/``network_weights``/``model_state_dict`` key); None when the
-    file is absent. Tensors are memory-mapped, not read."""
-    import torch
-
-    path = Path(checkpoint)
-    if not path.is_file():
-        return None
-    try:
-        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
-    except Exception:  # nnU-Net checkpoints hold plain Python objects besides the weights
-        data = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-    for key in ("network_weights", "model_state_dict", "state_dict", "model"):
-        if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
-            data = data[key]
-            break
-    if not isinstance(data, Mapping):
-        return None
-    return int(sum(t.numel() for t in data.values() if isinstance(t, torch.Tensor)))
 
 
 def _json(path: Path) -> dict[str, Any]:

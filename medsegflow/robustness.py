@@ -1,7 +1,8 @@
-"""Prompt-robustness curves of one promptable SAM-family model on one dataset.
+"""Prompt-robustness curves of one 2D promptable model on one dataset.
 
 Every object of every test slice (each label's pixels on the slice, as the GT box prompts
-take them) is decoded from the model's cached image embedding, so the image encoder runs
+take them) is decoded from the model's cached features
+(:meth:`~medsegflow.promptable.interface.PromptableModel.decode`), so the encoder runs
 once per image for the whole curve. The curves (``curve``, ``x``):
 
 - ``box_jitter``: MedSAM's outward jitter of each box side by 0..x px at the 1024 scale
@@ -34,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
+from medsegflow.promptable.interface import Prompt2D, PromptableModel
 from medsegflow.prompts.boxes import SAM_LONG_SIDE, box_from_mask, jitter_box, slice_objects
 from medsegflow.prompts.clicks import next_click
 from medsegflow.prompts.sampling import PromptSpec, sample_prompt
@@ -100,16 +101,22 @@ def _scores(masks_pyx: np.ndarray, targets_pyx: np.ndarray) -> tuple[np.ndarray,
 
 @dataclass
 class _Slice:
-    embedding: np.ndarray
+    features: dict[str, np.ndarray]
     targets: np.ndarray  # bool (P, H, W)
     sizes: tuple[tuple[int, int], tuple[int, int]]
 
 
-def _decode(model, sl: _Slice, prompts: list[SamPrompt], *, multimask: bool, mask_inputs=None):
+def _decode(
+    model: PromptableModel,
+    sl: _Slice,
+    prompts: list[Prompt2D],
+    *,
+    multimask: bool,
+    mask_inputs=None,
+):
     original, input_size = sl.sizes
-    return decode_prompts(
-        model,
-        sl.embedding,
+    return model.decode(
+        sl.features,
         prompts,
         original_size=original,
         input_size=input_size,
@@ -148,15 +155,15 @@ def _prompt_curves(model, slices: list[_Slice], grid: RobustnessGrid, rng_of) ->
                         max_shift_1024=x,
                         rng=rng,
                     )
-                    prompts.append(SamPrompt(box, np.zeros((0, 3))))
+                    prompts.append(Prompt2D(box, np.zeros((0, 3))))
                 elif curve == "box_shift":
                     box = shift_box(
                         box_from_mask(target), image_shape_yx=target.shape, shift_1024=x, rng=rng
                     )
-                    prompts.append(SamPrompt(box, np.zeros((0, 3))))
+                    prompts.append(Prompt2D(box, np.zeros((0, 3))))
                 else:
                     _, points = sample_prompt(target, spec=spec, rng=rng)
-                    prompts.append(SamPrompt(None, points.astype(np.float64)))
+                    prompts.append(Prompt2D(None, points.astype(np.float64)))
             single_point = (
                 curve != "box_jitter"
                 and curve != "box_shift"
@@ -190,7 +197,7 @@ def _click_curve(model, slices: list[_Slice], grid: RobustnessGrid) -> list[dict
                 click = next_click(masks[i], sl.targets[i], mode="center")
                 if click is not None:
                     points[i] = np.concatenate([points[i], click[None].astype(np.float64)])
-            prompts = [SamPrompt(None, p) for p in points]
+            prompts = [Prompt2D(None, p) for p in points]
             decoded = _decode(model, sl, prompts, multimask=k == 0, mask_inputs=low_res)
             masks, low_res = decoded.masks_pyx, decoded.low_res_pchw
             dsc, iou = _scores(masks, sl.targets)
@@ -211,7 +218,7 @@ def case_slices(cached, label_zyx: np.ndarray, label_values: Sequence[int]) -> l
             by_z.setdefault(int(z), []).append(mask_yx.astype(bool))
     return [
         _Slice(
-            cached.embeddings[cached.index_of(z)],
+            cached.features(z),
             np.stack(masks),
             (cached.original_size, cached.input_size),
         )

@@ -17,7 +17,7 @@ from typing import Any
 
 from medsegflow import paths
 from medsegflow.errors import ConfigError
-from medsegflow.families.registry import FAMILIES, family_of
+from medsegflow.families.registry import FAMILIES, family_named, family_of
 from medsegflow.planning import (
     SPLIT_ORDER,
     check_sam_models,
@@ -82,9 +82,17 @@ def wildcard_patterns(config: Mapping[str, Any]) -> dict[str, str]:
 
 
 def check_config(config: Mapping[str, Any]) -> None:
-    """Cross-reference checks beyond the schema: SAM models, the SAM model of every method
-    of an embedding-cache family, then each family's own (:class:`ConfigError`)."""
+    """Cross-reference checks beyond the schema: SAM models (each built by a promptable
+    family), the SAM model of every method of an embedding-cache family, then each
+    family's own (:class:`ConfigError`)."""
     check_sam_models(config)
+    for name, spec in config.get("sam_models", {}).items():
+        family = family_named(spec["family"], key=f"sam_models.{name}.family")
+        if family.promptable is None:
+            raise ConfigError(
+                f"sam_models.{name}.family: '{family.name}' is not a promptable family "
+                "(it has no model class)"
+            )
     for name, spec in config["methods"].items():
         model = spec.get("model")
         reads_sam = family_of(config, name).cache == "sam_embeddings"

@@ -10,6 +10,8 @@ with log_to(snakemake.log[0]):
         preprocessed_dir=Path(snakemake.input.preprocessed).parent,
         checkpoint=snakemake.input.checkpoint,
         arch=snakemake.params.arch,
+        family=snakemake.params.model["family"],
+        spec=snakemake.params.model,
         out_dir=Path(snakemake.output[0]).parent,
         splits=snakemake.params.splits,
         batch_size=snakemake.params.model["embed_batch_size"],

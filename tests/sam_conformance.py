@@ -3,10 +3,12 @@
 A fixture's checkpoint goes through the path a user's config goes through: a ``weights:``
 key and a ``sam_models:`` entry added to the repository's ``config.yaml``, validated by
 :func:`medsegflow.config.load_config`, resolved by :mod:`medsegflow.planning` (arch and
-checkpoint), loaded by :func:`medsegflow.models.sam_loader.load_sam_model`; images are
-embedded by :func:`medsegflow.models.sam_encode.encode_slices` at the entry's precision,
+checkpoint), built by its family's promptable class
+(:meth:`medsegflow.promptable.sam_model.SamPromptable.build`, the official loader); images
+are embedded by :meth:`~medsegflow.promptable.sam_model.SamPromptable.encode_slices` at the
+entry's precision,
 written to and read back from the embedding cache (:mod:`medsegflow.models.sam_cache`),
-and decoded by :func:`medsegflow.models.sam_decode.decode_prompts`, as the embed and
+and decoded by :func:`medsegflow.promptable.sam_model.decode_prompts`, as the embed and
 predict stages do. Nothing here reimplements a recipe: the tests compare these outputs with
 the official code's golden files.
 """
@@ -23,9 +25,8 @@ import yaml
 
 from medsegflow import planning
 from medsegflow.config import load_config
+from medsegflow.families.registry import family_named
 from medsegflow.models.sam_cache import CaseEmbeddings, load_case_embeddings, save_case_embeddings
-from medsegflow.models.sam_encode import encode_slices
-from medsegflow.models.sam_loader import load_sam_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -36,7 +37,8 @@ TINY_SAM_ARCH = {"embed_dim": 64, "depth": 3, "num_heads": 2, "global_attn_index
 
 @dataclass
 class ConfiguredModel:
-    """A SAM-family model loaded from a config entry, as the embed/predict stages do."""
+    """A SAM-family model loaded from a config entry, as the embed/predict stages do:
+    ``promptable`` is the family's model, ``model`` its segment_anything network."""
 
     name: str
     config: dict[str, Any]
@@ -45,6 +47,7 @@ class ConfiguredModel:
     precision: str
     model: Any
     device: Any
+    promptable: Any
 
 
 def configured_model(
@@ -59,30 +62,32 @@ def configured_model(
     config = load_config(raw)
     arch = planning.sam_model_arch(config, name)
     checkpoint = planning.sam_checkpoint(config, name)
-    precision = config["sam_models"][name]["precision"]
-    model, device = load_sam_model(checkpoint, arch=arch, device="cpu")
-    return ConfiguredModel(name, config, arch, checkpoint, precision, model, device)
+    spec = config["sam_models"][name]
+    precision = spec["precision"]
+    built = (
+        family_named(spec["family"])
+        .promptable()
+        .build({**spec, "arch": arch}, checkpoint, device="cpu", precision=precision)
+    )
+    return ConfiguredModel(
+        name, config, arch, checkpoint, precision, built.net, built.device, built
+    )
 
 
 def embed_through_cache(
     loaded: ConfiguredModel, slices: np.ndarray, cache_dir: Path, case_id: str
 ) -> CaseEmbeddings:
     """Embed ``(N, H, W[, 3])`` uint8 slices and return them as read back from the cache."""
-    embeddings = encode_slices(
-        slices,
-        model=loaded.model,
-        device=loaded.device,
-        batch_size=int(loaded.config["sam_models"][loaded.name]["embed_batch_size"]),
-        precision=loaded.precision,
+    features = loaded.promptable.encode_slices(
+        slices, batch_size=int(loaded.config["sam_models"][loaded.name]["embed_batch_size"])
     )
-    original_size = (int(slices.shape[1]), int(slices.shape[2]))
     cached = CaseEmbeddings(
         case_id=case_id,
         z=np.arange(len(slices), dtype=np.int64),
-        embeddings=embeddings,
-        original_size=original_size,
-        input_size=loaded.model.input_recipe.input_size(original_size),
-        image_size=int(loaded.model.image_encoder.img_size),
+        arrays=features.arrays,
+        original_size=features.original_size,
+        input_size=features.input_size,
+        image_size=features.image_size,
     )
     path = Path(cache_dir) / f"{case_id}.npz"
     save_case_embeddings(path, cached)

@@ -65,6 +65,7 @@ def embedded_sam_inputs(model, root: Path, *, arch: dict = TINY_SAM) -> dict[str
         preprocessed_dir=root / "pre",
         checkpoint=checkpoint,
         arch="demo",
+        family="sam",
         out_dir=root / "emb",
         splits=["test"],
         batch_size=4,
@@ -76,3 +77,15 @@ def embedded_sam_inputs(model, root: Path, *, arch: dict = TINY_SAM) -> dict[str
         "embeddings": root / "emb" / "manifest.tsv",
         "checkpoint": checkpoint,
     }
+
+
+def promptable(net, *, arch: dict = TINY_SAM):
+    """``net`` (a segment_anything ``Sam`` on the CPU) as the ``sam`` family's promptable
+    model, in float32: what the shared predictor, propagation and curves take."""
+    import torch
+
+    from medsegflow.promptable.sam_model import SamPromptable
+
+    return SamPromptable(
+        net, torch.device("cpu"), arch=arch, checkpoint="(in memory)", precision="fp32"
+    )

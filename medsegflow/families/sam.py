@@ -1,5 +1,7 @@
 """The ``sam`` family: prompted SAM, MedSAM, LiteMedSAM or a model trained by the pipeline,
-decoding GT prompts from the cached image embeddings of its ``model``. A method with
+decoding GT prompts from the cached image embeddings of its ``model``
+(:func:`medsegflow.promptable.predict2d.predict_promptable_2d`). Its promptable model
+class is :class:`medsegflow.promptable.sam_model.SamPromptable`. A method with
 ``clicks3d.n`` > 0 (box3d prompts and corrective 3D clicks) runs the interactive protocol."""
 
 from __future__ import annotations
@@ -15,12 +17,19 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from medsegflow.prediction.job import PredictJob
+    from medsegflow.promptable.interface import PromptableModel
 
 
 def _predict(job: PredictJob) -> pd.DataFrame:
-    from medsegflow.methods.sam import predict_sam
+    from medsegflow.promptable.predict2d import predict_promptable_2d
 
-    return predict_sam(job)
+    return predict_promptable_2d(job)
+
+
+def _promptable() -> type[PromptableModel]:
+    from medsegflow.promptable.sam_model import SamPromptable
+
+    return SamPromptable
 
 
 def sam_inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
@@ -75,4 +84,5 @@ FAMILY = Family(
     train=sam_training,
     check=check_sam,
     interactive=is_interactive,
+    promptable=_promptable,
 )

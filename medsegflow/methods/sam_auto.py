@@ -8,7 +8,7 @@ to segment, from the case's cached image embedding
    crop layer): a regular grid of ``points_per_side`` x ``points_per_side`` single
    positive points (SAM's ``build_point_grid`` scaled to the slice, continuous
    coordinates), decoded in batches of ``batch_size`` points with multimask output by
-   :func:`~medsegflow.models.sam_decode.decode_prompts`; all 3 outputs of every point are
+   :meth:`~medsegflow.promptable.interface.PromptableModel.decode`; all 3 outputs of every point are
    candidates, as in SAM's generator. Masks are kept when their
    predicted IoU is ``> pred_iou_thresh`` and their stability score is
    ``>= stability_score_thresh`` (SAM's comparisons). The stability score is SAM's
@@ -53,17 +53,16 @@ import numpy as np
 from medsegflow.datasets.canonical import label_path, read_label_map
 from medsegflow.errors import ConfigError
 from medsegflow.io import Volume
-from medsegflow.methods.sam import load_cached_model, load_checked_embeddings
 from medsegflow.models.sam_cache import CaseEmbeddings
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.prediction.cases import predict_cases, read_label_volume
 from medsegflow.prediction.job import PredictJob
 from medsegflow.prediction.painting import ObjectMask, paint_objects
+from medsegflow.promptable.interface import Prompt2D, PromptableModel
+from medsegflow.promptable.predict2d import load_cached_model, load_checked_embeddings
 from medsegflow.prompts.boxes import box_from_mask
 
 if TYPE_CHECKING:
     import pandas as pd
-    from segment_anything.modeling import Sam
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +237,8 @@ def choose_mask(
 
 
 def automatic_masks(
-    model: Sam,
-    embedding_chw: np.ndarray,
+    model: PromptableModel,
+    features: Mapping[str, np.ndarray],
     *,
     sizes: tuple[tuple[int, int], tuple[int, int]],
     config: SamAutoConfig,
@@ -251,10 +250,9 @@ def automatic_masks(
     candidates: list[MaskCandidate] = []
     for start in range(0, len(points), config.batch_size):
         chunk = points[start : start + config.batch_size]
-        prompts = [SamPrompt(None, np.array([[x, y, 1.0]])) for x, y in chunk]
-        decoded = decode_prompts(
-            model,
-            embedding_chw,
+        prompts = [Prompt2D(None, np.array([[x, y, 1.0]])) for x, y in chunk]
+        decoded = model.decode(
+            features,
             prompts,
             original_size=original_size,
             input_size=input_size,
@@ -290,7 +288,7 @@ def segment_auto_case(
     image: Volume,
     *,
     case_id: str,
-    model: Sam,
+    model: PromptableModel,
     config: SamAutoConfig,
     label_value: int,
     embeddings_dir: str | os.PathLike,
@@ -305,7 +303,7 @@ def segment_auto_case(
     for z in slices:
         candidates = automatic_masks(
             model,
-            cached.embeddings[cached.index_of(z)],
+            cached.features(z),
             sizes=(cached.original_size, cached.input_size),
             config=config,
         )
@@ -326,7 +324,7 @@ def segment_auto_case(
 def predict_sam_auto_cases(
     job: PredictJob,
     *,
-    model: Sam,
+    model: PromptableModel,
     config: SamAutoConfig,
     label_value: int,
     embeddings_dir: str | os.PathLike,
@@ -357,8 +355,6 @@ def predict_sam_auto(job: PredictJob) -> pd.DataFrame:
     :func:`medsegflow.models.sam_loader.load_sam_model`, as the SAM family does). Runs on
     ``job.device`` (default: CUDA when available), with autocast on GPU.
     """
-    from medsegflow.models.sam_loader import autocast
-
     config = parse_sam_auto_config(job.method, job.method_name)
     job.require("embeddings", "checkpoint", family="sam_auto")
     label_value = target_label(
@@ -368,19 +364,11 @@ def predict_sam_auto(job: PredictJob) -> pd.DataFrame:
         source=str(job.preprocessed_dir / "labels.json"),
     )
     loaded = load_cached_model(job.inputs, device=job.device)
-    log.info(
-        "%s: SAM %s on %s, label %d, %s",
-        job.method_name,
-        loaded.info["arch"],
-        loaded.device,
-        label_value,
-        config,
+    log.info("%s: %s, label %d, %s", job.method_name, loaded.model.describe(), label_value, config)
+    return predict_sam_auto_cases(
+        job,
+        model=loaded.model,
+        config=config,
+        label_value=label_value,
+        embeddings_dir=loaded.embeddings_dir,
     )
-    with autocast(loaded.device, loaded.precision):
-        return predict_sam_auto_cases(
-            job,
-            model=loaded.model,
-            config=config,
-            label_value=label_value,
-            embeddings_dir=loaded.embeddings_dir,
-        )

@@ -26,9 +26,9 @@ import numpy as np
 from medsegflow.errors import InputError
 from medsegflow.io import Volume
 from medsegflow.manifests import read_table
-from medsegflow.methods.sam import SamConfig, predict_with_cached_sam
 from medsegflow.prediction.cases import predict_cases, read_label_volume
 from medsegflow.prediction.job import PredictJob
+from medsegflow.promptable.predict2d import SamConfig, predict_with_cached_sam
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -1,8 +1,10 @@
-"""Checking a checkpoint's state dict against the model it should load into."""
+"""Checking a checkpoint's state dict against the model it should load into, and counting
+its parameters (the cost table's, :meth:`PromptableModel.count_parameters`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -35,3 +37,25 @@ def state_dict_mismatch(
             f"(file != model): {shown}"
         )
     return None
+
+
+def count_parameters(checkpoint: str | Path) -> int | None:
+    """Number of values in the tensors of a checkpoint (a state dict, or one under a
+    ``model``/``state_dict``/``network_weights``/``model_state_dict`` key); None when the
+    file is absent. Tensors are memory-mapped, not read."""
+    import torch
+
+    path = Path(checkpoint)
+    if not path.is_file():
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception:  # nnU-Net checkpoints hold plain Python objects besides the weights
+        data = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    for key in ("network_weights", "model_state_dict", "state_dict", "model"):
+        if isinstance(data, Mapping) and isinstance(data.get(key), Mapping):
+            data = data[key]
+            break
+    if not isinstance(data, Mapping):
+        return None
+    return int(sum(t.numel() for t in data.values() if isinstance(t, torch.Tensor)))

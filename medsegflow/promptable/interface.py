@@ -14,6 +14,11 @@ use only this interface, never a model's own classes:
   :meth:`VolumeSession.interact` with :class:`Interaction` s of the simulated user;
 - the cost table: :meth:`describe` and :meth:`count_parameters`.
 
+Additions since the first version (2D SAM port): :meth:`PromptableModel.build` takes
+``encoder`` (False: decoding cached features only); :meth:`PromptableModel.box_to_original`
+(the ``resized`` box-propagation rule); :attr:`PromptableModel.image_size`;
+:meth:`describe` is what the embedding cache's ``model.json`` records (with ``family``).
+
 Coordinates: 2D prompts are in the ORIGINAL slice frame (pixels, x = column, ``XYXY``
 boxes, ``[x, y, label]`` points); 3D interactions in original voxel indices ``(z, y, x)``.
 A model maps them into its own frame by its own recipe. torch is imported lazily by the
@@ -230,6 +235,9 @@ class PromptableModel(ABC):
     precision: str = "fp32"
     """What its encoder runs in (``fp32``/``bf16``/``fp16``): recorded in the cache."""
     mask_threshold: float = 0.0
+    image_size: int = 0
+    """A 2D model's square input side (the cache checks its features were made at it;
+    0: not checked)."""
 
     @classmethod
     @abstractmethod
@@ -240,10 +248,14 @@ class PromptableModel(ABC):
         *,
         device: str | None = None,
         precision: str = "auto",
+        encoder: bool = True,
     ) -> PromptableModel:
         """The model of config entry ``spec`` with the weights at ``checkpoint`` (the
         official format, loaded by the official loading code); ``precision`` as
-        :func:`medsegflow.precision.resolve_precision` resolves it."""
+        :func:`medsegflow.precision.resolve_precision` resolves it. ``spec`` is the
+        ``sam_models`` entry (its ``arch`` resolved) or, for decoding from a cache, the
+        cache's ``model.json`` (:meth:`describe`). ``encoder=False`` (2D models): only
+        what decoding cached features needs (a model may still build its encoder)."""
 
     @abstractmethod
     def describe(self) -> dict[str, Any]:
@@ -282,6 +294,12 @@ class PromptableModel(ABC):
         """``resized`` or ``original``: how the harness's box propagation measures a
         neighbour's box for this model (``auto`` resolves to this)."""
         return "original"
+
+    def box_to_original(self, box_model: np.ndarray, original_size: tuple[int, int]) -> np.ndarray:
+        """A box in the original slice frame that the model maps to exactly the
+        model-frame ``box_model``: what the ``resized`` propagation rule needs (a model
+        whose :meth:`propagation_box_rule` can be ``resized`` implements it)."""
+        raise NotImplementedError(f"{self.kind}: no model frame for boxes")
 
     def propagate_from_key_slice(
         self,

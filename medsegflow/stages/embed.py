@@ -1,17 +1,21 @@
-"""The embedding stage: SAM image embeddings of every selected slice, computed once.
+"""The embedding stage: a 2D promptable model's features of every selected slice, once.
 
+The model of a ``sam_models`` entry is built by the :class:`PromptableModel` class of the
+entry's ``family`` (the registry's ``Family.promptable``); nothing here knows a model.
 ``results/embeddings/{dataset}/{model}/`` (``out_dir``), see
 :mod:`medsegflow.models.sam_cache`::
 
-    {case_id}.npz   (N, C, h, w) encoder outputs of the case's slices (float32; bf16: float16)
-    model.json      {"arch", "checkpoint", "image_size"}: what the predictor loads
+    {case_id}.npz   the named feature arrays of the case's slices (SliceFeatures.arrays;
+                    SAM: embeddings, (N, C, h, w), float32; bf16: float16)
+    model.json      the model's describe() ({"family", "arch", "checkpoint", "image_size",
+                    "precision", ...}): what the predictor builds
     manifest.tsv    case_id, split, n_slices, seconds, gpu_mem_mb (written last: the target)
 
 The slices are those of the preprocessed ``slices.tsv`` (every foreground slice plus the
 selected empty ones), and for a 3D case every slice between its first and last
 foreground slice (so that 3D box propagation finds an embedding on each slice of an
-object's box). Each becomes encoder input by the model's official recipe
-(:func:`medsegflow.models.sam_encode.model_input`).
+object's box). Each becomes encoder input by the model's own recipe
+(:meth:`PromptableModel.encode_slices`).
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ import pandas as pd
 from tqdm import tqdm
 
 from medsegflow.datasets.canonical import image_path
-from medsegflow.errors import InputError
+from medsegflow.errors import ConfigError, InputError
+from medsegflow.families.registry import family_named
 from medsegflow.gpu_memory import gpu_peak_mb, reset_gpu_peak
 from medsegflow.io import write_csv_atomic
 from medsegflow.manifests import (
@@ -44,9 +49,7 @@ from medsegflow.models.sam_cache import (
     save_case_embeddings,
     write_model_info,
 )
-from medsegflow.models.sam_encode import encode_slices
-from medsegflow.models.sam_loader import load_sam_model
-from medsegflow.precision import resolve_precision
+from medsegflow.promptable.interface import PromptableModel
 from medsegflow.threads import limit_threads
 
 log = logging.getLogger(__name__)
@@ -65,11 +68,30 @@ def _case_slices(slices: pd.DataFrame, case_id: str, *, n_z: int, source: Path) 
     return np.unique(z)
 
 
+def build_promptable(
+    family: str,
+    spec: dict[str, Any],
+    checkpoint: str | os.PathLike,
+    *,
+    device: str | None = None,
+    precision: str = "auto",
+    key: str = "family",
+) -> PromptableModel:
+    """The model of ``spec`` built by the promptable class of ``family``;
+    :class:`ConfigError` naming ``key`` when the family has none."""
+    cls = family_named(family, key=key).promptable
+    if cls is None:
+        raise ConfigError(f"{key}: family '{family}' is not a promptable family")
+    return cls().build(spec, checkpoint, device=device, precision=precision)
+
+
 def embed_dataset(
     *,
     preprocessed_dir: str | os.PathLike,
     checkpoint: str | os.PathLike,
-    arch: str,
+    arch: str | dict[str, Any],
+    family: str,
+    spec: dict[str, Any] | None = None,
     out_dir: str | os.PathLike,
     splits: Sequence[str],
     batch_size: int,
@@ -82,16 +104,17 @@ def embed_dataset(
     Args:
         preprocessed_dir: a preprocessed dataset (``manifest.tsv``, ``slices.tsv``,
             ``images/`` of uint8 volumes).
-        checkpoint: official-format SAM state dict (see
-            :func:`~medsegflow.models.sam_loader.load_sam_model`).
-        arch: an architecture of :mod:`medsegflow.models.sam_archs` (``lite_medsam``, ...).
+        checkpoint: the model's weights in its official format.
+        arch: the entry's architecture (base filled in), as its family reads it.
+        family: the promptable family that builds the model (``sam_models.<m>.family``).
+        spec: the model's ``sam_models`` entry (its family's keys; ``arch`` replaced).
         out_dir: the cache folder; ``manifest.tsv`` is written last.
         splits: case splits to embed (the workflow passes those its methods predict).
         device: None for CUDA when available, else CPU; autocast (bf16/fp16) on CUDA.
         batch_size: slices per encoder call.
         threads: torch CPU threads (None: torch's default).
-        precision: the image encoder's autocast, ``auto``, ``fp32`` or ``bf16``
-            (:func:`~medsegflow.models.sam_loader.autocast`).
+        precision: the encoder's precision, ``auto``, ``fp32`` or ``bf16``
+            (:func:`~medsegflow.precision.resolve_precision`).
 
     Returns:
         The manifest: ``case_id, split, n_slices, seconds, gpu_mem_mb``.
@@ -104,12 +127,11 @@ def embed_dataset(
     if cases.empty:
         raise InputError(f"{pre / 'manifest.tsv'}: no cases in splits {list(splits)}")
     slices = read_table(pre / "slices.tsv", columns=SLICES_COLUMNS)
-    model, chosen = load_sam_model(checkpoint, arch=arch, device=device)
-    size = int(model.image_encoder.img_size)
-    chosen_precision = resolve_precision(precision, chosen)
-    write_model_info(
-        out_dir, arch=arch, checkpoint=checkpoint, image_size=size, precision=chosen_precision
+    model = build_promptable(
+        family, {**(spec or {}), "arch": arch}, checkpoint, device=device, precision=precision
     )
+    info = model.describe()
+    write_model_info(out_dir, info, model_class=type(model))
     rows: list[dict[str, Any]] = []
     encode_seconds = 0.0
     for case in tqdm(cases.to_dict("records"), desc="embed", unit="case"):
@@ -119,18 +141,15 @@ def embed_dataset(
         image_zyx = read_preprocessed_image(path, colour="rgb").array_zyx  # the recipes take RGB
         z = _case_slices(slices, case["case_id"], n_z=image_zyx.shape[0], source=pre / "slices.tsv")
         tic = time.perf_counter()
-        embeddings = encode_slices(
-            image_zyx[z], model=model, device=chosen, batch_size=batch_size, precision=precision
-        )
+        features = model.encode_slices(image_zyx[z], batch_size=batch_size)
         encode_seconds += time.perf_counter() - tic
-        original_size = (int(image_zyx.shape[1]), int(image_zyx.shape[2]))
         cached = CaseEmbeddings(
             case_id=case["case_id"],
             z=z,
-            embeddings=embeddings,
-            original_size=original_size,
-            input_size=model.input_recipe.input_size(original_size),
-            image_size=size,
+            arrays=features.arrays,
+            original_size=features.original_size,
+            input_size=features.input_size,
+            image_size=features.image_size,
         )
         save_case_embeddings(case_embeddings_path(out_dir, case["case_id"]), cached)
         rows.append(
@@ -146,12 +165,12 @@ def embed_dataset(
     write_csv_atomic(manifest, out_dir / "manifest.tsv", sep="\t", float_format=None)
     n = int(manifest["n_slices"].sum())
     log.info(
-        "embedded %d slices of %d cases with %s on %s (%s): %.2f images/s (encoder only)",
+        "embedded %d slices of %d cases with %s %s (%s): %.2f images/s (encoder only)",
         n,
         len(manifest),
-        arch,
-        chosen,
-        f"precision {precision}: {chosen_precision}",
+        family,
+        info["arch"],
+        f"precision {precision}: {info.get('precision')}",
         n / encode_seconds if encode_seconds > 0 else float("nan"),
     )
     return manifest

@@ -22,7 +22,7 @@ from medsegflow.datasets.canonical import read_label_map
 from medsegflow.errors import InputError
 from medsegflow.io import read_volume
 from medsegflow.manifests import read_table
-from medsegflow.methods.sam import load_cached_model, load_checked_embeddings
+from medsegflow.promptable.predict2d import load_cached_model, load_checked_embeddings
 from medsegflow.robustness import (
     CURVE_COLUMNS,
     TABLE_COLUMNS,
@@ -52,13 +52,11 @@ def robustness_curves(
     """Every curve on every case of ``splits`` (the first ``grid["max_cases"]`` when set);
     returns the summary (:data:`~medsegflow.robustness.TABLE_COLUMNS`).
 
-    ``inputs``: ``embeddings`` (the cache's manifest) and ``checkpoint``
-    (:func:`medsegflow.methods.sam.load_cached_model`); the decoder runs under the
-    prediction jobs' autocast (:func:`medsegflow.models.sam_loader.autocast`).
+    ``inputs``: ``embeddings`` (the cache's manifest) and ``checkpoint``; the model is
+    built by the promptable family the cache names
+    (:func:`medsegflow.promptable.predict2d.load_cached_model`) and decodes in the
+    precision of the cache's encoder, as the prediction jobs do.
     """
-
-    from medsegflow.models.sam_loader import autocast
-
     if threads:
         limit_threads(int(threads))
     pre_dir = Path(preprocessed_manifest).parent
@@ -72,23 +70,22 @@ def robustness_curves(
     spec = RobustnessGrid.from_config(grid)
     frames = []
     start = time.perf_counter()
-    with autocast(loaded.device, loaded.precision):
-        for case_id in tqdm(cases["case_id"], desc=f"robustness {dataset}/{model}", unit="case"):
-            label = read_volume(pre_dir / "labels" / f"{case_id}.nii.gz").array_zyx
-            cached = load_checked_embeddings(
-                loaded.embeddings_dir, case_id, model=loaded.model, shape_zyx=label.shape
-            )
-            rows, _ = case_curves(
-                loaded.model,
-                cached,
-                label,
-                case_id=case_id,
-                label_values=values,
-                grid=spec,
-                seed=seed,
-                name=model,
-            )
-            frames.append(rows)
+    for case_id in tqdm(cases["case_id"], desc=f"robustness {dataset}/{model}", unit="case"):
+        label = read_volume(pre_dir / "labels" / f"{case_id}.nii.gz").array_zyx
+        cached = load_checked_embeddings(
+            loaded.embeddings_dir, case_id, model=loaded.model, shape_zyx=label.shape
+        )
+        rows, _ = case_curves(
+            loaded.model,
+            cached,
+            label,
+            case_id=case_id,
+            label_values=values,
+            grid=spec,
+            seed=seed,
+            name=model,
+        )
+        frames.append(rows)
     per_case = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     per_case = per_case.reindex(columns=list(CURVE_COLUMNS))
     write_csv_atomic(per_case, out_csv)

@@ -20,10 +20,11 @@ import pytest
 import torch
 from sam_conformance import assert_masks_equal_except_near, configured_model, embed_through_cache
 
-from medsegflow.methods.sam_volume import propagate_row
 from medsegflow.models.sam_cache import CaseEmbeddings
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.prediction.painting import ObjectMask, paint_objects
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.propagate2d import propagate_row
+from medsegflow.promptable.sam_model import decode_prompts
 
 CASES_2D = ("2DBox_US_busi10018", "2DBox_XRay_cxr1")
 CASES_3D = ("3DBox_CT_spleen2", "3DBox_CT_sts001")
@@ -82,7 +83,7 @@ def test_2d_segmentation_matches(name, loaded, embedded_2d, fixture_dir):
     decoded = decode_prompts(
         loaded.model,
         cached.embeddings[0],
-        [SamPrompt(box.astype(np.float64), np.zeros((0, 3))) for box in boxes],
+        [Prompt2D(box.astype(np.float64), np.zeros((0, 3))) for box in boxes],
         original_size=cached.original_size,
         input_size=cached.input_size,
         multimask=False,  # the official script: multimask_output=False
@@ -150,7 +151,7 @@ def propagated_3d(loaded, fixture_dir):
             "z_max": z1,
             "z": z0 + (z1 - z0) // 2,
         }
-        decodings = propagate_row(loaded.model, cached, row, multimask=False, n_z=len(volume))
+        decodings = propagate_row(loaded.promptable, cached, row, multimask=False, n_z=len(volume))
         out[name] = (volume, cached, decodings)
     return out
 
@@ -193,7 +194,7 @@ def test_3d_the_original_box_rule_stays_available_and_differs(loaded, propagated
     row.update(z_min=z_mid - 1, z_max=z_mid + 1, z=z_mid)
     runs = {
         rule: propagate_row(
-            loaded.model, cached, row, multimask=False, n_z=len(volume), box_rule=rule
+            loaded.promptable, cached, row, multimask=False, n_z=len(volume), box_rule=rule
         )
         for rule in ("original", "resized", "auto")
     }

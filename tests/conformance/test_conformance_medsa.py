@@ -28,8 +28,9 @@ from medsegflow import planning
 from medsegflow.config import load_config
 from medsegflow.errors import InputError
 from medsegflow.models.input_recipes import MEDSA_THRESHOLDS, MedsaRecipe
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.models.sam_loader import load_sam_model
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.sam_model import decode_prompts
 from medsegflow.threads import limit_threads
 from medsegflow.training.stage import train_sam_model
 
@@ -146,11 +147,11 @@ def test_embeddings_match(medsa, embeddings, case):
 def _prompt(medsa, case, kind):
     folder = medsa / "cases" / case
     if kind == "box":
-        return SamPrompt(np.load(folder / "box_xyxy.npy")[0].astype(np.float64), np.zeros((0, 3)))
+        return Prompt2D(np.load(folder / "box_xyxy.npy")[0].astype(np.float64), np.zeros((0, 3)))
     row_col = np.load(folder / "click_coords.npy")[0, 0].astype(np.float64)
     label = float(np.load(folder / "click_labels.npy")[0, 0])
     # the drawn pixel as the pipeline gives a click: (x, y) = (column, row)
-    return SamPrompt(None, np.array([[row_col[1], row_col[0], label]]))
+    return Prompt2D(None, np.array([[row_col[1], row_col[0], label]]))
 
 
 def _decode(model, embedding, prompt):
@@ -186,7 +187,7 @@ def test_click_order_xy_is_the_transposed_point(medsa, tmp_path, embeddings):
     expected = np.load(medsa / "cases" / case / "click_lowres_logits.npy")
     moved = _decode(xy, embeddings[case], prompt).low_res_pchw
     assert np.abs(moved - expected).max() > 0.1
-    transposed = SamPrompt(None, prompt.points_xyl[:, [1, 0, 2]])
+    transposed = Prompt2D(None, prompt.points_xyl[:, [1, 0, 2]])
     back = _decode(xy, embeddings[case], transposed).low_res_pchw
     np.testing.assert_allclose(back, expected, rtol=0, atol=ATOL)
 

@@ -23,7 +23,8 @@ from sam_conformance import (
     embed_through_cache,
 )
 
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.sam_model import decode_prompts
 
 CASES = ("busi10509", "cxr2_lung_a", "cxr2_lung_b")
 ATOL = 1e-4
@@ -100,7 +101,7 @@ def test_segmentation_matches(case, loaded, embedded, fixture_dir, manifest):
     decoded = decode_prompts(
         loaded.model,
         cached.embeddings[0],
-        [SamPrompt(box, np.zeros((0, 3)))],
+        [Prompt2D(box, np.zeros((0, 3)))],
         original_size=cached.original_size,
         input_size=cached.input_size,
         multimask=False,  # MedSAM_Inference.py: multimask_output=False

@@ -23,7 +23,8 @@ from sam_conformance import (
     embed_through_cache,
 )
 
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.sam_model import decode_prompts
 
 IMAGES = ("busi10080", "rgbmix512")
 CALLS = ("box", "points", "box_point")
@@ -112,7 +113,7 @@ def test_predictions_match(name, call, multimask, loaded, embedded, prompts, fix
     decoded = decode_prompts(
         loaded.model,
         cached.embeddings[0],
-        [SamPrompt(box, points)],
+        [Prompt2D(box, points)],
         original_size=cached.original_size,
         input_size=cached.input_size,
         multimask=multimask,

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.models.sam_loader import load_sam_model
 from medsegflow.models.sam_registry import packaged_weights_path
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.sam_model import decode_prompts
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +35,7 @@ def test_decoder_only_model_has_no_encoder_weights_and_decodes_the_same(lite_mod
         embedding = full.image_encoder(
             torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
         )
-    prompt = [SamPrompt(np.array([40.0, 50.0, 150.0, 170.0]), np.zeros((0, 3)))]
+    prompt = [Prompt2D(np.array([40.0, 50.0, 150.0, 170.0]), np.zeros((0, 3)))]
     kwargs = {"original_size": (200, 200), "input_size": (256, 256), "multimask": False}
     a = decode_prompts(full, embedding[0].numpy(), prompt, **kwargs)
     b = decode_prompts(decoder, embedding[0].numpy(), prompt, **kwargs)

@@ -11,7 +11,7 @@ import pytest
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.io import Geometry, Volume, write_volume
 from medsegflow.manifests import MANIFEST_COLUMNS, PROMPT_COLUMNS, parse_points, read_prompts
-from medsegflow.methods.sam import row_prompt
+from medsegflow.promptable.predict2d import row_prompt
 from medsegflow.stages.prompts import make_mask_prompts, make_prompts
 
 SHAPE = (4, 32, 40)

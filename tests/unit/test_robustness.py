@@ -16,7 +16,7 @@ from medsegflow import robustness as rb
 from medsegflow.datasets.canonical import CanonicalCase, write_canonical_dataset
 from medsegflow.errors import InputError
 from medsegflow.io import Geometry, Volume
-from medsegflow.models.sam_decode import Decoded
+from medsegflow.promptable.interface import Decoded
 from medsegflow.stages.preprocess import preprocess_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -79,6 +79,7 @@ def _cached(label):
         z=z,
         embeddings=np.zeros((len(z), 1, 1, 1), np.float16),
         index_of=lambda value: int(value),
+        features=lambda value: {"embeddings": np.zeros((1, 1, 1), np.float16)},
         original_size=label.shape[1:],
         input_size=label.shape[1:],
     )

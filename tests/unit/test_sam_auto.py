@@ -11,10 +11,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from sam_fixtures import TINY_SAM, embedded_sam_inputs
+from sam_fixtures import TINY_SAM, embedded_sam_inputs, promptable
 from test_sam_predict import GEOMETRY, SHAPE, _dataset
 
-import medsegflow.methods.sam_auto as sam_auto
 from medsegflow.errors import ConfigError, InputError
 from medsegflow.families.registry import complete_method
 from medsegflow.io import read_volume
@@ -33,9 +32,9 @@ from medsegflow.methods.sam_auto import (
     target_label,
 )
 from medsegflow.models.sam_archs import build_sam
-from medsegflow.models.sam_decode import Decoded
 from medsegflow.prediction.job import PredictJob
 from medsegflow.prediction.manifest import WRITTEN_COLUMNS
+from medsegflow.promptable.interface import Decoded
 from medsegflow.stages.predict import predict_dataset
 
 AREAS = {"min_area_frac": 0.001, "max_area_frac": 0.5}  # the schema's defaults
@@ -189,20 +188,19 @@ def volume_case(model, tmp_path_factory):
     return {"root": root, "label": label, "inputs": inputs}
 
 
+FEATURES = {"embeddings": np.zeros((32, 4, 4))}
 MASK_A = (slice(5, 20), slice(8, 30))  # 15 x 22 = 330 px, no border
 MASK_B = (slice(30, 35), slice(2, 10))  # 5 x 8 = 40 px, apart from A
 MASK_C = (slice(24, 30), slice(38, 46))  # 6 x 8 = 48 px
 
 
 def _fake_decode(calls: list[int]):
-    """decode_prompts stand-in, 3 outputs per point: points left of x = 26 give mask A
+    """``PromptableModel.decode`` stand-in, 3 outputs per point: points left of x = 26 give mask A
     (output 0, IoU 0.95, stable) and mask B (output 1, IoU 0.90, stable); right and below
     y = 20 give mask C (output 0, IoU 0.92, stable); right and above give a large unstable
     mask (output 0, IoU 0.99); every other output is empty with IoU 0."""
 
-    def fake(
-        model, embedding, prompts, *, original_size, input_size, multimask, batch_size, all_masks
-    ):
+    def fake(features, prompts, *, original_size, input_size, multimask, batch_size, all_masks):
         assert multimask and all_masks and len(prompts) <= batch_size
         calls.append(len(prompts))
         n = 3 * len(prompts)
@@ -225,25 +223,31 @@ def _fake_decode(calls: list[int]):
 
 def test_automatic_masks_filter_and_deduplicate(model, monkeypatch):
     calls: list[int] = []
-    monkeypatch.setattr(sam_auto, "decode_prompts", _fake_decode(calls))
+    model = promptable(model)
+    monkeypatch.setattr(model, "decode", _fake_decode(calls))
     sizes = ((37, 53), (45, 64))
     config = auto_config(points_per_side=4, batch_size=6)
-    candidates = automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=config)
+    candidates = automatic_masks(
+        model, {"embeddings": np.zeros((32, 4, 4))}, sizes=sizes, config=config
+    )
     assert calls == [6, 6, 4]  # 16 grid points in batches of 6
     # NMS keeps 1 of each; B is a second output of the same points as A (all 3 are kept)
     assert [c.pred_iou for c in candidates] == pytest.approx([0.95, 0.92, 0.90])
     assert [c.area for c in candidates] == [330, 48, 40]
     assert all(c.stability == 1.0 for c in candidates)
     loose = auto_config(points_per_side=4, stability_score_thresh=0.0)
-    candidates = automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=loose)
+    candidates = automatic_masks(
+        model, {"embeddings": np.zeros((32, 4, 4))}, sizes=sizes, config=loose
+    )
     assert [c.pred_iou for c in candidates] == pytest.approx([0.99, 0.95, 0.92, 0.90])
     strict = auto_config(points_per_side=4, pred_iou_thresh=0.95)
-    assert automatic_masks(model, np.zeros((32, 4, 4)), sizes=sizes, config=strict) == []
+    assert automatic_masks(model, FEATURES, sizes=sizes, config=strict) == []
 
 
 def test_prediction_paints_the_chosen_mask_on_labelled_slices(model, volume_case, monkeypatch):
     root = volume_case["root"]
-    monkeypatch.setattr(sam_auto, "decode_prompts", _fake_decode([]))
+    model = promptable(model)
+    monkeypatch.setattr(model, "decode", _fake_decode([]))
     job = PredictJob(
         method=complete_method({"family": "sam_auto", "model": "tiny"}, "m"),
         method_name="m",

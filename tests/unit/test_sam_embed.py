@@ -62,6 +62,7 @@ def _embed(setup, dataset, out, **kwargs):
         preprocessed_dir=setup[dataset],
         checkpoint=setup["ckpt"],
         arch="demo",
+        family="sam",
         out_dir=setup["root"] / out,
         **{"batch_size": 4, "precision": "fp32", **kwargs},
     )
@@ -92,10 +93,13 @@ def test_embeds_every_listed_slice_of_the_requested_splits(setup):
         assert cached.image_size == 64
     info = read_model_info(out)
     assert info == {
+        "family": "sam",  # the promptable family that built the model (sam_models.<m>.family)
+        "model_class": "medsegflow.promptable.sam_model:SamPromptable",
         "arch": "demo",
         "checkpoint": str(setup["ckpt"]),
         "image_size": 64,
         "precision": "fp32",  # what the encoder ran in on this machine
+        "input_recipe": "sam",
     }
     assert json.loads((out / "model.json").read_text(encoding="utf-8"))["arch"] == "demo"
 
@@ -162,6 +166,7 @@ def test_no_case_in_the_splits_and_bad_checkpoints_are_one_line_errors(setup, tm
             preprocessed_dir=setup["ct"],
             checkpoint=junk,
             arch="vit_b",
+            family="sam",
             out_dir=tmp_path / "out",
             splits=["test"],
             batch_size=4,

@@ -20,8 +20,9 @@ from medsegflow.models.sam_cache import (
     load_case_embeddings,
     save_case_embeddings,
 )
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
 from medsegflow.models.sam_encode import encode_slices
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.sam_model import decode_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from sam_fixtures import TINY_SAM  # noqa: E402
@@ -44,15 +45,15 @@ def _image(shape_yx, seed=0) -> np.ndarray:
     return image
 
 
-def _prompts(shape_yx) -> list[SamPrompt]:
+def _prompts(shape_yx) -> list[Prompt2D]:
     h, w = shape_yx
     box = np.array([w // 3 - 2, h // 4 - 2, 2 * w // 3 + 1, 3 * h // 4 + 1], dtype=np.float64)
     points = np.array([[w // 2, h // 2, 1], [3, h - 4, 0]])
     return [
-        SamPrompt(box, np.zeros((0, 3), dtype=np.int64)),
-        SamPrompt(None, points[:1]),
-        SamPrompt(None, points),
-        SamPrompt(box, points),
+        Prompt2D(box, np.zeros((0, 3), dtype=np.int64)),
+        Prompt2D(None, points[:1]),
+        Prompt2D(None, points),
+        Prompt2D(box, points),
     ]
 
 
@@ -79,7 +80,7 @@ def test_prompts_are_mapped_into_the_model_frame(model, monkeypatch, shape_yx):
     decode_prompts(
         model,
         np.zeros((32, 4, 4), np.float16),
-        [SamPrompt(box, points)],
+        [Prompt2D(box, points)],
         original_size=shape_yx,
         input_size=(new_h, new_w),
         multimask=True,
@@ -113,7 +114,7 @@ def test_low_res_mask_goes_back_to_the_original_frame(model, monkeypatch, shape_
     decoded = decode_prompts(
         model,
         np.zeros((32, 4, 4), np.float16),
-        [SamPrompt(box, np.zeros((0, 3)))],
+        [Prompt2D(box, np.zeros((0, 3)))],
         original_size=shape_yx,
         input_size=(new_h, new_w),
         multimask=True,
@@ -136,7 +137,7 @@ def test_low_res_mask_goes_back_to_the_original_frame(model, monkeypatch, shape_
     assert not mask[outer].any()
 
 
-def _predictor_outputs(predictor, prompt: SamPrompt):
+def _predictor_outputs(predictor, prompt: Prompt2D):
     points = prompt.points_xyl if len(prompt.points_xyl) else None
     logits, iou, low_res = predictor.predict(
         point_coords=None if points is None else points[:, :2],

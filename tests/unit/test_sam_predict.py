@@ -20,30 +20,32 @@ from medsegflow.families.registry import complete_method
 from medsegflow.interactive import click_volumes_path, read_click_volumes
 from medsegflow.io import Geometry, Volume, read_volume
 from medsegflow.manifests import read_prompts
-from medsegflow.methods.sam import (
-    SamConfig,
-    object_target,
-    parse_sam_config,
-    predict_sam_cases,
-    row_prompt,
-)
-from medsegflow.methods.sam_volume import click_slice, propagate_objects
 from medsegflow.models.input_recipes import input_recipe
 from medsegflow.models.sam_archs import build_sam
 from medsegflow.models.sam_cache import (
     load_case_embeddings,
     save_case_embeddings,
 )
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts, refine_with_clicks
 from medsegflow.prediction.job import PredictJob
 from medsegflow.prediction.manifest import WRITTEN_COLUMNS
+from medsegflow.promptable.interface import Prompt2D
+from medsegflow.promptable.predict2d import (
+    SamConfig,
+    object_target,
+    parse_sam_config,
+    predict_sam_cases,
+    refine_with_clicks,
+    row_prompt,
+)
+from medsegflow.promptable.propagate2d import click_slice, propagate_objects
+from medsegflow.promptable.sam_model import decode_prompts
 from medsegflow.prompts.voting import average_vote
 from medsegflow.stages.predict import predict_dataset
 from medsegflow.stages.preprocess import preprocess_dataset
 from medsegflow.stages.prompts import make_prompts
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from sam_fixtures import TINY_SAM, embedded_sam_inputs  # noqa: E402
+from sam_fixtures import TINY_SAM, embedded_sam_inputs, promptable  # noqa: E402
 
 SHAPE = (3, 37, 53)  # (Z, Y, X): 3 slices, non-square odd slices
 GEOMETRY = Geometry((0.7, 0.7, 3.0), (5.0, -2.0, 1.0))
@@ -96,7 +98,7 @@ def test_multimask_keeps_the_mask_with_the_highest_predicted_iou(model, monkeypa
         model, monkeypatch, values=[-3.0, 2.0, 5.0], iou=[[0.1, 0.9, 0.3], [0.2, 0.1, 0.8]]
     )
     box = np.array([5.0, 5.0, 30.0, 20.0])
-    prompts = [SamPrompt(box, np.zeros((0, 3))), SamPrompt(box, np.zeros((0, 3)))]
+    prompts = [Prompt2D(box, np.zeros((0, 3))), Prompt2D(box, np.zeros((0, 3)))]
     kwargs = {"original_size": SIZES[0], "input_size": SIZES[1], "batch_size": 8}
     decoded = decode_prompts(model, np.zeros((32, 4, 4)), prompts, multimask=True, **kwargs)
     np.testing.assert_allclose(decoded.iou_p, [0.9, 0.8])
@@ -151,15 +153,15 @@ def _chosen(call) -> torch.Tensor:
 def test_click_rounds_feed_back_the_previous_low_res_logits(model, monkeypatch):
     calls = _spy(model, monkeypatch)
     embedding = np.random.default_rng(0).normal(size=(32, 4, 4)).astype(np.float16)
-    prompts = [SamPrompt(None, np.array([[26, 18, 1]]))]
+    prompts = [Prompt2D(None, np.array([[26, 18, 1]]))]
     target = np.zeros((1, *SIZES[0]), dtype=bool)
     target[0, 10:28, 15:40] = True
     first = decode_prompts(
         model, embedding, prompts, original_size=SIZES[0], input_size=SIZES[1], multimask=True
     )
     final, clicked = refine_with_clicks(
-        model,
-        embedding,
+        promptable(model),
+        {"embeddings": embedding},
         prompts,
         first=first,
         targets_pyx=target,
@@ -185,15 +187,15 @@ def test_clicks_without_mask_input_decode_the_points_alone(model, monkeypatch):
     calls = _spy(model, monkeypatch)
     embedding = np.random.default_rng(0).normal(size=(32, 4, 4)).astype(np.float16)
     box = np.array([10.0, 6.0, 45.0, 30.0])
-    prompts = [SamPrompt(box, np.zeros((0, 3), dtype=np.int64))]
+    prompts = [Prompt2D(box, np.zeros((0, 3), dtype=np.int64))]
     target = np.zeros((1, *SIZES[0]), dtype=bool)
     target[0, 10:28, 15:40] = True
     first = decode_prompts(
         model, embedding, prompts, original_size=SIZES[0], input_size=SIZES[1], multimask=False
     )
     final, clicked = refine_with_clicks(
-        model,
-        embedding,
+        promptable(model),
+        {"embeddings": embedding},
         prompts,
         first=first,
         targets_pyx=target,
@@ -216,13 +218,13 @@ def test_clicks_without_mask_input_decode_the_points_alone(model, monkeypatch):
 def test_no_click_once_the_mask_is_right(model, monkeypatch):
     calls = _spy(model, monkeypatch)
     embedding = np.random.default_rng(1).normal(size=(32, 4, 4)).astype(np.float16)
-    prompts = [SamPrompt(np.array([4.0, 4.0, 40.0, 30.0]), np.zeros((0, 3)))]
+    prompts = [Prompt2D(np.array([4.0, 4.0, 40.0, 30.0]), np.zeros((0, 3)))]
     first = decode_prompts(
         model, embedding, prompts, original_size=SIZES[0], input_size=SIZES[1], multimask=False
     )
     final, _ = refine_with_clicks(
-        model,
-        embedding,
+        promptable(model),
+        {"embeddings": embedding},
         prompts,
         first=first,
         targets_pyx=first.masks_pyx,
@@ -316,7 +318,7 @@ def test_3d_case_keeps_the_original_shape_and_unprompted_slices_stay_empty(model
 
     again = predict_sam_cases(
         job(inputs, root / "pred_again"),
-        model=model,
+        model=promptable(model),
         config=sam_config(voting="average"),
         embeddings_dir=root / "emb",
     )
@@ -330,7 +332,7 @@ def test_clicks_and_staple_run_on_the_volume(model, volume_case):
     root, inputs = volume_case["root"], volume_case["inputs"]
     predict_sam_cases(
         job(inputs, root / "pred_clicks", seed=1),
-        model=model,
+        model=promptable(model),
         config=sam_config(voting="staple", clicks={"rounds": 2, "mode": "random"}, batch_size=2),
         embeddings_dir=root / "emb",
     )
@@ -383,7 +385,7 @@ def test_sam_config_and_input_errors(model, volume_case, tmp_path):
     with pytest.raises(InputError, match=r"vol01\.npz: embedded slices are \(37, 52\)"):
         predict_sam_cases(
             job(inputs, tmp_path / "p"),
-            model=model,
+            model=promptable(model),
             config=sam_config(),
             embeddings_dir=tmp_path / "emb",
         )
@@ -402,7 +404,7 @@ def test_random_clicks_follow_the_jobs_seed(model, volume_case):
     def run(seed: int, name: str) -> np.ndarray:
         predict_sam_cases(
             job(inputs, root / name, seed=seed),
-            model=model,
+            model=promptable(model),
             config=config,
             embeddings_dir=root / "emb",
         )
@@ -437,8 +439,6 @@ def test_every_job_that_samples_gets_the_config_seed(repo_root):
 def test_box3d_prompts_propagate_from_the_middle_slice(model, volume_case, monkeypatch):
     """LiteMedSAM's 3D protocol through the SAM family: the organ's 3D box (slices 0..2)
     is decoded on its middle slice 1 first, then on 2 and 0 with the neighbour's box."""
-    import medsegflow.methods.sam_volume as sam_volume
-
     root, inputs = volume_case["root"], volume_case["inputs"]
     make_prompts(
         preprocessed_dir=root / "pre",
@@ -457,27 +457,29 @@ def test_box3d_prompts_propagate_from_the_middle_slice(model, volume_case, monke
     assert 1 in load_case_embeddings(root / "emb" / "vol01.npz").z.tolist()
 
     calls: list[tuple[int, list[float]]] = []
-    real = sam_volume.decode_prompts
+    wrapped = promptable(model)
+    real = wrapped.decode
 
-    def spy(model_, embedding, prompts_, **kwargs):
+    def spy(features, prompts_, **kwargs):
         calls.append((len(calls), prompts_[0].box_xyxy.tolist()))
-        return real(model_, embedding, prompts_, **kwargs)
+        return real(features, prompts_, **kwargs)
 
-    monkeypatch.setattr(sam_volume, "decode_prompts", spy)
+    monkeypatch.setattr(wrapped, "decode", spy)
     job_inputs = {**inputs, "prompts": root / "box3d.tsv"}
     predict_sam_cases(
         job(job_inputs, root / "pred3d"),
-        model=model,
+        model=wrapped,
         config=sam_config(),
         embeddings_dir=root / "emb",
     )
-    assert len(calls) == 3 and calls[0][1] == [10, 5, 49, 29]  # the middle slice, the 3D box
+    # the organ's 3 slices (the middle one first, with the 3D box), then the lesion's slice
+    assert len(calls) == 3 + 1 and calls[0][1] == [10, 5, 49, 29]
     out = read_volume(root / "pred3d" / "vol01.nii.gz").array_zyx
     cached = load_case_embeddings(root / "emb" / "vol01.npz")
     middle = decode_prompts(
         model,
         cached.embeddings[cached.index_of(1)],
-        [SamPrompt(np.array([10.0, 5, 49, 29]), np.zeros((0, 3)))],
+        [Prompt2D(np.array([10.0, 5, 49, 29]), np.zeros((0, 3)))],
         original_size=cached.original_size,
         input_size=cached.input_size,
         multimask=True,
@@ -486,7 +488,7 @@ def test_box3d_prompts_propagate_from_the_middle_slice(model, volume_case, monke
     with pytest.raises(ConfigError, match="box3d prompts are propagated without oracle clicks"):
         predict_sam_cases(
             job(job_inputs, root / "pred3d_clicks"),
-            model=model,
+            model=promptable(model),
             config=sam_config(clicks={"rounds": 1}),
             embeddings_dir=root / "emb",
         )
@@ -501,7 +503,7 @@ def test_save_probabilities_writes_the_soft_outputs_beside_the_labels(model, vol
     out_dir = root / "pred_probs"
     predict_sam_cases(
         job(inputs, out_dir),
-        model=model,
+        model=promptable(model),
         config=sam_config(voting="average", save_probabilities=True),
         embeddings_dir=root / "emb",
     )
@@ -534,7 +536,10 @@ def test_save_probabilities_writes_the_soft_outputs_beside_the_labels(model, vol
     np.testing.assert_array_equal((probs[0, 0] > 0.5)[clear], (out[0] == 1)[clear])
 
     predict_sam_cases(  # the same folder without the option: same labels, no stale file
-        job(inputs, out_dir), model=model, config=sam_config(), embeddings_dir=root / "emb"
+        job(inputs, out_dir),
+        model=promptable(model),
+        config=sam_config(),
+        embeddings_dir=root / "emb",
     )
     assert not (out_dir / "vol01_probs.npz").exists()
     np.testing.assert_array_equal(read_volume(out_dir / "vol01.nii.gz").array_zyx, out)
@@ -553,7 +558,7 @@ def test_save_probabilities_covers_box3d_propagation(model, volume_case):
     )
     predict_sam_cases(
         job({**inputs, "prompts": root / "box3d_p.tsv"}, root / "pred3d_probs"),
-        model=model,
+        model=promptable(model),
         config=sam_config(save_probabilities=True),
         embeddings_dir=root / "emb",
     )
@@ -563,7 +568,7 @@ def test_save_probabilities_covers_box3d_propagation(model, volume_case):
     middle = decode_prompts(
         model,
         cached.embeddings[cached.index_of(1)],
-        [SamPrompt(np.array([10.0, 5, 49, 29]), np.zeros((0, 3)))],
+        [Prompt2D(np.array([10.0, 5, 49, 29]), np.zeros((0, 3)))],
         original_size=cached.original_size,
         input_size=cached.input_size,
         multimask=True,
@@ -591,7 +596,7 @@ def _box3d_run(model, volume_case, name: str, *, seed: int = 0, **keys) -> Path:
     root, inputs = volume_case["root"], volume_case["inputs"]
     predict_sam_cases(
         job({**inputs, "prompts": _box3d_prompts(root)}, root / name, seed=seed),
-        model=model,
+        model=promptable(model),
         config=sam_config(**keys),
         embeddings_dir=root / "emb",
     )
@@ -675,10 +680,15 @@ def test_clicks3d_decode_the_clicked_slice_with_its_box_clicks_and_logits(
     prompts = read_prompts(_box3d_prompts(root))
     calls.clear()
     [organ] = propagate_objects(
-        model, cached, prompts[prompts["label"] == 1], multimask=True, n_z=3, keep_logits=True
+        promptable(model),
+        cached,
+        prompts[prompts["label"] == 1],
+        multimask=True,
+        n_z=3,
+        keep_logits=True,
     )
     before = organ.masks(voting="average", keep_probs=False)
-    click_slice(model, cached, organ, (0, 12, 20, 1), mask_input=True, batch_size=8)
+    click_slice(promptable(model), cached, organ, (0, 12, 20, 1), mask_input=True, batch_size=8)
     assert len(calls) == 3 + 1 and organ.points_zn3[0].tolist() == [[20, 12, 1]]
     assert not torch.equal(calls[2]["boxes"], calls[0]["boxes"])  # slice 0: neighbour's box
     torch.testing.assert_close(calls[3]["boxes"], calls[2]["boxes"])
@@ -707,7 +717,7 @@ def test_clicks3d_settings_and_config_errors(model, volume_case, tmp_path):
         with pytest.raises(ConfigError, match=message):
             predict_sam_cases(
                 job({**inputs, "prompts": prompts}, tmp_path / "p"),
-                model=model,
+                model=promptable(model),
                 config=sam_config(clicks3d={"n": 1}, **keys),
                 embeddings_dir=root / "emb",
             )

@@ -9,8 +9,8 @@ from test_saliency_stage import _preprocessed
 from medsegflow.errors import InputError
 from medsegflow.families.registry import complete_method
 from medsegflow.io import Volume, read_volume, write_volume
-from medsegflow.methods.sam import SamConfig
 from medsegflow.methods.text_sam import sam_config
+from medsegflow.promptable.predict2d import SamConfig
 from medsegflow.stages.predict import predict_dataset
 
 METHOD = {"family": "text_sam", "clip": "c", "text_prompts": "p"}

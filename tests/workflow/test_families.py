@@ -20,21 +20,15 @@ import yaml
 
 from medsegflow import resources
 from medsegflow.config import config_schema
+from medsegflow.families.family import CACHES
 from medsegflow.families.registry import BUILTIN, FAMILIES
+from medsegflow.promptable.interface import PROMPT_KINDS, PromptableModel
 from medsegflow.schema import SCHEMA_DIR, schema_uri
 
 
 def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
+    """Every expectation comes from the registry: adding a family changes no test here."""
     names = set(FAMILIES)
-    assert names == {
-        "classical",
-        "sam",
-        "sam_auto",
-        "sam_semantic",
-        "text_sam",
-        "nnunet",
-        "sam3d",
-    }
     assert {f.name for f in BUILTIN} == names  # no entry-point family in the test env
     generated = config_schema()["$defs"]["method"]
     assert set(generated["properties"]["family"]["enum"]) == names
@@ -48,25 +42,21 @@ def test_registry_schema_files_and_runtime_table_are_one_set(repo_root):
         )
         assert schema["properties"]["family"] == {"const": name}
         assert (repo_root / "envs" / f"{family.env}.yaml").is_file()
+        assert family.cache in CACHES
+        if family.promptable is not None:  # its model class implements the interface
+            cls = family.promptable()
+            assert issubclass(cls, PromptableModel) and cls.dims in (2, 3)
+            assert set(cls.native_prompts) <= set(PROMPT_KINDS)
     assert set(resources.family_runtimes()) == names
-    caches = {name: family.cache for name, family in FAMILIES.items()}
-    assert caches == {
-        "classical": "none",
-        "sam": "sam_embeddings",
-        "sam_semantic": "none",
-        "sam_auto": "sam_embeddings",
-        "text_sam": "sam_embeddings",
-        "nnunet": "own",
-        "sam3d": "own",
-    }
-    assert [n for n, f in FAMILIES.items() if f.train is not None] == [
-        "sam",
-        "sam_auto",
-        "sam_semantic",
-        "text_sam",
-        "nnunet",
-        "sam3d",
-    ]
+
+
+def test_sam_models_are_built_by_a_promptable_family():
+    """``sam_models.<m>.family`` names the family whose model class builds the model; its
+    schema default is a registered promptable 2D family."""
+    schema = yaml.safe_load((SCHEMA_DIR / "sam_models.schema.yaml").read_text(encoding="utf-8"))
+    default = schema["$defs"]["sam_model"]["properties"]["family"]["default"]
+    cls = FAMILIES[default].promptable()
+    assert cls.dims == 2 and {"box", "points"} <= set(cls.native_prompts)
 
 
 @pytest.mark.parametrize("module", ["workflow.py", "planning.py", "resources.py", "config.py"])
@@ -181,7 +171,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_imports_flow_one_way(repo_root):
     graph = _import_graph(repo_root / "medsegflow")
-    assert "medsegflow.methods.sam" in graph["medsegflow.families.sam"]  # lazy imports count
+    assert "medsegflow.promptable.predict2d" in graph["medsegflow.families.sam"]  # lazy ones count
     assert _cycles(graph) == []
     packages: dict[str, set[str]] = defaultdict(set)
     for module, targets in graph.items():

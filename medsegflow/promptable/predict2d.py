@@ -1,8 +1,15 @@
-"""The SAM family: prompted prediction from cached image embeddings.
+"""The generic 2D promptable predictor: prompted prediction from cached slice features.
 
-For each case of the requested splits, the case's cached embeddings
+:func:`predict_promptable_2d` serves every method whose ``model:`` names a ``sam_models``
+entry: the entry's ``family`` (recorded in the cache's ``model.json``) names the
+promptable family whose :class:`~medsegflow.promptable.interface.PromptableModel` class
+builds the model (:func:`load_cached_model`); everything here goes through that
+interface (:meth:`~PromptableModel.decode`, :meth:`~PromptableModel.propagation_box_rule`,
+:meth:`~PromptableModel.propagate_from_key_slice`), never a model's own classes.
+
+For each case of the requested splits, the case's cached features
 (``results/embeddings/{dataset}/{model}/{case_id}.npz``) are loaded and every prompt of
-the prompt set is decoded on its slice (:mod:`medsegflow.models.sam_decode`), a 3D
+the prompt set is decoded on its slice (:meth:`PromptableModel.decode`), a 3D
 volume slice by slice with per-slice prompts. Per object (``prompt_id``):
 
 1. each repeated draw is decoded (``multimask``: 3 masks, the highest predicted IoU wins);
@@ -11,7 +18,8 @@ volume slice by slice with per-slice prompts. Per object (``prompt_id``):
 3. the repeats are combined by ``voting`` (:mod:`medsegflow.prompts.voting`).
 
 With a box3d prompt set, objects are propagated from their middle slice instead
-(:mod:`medsegflow.methods.sam_volume`), and ``clicks3d.n`` corrective 3D clicks may follow
+(:mod:`medsegflow.promptable.propagate2d`; by the model itself where ``"key_slice_box"`` is
+one of its native prompts), and ``clicks3d.n`` corrective 3D clicks may follow
 (the CVPR 2025 interactive protocol): the labels after the propagation and after every
 click go to ``clicks/{case_id}.npz`` (:mod:`medsegflow.interactive`, step 0 the box).
 
@@ -20,8 +28,8 @@ first, so small objects inside large ones win) by the shared loop of
 :mod:`medsegflow.prediction.cases`. With ``save_probabilities`` the objects' foreground
 probabilities (the mean over the voted repeats) are kept as well and written per label
 (:func:`medsegflow.prediction.painting.paint_probabilities`) to ``{case_id}_probs.npz``,
-the soft outputs of the Med-SA convention. The model's architecture comes from the cache's
-``model.json``; torch and segment_anything are imported lazily.
+the soft outputs of the Med-SA convention. The model's family and architecture come from
+the cache's ``model.json``; torch and the model's packages are imported lazily.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -44,20 +52,14 @@ from medsegflow.interactive import (
     write_click_volumes,
 )
 from medsegflow.manifests import BOX_COLUMNS, parse_points
-from medsegflow.methods.sam_volume import (
-    corrective_clicks,
-    propagate_objects,
-    propagated_objects,
-    volume_rows,
-)
 from medsegflow.models.sam_cache import (
     MODEL_INFO_FILE,
     CaseEmbeddings,
     case_embeddings_path,
     load_case_embeddings,
+    model_class,
     read_model_info,
 )
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts, refine_with_clicks
 from medsegflow.prediction.cases import CaseInput, CasePrediction, predict_prompted_cases
 from medsegflow.prediction.job import PredictJob
 from medsegflow.prediction.painting import (
@@ -66,13 +68,17 @@ from medsegflow.prediction.painting import (
     paint_objects,
     paint_probabilities,
 )
+from medsegflow.promptable.interface import Decoded, Prompt2D, PromptableModel
+from medsegflow.promptable.propagate2d import (
+    corrective_clicks,
+    propagate_objects,
+    propagated_objects,
+    volume_rows,
+)
+from medsegflow.prompts.clicks import next_click
 from medsegflow.prompts.points import connected_components
 from medsegflow.prompts.voting import vote
 from medsegflow.seeding import case_rng
-
-if TYPE_CHECKING:
-    import torch
-    from segment_anything.modeling import Sam
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +120,8 @@ def parse_sam_config(method: Mapping[str, Any]) -> SamConfig:
     )
 
 
-def row_prompt(row: Mapping[str, Any], *, source: str) -> SamPrompt:
-    """A :class:`SamPrompt` from one ``prompts.tsv`` row (NaN box: none)."""
+def row_prompt(row: Mapping[str, Any], *, source: str) -> Prompt2D:
+    """A :class:`Prompt2D` from one ``prompts.tsv`` row (NaN box: none)."""
     box = np.array([row[c] for c in BOX_COLUMNS], dtype=np.float64)
     points = parse_points(row["points"], source=source)
     has_box = bool(np.isfinite(box).all())
@@ -123,7 +129,7 @@ def row_prompt(row: Mapping[str, Any], *, source: str) -> SamPrompt:
         raise InputError(
             f"{source}: case {row['case_id']}, z {row['z']}: prompt has no box and no point"
         )
-    return SamPrompt(box if has_box else None, points)
+    return Prompt2D(box if has_box else None, points)
 
 
 def object_target(label_yx: np.ndarray, *, label: int, component: int) -> np.ndarray:
@@ -136,9 +142,75 @@ def object_target(label_yx: np.ndarray, *, label: int, component: int) -> np.nda
     return parts[component] if component < len(parts) else np.zeros_like(mask_yx)
 
 
+def refine_with_clicks(
+    model: PromptableModel,
+    features: Mapping[str, np.ndarray],
+    prompts: Sequence[Prompt2D],
+    *,
+    first: Decoded,
+    targets_pyx: np.ndarray,
+    rounds: int,
+    mode: str,
+    rng: np.random.Generator,
+    mask_input: bool = True,
+    sizes: tuple[tuple[int, int], tuple[int, int]],
+    batch_size: int = 64,
+) -> tuple[Decoded, list[Prompt2D]]:
+    """``rounds`` rounds of simulated corrective clicks after the first decoding.
+
+    Each round, every prompt whose mask still differs from its target gets one click
+    (:func:`~medsegflow.prompts.clicks.next_click`: the largest error region, positive
+    for a miss, negative for a false positive) appended to its points, and is decoded
+    again (:meth:`PromptableModel.decode` of the slice's ``features``) with a single
+    output mask (SAM's output for unambiguous, multi-prompt input) and, with
+    ``mask_input``, its previous chosen low-res logits as the mask input. A prompt whose
+    mask matches its target keeps it.
+
+    Args:
+        first: the round-0 decoding of ``prompts``.
+        targets_pyx: bool ``(P, H, W)`` reference mask of each prompt's object (oracle).
+        mode: ``"center"`` or ``"random"`` click placement.
+        rng: draws of the ``"random"`` mode.
+        mask_input: feed the previous low-res logits back (SAM's protocol); False decodes
+            the accumulated points (and box) alone.
+        sizes: ``(original_size, input_size)``.
+
+    Returns:
+        The final :class:`Decoded` and the prompts with their clicks added.
+    """
+    current = Decoded(
+        first.logits_pyx.copy(), first.low_res_pchw.copy(), first.iou_p.copy(), first.threshold
+    )
+    prompts = list(prompts)
+    for _ in range(rounds):
+        active = []
+        masks_pyx = current.masks_pyx
+        for i, prompt in enumerate(prompts):
+            click = next_click(masks_pyx[i], targets_pyx[i], mode=mode, rng=rng)
+            if click is not None:
+                points = np.concatenate([np.asarray(prompt.points_xyl).reshape(-1, 3), click[None]])
+                prompts[i] = Prompt2D(prompt.box_xyxy, points)
+                active.append(i)
+        if not active:
+            break
+        again = model.decode(
+            features,
+            [prompts[i] for i in active],
+            original_size=sizes[0],
+            input_size=sizes[1],
+            multimask=False,
+            batch_size=batch_size,
+            mask_inputs=current.low_res_pchw[active] if mask_input else None,
+        )
+        current.logits_pyx[active] = again.logits_pyx
+        current.low_res_pchw[active] = again.low_res_pchw
+        current.iou_p[active] = again.iou_p
+    return current, prompts
+
+
 def _slice_objects(
-    model: Sam,
-    embedding_chw: np.ndarray,
+    model: PromptableModel,
+    features: Mapping[str, np.ndarray],
     rows: pd.DataFrame,
     *,
     config: SamConfig,
@@ -159,9 +231,8 @@ def _slice_objects(
     records = rows.to_dict("records")
     prompts = [row_prompt(r, source=source) for r in records]
     original_size, input_size = sizes
-    decoded = decode_prompts(
-        model,
-        embedding_chw,
+    decoded = model.decode(
+        features,
         prompts,
         original_size=original_size,
         input_size=input_size,
@@ -177,7 +248,7 @@ def _slice_objects(
         )
         decoded, _ = refine_with_clicks(
             model,
-            embedding_chw,
+            features,
             prompts,
             first=decoded,
             targets_pyx=targets,
@@ -202,10 +273,9 @@ def _slice_objects(
 
 
 class CachedModel(NamedTuple):
-    """A SAM model loaded for the embedding cache it is to decode (:func:`load_cached_model`)."""
+    """A promptable model built for the feature cache it decodes (:func:`load_cached_model`)."""
 
-    model: Sam
-    device: torch.device
+    model: PromptableModel
     embeddings_dir: Path
     info: dict[str, object]
 
@@ -220,15 +290,15 @@ class CachedModel(NamedTuple):
 def load_cached_model(
     inputs: Mapping[str, str | os.PathLike], *, device: str | None = None
 ) -> CachedModel:
-    """The SAM model of ``inputs["checkpoint"]`` for the cache of ``inputs["embeddings"]``.
+    """The model of ``inputs["checkpoint"]`` for the cache of ``inputs["embeddings"]``.
 
-    The architecture comes from the cache's ``model.json``, which must name the same
-    checkpoint (:class:`InputError` naming it otherwise); loaded with
-    :func:`medsegflow.models.sam_loader.load_sam_model` on ``device`` (default: CUDA when
-    available), without its image encoder (the embeddings are cached).
+    The cache's ``model.json`` names the promptable family's model class that made it
+    (:func:`~medsegflow.models.sam_cache.model_class`) and its architecture; it must name
+    the same checkpoint (:class:`InputError` naming it otherwise). That
+    :class:`PromptableModel` class builds it (``encoder=False``: the features are cached)
+    on ``device`` (default: CUDA when available), to decode in the precision the cache's
+    encoder ran in.
     """
-    from medsegflow.models.sam_loader import load_sam_model
-
     embeddings_dir = Path(inputs["embeddings"]).parent
     info = read_model_info(embeddings_dir)
     if Path(str(info["checkpoint"])).resolve() != Path(inputs["checkpoint"]).resolve():
@@ -236,16 +306,25 @@ def load_cached_model(
             f"{embeddings_dir / MODEL_INFO_FILE}: embeddings were made with {info['checkpoint']}, "
             f"not with {inputs['checkpoint']}; recompute them"
         )
-    model, chosen = load_sam_model(
-        inputs["checkpoint"], arch=info["arch"], device=device, image_encoder=False
+    cls = model_class(info, source=embeddings_dir / MODEL_INFO_FILE)
+    model = cls.build(
+        info,
+        inputs["checkpoint"],
+        device=device,
+        precision=str(info.get("precision", "auto")),
+        encoder=False,
     )
-    return CachedModel(model, chosen, embeddings_dir, info)
+    return CachedModel(model, embeddings_dir, info)
 
 
 def load_checked_embeddings(
-    embeddings_dir: str | os.PathLike, case_id: str, *, model: Sam, shape_zyx: tuple[int, ...]
+    embeddings_dir: str | os.PathLike,
+    case_id: str,
+    *,
+    model: PromptableModel,
+    shape_zyx: tuple[int, ...],
 ) -> CaseEmbeddings:
-    """A case's cached embeddings; :class:`InputError` naming the file when its slice size
+    """A case's cached features; :class:`InputError` naming the file when its slice size
     differs from the image's (``shape_zyx``) or its encoder input size from ``model``'s."""
     path = case_embeddings_path(embeddings_dir, case_id)
     cached = load_case_embeddings(path)
@@ -254,10 +333,10 @@ def load_checked_embeddings(
             f"{path}: embedded slices are {cached.original_size} (H, W), the image's are "
             f"{tuple(shape_zyx[1:])}"
         )
-    if cached.image_size != model.image_encoder.img_size:
+    if model.image_size and cached.image_size != model.image_size:
         raise InputError(
             f"{path}: embedded at input size {cached.image_size}, the model takes "
-            f"{model.image_encoder.img_size}"
+            f"{model.image_size}"
         )
     return cached
 
@@ -265,7 +344,7 @@ def load_checked_embeddings(
 def segment_sam_case(
     case: CaseInput,
     *,
-    model: Sam,
+    model: PromptableModel,
     config: SamConfig,
     embeddings_dir: str | os.PathLike,
     rng: np.random.Generator,
@@ -276,7 +355,7 @@ def segment_sam_case(
     """Label volume ``(Z, Y, X)`` of one case from its cached embeddings and prompts.
 
     Prompts of one slice are decoded on it; box3d prompts (over several slices) are
-    propagated from their middle slice (:mod:`medsegflow.methods.sam_volume`). Slices
+    propagated from their middle slice (:mod:`medsegflow.promptable.propagate2d`). Slices
     without prompts stay background. With ``config.save_probabilities`` the prediction
     also holds the float16 ``(C, Z, Y, X)`` probabilities of the ``prob_labels`` (the
     dataset's foreground labels; :func:`paint_probabilities`: an object's mean over its
@@ -287,7 +366,7 @@ def segment_sam_case(
     With ``config.clicks3d`` (n > 0) every row is a box3d object (one-slice ones too, as a
     one-slice propagation: its box decoded alone, the per-slice path's mask up to the
     rounding of batched decoding), corrected by n clicks
-    (:func:`~medsegflow.methods.sam_volume.corrective_clicks`, random ones drawn from
+    (:func:`~medsegflow.promptable.propagate2d.corrective_clicks`, random ones drawn from
     ``clicks_rng``, default ``rng``) against the cleaned reference; the ``1 + n`` label
     volumes and the clicks go to ``clicks_path`` (:func:`write_click_volumes`,
     ``first_click=0``), and the last step is returned. :class:`ConfigError` when it is
@@ -316,6 +395,7 @@ def segment_sam_case(
             n_z=shape_zyx[0],
             keep_logits=config.clicks3d_mask_input,
             box_rule=config.propagation_box,
+            image_zyx=case.image.array_zyx,
         )
         steps, clicks = corrective_clicks(
             model,
@@ -341,13 +421,14 @@ def segment_sam_case(
         n_z=shape_zyx[0],
         keep_probs=config.save_probabilities,
         box_rule=config.propagation_box,
+        image_zyx=case.image.array_zyx,
     )
     label_zyx = case.read_label_zyx() if config.click_rounds else None
     flat = case.prompts.drop(index=volume.index)
     for z, rows in flat.groupby("z", sort=True):
         objects += _slice_objects(
             model,
-            cached.embeddings[cached.index_of(int(z))],
+            cached.features(int(z)),
             rows,
             config=config,
             sizes=(cached.original_size, cached.input_size),
@@ -407,7 +488,7 @@ def _case_prediction(
 def predict_sam_cases(
     job: PredictJob,
     *,
-    model: Sam,
+    model: PromptableModel,
     config: SamConfig,
     embeddings_dir: str | os.PathLike,
     prompts_path: str | os.PathLike | None = None,
@@ -448,29 +529,28 @@ def predict_sam_cases(
 def predict_with_cached_sam(
     job: PredictJob, *, config: SamConfig, prompts_path: str | os.PathLike | None = None
 ) -> pd.DataFrame:
-    """Load the job's SAM model (:func:`load_cached_model`) and run :func:`predict_sam_cases`
-    on ``job.device`` (default: CUDA when available), in the precision of the cache's encoder."""
-    from medsegflow.models.sam_loader import autocast
-
+    """Build the job's model (:func:`load_cached_model`) and run :func:`predict_sam_cases`
+    on ``job.device`` (default: CUDA when available); the model decodes in the precision
+    of the cache's encoder."""
     job.require("embeddings", "checkpoint", family=str(job.method["family"]))
     loaded = load_cached_model(job.inputs, device=job.device)
-    log.info("%s: SAM %s on %s, %s", job.method_name, loaded.info["arch"], loaded.device, config)
-    with autocast(loaded.device, loaded.precision):
-        return predict_sam_cases(
-            job,
-            model=loaded.model,
-            config=config,
-            embeddings_dir=loaded.embeddings_dir,
-            prompts_path=prompts_path,
-        )
+    log.info("%s: %s, %s", job.method_name, loaded.model.describe(), config)
+    return predict_sam_cases(
+        job,
+        model=loaded.model,
+        config=config,
+        embeddings_dir=loaded.embeddings_dir,
+        prompts_path=prompts_path,
+    )
 
 
-def predict_sam(job: PredictJob) -> pd.DataFrame:
-    """The family predictor (``family: sam``): decode every prompt of every case.
+def predict_promptable_2d(job: PredictJob) -> pd.DataFrame:
+    """The generic 2D predictor (the ``sam`` family's): decode every prompt of every case.
 
     ``job.inputs``: ``preprocessed`` (manifest), ``prompts`` (prompts.tsv), ``embeddings``
-    (the cache's manifest; ``model.json`` beside it gives the arch) and ``checkpoint``
-    (loaded with :func:`medsegflow.models.sam_loader.load_sam_model`).
+    (the cache's manifest; ``model.json`` beside it gives the family and arch) and
+    ``checkpoint`` (loaded by the family's :meth:`PromptableModel.build`). The method's
+    settings are those of ``medsegflow/schemas/families/sam.schema.yaml``.
     """
-    job.require("prompts", family="sam")
+    job.require("prompts", family=str(job.method["family"]))
     return predict_with_cached_sam(job, config=parse_sam_config(job.method))

@@ -1,4 +1,10 @@
-"""3D box propagation for 2D SAM-family models (LiteMedSAM's official 3D protocol).
+"""3D box propagation for 2D promptable models (LiteMedSAM's official 3D protocol).
+
+Everything here goes through :class:`~medsegflow.promptable.interface.PromptableModel`
+(:meth:`~PromptableModel.decode` of a slice's cached features,
+:meth:`~PromptableModel.propagation_box_rule`, :meth:`~PromptableModel.box_to_original`);
+a model whose native prompts include ``"key_slice_box"`` propagates a box3d row itself
+(:meth:`~PromptableModel.propagate_from_key_slice`, :func:`propagate_row`).
 
 A ``box3d`` prompt (``prompts.tsv`` rows with ``z_min < z_max``) is one box per 3D object.
 Its middle slice (the row's ``z``) is decoded with the box; then each next slice, up and
@@ -10,8 +16,9 @@ The neighbour's box follows ``box_rule`` (:data:`PROPAGATION_BOXES`, the method'
 resized into the model's input frame and widens it by 3 pixels there
 (:func:`~medsegflow.prompts.propagation.box_from_mask_resized`); ``original`` measures it
 on the full-resolution mask and widens it by ``3 * max(H, W) / 256`` original pixels;
-``auto`` is ``resized`` for models with LiteMedSAM's recipe, ``original`` otherwise.
-Every slice is decoded from its cached embedding, by the model's own recipe. Repeated
+``auto`` is the model's :meth:`~PromptableModel.propagation_box_rule` (``resized`` for
+LiteMedSAM's recipe, ``original`` otherwise). Every slice is decoded from its cached
+features, by the model's own recipe. Repeated
 draws of one object are voted slice by slice over the repeats that reached the slice.
 The 2D oracle clicks (``clicks.rounds``) are not part of this protocol.
 
@@ -23,7 +30,7 @@ re-decodes only the clicked slice ``z``: each repeat with the box it had there (
 box's own on the middle slice, the neighbour's widened box elsewhere), every click of the
 object on ``z`` so far as points, and (``mask_input``) that repeat's previous low-res
 logits of ``z`` as SAM's mask input, with one output mask as in
-:func:`medsegflow.models.sam_decode.refine_with_clicks`. The neighbours are not
+:func:`medsegflow.promptable.predict2d.refine_with_clicks`. The neighbours are not
 propagated again. An object that matches its reference gets no more clicks.
 """
 
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -39,8 +46,9 @@ import pandas as pd
 from medsegflow.components import label_by_size
 from medsegflow.interactive import CLICK_TABLE_COLUMNS
 from medsegflow.manifests import BOX_COLUMNS
-from medsegflow.models.sam_decode import SamPrompt, decode_prompts
+from medsegflow.models.sam_cache import CaseEmbeddings
 from medsegflow.prediction.painting import ObjectMask, mean_probability
+from medsegflow.promptable.interface import Prompt2D, PromptableModel
 from medsegflow.prompts.clicks import next_click_index
 from medsegflow.prompts.propagation import (
     box_from_mask_resized,
@@ -49,45 +57,20 @@ from medsegflow.prompts.propagation import (
 )
 from medsegflow.prompts.voting import vote
 
-if TYPE_CHECKING:
-    from segment_anything.modeling import Sam
-
-    from medsegflow.models.sam_cache import CaseEmbeddings
-
 NO_POINTS = np.zeros((0, 3), dtype=np.int64)
 
 PROPAGATION_BOXES = ("auto", "resized", "original")
 """How the box of a propagated slice is taken from its neighbour's mask (module docstring)."""
 
 
-def resolve_box_rule(box_rule: str, model: Sam) -> str:
-    """``resized`` or ``original``: ``auto`` is ``resized`` for LiteMedSAM's recipe."""
+def resolve_box_rule(box_rule: str, model: PromptableModel) -> str:
+    """``resized`` or ``original``: ``auto`` is the model's
+    :meth:`~PromptableModel.propagation_box_rule`."""
     if box_rule not in PROPAGATION_BOXES:
         raise ValueError(f"propagation box {box_rule!r} is not one of {PROPAGATION_BOXES}")
     if box_rule == "auto":
-        return "resized" if model.input_recipe.name == "lite_medsam" else "original"
+        return model.propagation_box_rule()
     return box_rule
-
-
-def model_box_to_original(
-    model: Sam, box_model: np.ndarray, original_size: tuple[int, int]
-) -> np.ndarray:
-    """A box in the original frame that the model's recipe maps back to exactly
-    ``box_model`` (a model-frame box), so that decoding it feeds the prompt encoder
-    ``box_model`` unchanged. LiteMedSAM's recipe truncates (``int(v * S / max(H, W))``):
-    the centre of the model pixel is used, ``(b + 0.5) * max(H, W) / S``; the other recipes
-    scale each axis, which is inverted."""
-    recipe = model.input_recipe
-    box_model = np.asarray(box_model, dtype=np.float64)
-    if recipe.name == "lite_medsam":
-        out = (box_model + 0.5) * (max(original_size) / recipe.image_size)
-    else:
-        scale = recipe.map_boxes(np.ones((1, 4)), original_size)[0]
-        out = box_model / scale
-    back = recipe.map_boxes(out[None], original_size)[0]
-    if not np.allclose(back, box_model, rtol=0, atol=1e-6):
-        raise ValueError(f"cannot map model-frame box {box_model.tolist()} back ({back.tolist()})")
-    return out
 
 
 def volume_rows(prompts: pd.DataFrame) -> pd.DataFrame:
@@ -162,7 +145,7 @@ class VolumeObject:
 
 
 def propagate_row(
-    model: Sam,
+    model: PromptableModel,
     cached: CaseEmbeddings,
     row: Mapping[str, Any],
     *,
@@ -170,21 +153,26 @@ def propagate_row(
     n_z: int,
     keep_logits: bool = False,
     box_rule: str = "auto",
+    image_zyx: np.ndarray | None = None,
 ) -> dict[int, SliceDecoding]:
     """``z -> SliceDecoding`` of one box3d prompt row, propagated from its middle slice
     ``z``; ``keep_logits`` keeps each slice's low-res logits (for corrective clicks);
     ``box_rule`` one of :data:`PROPAGATION_BOXES` (module docstring). Every
     ``SliceDecoding.box_xyxy`` is in the original frame (with ``resized``, the box whose
-    mapping is the model-frame box, :func:`model_box_to_original`)."""
+    mapping is the model-frame box, :meth:`PromptableModel.box_to_original`).
+
+    A model with ``"key_slice_box"`` among its native prompts propagates the row itself
+    (:func:`propagate_by_model`, on ``image_zyx``)."""
+    if "key_slice_box" in model.native_prompts:
+        return propagate_by_model(model, row, image_zyx=image_zyx)
     sizes = (cached.original_size, cached.input_size)
     decodings: dict[int, SliceDecoding] = {}
 
     def segment(z: int, box_xyxy: np.ndarray) -> np.ndarray:
         box = np.asarray(box_xyxy, dtype=np.float64)
-        decoded = decode_prompts(
-            model,
-            cached.embeddings[cached.index_of(z)],
-            [SamPrompt(box, NO_POINTS)],
+        decoded = model.decode(
+            cached.features(z),
+            [Prompt2D(box, NO_POINTS)],
             original_size=sizes[0],
             input_size=sizes[1],
             multimask=multimask,
@@ -203,7 +191,7 @@ def propagate_row(
             )
             if box_model is None:
                 return None
-            return model_box_to_original(model, box_model, cached.original_size)
+            return model.box_to_original(box_model, cached.original_size)
 
     box = np.array([row[c] for c in BOX_COLUMNS], dtype=np.float64)
     masks = propagate_box_3d(
@@ -217,8 +205,32 @@ def propagate_row(
     return {z: decodings[z] for z in masks}
 
 
+def propagate_by_model(
+    model: PromptableModel,
+    row: Mapping[str, Any],
+    *,
+    image_zyx: np.ndarray | None,
+) -> dict[int, SliceDecoding]:
+    """A box3d row propagated by the model's own protocol
+    (:meth:`PromptableModel.propagate_from_key_slice`): its box on its key slice ``z``
+    through its z range. Every slice's box is the row's box; its probabilities are the
+    mask (0 or 1), and no low-res logits are kept (corrective clicks decode without a
+    mask input: ``clicks3d.mask_input: false``)."""
+    if image_zyx is None:
+        raise ValueError(f"{model.kind}: propagation by the model needs the case's image")
+    box = np.array([row[c] for c in BOX_COLUMNS], dtype=np.float64)
+    z_range = (int(row["z_min"]), int(row["z_max"]))
+    masks = model.propagate_from_key_slice(
+        image_zyx, z=int(row["z"]), box_xyxy=box, z_range=z_range
+    )
+    return {
+        int(z): SliceDecoding(box.copy(), np.asarray(m, bool), np.asarray(m, np.float32))
+        for z, m in masks.items()
+    }
+
+
 def propagate_objects(
-    model: Sam,
+    model: PromptableModel,
     cached: CaseEmbeddings,
     rows: pd.DataFrame,
     *,
@@ -226,9 +238,11 @@ def propagate_objects(
     n_z: int,
     keep_logits: bool = False,
     box_rule: str = "auto",
+    image_zyx: np.ndarray | None = None,
 ) -> list[VolumeObject]:
     """Every object (``prompt_id``, in order of first row) of box3d ``rows``, each repeat
-    propagated (:func:`propagate_row`, ``box_rule``)."""
+    propagated (:func:`propagate_row`, ``box_rule``; ``image_zyx`` for a model that
+    propagates itself)."""
     objects = []
     for _, group in rows.groupby("prompt_id", sort=False):
         runs = [
@@ -240,6 +254,7 @@ def propagate_objects(
                 n_z=n_z,
                 keep_logits=keep_logits,
                 box_rule=box_rule,
+                image_zyx=image_zyx,
             )
             for row in group.to_dict("records")
         ]
@@ -249,7 +264,7 @@ def propagate_objects(
 
 
 def propagated_objects(
-    model: Sam,
+    model: PromptableModel,
     cached: CaseEmbeddings,
     rows: pd.DataFrame,
     *,
@@ -258,12 +273,20 @@ def propagated_objects(
     n_z: int,
     keep_probs: bool = False,
     box_rule: str = "auto",
+    image_zyx: np.ndarray | None = None,
 ) -> list[ObjectMask]:
     """Per-slice object masks of a case's box3d rows: each object's repeats propagated
-    (``box_rule``), then voted per slice by ``voting``. With ``keep_probs`` each mask keeps
-    the float16 mean of the probabilities of the repeats that reached its slice."""
+    (``box_rule``; ``image_zyx`` for a model that propagates itself), then voted per slice
+    by ``voting``. With ``keep_probs`` each mask keeps the float16 mean of the
+    probabilities of the repeats that reached its slice."""
     objects = propagate_objects(
-        model, cached, rows, multimask=multimask, n_z=n_z, box_rule=box_rule
+        model,
+        cached,
+        rows,
+        multimask=multimask,
+        n_z=n_z,
+        box_rule=box_rule,
+        image_zyx=image_zyx,
     )
     return [m for obj in objects for m in obj.masks(voting=voting, keep_probs=keep_probs)]
 
@@ -305,7 +328,7 @@ def _slab(masks: list[ObjectMask], z_lo: int, shape: tuple[int, ...]) -> np.ndar
 
 
 def click_slice(
-    model: Sam,
+    model: PromptableModel,
     cached: CaseEmbeddings,
     obj: VolumeObject,
     click_zyxl: tuple[int, int, int, int],
@@ -322,11 +345,13 @@ def click_slice(
     obj.points_zn3[z] = points
     reached = [run[z] for run in obj.runs if z in run]
     if mask_input and any(d.low_res_1hw is None for d in reached):
-        raise ValueError(f"slice {z}: no low-res logits kept (propagate with keep_logits)")
-    decoded = decode_prompts(
-        model,
-        cached.embeddings[cached.index_of(z)],
-        [SamPrompt(d.box_xyxy, points) for d in reached],
+        raise ValueError(
+            f"slice {z}: no low-res logits kept (propagate with keep_logits; a model that "
+            "propagates box3d prompts itself keeps none: set clicks3d.mask_input to false)"
+        )
+    decoded = model.decode(
+        cached.features(z),
+        [Prompt2D(d.box_xyxy, points) for d in reached],
         original_size=cached.original_size,
         input_size=cached.input_size,
         multimask=False,
@@ -341,7 +366,7 @@ def click_slice(
 
 
 def corrective_clicks(
-    model: Sam,
+    model: PromptableModel,
     cached: CaseEmbeddings,
     objects: list[VolumeObject],
     label_zyx: np.ndarray,
