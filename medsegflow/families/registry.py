@@ -26,6 +26,7 @@ BUILTIN: tuple[Family, ...] = (
     nnunet.FAMILY,
     sam3d.FAMILY,
     importlib.import_module("medsegflow.families.sam2").FAMILY,
+    importlib.import_module("medsegflow.families.nninteractive").FAMILY,
 )
 """The built-in families; a new one is added here (or registered by an entry point)."""
 
