@@ -205,11 +205,27 @@ def model_folder(config: Mapping[str, Any], method: str) -> str:
     return str(config["weights"][method_config(config, method)["weights"]])
 
 
+def checkpoint_file(config: Mapping[str, Any], method: str) -> str:
+    """The checkpoint the package will load from the method's folder: ``fold_<fold>/
+    <checkpoint_name>``, with ``fold: null`` the only ``fold_*`` folder (``fold_0`` when
+    there is not exactly one: :func:`missing_nninteractive_weights` names that)."""
+    spec = method_config(config, method)
+    folder = Path(model_folder(config, method)).expanduser()
+    fold = spec.get("fold")
+    if fold is None:
+        found = sorted(p.name for p in folder.glob("fold_*") if p.is_dir())
+        name = found[0] if len(found) == 1 else "fold_0"
+    else:
+        name = f"fold_{fold}"
+    return str(folder / name / (spec.get("checkpoint_name") or "checkpoint_final.pth"))
+
+
 def _inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
     return {
         **base_inputs(config, dataset, method),
         "data": paths.fill(paths.DATA_CASES, dataset=dataset),
         "model": model_folder(config, method),
+        "checkpoint": checkpoint_file(config, method),
     }
 
 
@@ -232,20 +248,27 @@ def check_nninteractive(config: Mapping[str, Any]) -> None:
 
 
 def missing_nninteractive_weights(config: Mapping[str, Any]) -> list[str]:
-    """One line per model folder a scored method needs that is not there."""
+    """One line per model folder a scored method needs that is not there or is incomplete
+    (no plans.json, dataset.json, capability file, fold folder or checkpoint)."""
+    from medsegflow.errors import InputError
+    from medsegflow.promptable.nninteractive_model import check_model_folder
+
     used = {m for _, m in dataset_method_pairs(config)}
     lines = []
     for method in nninteractive_methods(config):
         if method not in used:
             continue
-        key = config["methods"][method]["weights"]
+        spec = method_config(config, method)
+        key = spec["weights"]
         path = Path(str(config["weights"][key])).expanduser()
-        if not (path / "plans.json").is_file():
-            what = "folder not found" if not path.is_dir() else "no plans.json in the folder"
-            lines.append(
-                f"weights.{key}: nnInteractive model {what} at {path} (needed by "
-                f"methods.{method}); {WEIGHTS_SOURCE}"
+        try:
+            check_model_folder(
+                path,
+                fold=spec.get("fold"),
+                checkpoint_name=spec.get("checkpoint_name") or "checkpoint_final.pth",
             )
+        except InputError as err:
+            lines.append(f"weights.{key}: {err} (needed by methods.{method}); {WEIGHTS_SOURCE}")
     return lines
 
 

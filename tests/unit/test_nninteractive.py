@@ -255,13 +255,26 @@ def test_missing_model_folder_names_key_path_and_source(tmp_path, monkeypatch):
     config = {"weights": {"nnint": str(folder)}, "methods": {"nni": method}}
     monkeypatch.setattr(family, "dataset_method_pairs", lambda c: [("ct", "nni")])
     (line,) = family.missing_nninteractive_weights(config)
-    assert line.startswith(f"weights.nnint: nnInteractive model folder not found at {folder}")
+    assert line.startswith(f"weights.nnint: {folder}: nnInteractive model folder not found")
+    assert "(needed by methods.nni)" in line
     assert "Hugging Face MIC-DKFZ/nnInteractive" in line and "nnInteractive_v1.0" in line
     folder.mkdir()
     (line,) = family.missing_nninteractive_weights(config)
-    assert "no plans.json in the folder" in line
+    assert line.startswith(f"weights.nnint: {folder / 'plans.json'}: missing")
     write_tiny_model_folder(folder)
     assert family.missing_nninteractive_weights(config) == []
+    inputs = family.FAMILY.inputs(config, "ct", "nni")
+    assert inputs["model"] == str(folder)
+    assert inputs["checkpoint"] == str(folder / "fold_0" / "checkpoint_final.pth")
+    (folder / "fold_all").mkdir()  # two folds: fold: null is ambiguous
+    (line,) = family.missing_nninteractive_weights(config)
+    assert "the fold is inferred only from exactly one fold_* folder" in line
+    config["methods"]["nni"] = {**method, "fold": "all"}
+    (line,) = family.missing_nninteractive_weights(config)
+    assert line.startswith(f"weights.nnint: {folder / 'fold_all' / 'checkpoint_final.pth'}")
+    assert family.FAMILY.inputs(config, "ct", "nni")["checkpoint"] == str(
+        folder / "fold_all" / "checkpoint_final.pth"
+    )
 
 
 @pytest.fixture(scope="module")
