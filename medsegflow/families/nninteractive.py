@@ -188,8 +188,20 @@ def predict_nninteractive(job: PredictJob) -> pd.DataFrame:
         model,
         options=options,
         desc=f"{job.method_name} (nnInteractive)",
+        check_image=check_image,
         first_interaction=first_interaction,
     )
+
+
+def check_image(image: Any, path: Path) -> None:
+    """:class:`InputError` naming the image when it is all zeros: the package normalises
+    over the nonzero region and stops on such an image."""
+    from medsegflow.errors import InputError
+
+    if not np.any(image.array_zyx):
+        raise InputError(
+            f"{path}: the image is all zeros; nnInteractive normalises over its nonzero region"
+        )
 
 
 # --- planning ---------------------------------------------------------------------------

@@ -356,3 +356,12 @@ def test_predictor_with_a_prompt_set_sends_key_slice_boxes(dataset, folders, mon
     assert all(i.kind == "points3d" for i in seen[1:])
     volumes, _, first_click = read_click_volumes(click_volumes_path(job.out_dir, "c1"), SHAPE)
     assert first_click == 0 and volumes.shape[0] == 2 and set(np.unique(volumes)) <= {0, 1}
+
+
+def test_an_all_zero_image_is_one_line_naming_it(tmp_path, model):
+    path = tmp_path / "zeros.nii.gz"
+    with pytest.raises(InputError, match=f"^{path}: the image is all zeros"):
+        family.check_image(Volume(np.zeros(SHAPE, np.int16), Geometry((1.0, 1.0, 1.0))), path)
+    family.check_image(Volume(_image().astype(np.int16), Geometry((1.0, 1.0, 1.0))), path)
+    with pytest.raises(InputError, match="all zeros"):
+        model.start_session(np.zeros(SHAPE, np.float32), spacing_zyx=(1.0, 1.0, 1.0))
