@@ -86,13 +86,16 @@ def oracle_scribble(
     connectivity as the click rule), on that component's largest (or middle) axial
     slice, along the skeleton of the component's largest 2D part there
     (``skimage.morphology.skeletonize``), thickened in-plane to ``thickness`` pixels and
-    kept inside the part. Positive where the part is reference foreground. An oracle: it
-    reads the reference."""
+    kept inside the part. Its sign is the click rule's: positive when the part's deepest
+    pixel (:func:`medsegflow.prompts.clicks.deepest_index`) is reference foreground, and
+    the part is then cut to the pixels of that sign (a missed region and a false positive
+    can touch). An oracle: it reads the reference."""
     from scipy import ndimage
     from skimage.morphology import skeletonize
 
+    from medsegflow.components import largest_component
     from medsegflow.promptable.interface import Interaction
-    from medsegflow.prompts.clicks import largest_error_region
+    from medsegflow.prompts.clicks import deepest_index, largest_error_region
 
     reference = np.asarray(reference_zyx, dtype=bool)
     prediction = np.zeros_like(reference) if prediction_zyx is None else prediction_zyx
@@ -100,6 +103,8 @@ def oracle_scribble(
     if region is None:
         raise ValueError("oracle_scribble: the prediction equals the reference")
     z, part = _slice_component(region, slice_rule)
+    positive = bool(reference[z][deepest_index(part)])
+    part = largest_component(part & (reference[z] == positive))
     line = skeletonize(part)
     if not line.any():  # a part too thin to skeletonize is its own scribble
         line = part
@@ -107,7 +112,6 @@ def oracle_scribble(
         line = ndimage.binary_dilation(line, np.ones((thickness, thickness), bool)) & part
     mask = np.zeros_like(reference)
     mask[z] = line
-    positive = bool(reference[z][part].any())
     return Interaction(kind="scribble", positive=positive, mask_zyx=mask, z=z)
 
 

@@ -203,6 +203,13 @@ def test_oracle_scribble_is_a_thin_line_inside_the_error():
     negative = family.oracle_scribble(reference, prediction, slice_rule="middle")
     assert not negative.positive and negative.z == 3
     assert (negative.mask_zyx <= prediction & ~reference).all() and negative.mask_zyx.any()
+    # a shifted prediction: the miss and the false positive touch, one error component;
+    # the scribble keeps the sign of its deepest pixel and only pixels of that sign
+    beside = np.zeros(SHAPE, bool)
+    beside[6:14, 12:28, 30:40] = True  # touches the object's side: one error component
+    scribble = family.oracle_scribble(reference, beside)
+    assert scribble.positive and scribble.mask_zyx.any()
+    assert (scribble.mask_zyx <= reference).all()  # none of it on the false positive
     with pytest.raises(ValueError, match="equals the reference"):
         family.oracle_scribble(reference, reference)
 
