@@ -152,14 +152,24 @@ def decoder_attentions(model: Sam) -> list[nn.Module]:
 
 
 def add_lora(model: Sam, settings: Mapping[str, Any]) -> None:
-    """Insert LoRA (card entry ``{"kind": "lora", "rank", "alpha", "targets"}``) in place."""
+    """Insert LoRA (card entry ``{"kind": "lora", "rank", "alpha", "targets"}``, and
+    ``layers``: the image-encoder blocks that get it, SAMed's ``lora_layer``; absent or
+    None: every block) in place."""
     rank, alpha = int(settings["rank"]), float(settings.get("alpha", settings["rank"]))
     targets = list(settings.get("targets", ["encoder_qv"]))
     unknown = [t for t in targets if t not in LORA_TARGETS]
     if unknown or rank < 1:
         raise ValueError(f"lora: rank {rank}, targets {targets}; known targets {LORA_TARGETS}")
     if "encoder_qv" in targets:
-        for attn in encoder_attentions(model):
+        attentions = encoder_attentions(model)
+        layers = settings.get("layers")
+        chosen = range(len(attentions)) if layers is None else sorted({int(i) for i in layers})
+        if any(not 0 <= i < len(attentions) for i in chosen):
+            raise ValueError(
+                f"lora: layers {list(chosen)}; the encoder has blocks 0..{len(attentions) - 1}"
+            )
+        for index in chosen:
+            attn = attentions[index]
             rows = _qkv_rows(attn, attn.qkv.out_features)
             attn.qkv = LoRALinear(attn.qkv, rows, rank=rank, alpha=alpha)
     if "decoder_qv" in targets:

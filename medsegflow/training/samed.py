@@ -4,7 +4,8 @@ As hitachinsk/SAMed ``train.py``/``trainer.py`` @ f3c4b44 train it on Synapse: t
 SAM becomes a semantic SAM (:mod:`medsegflow.models.semantic_sam`: one decoder output per
 class plus background, SAMed's input recipe), LoRA of rank ``r`` (default 4) goes on the
 query and value rows of every image-encoder attention (``decoder_lora`` adds SAMed_s's
-LoRA in the mask decoder), the rest of the image encoder is frozen, and the prompt
+LoRA in the mask decoder; ``lora_layers``, SAMed's ``lora_layer``, limits the encoder's
+LoRA to those blocks), the rest of the image encoder is frozen, and the prompt
 encoder and mask decoder are trained (SAMed_s: the decoder's transformer only through its
 LoRA). No prompt: the decoder's default embeddings. Loss ``0.2 * CE + 0.8 * Dice``
 (softmax, every channel) on the low-resolution logits against the label map; AdamW
@@ -56,14 +57,18 @@ def resolve_classes(pairs: TrainingPairs, classes: Sequence[str] | None) -> list
 
 
 def lora_module(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The card entry of SAMed's LoRA; ``layers`` only when ``lora_layers`` chooses blocks."""
     targets = ["encoder_qv"] + (["decoder_qv"] if settings["decoder_lora"] else [])
     rank = int(settings["rank"])
-    return {
+    module = {
         "kind": "lora",
         "rank": rank,
         "alpha": float(settings["alpha"] or rank),
         "targets": targets,
     }
+    if settings.get("lora_layers") is not None:
+        module["layers"] = sorted({int(i) for i in settings["lora_layers"]})
+    return module
 
 
 def samed_trainable(name: str, *, decoder_lora: bool) -> bool:

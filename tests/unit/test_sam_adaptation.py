@@ -10,7 +10,7 @@ import torch
 
 from medsegflow.models.sam_adapters import is_adapter_parameter
 from medsegflow.models.sam_archs import build_sam
-from medsegflow.models.sam_lora import LoRALinear, lora_layers, merge_lora
+from medsegflow.models.sam_lora import LoRALinear, encoder_attentions, lora_layers, merge_lora
 from medsegflow.models.sam_modules import apply_modules
 from medsegflow.models.semantic_sam import decode_semantic, semantic_spec
 from medsegflow.training.samed import samed_trainable
@@ -96,6 +96,19 @@ def test_lora_rows_are_query_and_value_only(base):
         dim = layer.in_features
         assert torch.equal(layer.rows_q, torch.arange(dim))
         assert torch.equal(layer.rows_v, torch.arange(2 * dim, 3 * dim))
+
+
+def test_lora_layers_choose_the_encoder_blocks(base):
+    """SAMed's ``lora_layer``: only the chosen blocks get LoRA; a block index the encoder
+    lacks is one clear error."""
+    model, _ = base
+    n_blocks = len(encoder_attentions(model))
+    last = {**LORA, "targets": ["encoder_qv"], "layers": [n_blocks - 1]}
+    adapted = apply_modules(copy.deepcopy(model), [last], source="t")
+    adapted_blocks = [isinstance(a.qkv, LoRALinear) for a in encoder_attentions(adapted)]
+    assert adapted_blocks == [False] * (n_blocks - 1) + [True]
+    with pytest.raises(ValueError, match=f"blocks 0..{n_blocks - 1}"):
+        apply_modules(copy.deepcopy(model), [{**last, "layers": [n_blocks]}], source="t")
 
 
 def test_merged_lora_predicts_what_the_unmerged_model_does(base):
