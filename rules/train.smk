@@ -14,6 +14,9 @@ rule train_sam_model:
         "logs/train_sam_model/{model}.log",
     benchmark:
         "benchmarks/train_sam_model/{model}.tsv"
+    # each model heads a chain (training, embedding or SAMed's own encoding, prediction,
+    # scoring): started first, the chains end before the cheap jobs do (demo wall time)
+    priority: 10
     conda:
         "../envs/torch.yaml"
     threads: get_sam_train_threads
