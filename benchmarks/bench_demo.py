@@ -8,7 +8,11 @@ Runs ``snakemake --cores <cores> all`` on the embedded ``config.yaml`` in a scra
   jobs, summed and longest job seconds, summed CPU seconds, peak memory;
 - a machine-speed baseline measured in the same process before the run (LiteMedSAM's
   image encoder on one 256 x 256 slice, 1 thread, best of 3), and the run's wall time in
-  units of that baseline, which compares runs on machines of different speed.
+  units of that baseline, which compares runs on machines of different speed;
+- the CPU seconds of the whole run (Snakemake and every job, from the kernel's
+  accounting of the finished child processes: the jobs' ``benchmark:`` files sample
+  their CPU time and miss short jobs and the work between samples), and the machine's
+  load average before and after, which says how much other work shared the cores.
 
 Run from the repository root after the set-up of README command 1::
 
@@ -18,6 +22,8 @@ Run from the repository root after the set-up of README command 1::
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -96,9 +102,14 @@ def main() -> int:
     shutil.rmtree(workdir / "benchmarks", ignore_errors=True)
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--cores", str(args.cores), "all"]
     cmd += ["--configfile", str(REPO / "config.yaml")]
+    load_before = os.getloadavg()
+    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     result = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, encoding="utf-8")
     wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (usage.ru_utime - usage_before.ru_utime) + (usage.ru_stime - usage_before.ru_stime)
+    load_after = os.getloadavg()
     if result.returncode != 0:
         print(result.stdout[-2000:] + result.stderr[-4000:], file=sys.stderr)
         return 1
@@ -108,6 +119,12 @@ def main() -> int:
     print(
         f"\nbenchmarked jobs: {int(table['jobs'].sum())}, their seconds summed: "
         f"{table['sum_s'].sum():.0f} s (jobs overlap on several cores)"
+    )
+    print(
+        f"CPU seconds of the whole run (Snakemake and its jobs): {cpu:.0f} s "
+        f"({cpu / wall:.2f} cores busy on average, of {os.cpu_count()}); load average "
+        f"(1, 5, 15 min) before {', '.join(f'{v:.1f}' for v in load_before)}, "
+        f"after {', '.join(f'{v:.1f}' for v in load_after)}"
     )
     print(
         f"demo wall time: {wall:.0f} s = {wall / 60:.1f} min; "
