@@ -237,12 +237,18 @@ def checkpoint_file(config: Mapping[str, Any], method: str) -> str:
 
 
 def _inputs(config: Mapping[str, Any], dataset: str, method: str) -> dict[str, str]:
-    return {
+    """The shared inputs, the canonical cases, the model folder and, when it is there, its
+    checkpoint (which the cost table counts). A missing folder or checkpoint stops a real
+    run before any job (:func:`missing_nninteractive_weights`); a dry-run plans without."""
+    inputs = {
         **base_inputs(config, dataset, method),
         "data": paths.fill(paths.DATA_CASES, dataset=dataset),
         "model": model_folder(config, method),
-        "checkpoint": checkpoint_file(config, method),
     }
+    checkpoint = checkpoint_file(config, method)
+    if Path(checkpoint).is_file():
+        inputs["checkpoint"] = checkpoint
+    return inputs
 
 
 def check_nninteractive(config: Mapping[str, Any]) -> None:

@@ -265,6 +265,8 @@ def test_missing_model_folder_names_key_path_and_source(tmp_path, monkeypatch):
     assert line.startswith(f"weights.nnint: {folder}: nnInteractive model folder not found")
     assert "(needed by methods.nni)" in line
     assert "Hugging Face MIC-DKFZ/nnInteractive" in line and "nnInteractive_v1.0" in line
+    # a dry-run plans without the folder (the workflow drops it) and its checkpoint
+    assert "checkpoint" not in family.FAMILY.inputs(config, "ct", "nni")
     folder.mkdir()
     (line,) = family.missing_nninteractive_weights(config)
     assert line.startswith(f"weights.nnint: {folder / 'plans.json'}: missing")
