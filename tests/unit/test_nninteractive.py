@@ -281,9 +281,10 @@ def test_missing_model_folder_names_key_path_and_source(tmp_path, monkeypatch):
     config["methods"]["nni"] = {**method, "fold": "all"}
     (line,) = family.missing_nninteractive_weights(config)
     assert line.startswith(f"weights.nnint: {folder / 'fold_all' / 'checkpoint_final.pth'}")
-    assert family.FAMILY.inputs(config, "ct", "nni")["checkpoint"] == str(
+    assert family.checkpoint_file(config, "nni") == str(
         folder / "fold_all" / "checkpoint_final.pth"
     )
+    assert "checkpoint" not in family.FAMILY.inputs(config, "ct", "nni")  # not there yet
 
 
 @pytest.fixture(scope="module")
