@@ -27,8 +27,8 @@ from sam_conformance import REPO, ConfiguredModel, embed_through_cache
 from medsegflow import planning
 from medsegflow.config import load_config
 from medsegflow.errors import InputError
+from medsegflow.families.registry import family_named
 from medsegflow.models.input_recipes import MEDSA_THRESHOLDS, MedsaRecipe
-from medsegflow.models.sam_loader import load_sam_model
 from medsegflow.promptable.interface import Prompt2D
 from medsegflow.promptable.sam_model import decode_prompts
 from medsegflow.threads import limit_threads
@@ -80,8 +80,14 @@ def _configured(medsa, out, arch=None, **train) -> ConfiguredModel:
         seed=config["seed"],
         checkpoint=planning.sam_train_inputs(config, NAME)["released"],
     )
-    model, device = load_sam_model(out, arch=arch, device="cpu")
-    return ConfiguredModel(NAME, config, arch, str(out), entry["precision"], model, device)
+    built = (
+        family_named(entry["family"])
+        .promptable()
+        .build({**entry, "arch": arch}, out, device="cpu", precision=entry["precision"])
+    )
+    return ConfiguredModel(
+        NAME, config, arch, str(out), entry["precision"], built.net, built.device, built
+    )
 
 
 @pytest.fixture(scope="module")
