@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from medsegflow.errors import ConfigError
-from medsegflow.families.registry import complete_method, method_schema
+from medsegflow.families.registry import complete_method, method_schema, sam_model_schema
 from medsegflow.schema import CONFIG_SCHEMA, first_problem, read_schema
 from medsegflow.workflow import check_config
 
@@ -26,9 +26,12 @@ ABLATION_SEPARATOR = "__"
 
 def config_schema() -> dict[str, Any]:
     """The config schema (``medsegflow/schemas/config.schema.yaml``) with its ``method`` definition
-    generated from the family registry (:func:`medsegflow.families.method_schema`)."""
+    and its ``sam_models`` entries generated from the family registry
+    (:func:`medsegflow.families.method_schema`,
+    :func:`~medsegflow.families.registry.sam_model_schema`)."""
     schema = copy.deepcopy(read_schema(CONFIG_SCHEMA))
     schema["$defs"]["method"] = method_schema()
+    schema["properties"]["sam_models"]["additionalProperties"] = sam_model_schema()
     return schema
 
 

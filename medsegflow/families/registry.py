@@ -11,7 +11,7 @@ from typing import Any
 from medsegflow.errors import ConfigError
 from medsegflow.families import classical, nnunet, sam, sam3d, sam_auto, sam_semantic, text_sam
 from medsegflow.families.family import Config, Family
-from medsegflow.schema import complete
+from medsegflow.schema import complete, read_schema, schema_uri
 
 ENTRY_POINT_GROUP = "medsegflow.families"
 
@@ -96,6 +96,40 @@ def method_schema() -> dict[str, Any]:
             for name, family in FAMILIES.items()
         ],
     }
+
+
+SAM_MODEL_DEF = "sam_model"
+"""The ``$defs`` entry of a promptable family's schema file that checks its own
+``sam_models`` entries (keys other than SAM's, e.g. a package config)."""
+
+
+def sam_model_schema() -> dict[str, Any]:
+    """The JSON schema of one ``sam_models`` entry: a promptable family whose schema file
+    defines ``$defs/sam_model`` checks (and fills the defaults of) the entries naming it
+    as ``family``; every other entry is a SAM entry (``sam_models.schema.yaml``)."""
+    own = {
+        name: family
+        for name, family in FAMILIES.items()
+        if family.promptable is not None
+        and SAM_MODEL_DEF in read_schema(family.schema).get("$defs", {})
+    }
+    sam = {"$ref": schema_uri("sam_models.schema.yaml", f"/$defs/{SAM_MODEL_DEF}")}
+    if not own:
+        return sam
+    branches: list[dict[str, Any]] = [
+        {
+            "if": {"properties": {"family": {"const": name}}, "required": ["family"]},
+            "then": {"$ref": f"{family.schema_uri}#/$defs/{SAM_MODEL_DEF}"},
+        }
+        for name, family in own.items()
+    ]
+    branches.append(
+        {
+            "if": {"properties": {"family": {"enum": sorted(own)}}, "required": ["family"]},
+            "else": sam,
+        }
+    )
+    return {"type": "object", "allOf": branches}
 
 
 def complete_method(method: Mapping[str, Any], method_name: str = "<method>") -> dict[str, Any]:

@@ -77,3 +77,30 @@ def test_a_missing_checkpoint_is_one_line_with_its_official_source(tmp_path, mon
     assert "facebookresearch/sam2" in line and "sam2.1_hiera_tiny.pt" in line
     (tmp_path / "sam2.1_hiera_tiny.pt").write_bytes(b"x")
     assert sam2.missing_sam2_weights(config) == []
+
+
+def test_the_config_checks_sam2_entries_by_the_familys_schema(repo_root):
+    import copy
+
+    import yaml
+
+    from medsegflow.config import validate_config
+
+    config = yaml.safe_load((repo_root / "config.yaml").read_text(encoding="utf-8"))
+    config.setdefault("weights", {})["medsam2"] = "/data/MedSAM2_latest.pt"
+    entry = {"family": "sam2", "config": "configs/sam2.1/sam2.1_hiera_t.yaml", "weights": "medsam2"}
+    config["sam_models"]["medsam2"] = entry
+    done = validate_config(config)
+    assert done["sam_models"]["medsam2"]["overrides"] == []
+    assert done["sam_models"]["medsam2"]["arch"] == "sam2"
+    sam_entries = [m for m in done["sam_models"].values() if m["family"] == "sam"]
+    assert sam_entries and all("embed_batch_size" in m for m in sam_entries)
+    for bad, problem in (
+        ({k: v for k, v in entry.items() if k != "config"}, "'config' is a required property"),
+        ({**entry, "family": "sam"}, "config: unknown key"),
+        ({**entry, "depth": 3}, "depth: unknown key"),
+    ):
+        config = copy.deepcopy(config)
+        config["sam_models"]["medsam2"] = bad
+        with pytest.raises(ConfigError, match=rf"sam_models\.medsam2.*{problem}"):
+            validate_config(config)
