@@ -104,3 +104,25 @@ def test_the_config_checks_sam2_entries_by_the_familys_schema(repo_root):
         config["sam_models"]["medsam2"] = bad
         with pytest.raises(ConfigError, match=rf"sam_models\.medsam2.*{problem}"):
             validate_config(config)
+
+
+def test_the_run_names_a_missing_sam2_checkpoint_once_with_its_source(repo_root):
+    import yaml
+
+    from medsegflow.config import validate_config
+    from medsegflow.workflow import missing_weights
+
+    config = yaml.safe_load((repo_root / "config.yaml").read_text(encoding="utf-8"))
+    config.setdefault("weights", {})["medsam2"] = "/nonexistent/MedSAM2_latest.pt"
+    config["sam_models"]["medsam2"] = {
+        "family": "sam2",
+        "config": "configs/sam2.1/sam2.1_hiera_t.yaml",
+        "weights": "medsam2",
+    }
+    box3d = next(k for k, v in config["prompts"].items() if v.get("type") == "box3d")
+    config["methods"]["medsam2_video"] = {"family": "sam2", "model": "medsam2", "prompts": box3d}
+    lines = [line for line in missing_weights(validate_config(config)) if "medsam2" in line]
+    assert lines == [
+        "weights.medsam2: file not found at /nonexistent/MedSAM2_latest.pt (needed by "
+        f"sam_models.medsam2); {sam2.MEDSAM2_SOURCE}"
+    ]
