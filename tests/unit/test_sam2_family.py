@@ -126,3 +126,39 @@ def test_the_run_names_a_missing_sam2_checkpoint_once_with_its_source(repo_root)
         "weights.medsam2: file not found at /nonexistent/MedSAM2_latest.pt (needed by "
         f"sam_models.medsam2); {sam2.MEDSAM2_SOURCE}"
     ]
+
+
+def test_a_sam2_method_plans_through_the_shared_rules(repo_root, tmp_path, snakemake):
+    import yaml
+
+    config = yaml.safe_load((repo_root / "config.yaml").read_text(encoding="utf-8"))
+    weights = tmp_path / "MedSAM2_latest.pt"
+    weights.write_bytes(b"dry-run only")
+    config.setdefault("weights", {})["medsam2"] = str(weights)
+    config["sam_models"]["medsam2"] = {
+        "family": "sam2",
+        "config": "configs/sam2.1/sam2.1_hiera_t.yaml",
+        "overrides": ["++model.image_size=512"],
+        "weights": "medsam2",
+    }
+    box3d = next(k for k, v in config["prompts"].items() if v.get("type") == "box3d")
+    config["methods"] = {
+        "medsam2_video": {"family": "sam2", "model": "medsam2", "prompts": box3d},
+        "medsam2_harness": {
+            "family": "sam2",
+            "model": "medsam2",
+            "prompts": box3d,
+            "propagation": "harness",
+        },
+    }
+    config["ablations"] = {}
+    for dataset in config["datasets"].values():
+        dataset["methods"] = list(config["methods"])
+        dataset.pop("exclude_methods", None)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    result = snakemake(["-n"], cwd=tmp_path, config=path, check=True)
+    counts = snakemake.job_counts(result.stdout)
+    n_datasets = len(config["datasets"])
+    assert counts["embed_images"] == n_datasets  # one cache of medsam2 per dataset
+    assert counts["predict_method"] == 2 * n_datasets
