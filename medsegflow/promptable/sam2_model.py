@@ -150,11 +150,12 @@ def build_sam2_network(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
+            level = logging.root.manager.disable
             logging.disable(logging.ERROR)  # the loader logs the key lists before raising
             try:
                 _load_checkpoint(model, str(path))
             finally:
-                logging.disable(logging.NOTSET)
+                logging.disable(level)
     except Exception:
         raise InputError(
             f"{path}: not a SAM 2 checkpoint of config {config}: {_checkpoint_problem(path, model)}"
