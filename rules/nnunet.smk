@@ -57,7 +57,6 @@ rule plan_nnunet_dataset:
         "logs/plan_nnunet_dataset/{dataset}/{labels}.log",
     benchmark:
         "benchmarks/plan_nnunet_dataset/{dataset}/{labels}.tsv"
-    priority: 10
     conda:
         "../envs/nnunet.yaml"
     threads: get_nnunet_plan_threads
@@ -80,7 +79,6 @@ rule train_nnunet:
         "logs/train_nnunet/{dataset}/{method}.log",
     benchmark:
         "benchmarks/train_nnunet/{dataset}/{method}.tsv"
-    priority: 10  # the end of the longest chain (weak labels: CLIP, saliency, SAM, nnU-Net)
     conda:
         "../envs/nnunet.yaml"
     threads: get_nnunet_threads
