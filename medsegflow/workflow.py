@@ -340,7 +340,7 @@ def missing_weights(config: Mapping[str, Any]) -> list[str]:
         if family.missing_weights:
             lines += family.missing_weights(config)
     for model in sam_models_used(config):
-        owner = FAMILIES.get(sam_model(config, model).get("family", "sam"))
+        owner = FAMILIES.get(sam_model(config, model).get("family"))
         if owner is not None and owner.missing_weights:
             continue  # its family names its models' files and their sources itself
         train = sam_model(config, model)["train"]
