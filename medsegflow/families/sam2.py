@@ -87,8 +87,8 @@ def official_source(path: str | Path) -> str:
 
 def check_sam2(config: Mapping[str, Any]) -> None:
     """:class:`ConfigError` naming the key: a method's model must be a ``sam_models``
-    entry of family sam2; corrective 3D clicks need a box3d prompt set and no 2D
-    click rounds."""
+    entry of family sam2; corrective 3D clicks need a box3d prompt set, no 2D click
+    rounds and, after the video protocol, ``clicks3d.mask_input: false``."""
     prompts = config.get("prompts") or {}
     models = config.get("sam_models") or {}
     for method in sam2_methods(config):
@@ -112,6 +112,12 @@ def check_sam2(config: Mapping[str, Any]) -> None:
                 )
             if (spec.get("clicks") or {}).get("rounds", 0):
                 raise ConfigError(f"{key}.clicks3d.n: set {key}.clicks.rounds to 0 with 3D clicks")
+            video = spec.get("propagation", "video") == "video"
+            if video and (spec.get("clicks3d") or {}).get("mask_input", True):
+                raise ConfigError(
+                    f"{key}.clicks3d.mask_input: set it to false with propagation video (the "
+                    "video predictor keeps no image-predictor logits to feed back)"
+                )
 
 
 def missing_sam2_weights(config: Mapping[str, Any]) -> list[str]:

@@ -64,6 +64,11 @@ def test_checks_name_the_key(tmp_path):
     config = _config(tmp_path, prompts="boxes", clicks3d={"n": 2})
     with pytest.raises(ConfigError, match=r"methods\.m\.clicks3d\.n: .*box3d"):
         sam2.check_sam2(config)
+    config = _config(tmp_path, clicks3d={"n": 2, "mask_input": True})
+    with pytest.raises(ConfigError, match=r"methods\.m\.clicks3d\.mask_input: set it to false"):
+        sam2.check_sam2(config)
+    sam2.check_sam2(_config(tmp_path, clicks3d={"n": 2, "mask_input": False}))
+    sam2.check_sam2(_config(tmp_path, clicks3d={"n": 2}, propagation="harness"))
 
 
 def test_a_missing_checkpoint_is_one_line_with_its_official_source(tmp_path, monkeypatch):
