@@ -74,9 +74,9 @@ def workspace(tmp_path_factory):
     return {"root": root, "inputs": inputs, "model": model}
 
 
-def _predict(workspace, prompts: str, **keys) -> np.ndarray:
+def _predict(workspace, prompts: str, name: str | None = None, **keys) -> np.ndarray:
     root = workspace["root"]
-    name = f"{prompts}_{'_'.join(map(str, keys.values())) or 'default'}"
+    name = name or f"{prompts}_{'_'.join(map(str, keys.values())) or 'default'}"
     method = complete_method({"family": "sam2", "model": "m", "prompts": prompts, **keys}, "m")
     job = PredictJob(
         method=method,
@@ -112,3 +112,16 @@ def test_harness_propagation_and_2d_boxes_decode_the_cache(workspace):
     assert set(np.unique(boxes)) <= {0, 1} and boxes[1:4].any()
     # the key slice's box decoded alone is what the harness's propagation starts from
     np.testing.assert_array_equal(harness[2], boxes[2])
+
+
+def test_corrective_clicks_follow_the_video_protocol(workspace):
+    from medsegflow.interactive import click_volumes_path, read_click_volumes
+
+    video = _predict(workspace, "b3", propagation="video")
+    clicked = _predict(workspace, "b3", name="b3_clicks", clicks3d={"n": 2, "mask_input": False})
+    labels, clicks, _ = read_click_volumes(
+        click_volumes_path(workspace["root"] / "b3_clicks", "c1"), SHAPE
+    )
+    assert len(labels) == 1 + len(clicks) and 1 <= len(clicks) <= 2  # propagation, clicks
+    np.testing.assert_array_equal(labels[0], video)  # step 0: the video protocol
+    np.testing.assert_array_equal(labels[-1], clicked)
