@@ -238,32 +238,43 @@ def phantom_pairs(
     seed: int,
     crops_per_image: int,
     crop_fraction: float,
+    lesion_free: bool = False,
 ) -> list[dict[str, Any]]:
     """Caption rows of ``n`` extra phantoms of a ``phantom`` dataset (``dataset_spec``:
     its config entry, ``params`` and ``window``), generated with the dataset's own params
     but ids and seeds of their own (:func:`medsegflow.datasets.phantom.extra_cases`, split
     ``train``), normalised to uint8 as the dataset's images are; every slice of a 3D
     phantom is used. Phantoms are cheap: this is how a CLIP trained from scratch gets
-    enough pairs to learn where a structure is."""
+    enough pairs to learn where a structure is.
+
+    ``lesion_free`` (ultrasound phantoms): each extra phantom also comes without its
+    lesion (the same background, distractors and speckle; id ``<id>_free``, whole image
+    only) with its own caption ("Breast ultrasound with no lesion."): the pair differs
+    from the lesion image only where the lesion is, the hard negative that teaches a CLIP
+    trained from scratch which pixels its lesion caption is about."""
     from medsegflow.datasets.phantom import extra_cases
     from medsegflow.preprocess.intensity import normalise_intensity
 
+    params = dataset_spec.get("params") or {}
+    sources = [(s, crops_per_image, "") for s in extra_cases(params, seed=seed, n=n, prefix="clip")]
+    if lesion_free:
+        twins = extra_cases(params, seed=seed, n=n, prefix="clip", lesion=False)
+        sources += [(s, 0, "_free") for s in twins]
     rows: list[dict[str, Any]] = []
-    sources = extra_cases(dataset_spec.get("params") or {}, seed=seed, n=n, prefix="clip")
-    for source in tqdm(sources, desc=f"phantom pairs {dataset}", unit="case"):
+    for source, crops, suffix in tqdm(sources, desc=f"phantom pairs {dataset}", unit="case"):
         case = source.load()
         image_zyx = normalise_intensity(
             case.image.array_zyx, modality=case.modality, window=dataset_spec.get("window")
         )
         rows += _image_pairs(
-            {"dataset": dataset, "case_id": case.case_id, "split": case.split},
+            {"dataset": dataset, "case_id": case.case_id + suffix, "split": case.split},
             image_zyx,
             case.label.array_zyx,
             caption=case.caption,
             modality=case.modality,
             z_values=range(image_zyx.shape[0]),
             names=names,
-            crops_per_image=crops_per_image,
+            crops_per_image=crops,
             crop_fraction=crop_fraction,
             seed=seed,
         )
@@ -280,6 +291,7 @@ def make_caption_table(
     crop_fraction: float = 0.5,
     phantoms: Mapping[str, Mapping[str, Any]] | None = None,
     phantom_images: int = 0,
+    lesion_free: bool = False,
 ) -> pd.DataFrame:
     """Write the caption pairs of ``datasets`` into ``out_dir`` (module docstring).
 
@@ -338,6 +350,7 @@ def make_caption_table(
                 seed=seed,
                 crops_per_image=crops_per_image,
                 crop_fraction=crop_fraction,
+                lesion_free=lesion_free,
             )
     if not rows:
         raise InputError(
@@ -395,4 +408,5 @@ def make_clip_captions(
         crop_fraction=float(block["crop_fraction"]),
         phantoms=phantoms,
         phantom_images=int(block.get("phantom_images", 0)),
+        lesion_free=bool(block.get("lesion_free", False)),
     )

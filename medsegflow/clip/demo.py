@@ -66,6 +66,7 @@ DEMO_ARCH: dict[str, Any] = {
     "embed_dim": 64,
     "context_length": 32,
     "text_pooler": "mean_pooler",
+    "vision_pool": "tok",
 }
 """Defaults of :func:`build_demo_clip` (about 0.7 M parameters with the phantoms'
 vocabulary; an 8 x 8 patch grid)."""
@@ -114,6 +115,7 @@ def build_demo_clip(
     embed_dim: int = DEMO_ARCH["embed_dim"],
     context_length: int = DEMO_ARCH["context_length"],
     text_pooler: str = DEMO_ARCH["text_pooler"],
+    vision_pool: str = DEMO_ARCH["vision_pool"],
     seed: int = 0,
 ) -> ClipBundle:
     """A randomly initialised demo CLIP (seeded with ``seed``) whose tokenizer knows
@@ -137,6 +139,7 @@ def build_demo_clip(
             "width": vision_width,
             "layers": vision_layers,
             "head_width": vision_head_width,
+            "pool_type": vision_pool,
         },
         "text_cfg": {
             "hf_model_name": DEMO_TEXT_NAME,

@@ -47,9 +47,16 @@ TRAIN_SCHEMA = "config.schema.yaml#/$defs/clip_train"
 FINETUNE_SCHEMA = "config.schema.yaml#/$defs/clip_finetune"
 """Fine-tuning downloaded weights (``clip_models.<name>.finetune``): DHN-NCE with
 MedCLIP-SAMv2's loss settings; a small learning rate keeps the pretrained features."""
-CAPTION_KEYS = ("datasets", "splits", "crops_per_image", "crop_fraction", "phantom_images")
+CAPTION_KEYS = (
+    "datasets",
+    "splits",
+    "crops_per_image",
+    "crop_fraction",
+    "phantom_images",
+    "lesion_free",
+)
 """Keys of the same config block used by the caption stage, not by training."""
-ARCH_KEYS = ("image_size",)
+ARCH_KEYS = ("image_size", "vision_pool")
 """Keys of the block that shape the demo CLIP (there is none when fine-tuning: the input
 size of a downloaded model is fixed by its weights)."""
 
@@ -237,7 +244,8 @@ def train_demo_clip(
 
     Args:
         train: the complete ``clip_models.<name>.train`` block (:func:`training_block`).
-        arch: overrides of :data:`~medsegflow.clip.demo.DEMO_ARCH` (over ``image_size``).
+        arch: overrides of :data:`~medsegflow.clip.demo.DEMO_ARCH` (over the block's
+            ``image_size`` and ``vision_pool``).
     """
     shape = {k: train[k] for k in ARCH_KEYS}
     vocabulary = [*caption_words(captions_csv), *words]

@@ -165,14 +165,20 @@ def build(params: Mapping[str, Any], *, seed: int) -> AdapterResult:
     return AdapterResult(dict(CT_LABEL_MAP if cfg.kind == "ct" else US_LABEL_MAP), sources)
 
 
-def extra_cases(params: Mapping[str, Any], *, seed: int, n: int, prefix: str) -> list[CaseSource]:
+def extra_cases(
+    params: Mapping[str, Any], *, seed: int, n: int, prefix: str, lesion: bool = True
+) -> list[CaseSource]:
     """``n`` further cases of the same kind, grid and noise as ``build(params)``'s, split
     ``train``, with ids ``{prefix}_{kind}_{index:04d}``: each drawn from its own id's seed,
-    so none repeats a case of the dataset (e.g. extra image-caption pairs for a CLIP)."""
+    so none repeats a case of the dataset (e.g. extra image-caption pairs for a CLIP).
+    ``lesion=False`` (``us`` only): the same images without their lesion
+    (:func:`~medsegflow.phantoms.generate_us_case`), empty labels."""
     cfg = parse_params(params)
+    if not lesion and cfg.kind != "us":
+        raise ConfigError(f"lesion-free extra phantoms exist for kind 'us' only, not '{cfg.kind}'")
     ids = [f"{prefix}_{cfg.kind}_{index:04d}" for index in range(n)]
     splits = dict.fromkeys(ids, "train")
-    load = _ct_case if cfg.kind == "ct" else _us_case
+    load = _ct_case if cfg.kind == "ct" else partial(_us_case, lesion=lesion)
     return [
         CaseSource(case_id, f"phantom {case_id}", partial(load, cfg, index, case_id, splits, seed))
         for index, case_id in enumerate(ids)
@@ -202,7 +208,13 @@ def _ct_case(
 
 
 def _us_case(
-    cfg: PhantomParams, index: int, case_id: str, splits: Mapping[str, str], seed: int
+    cfg: PhantomParams,
+    index: int,
+    case_id: str,
+    splits: Mapping[str, str],
+    seed: int,
+    *,
+    lesion: bool = True,
 ) -> CanonicalCase:
     geometry = Geometry(spacing_xyz=(cfg.spacing_mm[1], cfg.spacing_mm[0], 1.0))
     case = generate_us_case(
@@ -211,6 +223,7 @@ def _us_case(
         spacing_yx_mm=cfg.spacing_mm,
         speckle=cfg.noise,
         kind=LESION_KINDS[index % len(LESION_KINDS)],
+        lesion=lesion,
     )
     log.debug("generated %s: %s", case_id, case.caption)
     return CanonicalCase(

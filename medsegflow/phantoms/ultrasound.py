@@ -249,9 +249,15 @@ def _speckle(
     return (envelope / envelope.mean()).astype(np.float32)
 
 
-def us_caption(kind: str) -> str:
-    """Caption naming the lesion kind, e.g. "Breast ultrasound with a benign hypoechoic lesion."."""
-    return f"Breast ultrasound with a {kind} hypoechoic lesion."
+NO_LESION_CAPTION = "Breast ultrasound with no lesion."
+
+
+def us_caption(kind: str | None) -> str:
+    """Caption naming the lesion kind, e.g. "Breast ultrasound with a benign hypoechoic lesion.";
+    :data:`NO_LESION_CAPTION` for ``None`` (an image without its lesion)."""
+    return (
+        NO_LESION_CAPTION if kind is None else f"Breast ultrasound with a {kind} hypoechoic lesion."
+    )
 
 
 def generate_us_case(
@@ -261,6 +267,7 @@ def generate_us_case(
     spacing_yx_mm: tuple[float, float] = (0.2, 0.2),
     speckle: float = 0.8,
     kind: str | None = None,
+    lesion: bool = True,
 ) -> PhantomUS:
     """Generate one breast-ultrasound phantom with one benign or malignant lesion.
 
@@ -269,6 +276,11 @@ def generate_us_case(
     ``kind`` (default: drawn from ``rng``) selects the outline and the posterior effect:
     benign lesions are smooth ovals with posterior enhancement, malignant ones irregular
     and spiculated with posterior shadowing. All randomness comes from ``rng``.
+
+    ``lesion=False`` makes the same image without its lesion (every draw is made, the
+    lesion and its posterior effect are not blended in): background, distractors and
+    speckle are identical to the ``lesion=True`` image of the same ``rng`` state; the mask
+    is empty and the caption :data:`NO_LESION_CAPTION` (a hard negative for a CLIP).
     """
     if kind is None:
         kind = LESION_KINDS[int(rng.integers(2))]
@@ -290,18 +302,21 @@ def generate_us_case(
         texture_rng, (2, *shape_yx), sigma_px=np.divide(1.2 * scale, spacing_yx_mm)
     )
     echo = _tissue(rng, y, x, fov_x=fov_yx[1], texture_yx=textures[0])
-    lesion = _lesion_outline(rng, kind, fov_yx=fov_yx)
-    lesion_dist = _outline_distance(lesion, y, x)
-    for dist in _distractors(blob_rng, lesion, y=y, x=x, fov_yx=fov_yx):
+    outline = _lesion_outline(rng, kind, fov_yx=fov_yx)
+    lesion_dist = _outline_distance(outline, y, x)
+    for dist in _distractors(blob_rng, outline, y=y, x=x, fov_yx=fov_yx):
         echo += expit(-dist / 0.25) * (blob_rng.uniform(0.2, 0.32) - echo)
-    echo = _insert_lesion(rng, echo, lesion_dist=lesion_dist, kind=kind, texture_yx=textures[1])
+    with_lesion = _insert_lesion(
+        rng, echo, lesion_dist=lesion_dist, kind=kind, texture_yx=textures[1]
+    )
+    echo = with_lesion if lesion else echo
     echo *= np.exp(-rng.uniform(0.02, 0.035) * y)
     speckle_yx = _speckle(speckle_rng, shape_yx, spacing_yx_mm=spacing_yx_mm, exponent=speckle)
     image = np.clip(255.0 * 0.85 * echo * speckle_yx, 0, 255)
     return PhantomUS(
         image_yx=image.astype(np.float32),
-        mask_yx=(lesion_dist < 0).astype(np.uint8),
-        caption=us_caption(kind),
+        mask_yx=((lesion_dist < 0) & lesion).astype(np.uint8),
+        caption=us_caption(kind if lesion else None),
         kind=kind,
         spacing_yx_mm=(float(spacing_yx_mm[0]), float(spacing_yx_mm[1])),
     )

@@ -145,6 +145,19 @@ def test_a_second_write_replaces_the_folder(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]  # no temporary left
 
 
+def test_demo_clip_with_mean_pooling_round_trips_and_m2ib_may_read_its_last_block(tmp_path):
+    from medsegflow.saliency.blocks import check_layer, vision_blocks
+
+    small = {"words": ["liver"], "seed": 0, "vision_layers": 2, "text_layers": 1}
+    write_clip_folder(build_demo_clip(**small, vision_pool="avg"), tmp_path / "avg")
+    loaded = load_clip({"arch": "demo"}, name="demo", weights={}, folder=tmp_path / "avg")
+    assert loaded.model.visual.pool_type == "avg"
+    assert check_layer(vision_blocks(loaded.model), 1, key="k", model_name="avg") == 1
+    token_pooled = build_demo_clip(**small)  # the class token: its last block is refused
+    with pytest.raises(ConfigError, match="^k: 1 is the last vision block"):
+        check_layer(vision_blocks(token_pooled.model), 1, key="k", model_name="tok")
+
+
 def test_missing_weights_name_the_keys_path_and_source(tmp_path):
     weights = {"bmc": str(tmp_path / "nowhere"), "oa": str(tmp_path / "ViT-B-16.pt")}
     line = check_clip_weights(BIOMED, "bmc", weights)

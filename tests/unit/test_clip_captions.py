@@ -192,3 +192,34 @@ def test_extra_phantom_pairs_are_new_cases_captioned_like_the_dataset(phantoms, 
         datasets=[(us_data, us_pre)], out_dir=tmp_path / "plain", seed=3, phantom_images=5
     )
     assert not plain["case_id"].str.startswith("clip_").any()
+
+
+def test_lesion_free_twins_are_the_extra_phantoms_without_their_lesion(phantoms, tmp_path):
+    (_, _), (us_data, us_pre) = phantoms
+    spec = {"adapter": "phantom", "params": {"kind": "us", "n_cases": 4, "shape": [48, 48]}}
+    table = make_caption_table(
+        datasets=[(us_data, us_pre)],
+        out_dir=tmp_path,
+        seed=3,
+        crops_per_image=2,
+        crop_fraction=0.3,
+        phantoms={"us": spec},
+        phantom_images=3,
+        lesion_free=True,
+    )
+    free = table[table["case_id"].str.endswith("_free")]
+    assert sorted(free["case_id"]) == [f"clip_us_{i:04d}_free" for i in range(3)]
+    assert set(free["kind"]) == {"image"}  # whole images only
+    assert set(free["caption"]) == {"Breast ultrasound with no lesion."}
+    for row in free.itertuples():
+        twin = read_raster(tmp_path / row.image).astype(int)
+        lesion_row = table[
+            (table["case_id"] == row.case_id[: -len("_free")]) & (table["kind"] == "image")
+        ]
+        original = read_raster(tmp_path / lesion_row["image"].iloc[0]).astype(int)
+        difference = np.abs(twin - original)  # each image normalised by its own percentiles
+        assert np.median(difference) < 12 and difference.max() > 60  # the lesion region
+    with pytest.raises(ConfigError, match="kind 'us' only"):
+        from medsegflow.datasets.phantom import extra_cases
+
+        extra_cases({"kind": "ct"}, seed=1, n=1, prefix="clip", lesion=False)

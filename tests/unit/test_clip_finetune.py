@@ -118,6 +118,7 @@ def test_bad_settings_and_inputs(captions, tmp_path):
     assert (tuned["epochs"], tuned["crops_per_image"], tuned["lr"]) == (5, 0, 1e-5)
     settings = training_settings(demo)
     assert settings["epochs"] == 30 and "image_size" not in settings and "splits" not in settings
+    assert demo["vision_pool"] == "tok" and "vision_pool" not in settings  # an arch key
     with pytest.raises(InputError, match="captions.csv: file not found"):
         train_demo_clip(
             captions_csv=tmp_path / "captions.csv", out_dir=tmp_path / "o", train=demo, seed=0

@@ -154,6 +154,24 @@ def _posterior_ratio(image: np.ndarray, mask: np.ndarray) -> float:
     return float(image[band, central].mean() / np.concatenate([left, right], axis=1).mean())
 
 
+@pytest.mark.parametrize("kind", ["benign", "malignant"])
+def test_us_lesion_free_twin_differs_only_at_the_lesion_and_below(kind):
+    with_lesion, twin = _us(5, kind=kind), _us(5, kind=kind, lesion=False)
+    mask = with_lesion.mask_yx.astype(bool)
+    assert not twin.mask_yx.any() and twin.caption == "Breast ultrasound with no lesion."
+    changed = np.abs(with_lesion.image_yx - twin.image_yx) > 0.5  # grey levels of 255
+    assert changed[mask].mean() > 0.9
+    # the lesion's soft edge and its posterior effect reach below it, nothing above or far
+    # beside it changes by more than rounding
+    cols = np.flatnonzero(mask.any(axis=0))
+    top = np.flatnonzero(mask.any(axis=1))[0]
+    beside = np.ones_like(mask)
+    beside[:, max(cols[0] - 10, 0) : cols[-1] + 11] = False
+    beside[: max(top - 10, 0)] = True
+    assert beside.sum() > 0.3 * mask.size and not changed[beside].any()
+    assert twin.image_yx[mask].mean() > 1.5 * with_lesion.image_yx[mask].mean()
+
+
 def test_us_lesion_size_is_in_mm():
     coarse = _us(3)
     fine = _us(3, shape_yx=(256, 256), spacing_yx_mm=(0.1, 0.1))
