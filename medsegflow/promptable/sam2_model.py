@@ -130,11 +130,14 @@ def build_sam2_network(
     ``checkpoint`` loaded by the package's loader (strict keys).
 
     Raises :class:`ConfigError` naming the config when hydra cannot compose or build it,
-    :class:`InputError` naming the checkpoint when it is missing or does not fit.
+    :class:`InputError` naming a config file that is not there, or the checkpoint when it
+    is missing or does not fit.
     """
     from sam2.build_sam import _load_checkpoint, build_sam2, build_sam2_video_predictor
 
     builder = build_sam2_video_predictor if video else build_sam2
+    if Path(config).is_absolute() and not Path(config).is_file():
+        raise InputError(f"{config}: sam2 config file not found")
     try:
         with _hydra_config(config) as name:
             model = builder(

@@ -208,6 +208,8 @@ def test_the_package_configs_build_by_name_and_medsam2_by_overrides():
     assert medsam2.image_size == 512
     with pytest.raises(ConfigError, match="sam2 config configs/nope.yaml: cannot build it"):
         build_sam2_network("configs/nope.yaml", None, device="cpu")
+    with pytest.raises(InputError, match="^/nowhere/t512.yaml: sam2 config file not found$"):
+        build_sam2_network("/nowhere/t512.yaml", None, device="cpu")
 
 
 def test_bad_checkpoints_are_one_line_naming_the_file(tiny, tmp_path):
