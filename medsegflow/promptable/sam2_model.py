@@ -73,7 +73,13 @@ def _hydra_config(config: str) -> Iterator[str]:
     """The hydra config name to compose for ``config``: a name inside the ``sam2`` package
     as it is, or a config file's stem with its folder as hydra's config dir (the
     package's own config module is restored afterwards)."""
-    import sam2  # noqa: F401 - initialises hydra with the package's config module
+    try:
+        import sam2  # noqa: F401 - initialises hydra with the package's config module
+    except ImportError as err:
+        raise ConfigError(
+            f"the sam2 family needs the sam2 package ({_one_line(err)}); install it with "
+            "pip install --no-build-isolation -e '.[sam2]' (README, docs/families/sam2.md)"
+        ) from None
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
