@@ -155,7 +155,7 @@ def propagate_row(
     box_rule: str = "auto",
     image_zyx: np.ndarray | None = None,
 ) -> dict[int, SliceDecoding]:
-    """``z -> SliceDecoding`` of one box3d prompt row, propagated from its middle slice
+    """``z -> SliceDecoding`` of one box3d prompt row, propagated from its key slice
     ``z``; ``keep_logits`` keeps each slice's low-res logits (for corrective clicks);
     ``box_rule`` one of :data:`PROPAGATION_BOXES` (module docstring). Every
     ``SliceDecoding.box_xyxy`` is in the original frame (with ``resized``, the box whose
@@ -201,6 +201,7 @@ def propagate_row(
         shape_zyx=(n_z, *cached.original_size),
         margin_px=litemedsam_margin_px(cached.original_size),
         neighbour_box=neighbour_box,
+        z_key=int(row["z"]),
     )
     return {z: decodings[z] for z in masks}
 

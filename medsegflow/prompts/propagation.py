@@ -175,8 +175,13 @@ def box_3d_from_mask(mask_zyx: np.ndarray) -> tuple[np.ndarray, tuple[int, int]]
     return box_from_mask(mask_zyx.any(axis=0)), (int(z_present[0]), int(z_present[-1]))
 
 
-def propagation_order(z_range: tuple[int, int], *, include_ends: bool = True) -> list[int]:
+def propagation_order(
+    z_range: tuple[int, int], *, include_ends: bool = True, z_key: int | None = None
+) -> list[int]:
     """The slices :func:`propagate_box_3d` visits, in order: middle, then up, then down.
+
+    ``z_key`` (inside the range) replaces the middle slice as the start (a key slice
+    chosen otherwise, e.g. the reference's largest slice; None: the middle).
 
     With ``include_ends=True``: ``z_mid, z_mid + 1, ..., z_max, z_mid - 1, ..., z_min``.
     With ``include_ends=False`` (the older official revision): ``z_mid`` followed by
@@ -187,7 +192,9 @@ def propagation_order(z_range: tuple[int, int], *, include_ends: bool = True) ->
     z_min, z_max = (int(z) for z in z_range)
     if z_min > z_max:
         raise ValueError(f"z_range {tuple(z_range)} is reversed: z_min must be <= z_max")
-    z_mid = z_min + (z_max - z_min) // 2
+    z_mid = z_min + (z_max - z_min) // 2 if z_key is None else int(z_key)
+    if not z_min <= z_mid <= z_max:
+        raise ValueError(f"key slice {z_mid} is outside z_range {tuple(z_range)}")
     end = 0 if include_ends else 1
     up = range(z_mid + 1, z_max + 1 - end)
     down = range(z_mid - 1, z_min - 1 + end, -1)
@@ -203,6 +210,7 @@ def propagate_box_3d(
     margin_px: float = 3.0,
     include_ends: bool = True,
     neighbour_box: NeighbourBox | None = None,
+    z_key: int | None = None,
 ) -> dict[int, np.ndarray]:
     """Segment one object from one 3D box: the middle slice first, then propagate up and down.
 
@@ -228,6 +236,7 @@ def propagate_box_3d(
             empty neighbour mask the middle box. A callable returning None for a neighbour
             mask falls back to the middle box (the ``resized`` rule: wrap
             :func:`box_from_mask_resized`).
+        z_key: the slice to start from instead of the middle one (:func:`propagation_order`).
 
     Returns:
         ``{z: bool (H, W) mask}`` for every visited slice, in visiting order.
@@ -240,7 +249,7 @@ def propagate_box_3d(
             f"z_range {tuple(z_range)} must satisfy 0 <= z_min <= z_max < {depth} (volume depth)"
         )
     margin = _check_margin(margin_px)
-    order = propagation_order((z_min, z_max), include_ends=include_ends)
+    order = propagation_order((z_min, z_max), include_ends=include_ends, z_key=z_key)
     z_mid = order[0]
     masks: dict[int, np.ndarray] = {}
     for z in order:

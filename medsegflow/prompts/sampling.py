@@ -7,7 +7,9 @@ A prompt for one object is a box, points, or both (``PromptSpec.type``):
   ``n_negative`` points in the ring ``ring_px`` around it (:mod:`.points`);
 - box3d: one box per 3D object (LiteMedSAM's 3D protocol, :mod:`.propagation`): its 2D
   box over all its slices, jittered like a 2D box, and its z range; the prompt sits on
-  the object's middle slice, from which a model propagates it up and down.
+  the object's key slice (``key_slice``: its middle slice, LiteMedSAM's, or the slice
+  where the reference object is largest, MedSAM2's), from which a model propagates it up
+  and down.
 
 An "object" is the union of a label's pixels on a slice (``components: union``, MedSAM's
 protocol) or each of its 8-connected components (``components: each``); for box3d, the
@@ -36,6 +38,9 @@ from medsegflow.prompts.propagation import box_3d_from_mask
 
 PROMPT_TYPES = ("box", "points", "box_points", "box3d")
 COMPONENT_MODES = ("union", "each")
+KEY_SLICES = ("middle", "largest")
+"""How a box3d prompt's key slice is chosen: the middle of the object's z extent, or the
+slice with the most reference voxels of the object (both from the reference: oracles)."""
 UNION = -1
 """``component`` of a prompt made for the union of all components."""
 
@@ -53,10 +58,15 @@ class PromptSpec:
     ring_px: tuple[float, float]
     components: str
     repeats: int
+    key_slice: str = "middle"
 
     def __post_init__(self) -> None:
         if self.type not in PROMPT_TYPES:
             raise ValueError(f"type {self.type!r} is not one of {PROMPT_TYPES}")
+        if self.key_slice not in KEY_SLICES:
+            raise ValueError(f"key_slice {self.key_slice!r} is not one of {KEY_SLICES}")
+        if self.key_slice != "middle" and self.type != "box3d":
+            raise ValueError(f"key_slice {self.key_slice} applies to box3d prompts only")
         if self.components not in COMPONENT_MODES:
             raise ValueError(f"components {self.components!r} is not one of {COMPONENT_MODES}")
         if self.repeats < 1 or self.n_positive < 0 or self.n_negative < 0:
@@ -190,6 +200,21 @@ def gt_prompts(
     return out
 
 
+def key_slice(object_zyx: np.ndarray, rule: str = "middle") -> int:
+    """The key slice of a 3D object (bool ``(Z, Y, X)``, not empty): ``middle``, the middle
+    of its z extent ``z_min + (z_max - z_min) // 2``; ``largest``, the slice with the most
+    of its voxels (the lowest such z on a tie). Both read the reference: an oracle."""
+    counts = np.asarray(object_zyx, bool).reshape(len(object_zyx), -1).sum(axis=1)
+    present = np.flatnonzero(counts)
+    if not present.size:
+        raise ValueError("key_slice: the object is empty")
+    if rule == "middle":
+        return int(present[0] + (present[-1] - present[0]) // 2)
+    if rule == "largest":
+        return int(np.argmax(counts))
+    raise ValueError(f"key_slice {rule!r} is not one of {KEY_SLICES}")
+
+
 def volume_prompts(
     label_zyx: np.ndarray,
     *,
@@ -197,12 +222,13 @@ def volume_prompts(
     spec: PromptSpec,
     rng: np.random.Generator,
 ) -> list[tuple[int, int, ObjectPrompt]]:
-    """box3d prompts: ``(z_middle, label, prompt)`` for every 3D object of every label.
+    """box3d prompts: ``(z_key, label, prompt)`` for every 3D object of every label.
 
     An object is a label's voxels (``components: union``) or each of its 26-connected
     components, largest first (``each``). Its prompt is its 2D box over all its slices
     (:func:`~.propagation.box_3d_from_mask`) with MedSAM-style jitter, and its inclusive z
-    range; it sits on the middle slice ``z_min + (z_max - z_min) // 2`` (LiteMedSAM's).
+    range; it sits on its key slice (:func:`key_slice`, ``spec.key_slice``): the middle
+    slice ``z_min + (z_max - z_min) // 2`` (LiteMedSAM's) or the largest one.
     """
     out = []
     for value in label_values:
@@ -222,5 +248,5 @@ def volume_prompts(
                 prompt = ObjectPrompt(
                     component, repeat, jittered, np.zeros((0, 3), np.int64), (z_min, z_max)
                 )
-                out.append((z_min + (z_max - z_min) // 2, int(value), prompt))
+                out.append((key_slice(object_zyx, spec.key_slice), int(value), prompt))
     return out

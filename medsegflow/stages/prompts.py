@@ -14,7 +14,10 @@ repeat, component, x_min, y_min, x_max, y_max, points, z_min, z_max``.
   0 negative), ``[]`` when the prompt has no point;
 - ``z_min, z_max``: the inclusive slice range the prompt covers: ``z`` itself for a
   prompt of one slice; for a ``box3d`` prompt (one 3D box per object, LiteMedSAM's 3D
-  protocol) the object's z extent, with ``z`` its middle slice.
+  protocol) the object's z extent, with ``z`` its key slice (``key_slice`` of the prompt
+  set: its middle slice, LiteMedSAM's, or its largest one);
+- ``key_slice`` (box3d sets only): how ``z`` was chosen, ``reference_middle`` or
+  ``reference_largest``: from the reference, an oracle like the box itself.
 
 Rows come in case order of the preprocessed manifest, then z, then label value, then
 component, then repeat.
@@ -53,6 +56,8 @@ from medsegflow.seeding import case_rng
 log = logging.getLogger(__name__)
 
 GT_PROMPT_SCHEMA = "common.schema.yaml#/$defs/gt_prompt"
+KEY_SLICE_SOURCE = "reference_{}"
+"""The ``key_slice`` column of a box3d set: the rule, applied to the reference."""
 MASK_PROMPT_SCHEMA = "common.schema.yaml#/$defs/mask_prompt"
 
 
@@ -138,6 +143,8 @@ def _write_prompt_table(
             log.info("%s: no foreground, no prompts", case_id)
     table = pd.DataFrame(rows, columns=list(PROMPT_COLUMNS))
     table = table.astype({c: np.float64 for c in BOX_COLUMNS})
+    if spec.type == "box3d":  # the key slice was chosen from the reference: an oracle
+        table["key_slice"] = KEY_SLICE_SOURCE.format(spec.key_slice)
     write_csv_atomic(table, Path(out_path), sep="\t", na_rep="NaN", float_format=None)
     return table
 
@@ -145,11 +152,14 @@ def _write_prompt_table(
 def _log_prompt_set(
     prompt_name: str, source: str, config: Mapping[str, Any], table: pd.DataFrame, n_cases: int
 ) -> None:
+    kind = config["type"]
+    if kind == "box3d":
+        kind += f", key slice {KEY_SLICE_SOURCE.format(config.get('key_slice', 'middle'))}"
     log.info(
         "prompt set %s (%s %s, %s, %d repeats): %d prompts, %d objects, %d cases",
         prompt_name,
         source,
-        config["type"],
+        kind,
         config["components"],
         config["repeats"],
         len(table),

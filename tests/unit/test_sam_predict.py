@@ -448,6 +448,7 @@ def test_box3d_prompts_propagate_from_the_middle_slice(model, volume_case, monke
         prompt_name="b3",
     )
     prompts = read_prompts(root / "box3d.tsv")
+    assert set(prompts["key_slice"]) == {"reference_middle"}  # recorded: an oracle's choice
     organ = prompts[prompts["label"] == 1].iloc[0]
     assert (organ["z"], organ["z_min"], organ["z_max"]) == (1, 0, 2)
     assert [organ[c] for c in ("x_min", "y_min", "x_max", "y_max")] == [10, 5, 49, 29]
