@@ -19,6 +19,9 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/nnunet_functions.smk"
+include: "rules/sam3d_functions.smk"
+include: "rules/saliency_functions.smk"
 include: "rules/data.smk"
 include: "rules/preprocess.smk"
 include: "rules/prompts.smk"

@@ -116,11 +116,7 @@ def _method_cost(
                 gpu.append(same["gpu_mem_mb"])
         model_dir = Path(inputs["embeddings"]).parent.name
         rss_paths.append(root / "benchmarks" / "embed_images" / dataset / f"{model_dir}.tsv")
-    text = (
-        _text_seconds(config, root, dataset, method, predictions, notes)
-        if "coarse" in inputs
-        else NAN
-    )
+    text = _stage_seconds(config, root, dataset, method, predictions, notes)
     row["encoder_s_per_case"] = encoder
     row["decoder_s_per_case"] = decoder
     row["text_s_per_case"] = text
@@ -130,12 +126,12 @@ def _method_cost(
         notes.append("no benchmark file")
     values = pd.concat(gpu) if gpu else pd.Series(dtype=float)
     row["gpu_mem_mb"] = float(values.max()) if values.notna().any() else NAN
-    row.update(_parameters(root, family, inputs, counted, notes))
+    row.update(_parameters(root, inputs, counted, notes))
     row["notes"] = "; ".join(notes)
     return row
 
 
-def _text_seconds(
+def _stage_seconds(
     config: Mapping[str, Any],
     root: Path,
     dataset: str,
@@ -143,18 +139,19 @@ def _text_seconds(
     predictions: pd.DataFrame,
     notes: list[str],
 ) -> float:
-    """Mean seconds per case of the saliency and coarse-mask jobs ``method`` reads."""
-    from medsegflow.families import text_stages as ts
+    """Mean seconds per case of the family's own stage jobs that ``method`` reads
+    (``Family.stage_manifests``); NaN when the family has none."""
+    from medsegflow.families.registry import family_of
 
-    spec = config["methods"][method]
-    if spec.get("tune"):  # a tuned method's maps are the chosen grid point's: not one file
-        notes.append("tuned on val: the saliency time of its chosen point is not counted")
+    stages = family_of(config, method).stage_manifests
+    manifests = stages(config, dataset, method) if stages else []
+    if isinstance(manifests, str):
+        notes.append(manifests)
+        return NAN
+    if not manifests:
         return NAN
     total = 0.0
-    for manifest in (
-        ts.saliency_manifest(dataset, ts.saliency_key(config, method)),
-        ts.coarse_manifest(dataset, ts.coarse_key(config, method)),
-    ):
+    for manifest in manifests:
         table = _manifest(root / manifest)
         if table is None:
             return NAN
@@ -163,19 +160,28 @@ def _text_seconds(
     return total
 
 
+WEIGHT_INPUTS = ("checkpoint", "model", "embeddings", "coarse")
+"""The prediction-job inputs that carry learned weights or their outputs; a job with none
+of them runs no learned network (0 parameters)."""
+
+
 def _parameters(
-    root: Path, family: str, inputs: Mapping[str, str], counted: dict, notes: list[str]
+    root: Path, inputs: Mapping[str, str], counted: dict, notes: list[str]
 ) -> dict[str, Any]:
-    if family == "classical":
+    """Parameters and training time of the network a prediction job reads: none without
+    a weight input; a training record (``model`` input, JSON) names its checkpoint; a
+    checkpoint's model card (``model.json`` beside it) gives the counts its training
+    recorded, otherwise the checkpoint's tensors are counted."""
+    if not any(key in inputs for key in WEIGHT_INPUTS):
         return {"n_parameters": 0, "n_trainable": 0, "train_s": NAN}
-    if "model" in inputs and inputs["model"].endswith("training.json"):  # nnU-Net
+    if str(inputs.get("model", "")).endswith(".json"):  # a training record
         training = _json(root / inputs["model"])
         checkpoint = training.get("checkpoint")
         n = counted.setdefault(
             checkpoint, count_parameters(root / checkpoint) if checkpoint else None
         )
         if n is None:
-            notes.append("nnU-Net checkpoint not found")
+            notes.append(f"checkpoint of {inputs['model']} not found")
         value = NAN if n is None else n
         return {
             "n_parameters": value,
@@ -184,7 +190,7 @@ def _parameters(
         }
     checkpoint = inputs.get("checkpoint")
     if checkpoint is None:
-        notes.append("no segmentation network (CLIP towers are not counted)")
+        notes.append("no checkpoint among the job's inputs: its network is not counted")
         return {"n_parameters": NAN, "n_trainable": NAN, "train_s": NAN}
     card = _json((root / checkpoint).parent / "model.json")
     training = card.get("training", {}) if isinstance(card.get("training"), dict) else {}

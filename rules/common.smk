@@ -1,7 +1,8 @@
 # Config validation, ablation expansion, wildcard constraints, then small get_* functions.
 # The logic lives in medsegflow (covered by pytest): config (loading), workflow (targets,
-# prediction inputs, weights), planning (shared queries), families (the family registry
-# and each family's own planning) and resources (cluster requests, conda envs).
+# prediction inputs, weights), planning (shared queries), families (the family registry)
+# and resources (cluster requests, conda envs). A family's extra stages keep their get_*
+# functions, and the import of the family's own module, in their own rule file.
 
 import sys
 
@@ -12,9 +13,6 @@ from medsegflow import workflow as wf
 from medsegflow.config import check_config_files, load_config
 from medsegflow.datasets.sources import update_manifests
 from medsegflow.errors import ConfigError
-from medsegflow.families import nnunet as nnu
-from medsegflow.families import sam3d as s3d
-from medsegflow.families import text_stages as txt
 from medsegflow.preflight import before_run, exit_on_bad_input
 
 # Bad config or input found here stops the run with its line(s) and exit status 1, no
@@ -117,19 +115,7 @@ def get_robustness_files(wildcards):
     return wf.robustness_files(config)
 
 
-# SAM-Med3D (medsegflow.families.sam3d) and the interactive protocol
-
-
-def get_sam3d_train_inputs(wildcards):
-    return s3d.train_inputs(config, wildcards.sam3d)
-
-
-def get_sam3d_method_config(wildcards):
-    return pl.method_config(config, wildcards.sam3d)
-
-
-def get_sam3d_train_threads(wildcards):
-    return pl.method_config(config, wildcards.sam3d)["train"]["threads"]
+# The interactive protocol (medsegflow.interactive)
 
 
 def get_click_metrics_files(wildcards):
@@ -187,103 +173,3 @@ def get_attempt(wildcards, attempt):
 
 def get_method_env(wildcards):
     return res.method_env(config, wildcards.method)
-
-
-# nnU-Net family (medsegflow.families.nnunet)
-
-
-def get_nnunet_convert_inputs(wildcards):
-    return nnu.convert_inputs(config, wildcards.dataset, wildcards.labels)
-
-
-def get_nnunet_plan_params(wildcards):
-    return nnu.plan_params(config, wildcards.dataset, wildcards.labels)
-
-
-def get_nnunet_plan_threads(wildcards):
-    return nnu.plan_params(config, wildcards.dataset, wildcards.labels)["num_processes"]
-
-
-def get_nnunet_train_inputs(wildcards):
-    return nnu.train_inputs(config, wildcards.dataset, wildcards.method)
-
-
-def get_nnunet_threads(wildcards):
-    return nnu.threads(config, wildcards.method)
-
-
-# MedCLIP-SAMv2 text-driven stages (medsegflow.families.text_stages)
-
-
-def get_clip_model_config(wildcards):
-    return config["clip_models"][wildcards.clip]
-
-
-def get_clip_caption_inputs(wildcards):
-    return txt.clip_caption_inputs(config, wildcards.clip)
-
-
-def get_clip_finetune_inputs(wildcards):
-    return wf.without_paths(
-        txt.clip_finetune_inputs(config, wildcards.clip), PLAN_WITHOUT
-    )
-
-
-def get_clip_threads(wildcards):
-    return txt.clip_training(config, wildcards.clip)["threads"]
-
-
-def get_clip_words(wildcards):
-    return txt.clip_vocabulary_words(config, wildcards.clip)
-
-
-def get_tuning_inputs(wildcards):
-    return wf.without_paths(
-        txt.tuning_inputs(config, wildcards.dataset, wildcards.method), PLAN_WITHOUT
-    )
-
-
-def get_method_clip_config(wildcards):
-    return txt.clip_spec(config, config["methods"][wildcards.method]["clip"])
-
-
-def get_method_text_prompts(wildcards):
-    return txt.method_text_prompts(config, wildcards.dataset, wildcards.method)
-
-
-def get_saliency_inputs(wildcards):
-    return wf.without_paths(
-        txt.saliency_inputs(config, wildcards.dataset, wildcards.sal), PLAN_WITHOUT
-    )
-
-
-def get_saliency_method(wildcards):
-    return txt.stage_method(config, "sal", wildcards.sal)
-
-
-def get_saliency_clip_config(wildcards):
-    return txt.clip_spec(config, config["methods"][wildcards.sal]["clip"])
-
-
-def get_saliency_text_prompts(wildcards):
-    return txt.method_text_prompts(config, wildcards.dataset, wildcards.sal)
-
-
-def get_saliency_splits(wildcards):
-    return txt.stage_splits(config, wildcards.dataset, "sal", wildcards.sal)
-
-
-def get_coarse_inputs(wildcards):
-    return txt.coarse_inputs(config, wildcards.dataset, wildcards.crs)
-
-
-def get_coarse_method(wildcards):
-    return txt.stage_method(config, "crs", wildcards.crs)
-
-
-def get_mask_prompt_inputs(wildcards):
-    return txt.mask_prompt_inputs(config, wildcards.dataset, wildcards.tpk)
-
-
-def get_mask_prompt_method(wildcards):
-    return txt.stage_method(config, "tpk", wildcards.tpk)

@@ -24,6 +24,10 @@ InputsFn = Callable[[Config, str, str], dict[str, str]]
 TrainFn = Callable[[Config, str, str], "str | None"]
 """``train(config, dataset, method) -> path | None``: the file target of the training job
 whose output the method's predictions load (None when that method is not trained here)."""
+StagesFn = Callable[[Config, str, str], "list[str] | str"]
+"""``stage_manifests(config, dataset, method)``: the manifests (``case_id, seconds``) of
+the family's own stage jobs that the method's predictions read, or a string saying why
+their time cannot be counted."""
 Cache = Literal["sam_embeddings", "none", "own"]
 CACHES: tuple[str, ...] = ("sam_embeddings", "none", "own")
 
@@ -57,6 +61,9 @@ class Family:
             only when called) implementing
             :class:`~medsegflow.promptable.interface.PromptableModel`; the shared stages
             (embedding cache, decoding, propagation, clicks, robustness, cost) use it.
+        stage_manifests: the manifests of its own stages' jobs per method
+            (:data:`StagesFn`), whose mean seconds per case the cost table adds to the
+            method's (``text_s_per_case``; MedCLIP-SAMv2's saliency and coarse masks).
     """
 
     name: str
@@ -72,6 +79,7 @@ class Family:
     missing_weights: Callable[[Config], list[str]] | None = None
     interactive: Callable[[Config, str], bool] | None = None
     promptable: Callable[[], type[PromptableModel]] | None = None
+    stage_manifests: StagesFn | None = None
 
     def __post_init__(self) -> None:
         if self.cache not in CACHES:

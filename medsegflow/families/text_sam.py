@@ -15,6 +15,7 @@ from medsegflow.families.text_stages import (
     TEXT_FAMILY,
     check_text_config,
     missing_clip_weights,
+    stage_manifests,
     text_keys,
     text_predict_inputs,
 )
@@ -47,4 +48,5 @@ FAMILY = Family(
     wildcards=_wildcards,
     check=check_text_config,
     missing_weights=missing_clip_weights,
+    stage_manifests=stage_manifests,
 )

@@ -92,6 +92,17 @@ def coarse_manifest(dataset: str, key: str) -> str:
     return paths.fill(paths.COARSE, dataset=dataset, crs=key)
 
 
+def stage_manifests(config: Mapping[str, Any], dataset: str, method: str) -> list[str] | str:
+    """The saliency and coarse-mask manifests ``method`` reads (the cost table's
+    ``text_s_per_case``); a tuned method's maps are its chosen grid point's, not one file."""
+    if config["methods"][method].get("tune"):
+        return "tuned on val: the saliency time of its chosen point is not counted"
+    return [
+        saliency_manifest(dataset, saliency_key(config, method)),
+        coarse_manifest(dataset, coarse_key(config, method)),
+    ]
+
+
 def mask_prompts_file(dataset: str, key: str) -> str:
     return paths.fill(paths.MASK_PROMPTS, dataset=dataset, tpk=key)
 
