@@ -159,9 +159,10 @@ def _config_case(name: str) -> tuple[dict | str, str]:
         return config, "invalid config: seed: -1 is less than the minimum of 0"
     if name == "unknown_family":
         methods["otsu_box"]["family"] = "classic"
+        from medsegflow.families.registry import FAMILIES
+
         return config, (
-            "invalid config: methods.otsu_box.family: 'classic' is not one of ['classical', "
-            "'nnunet', 'sam', 'sam3d', 'sam_auto', 'sam_semantic', 'text_sam']"
+            f"invalid config: methods.otsu_box.family: 'classic' is not one of {sorted(FAMILIES)}"
         )
     if name == "undefined_prompt_set":
         methods["otsu_box"]["prompts"] = "boxes"
