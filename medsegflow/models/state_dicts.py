@@ -42,7 +42,9 @@ def state_dict_mismatch(
 def count_parameters(checkpoint: str | Path) -> int | None:
     """Number of values in the tensors of a checkpoint (a state dict, or one under a
     ``model``/``state_dict``/``network_weights``/``model_state_dict`` key); None when the
-    file is absent. Tensors are memory-mapped, not read."""
+    file is absent. Tensors are memory-mapped, not read. A tensor saved under several keys
+    (nnU-Net's decoder holds a second reference to its encoder) counts once: tensors are
+    told apart by their storage, offset, shape and strides."""
     import torch
 
     path = Path(checkpoint)
@@ -58,4 +60,9 @@ def count_parameters(checkpoint: str | Path) -> int | None:
             break
     if not isinstance(data, Mapping):
         return None
-    return int(sum(t.numel() for t in data.values() if isinstance(t, torch.Tensor)))
+    distinct = {
+        (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride()): t
+        for t in data.values()
+        if isinstance(t, torch.Tensor)
+    }
+    return int(sum(t.numel() for t in distinct.values()))

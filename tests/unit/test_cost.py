@@ -92,3 +92,16 @@ def test_pareto_front():
     seconds = np.array([1.0, 2.0, 0.5, 3.0, np.nan])
     score = np.array([0.8, 0.9, 0.5, 0.85, 0.99])
     assert pareto_front(seconds, score).tolist() == [True, True, True, False, False]
+
+
+def test_count_parameters_counts_a_tensor_saved_under_two_keys_once(tmp_path):
+    import torch
+
+    encoder = torch.zeros(3, 4)
+    weights = {"encoder.w": encoder, "decoder.encoder.w": encoder, "decoder.b": torch.zeros(5)}
+    torch.save({"network_weights": weights}, tmp_path / "checkpoint_final.pth")
+    assert count_parameters(tmp_path / "checkpoint_final.pth") == 12 + 5
+    # a view of another part of the same storage is its own tensor
+    base = torch.zeros(10)
+    torch.save({"a": base[:4], "b": base[4:]}, tmp_path / "views.pth")
+    assert count_parameters(tmp_path / "views.pth") == 10
