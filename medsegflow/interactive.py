@@ -36,7 +36,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medsegflow.conventions import CVPR_NSD_MIN_DSC, cvpr25_auc
 from medsegflow.errors import InputError
 from medsegflow.io import atomic_path
 
@@ -119,6 +118,8 @@ def read_click_volumes(
 def curve_auc(values: Sequence[float]) -> float:
     """Area under a per-click curve (clicks 1..N in order): the CVPR25 trapezoid with unit
     steps over the last 5 values (:func:`medsegflow.conventions.cvpr25_auc`)."""
+    from medsegflow.conventions import cvpr25_auc  # scoring only: prediction jobs skip it
+
     return cvpr25_auc(values)
 
 
@@ -133,6 +134,8 @@ def gate_nsd(rows: pd.DataFrame) -> pd.DataFrame:
     if "gt_empty" in rows.columns:
         rows = rows[~rows["gt_empty"].astype(str).str.lower().isin(["true", "1"])]
     step_dsc = rows.groupby(_STEP, sort=False)["dsc"].transform("mean")
+    from medsegflow.conventions import CVPR_NSD_MIN_DSC
+
     return rows.assign(nsd=rows["nsd"].where(step_dsc > CVPR_NSD_MIN_DSC, 0.0))
 
 
