@@ -13,8 +13,7 @@ docs/families/sam2.md describes both and what differs from the official scripts.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,27 +42,12 @@ MEDSAM2_SOURCE = (
 
 
 def _predict(job: PredictJob) -> pd.DataFrame:
+    """``propagation: video`` lets the model propagate box3d rows itself (MedSAM2's video
+    protocol); ``harness`` gives them the harness's slice-by-slice propagation."""
     from medsegflow.promptable.predict2d import predict_promptable_2d
 
-    if job.method.get("propagation", "video") == "video":
-        return predict_promptable_2d(job)
-    with harness_propagation():
-        return predict_promptable_2d(job)
-
-
-@contextlib.contextmanager
-def harness_propagation() -> Iterator[None]:
-    """``propagation: harness``: the model does not offer its own key-slice propagation,
-    so the generic predictor propagates box3d rows slice by slice (the job's process runs
-    one method)."""
-    from medsegflow.promptable.sam2_model import Sam2Promptable
-
-    native = Sam2Promptable.native_prompts
-    Sam2Promptable.native_prompts = native - {"key_slice_box"}
-    try:
-        yield
-    finally:
-        Sam2Promptable.native_prompts = native
+    video = job.method.get("propagation", "video") == "video"
+    return predict_promptable_2d(job, own_propagation=video)
 
 
 def _promptable() -> type[PromptableModel]:

@@ -225,7 +225,8 @@ class PromptableModel(ABC):
         kind: its family's name (the registry's key).
         dims: 2 (encodes slices; the harness propagates through volumes) or 3 (encodes a
             volume: :meth:`start_session`).
-        native_prompts: the :data:`PromptKind` s the model takes itself.
+        native_prompts: the :data:`PromptKind` s the model takes itself (an instance may
+            narrow them, e.g. the generic predictor's ``own_propagation=False``).
     """
 
     kind: ClassVar[str]

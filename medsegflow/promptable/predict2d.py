@@ -527,13 +527,21 @@ def predict_sam_cases(
 
 
 def predict_with_cached_sam(
-    job: PredictJob, *, config: SamConfig, prompts_path: str | os.PathLike | None = None
+    job: PredictJob,
+    *,
+    config: SamConfig,
+    prompts_path: str | os.PathLike | None = None,
+    own_propagation: bool = True,
 ) -> pd.DataFrame:
     """Build the job's model (:func:`load_cached_model`) and run :func:`predict_sam_cases`
     on ``job.device`` (default: CUDA when available); the model decodes in the precision
-    of the cache's encoder."""
+    of the cache's encoder. ``own_propagation`` False: box3d rows take the harness's
+    slice-by-slice propagation even where the model offers its own (``key_slice_box`` is
+    taken out of this model instance's native prompts)."""
     job.require("embeddings", "checkpoint", family=str(job.method["family"]))
     loaded = load_cached_model(job.inputs, device=job.device)
+    if not own_propagation:
+        loaded.model.native_prompts = loaded.model.native_prompts - {"key_slice_box"}
     log.info("%s: %s, %s", job.method_name, loaded.model.describe(), config)
     return predict_sam_cases(
         job,
@@ -544,13 +552,17 @@ def predict_with_cached_sam(
     )
 
 
-def predict_promptable_2d(job: PredictJob) -> pd.DataFrame:
+def predict_promptable_2d(job: PredictJob, *, own_propagation: bool = True) -> pd.DataFrame:
     """The generic 2D predictor (the ``sam`` family's): decode every prompt of every case.
 
     ``job.inputs``: ``preprocessed`` (manifest), ``prompts`` (prompts.tsv), ``embeddings``
     (the cache's manifest; ``model.json`` beside it gives the family and arch) and
     ``checkpoint`` (loaded by the family's :meth:`PromptableModel.build`). The method's
     settings are those of ``medsegflow/schemas/families/sam.schema.yaml``.
+    ``own_propagation`` False: the harness propagates box3d rows even for a model with
+    its own propagation (:func:`predict_with_cached_sam`).
     """
     job.require("prompts", family=str(job.method["family"]))
-    return predict_with_cached_sam(job, config=parse_sam_config(job.method))
+    return predict_with_cached_sam(
+        job, config=parse_sam_config(job.method), own_propagation=own_propagation
+    )

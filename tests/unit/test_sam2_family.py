@@ -48,13 +48,6 @@ def test_method_and_model_defaults_come_from_the_schema():
     assert entry["train"] is None and entry["arch"] == "sam2" and entry["precision"] == "auto"
 
 
-def test_harness_propagation_hides_the_models_own_protocol():
-    cls = sam2.FAMILY.promptable()
-    with sam2.harness_propagation():
-        assert "key_slice_box" not in cls.native_prompts
-    assert "key_slice_box" in cls.native_prompts
-
-
 def test_checks_name_the_key(tmp_path):
     config = _config(tmp_path)
     sam2.check_sam2(config)

@@ -112,6 +112,10 @@ def test_harness_propagation_and_2d_boxes_decode_the_cache(workspace):
     assert set(np.unique(boxes)) <= {0, 1} and boxes[1:4].any()
     # the key slice's box decoded alone is what the harness's propagation starts from
     np.testing.assert_array_equal(harness[2], boxes[2])
+    # the choice is the job's model instance's: the class keeps its own protocol
+    from medsegflow.families import sam2
+
+    assert "key_slice_box" in sam2.FAMILY.promptable().native_prompts
 
 
 def test_corrective_clicks_follow_the_video_protocol(workspace):
