@@ -3,7 +3,8 @@
 A slice becomes encoder input by its model's official recipe (``model.input_recipe``,
 :mod:`medsegflow.models.input_recipes`): SAM's longest-side resize, pixel normalisation and
 padding; MedSAM's square resize and min-max; LiteMedSAM's area resize, min-max and
-padding. torch is imported lazily.
+padding. The encoder runs with each convolution's batch norm folded into it
+(:func:`inference_encoder`). torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -31,6 +32,41 @@ def model_input(
     return torch.from_numpy(np.stack([recipe.prepare_image(s) for s in slices_yx])).to(device)
 
 
+def inference_encoder(encoder: torch.nn.Module) -> torch.nn.Module:
+    """The encoder for inference: an eval-mode encoder with ``nn.Sequential`` blocks in
+    which a ``Conv2d`` is followed by a ``BatchNorm2d`` (TinyViT's ``Conv2d_BN``) comes back
+    as a copy with each such batch norm folded into its convolution
+    (``torch.nn.utils.fusion.fuse_conv_bn_eval``); any other encoder comes back as it is.
+
+    The same function with one operation fewer per such layer (the timings are in
+    ``docs/benchmarks.md``; ``tests/unit/test_sam_encode.py`` checks the outputs). The
+    model's own modules, state dict and checkpoint stay unchanged."""
+    import copy
+    import itertools
+
+    from torch import nn
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    def pairs(module: nn.Module) -> list[tuple[nn.Module, str, str]]:
+        found = []
+        for parent in module.modules():
+            if not isinstance(parent, nn.Sequential):  # there children run in their order
+                continue
+            children = list(parent.named_children())
+            for (a, first), (b, second) in itertools.pairwise(children):
+                if isinstance(first, nn.Conv2d) and isinstance(second, nn.BatchNorm2d):
+                    found.append((parent, a, b))
+        return found
+
+    if encoder.training or not pairs(encoder):
+        return encoder
+    fused = copy.deepcopy(encoder)
+    for parent, conv, norm in pairs(fused):
+        setattr(parent, conv, fuse_conv_bn_eval(getattr(parent, conv), getattr(parent, norm)))
+        setattr(parent, norm, nn.Identity())
+    return fused
+
+
 def encode_slices(
     slices_zyx: np.ndarray,
     *,
@@ -56,12 +92,13 @@ def encode_slices(
 
     shape = (0, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size)
     out: list[np.ndarray] = []
+    encoder = inference_encoder(model.image_encoder)
     with torch.inference_mode(), autocast(device, precision):
         # 16-bit storage only where the encoder really ran under a 16-bit autocast (its
         # last LayerNorm may still hand back float32 values of bf16 precision)
         dtype = np.float16 if torch.is_autocast_enabled(torch.device(device).type) else np.float32
         for start in range(0, len(slices_zyx), batch_size):
             batch = model_input(slices_zyx[start : start + batch_size], model=model, device=device)
-            features = model.image_encoder(batch)
+            features = encoder(batch)
             out.append(features.float().cpu().numpy().astype(dtype))
     return np.concatenate(out) if out else np.zeros(shape, dtype=dtype)
