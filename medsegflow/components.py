@@ -14,7 +14,6 @@ must agree on it, so they all call :func:`label_by_size`:
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 
 def full_connectivity(ndim: int) -> np.ndarray:
@@ -27,6 +26,8 @@ def label_by_size(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     components ``1..n`` in raster order of their first element (0 = background);
     ``order`` holds those numbers largest first (ties: raster order). ``n == 0`` for an
     empty mask."""
+    from scipy import ndimage  # here: a prediction job that never labels skips the import
+
     mask = np.asarray(mask, dtype=bool)
     if mask.ndim not in (2, 3):
         raise ValueError(f"connected components need a 2D or 3D mask, got shape {mask.shape}")

@@ -23,7 +23,6 @@ clicks); the generator is then required and is the only source of randomness.
 from __future__ import annotations
 
 import numpy as np
-from scipy import ndimage
 
 from medsegflow.components import components_largest_first, largest_component
 
@@ -59,6 +58,8 @@ def deepest_index(region: np.ndarray) -> tuple[int, ...]:
     """Array index of the region's element farthest from its border, in voxel units (ties as
     in the module docstring: ``RandomState(42).choice`` over the deepest elements in raster
     order). The region must not be empty."""
+    from scipy import ndimage  # lazily: most prediction jobs never call it
+
     region = _as_mask(region, "region")
     if not region.any():
         raise ValueError("deepest_index: the region is empty")

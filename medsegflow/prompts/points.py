@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import ndimage
 
 from medsegflow.components import components_largest_first
 
@@ -30,6 +29,8 @@ def inner_distance(mask_yx: np.ndarray) -> np.ndarray:
     Outside the image counts as non-object. Returns float64 ``(H, W)``; 0 outside the mask,
     >= 1 on it (1 on its border).
     """
+    from scipy import ndimage  # lazily: most prediction jobs never call it
+
     mask_yx = _as_mask(mask_yx)
     padded = np.pad(mask_yx, 1, constant_values=False)
     return ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
@@ -40,6 +41,8 @@ def outer_distance(mask_yx: np.ndarray) -> np.ndarray:
 
     Returns float64 ``(H, W)``; ``inf`` everywhere when the mask is empty.
     """
+    from scipy import ndimage  # lazily: most prediction jobs never call it
+
     mask_yx = _as_mask(mask_yx)
     if not mask_yx.any():
         return np.full(mask_yx.shape, np.inf)
