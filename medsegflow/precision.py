@@ -9,6 +9,9 @@
 - ``fp32`` never casts;
 - ``bf16`` is bfloat16 autocast on any device.
 
+``embed_batch_size: auto`` (slices per encoder call, :func:`encoder_batch_size`) is decided
+by the device in the same way.
+
 bfloat16 pays only where the hardware computes it: on a CPU without ``avx512_bf16``/AMX it
 is emulated and slower than float32. ``benchmarks/bench_encoder_precision.py`` measures both
 on the current machine; the timings measured so far are in docs/benchmarks.md.
@@ -85,3 +88,17 @@ def autocast(
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if chosen == "bf16" else torch.float16
     return torch.autocast(torch.device(device).type, dtype=dtype)
+
+
+AUTO_BATCH = {"cpu": 1, "cuda": 4}  # slices per encoder call for a batch size of auto
+
+
+def encoder_batch_size(batch_size: int | str, device: torch.device | str | None) -> int:
+    """Slices per image-encoder call: ``auto`` is 1 on the CPU, where one slice per call was
+    faster per slice than batches (one 256 x 256 slice's activations already exceed the
+    caches; docs/benchmarks.md), and 4 on CUDA (:data:`AUTO_BATCH`); a number stays."""
+    if batch_size != "auto":
+        return int(batch_size)
+    from medsegflow.models.sam_loader import select_device
+
+    return AUTO_BATCH.get(select_device(None if device is None else str(device)).type, 1)

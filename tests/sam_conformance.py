@@ -27,6 +27,7 @@ from medsegflow import planning
 from medsegflow.config import load_config
 from medsegflow.families.registry import family_named
 from medsegflow.models.sam_cache import CaseEmbeddings, load_case_embeddings, save_case_embeddings
+from medsegflow.precision import encoder_batch_size
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,10 @@ def embed_through_cache(
 ) -> CaseEmbeddings:
     """Embed ``(N, H, W[, 3])`` uint8 slices and return them as read back from the cache."""
     features = loaded.promptable.encode_slices(
-        slices, batch_size=int(loaded.config["sam_models"][loaded.name]["embed_batch_size"])
+        slices,
+        batch_size=encoder_batch_size(
+            loaded.config["sam_models"][loaded.name]["embed_batch_size"], "cpu"
+        ),
     )
     cached = CaseEmbeddings(
         case_id=case_id,

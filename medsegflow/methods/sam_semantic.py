@@ -79,8 +79,10 @@ def segment_semantic_volume(
     device: torch.device,
     batch_size: int,
     precision: str,
+    chunk: int = 8,
 ) -> np.ndarray:
-    """``(Z, Y, X)`` label volume of one image, slice by slice."""
+    """``(Z, Y, X)`` label volume of one image: ``chunk`` slices at a time are encoded
+    (``batch_size`` per encoder call) and decoded."""
     import torch
 
     from medsegflow.models.sam_encode import encode_slices
@@ -95,17 +97,17 @@ def segment_semantic_volume(
             f"the model has {int(model.mask_decoder.num_mask_tokens) - 1} classes, its card "
             f"names {values.size - 1}"
         )
-    for start in range(0, image_zyx.shape[0], batch_size):
-        chunk = image_zyx[start : start + batch_size]
+    for start in range(0, image_zyx.shape[0], chunk):
+        slices = image_zyx[start : start + chunk]
         embeddings = encode_slices(
-            chunk, model=model, device=device, batch_size=batch_size, precision=precision
+            slices, model=model, device=device, batch_size=batch_size, precision=precision
         )
         with torch.inference_mode(), autocast(device, precision):
             logits = decode_semantic(model, torch.from_numpy(embeddings).to(device).float())
         channels = recipe.postprocess_classes(
             logits.float(), original_size=original, input_size=recipe.input_size(original)
         )
-        label_zyx[start : start + len(chunk)] = values[channels.cpu().numpy()]
+        label_zyx[start : start + len(slices)] = values[channels.cpu().numpy()]
     return label_zyx
 
 
@@ -117,6 +119,7 @@ def predict_sam_semantic(job: PredictJob) -> pd.DataFrame:
     """
     from medsegflow.models.sam_loader import load_sam_model
     from medsegflow.models.sam_lora import merge_lora
+    from medsegflow.precision import encoder_batch_size
     from medsegflow.prediction.cases import predict_cases
 
     job.require("checkpoint", family="sam_semantic")
@@ -156,7 +159,7 @@ def predict_sam_semantic(job: PredictJob) -> pd.DataFrame:
             model=model,
             values=values,
             device=device,
-            batch_size=int(settings["batch_size"]),
+            batch_size=encoder_batch_size(settings["batch_size"], str(device)),
             precision=str(settings["precision"]),
         )
         return label_zyx, 0

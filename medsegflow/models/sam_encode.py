@@ -3,8 +3,10 @@
 A slice becomes encoder input by its model's official recipe (``model.input_recipe``,
 :mod:`medsegflow.models.input_recipes`): SAM's longest-side resize, pixel normalisation and
 padding; MedSAM's square resize and min-max; LiteMedSAM's area resize, min-max and
-padding. The encoder runs with each convolution's batch norm folded into it
-(:func:`inference_encoder`). torch is imported lazily.
+padding. Under a 16-bit autocast the encoder runs with each convolution's batch norm
+folded into it (:func:`inference_encoder`); in float32 it runs as loaded, as the official
+code does (the fold moves float32 rounding enough to flip a pixel of LiteMedSAM's 3D
+conformance case, whose propagation then differs). torch is imported lazily.
 """
 
 from __future__ import annotations
@@ -92,11 +94,14 @@ def encode_slices(
 
     shape = (0, model.prompt_encoder.embed_dim, *model.prompt_encoder.image_embedding_size)
     out: list[np.ndarray] = []
-    encoder = inference_encoder(model.image_encoder)
     with torch.inference_mode(), autocast(device, precision):
         # 16-bit storage only where the encoder really ran under a 16-bit autocast (its
         # last LayerNorm may still hand back float32 values of bf16 precision)
-        dtype = np.float16 if torch.is_autocast_enabled(torch.device(device).type) else np.float32
+        sixteen_bit = torch.is_autocast_enabled(torch.device(device).type)
+        dtype = np.float16 if sixteen_bit else np.float32
+        # folded batch norms only in 16 bits: in float32 the encoder runs as the official
+        # code's does, and the cache holds exactly its values
+        encoder = inference_encoder(model.image_encoder) if sixteen_bit else model.image_encoder
         for start in range(0, len(slices_zyx), batch_size):
             batch = model_input(slices_zyx[start : start + batch_size], model=model, device=device)
             features = encoder(batch)

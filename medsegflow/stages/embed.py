@@ -49,6 +49,7 @@ from medsegflow.models.sam_cache import (
     save_case_embeddings,
     write_model_info,
 )
+from medsegflow.precision import encoder_batch_size
 from medsegflow.promptable.interface import PromptableModel
 from medsegflow.threads import limit_threads
 
@@ -94,7 +95,7 @@ def embed_dataset(
     spec: dict[str, Any] | None = None,
     out_dir: str | os.PathLike,
     splits: Sequence[str],
-    batch_size: int,
+    batch_size: int | str,
     precision: str,
     device: str | None = None,
     threads: int | None = None,
@@ -111,7 +112,8 @@ def embed_dataset(
         out_dir: the cache folder; ``manifest.tsv`` is written last.
         splits: case splits to embed (the workflow passes those its methods predict).
         device: None for CUDA when available, else CPU; autocast (bf16/fp16) on CUDA.
-        batch_size: slices per encoder call.
+        batch_size: slices per encoder call, or ``auto``
+            (:func:`~medsegflow.precision.encoder_batch_size`).
         threads: torch CPU threads (None: torch's default).
         precision: the encoder's precision, ``auto``, ``fp32`` or ``bf16``
             (:func:`~medsegflow.precision.resolve_precision`).
@@ -130,6 +132,7 @@ def embed_dataset(
     model = build_promptable(
         family, {**(spec or {}), "arch": arch}, checkpoint, device=device, precision=precision
     )
+    batch_size = encoder_batch_size(batch_size, device)
     info = model.describe()
     write_model_info(out_dir, info, model_class=type(model))
     rows: list[dict[str, Any]] = []

@@ -37,6 +37,7 @@ from medsegflow.models.sam_encode import encode_slices
 from medsegflow.models.sam_loader import load_sam_model
 from medsegflow.models.sam_lora import merge_lora
 from medsegflow.models.semantic_sam import decode_semantic
+from medsegflow.precision import encoder_batch_size
 from medsegflow.preprocess.intensity import window_ct
 from medsegflow.training.stage import train_sam_model
 
@@ -152,7 +153,7 @@ def test_network_input_logits_and_labels(imported, input_size):
         model=model,
         values=np.arange(len(CLASSES) + 1),
         device=device,
-        batch_size=int(method["batch_size"]),
+        batch_size=encoder_batch_size(method["batch_size"], "cpu"),
         precision=method["precision"],
     )
     assert labels.shape == expected.shape

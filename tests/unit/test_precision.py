@@ -72,3 +72,12 @@ def test_auto_on_cuda_is_bf16_where_supported(monkeypatch):
 def test_unknown_precision_is_refused():
     with pytest.raises(ValueError, match=r"precision 'fp16' is not one of"):
         prec.resolve_precision("fp16", "cpu")
+
+
+def test_encoder_batch_size_auto_is_one_slice_on_the_cpu_and_numbers_stay():
+    from medsegflow.precision import AUTO_BATCH, encoder_batch_size
+
+    assert encoder_batch_size("auto", "cpu") == AUTO_BATCH["cpu"] == 1
+    assert AUTO_BATCH["cuda"] > 1
+    assert encoder_batch_size(8, "cpu") == 8
+    assert encoder_batch_size("3", "cpu") == 3
