@@ -99,6 +99,10 @@ def encoder_batch_size(batch_size: int | str, device: torch.device | str | None)
     caches; docs/benchmarks.md), and 4 on CUDA (:data:`AUTO_BATCH`); a number stays."""
     if batch_size != "auto":
         return int(batch_size)
-    from medsegflow.models.sam_loader import select_device
+    import torch
 
-    return AUTO_BATCH.get(select_device(None if device is None else str(device)).type, 1)
+    if device in (None, "auto"):
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    else:
+        kind = torch.device(device).type
+    return AUTO_BATCH.get(kind, 1)

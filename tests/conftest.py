@@ -34,8 +34,9 @@ class Snakemake:
     """Runs the repository's workflow (``-s Snakefile``) in a work folder, as the user would.
 
     ``snakemake(args, cwd=..., config=...)`` returns the ``CompletedProcess`` (text).
-    ``config`` is a dict (written to ``cwd/config.yaml``) or a path; either way
-    ``--configfile`` goes last, since it takes several values. ``cores`` adds ``--cores``
+    ``config`` is a dict (written to ``cwd/config.yaml``), a path or a list of paths
+    (merged by Snakemake in order); either way ``--configfile`` goes last, since it takes
+    several values. ``cores`` adds ``--cores``
     (``None``: not at all, e.g. with a profile). ``env`` adds environment variables.
     ``check=True`` asserts success and shows the output's tail otherwise.
     """
@@ -49,7 +50,9 @@ class Snakemake:
         if isinstance(config, dict):
             (Path(cwd) / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
             config = "config.yaml"
-        if config is not None:
+        if isinstance(config, list | tuple):
+            cmd += ["--configfile", *map(str, config)]
+        elif config is not None:
             cmd += ["--configfile", str(config)]
         return cmd
 
@@ -110,6 +113,35 @@ def demo_plan(snakemake, tmp_path_factory) -> subprocess.CompletedProcess:
     return snakemake(["-n"], cwd=workdir, config=REPO / "config.yaml", check=True)
 
 
+DEMO_ANALYSES = REPO / "experiments" / "demo_analyses.yaml"  # an overlay of config.yaml
+
+
+@pytest.fixture(scope="session")
+def analyses_plan(snakemake, tmp_path_factory) -> subprocess.CompletedProcess:
+    """The dry-run of config.yaml with the overlay experiments/demo_analyses.yaml."""
+    workdir = tmp_path_factory.mktemp("analyses_plan")
+    config = [REPO / "config.yaml", DEMO_ANALYSES]
+    return snakemake(["-n"], cwd=workdir, config=config, check=True)
+
+
+@pytest.fixture
+def demo_analyses_config() -> dict:
+    """A fresh copy of config.yaml merged with its analyses overlay, to edit."""
+    return demo_with_analyses()
+
+
+def demo_with_analyses() -> dict:
+    """config.yaml merged with experiments/demo_analyses.yaml as Snakemake merges two
+    ``--configfile``s (dicts key by key, anything else replaced)."""
+    from snakemake.utils import update_config
+
+    config = {}
+    for path in (REPO / "config.yaml", DEMO_ANALYSES):
+        with open(path, encoding="utf-8") as handle:
+            update_config(config, yaml.safe_load(handle))
+    return config
+
+
 # The shared demo-sized run: one Snakemake run of the reduced demo for the whole session.
 # Every integration test that only reads a run's outputs reads this one (``demo_run``);
 # tests that need a run of their own (kill and resume, SLURM, sharding, a plugin family,
@@ -128,10 +160,9 @@ DEMO_RUN_FOLDER = "medsegflow_demo_run"  # xdist workerinput key: the shared run
 
 
 def reduced_config() -> dict:
-    """config.yaml with smaller phantoms and tiny training budgets (the plumbing, not the
-    accuracy: the demo itself trains longer)."""
-    with open(REPO / "config.yaml", encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+    """config.yaml with its analyses (:func:`demo_with_analyses`), smaller phantoms and
+    tiny training budgets (the plumbing, not the accuracy: the demo itself trains longer)."""
+    config = demo_with_analyses()
     config["datasets"]["phantom_ct"]["params"].update(n_cases=5, shape=[24, 96, 96])
     config["datasets"]["phantom_us"]["params"].update(n_cases=8)
     config["tables"]["bootstrap"] = 200

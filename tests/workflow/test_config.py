@@ -10,9 +10,19 @@ from medsegflow.errors import ConfigError
 
 
 @pytest.fixture()
-def raw(repo_root):
+def raw(demo_analyses_config):
+    """The demo with its analyses overlay (it has the ablation grids)."""
+    return demo_analyses_config
+
+
+def test_the_demo_alone_has_no_analyses(repo_root):
     with open(repo_root / "config.yaml", encoding="utf-8") as handle:
-        return yaml.safe_load(handle)
+        config = load_config(yaml.safe_load(handle))
+    assert config["ablations"] == {} and config["robustness"]["models"] == []
+    assert not any("__" in name for name in config["methods"])
+    assert {"sam_box", "medsam_ft_box", "samed_lora", "sam3d_clicks", "medclip_sam"} <= set(
+        config["methods"]
+    )
 
 
 def test_default_config_loads_with_defaults_and_ablations(raw):

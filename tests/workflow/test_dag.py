@@ -13,16 +13,59 @@ import yaml
 
 def test_default_config_dry_run_has_one_job_per_dataset_and_method(snakemake, demo_plan):
     counts = snakemake.job_counts(demo_plan.stdout)
-    # phantom_us: 16 methods (otsu, kmeans + 1 grid point, 4 SAM methods on LiteMedSAM,
-    # SAM without text, 3 text-driven methods + 3 grid points, nnU-Net 2d and weak);
-    # phantom_ct: 11 (otsu, kmeans + its grid point, LiteMedSAM's box and 3D box, the 3D
-    # box with 3D clicks, the three fine-tuned rows, SAM-Med3D trained here, nnU-Net 2d).
-    # LiteMedSAM's weights are packaged; its three fine-tuned versions (MedSAM, SAMed,
-    # Med-SA recipes) are trained here, and the two promptable ones embed phantom_ct with
-    # their own encoders (SAMed's semantic model encodes as it predicts). 3 GT prompt sets
-    # on US, box and box3d on CT; 4 saliency jobs (US: base, 2 prompt sets, tuned), 5
-    # coarse-mask jobs, 2 prompt files from coarse masks; one robustness job (LiteMedSAM on
-    # US), two interactive methods.
+    # The demo's seed-system rows. phantom_us: 7 methods (otsu, kmeans, LiteMedSAM's box,
+    # the text path's coarse masks and SAM, nnU-Net 2d and weak); phantom_ct: 8 (otsu,
+    # kmeans, LiteMedSAM's box and 3D box, the three fine-tuned rows, SAM-Med3D trained
+    # here). LiteMedSAM's weights are packaged; its three fine-tuned versions (MedSAM,
+    # SAMed, Med-SA recipes) are trained here, and the two promptable ones embed phantom_ct
+    # with their own encoders (SAMed's semantic model encodes as it predicts). GT box prompt
+    # sets on both datasets, box3d on CT; one saliency, coarse-mask and mask-prompt job;
+    # no robustness curves (the collected table is empty); one interactive method.
+    assert counts == {
+        "prepare_dataset": 2,
+        "preprocess_dataset": 2,
+        "train_sam_model": 3,
+        "make_prompts": 3,
+        "embed_images": 4,
+        "make_clip_captions": 1,
+        "finetune_clip": 1,
+        "compute_saliency": 1,
+        "make_coarse_masks": 1,
+        "make_mask_prompts": 1,
+        "predict_pseudolabels": 1,
+        "convert_nnunet_dataset": 2,
+        "plan_nnunet_dataset": 2,
+        "train_nnunet": 2,
+        "predict_method": 15,
+        "score_method": 15,
+        "collect_tables": 1,
+        "summarise_tables": 1,
+        "plot_metric": 2,
+        "plot_qualitative": 2,
+        "rank_methods": 1,
+        "plot_ranking": 2,
+        "collect_conventions": 1,
+        "plot_conventions": 1,
+        "cost_table": 1,
+        "plot_cost": 1,
+        "collect_robustness": 1,
+        "train_sam3d_model": 1,
+        "score_clicks": 1,  # SAM-Med3D
+        "collect_clicks": 1,
+        "plot_clicks": 1,
+        "all": 1,
+    }
+
+
+def test_the_analyses_overlay_adds_the_analyses_to_the_demo(snakemake, analyses_plan):
+    counts = snakemake.job_counts(analyses_plan.stdout)
+    # experiments/demo_analyses.yaml over config.yaml. phantom_us: 16 methods (otsu, kmeans
+    # + 1 grid point, 4 SAM methods on LiteMedSAM, SAM without text, 3 text-driven methods
+    # + 3 grid points, nnU-Net 2d and weak); phantom_ct: 11 (otsu, kmeans + its grid point,
+    # LiteMedSAM's box and 3D box, the 3D box with 3D clicks, the three fine-tuned rows,
+    # SAM-Med3D trained here, nnU-Net 2d). 3 GT prompt sets on US, box and box3d on CT;
+    # 4 saliency jobs (US: base, 2 prompt sets, tuned), 5 coarse-mask jobs, 2 prompt files
+    # from coarse masks; one robustness job (LiteMedSAM on US), two interactive methods.
     assert counts == {
         "prepare_dataset": 2,
         "preprocess_dataset": 2,
@@ -62,9 +105,10 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(snakemake, de
     }
 
 
-def test_ablation_grid_and_dataset_restriction_change_the_dag(repo_root, tmp_path, snakemake):
-    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
-        config = yaml.safe_load(handle)
+def test_ablation_grid_and_dataset_restriction_change_the_dag(
+    demo_analyses_config, tmp_path, snakemake
+):
+    config = demo_analyses_config
     config["ablations"]["kmeans_clusters"]["grid"] = {
         "n_clusters": [3, 4, 5],
         "polarity": ["auto", "dark"],
@@ -180,23 +224,23 @@ def test_robustness_jobs_follow_the_config(repo_root, tmp_path, snakemake):
             wf.check_config(load_config({**raw, "robustness": {key: value}}))
     # the figure is its own target: the curve job and its embeddings, nothing else
     target = "results/figures/robustness_phantom_us.png"
-    result = snakemake([target, "-n"], cwd=tmp_path, config=repo_root / "config.yaml", check=True)
+    config = [repo_root / "config.yaml", repo_root / "experiments/demo_analyses.yaml"]
+    result = snakemake([target, "-n"], cwd=tmp_path, config=config, check=True)
     counts = snakemake.job_counts(result.stdout)
     assert counts["compute_robustness"] == 1 and counts["embed_images"] == 1
     assert "predict_method" not in counts and "train_sam_model" not in counts
 
 
-def test_a_method_named_like_another_methods_derived_file_is_refused(repo_root):
+def test_a_method_named_like_another_methods_derived_file_is_refused(demo_analyses_config):
     from medsegflow import workflow as wf
     from medsegflow.config import load_config
     from medsegflow.errors import ConfigError
 
-    with open(repo_root / "config.yaml", encoding="utf-8") as handle:
-        raw = yaml.safe_load(handle)
+    raw = demo_analyses_config
     pattern = re.compile(wf.interactive_method_pattern(load_config(raw)))
-    assert [m for m in raw["methods"] if pattern.fullmatch(m)] == [
-        "sam_box3d_interactive",
+    assert sorted(m for m in raw["methods"] if pattern.fullmatch(m)) == [
         "sam3d_clicks",
+        "sam_box3d_interactive",
     ]
     for name, source in (
         ("sam3d_clicks_clicks", "sam3d_clicks"),

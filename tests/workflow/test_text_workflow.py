@@ -14,13 +14,19 @@ from medsegflow.errors import ConfigError
 from medsegflow.families import text_stages as wft
 
 
-def _config(repo_root, path="config.yaml"):
+def _config(repo_root, path):
     with open(repo_root / path, encoding="utf-8") as handle:
         return load_config(yaml.safe_load(handle))
 
 
-def test_grid_points_share_every_stage_they_do_not_vary(repo_root):
-    config = _config(repo_root)
+@pytest.fixture
+def demo(demo_analyses_config):
+    """The demo with its analyses overlay (its grids and tuned method), loaded."""
+    return load_config(demo_analyses_config)
+
+
+def test_grid_points_share_every_stage_they_do_not_vary(demo):
+    config = demo
     # medclip_sam differs from medclip_coarse only by SAM: same saliency and coarse masks
     assert wft.saliency_key(config, "medclip_sam") == "medclip_coarse"
     assert wft.coarse_key(config, "medclip_sam") == "medclip_coarse"
@@ -35,8 +41,8 @@ def test_grid_points_share_every_stage_they_do_not_vary(repo_root):
     assert wft.coarse_key(config, "medclip_sam_tuned") == "medclip_sam_tuned"
 
 
-def test_pseudo_label_sources_cover_train_and_val(repo_root):
-    config = _config(repo_root)
+def test_pseudo_label_sources_cover_train_and_val(demo):
+    config = demo
     assert planning.method_splits(config, "phantom_us", "medclip_sam") == ["train", "val", "test"]
     assert planning.method_splits(config, "phantom_ct", "medclip_sam") == ["test"]
     # the shared saliency folder covers the union of its users' splits
@@ -49,8 +55,8 @@ def test_pseudo_label_sources_cover_train_and_val(repo_root):
     assert wf.embedding_splits(config, "phantom_ct", "lite_medsam") == ["test"]
 
 
-def test_text_predict_inputs(repo_root):
-    config = _config(repo_root)
+def test_text_predict_inputs(demo):
+    config = demo
     coarse_only = wf.predict_inputs(config, "phantom_us", "medclip_coarse")
     assert coarse_only == {
         "preprocessed": "results/preprocessed/phantom_us/manifest.tsv",
@@ -84,8 +90,8 @@ def test_text_predict_inputs(repo_root):
         ),
     ],
 )
-def test_bad_text_configs_name_the_key(repo_root, change, message):
-    config = _config(repo_root)
+def test_bad_text_configs_name_the_key(demo, change, message):
+    config = demo
     change(config)
     with pytest.raises(ConfigError, match=message):
         wft.check_text_config(config)
