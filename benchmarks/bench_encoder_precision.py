@@ -11,6 +11,8 @@ CUDA or on a CPU with native bf16, float32 otherwise) with the CPU's bf16 flags.
 Under bf16 the pipeline's encoder has its batch norms folded into its convolutions
 (:func:`medsegflow.models.sam_encode.inference_encoder`; float32 runs the encoder as loaded,
 as the official code). bf16 is timed both ways, and the ratio folded / as loaded printed.
+Last, 4 slices are encoded one per call and in one call of 4, in the precision ``auto``
+chose: the ratio behind ``embed_batch_size: auto`` (1 slice per call on the CPU).
 
     .venv/bin/python benchmarks/bench_encoder_precision.py [--threads 1]
 """
@@ -29,7 +31,13 @@ from scipy import ndimage
 from medsegflow.models.sam_encode import inference_encoder, model_input
 from medsegflow.models.sam_loader import autocast, load_sam_model
 from medsegflow.models.sam_registry import packaged_weights_path
-from medsegflow.precision import CPU_BF16_FLAGS, CPUINFO, cpuinfo_flags, resolve_precision
+from medsegflow.precision import (
+    CPU_BF16_FLAGS,
+    CPUINFO,
+    cpuinfo_flags,
+    encoder_batch_size,
+    resolve_precision,
+)
 from medsegflow.promptable.interface import Prompt2D
 from medsegflow.promptable.sam_model import decode_prompts
 from medsegflow.prompts.boxes import box_from_mask
@@ -124,6 +132,31 @@ def main() -> None:
         f"precision: auto chooses {chosen} on this CPU (native bf16 flags: "
         f"{', '.join(flags) or 'none'}); measured faster here: {faster} "
         f"(ratio bf16/fp32 {per['bf16'] / per['fp32']:.2f})"
+    )
+    batch_sizes(model, cases, chosen)
+
+
+def batch_sizes(model, cases, precision: str) -> None:
+    """Seconds per slice in batches of 4 against one slice per call (the baseline), in the
+    precision ``auto`` chose, with the pipeline's encoder: what ``embed_batch_size: auto``
+    decides on by device (:func:`medsegflow.precision.encoder_batch_size`)."""
+    images = [image for _, image, _ in cases[:4]]
+    batch = model_input(images, model=model, device="cpu")
+    with torch.inference_mode(), autocast("cpu", precision):
+        encoder = inference_encoder(model.image_encoder) if precision != "fp32" else None
+        encoder = encoder or model.image_encoder
+        encoder(batch[:1])  # warm-up
+        start = time.perf_counter()
+        for k in range(len(images)):
+            encoder(batch[k : k + 1])
+        single = (time.perf_counter() - start) / len(images)
+        start = time.perf_counter()
+        encoder(batch)
+        batched = (time.perf_counter() - start) / len(images)
+    print(
+        f"{precision}, {len(images)} slices: 1 per call {single:.3f} s/slice (baseline), "
+        f"{len(images)} per call {batched:.3f} s/slice, ratio {batched / single:.2f}; "
+        f"embed_batch_size auto on the CPU: {encoder_batch_size('auto', 'cpu')}"
     )
 
 

@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medsegflow.threads import THREAD_VARIABLES
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
@@ -191,6 +193,7 @@ class DemoRun:
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
         self.took: float | None = None  # the wall time, kept by stop() for the summary
+        self.cpu: float | None = None  # its CPU seconds, idem
 
     def start(self) -> None:
         """Start the run unless a process of this session already did."""
@@ -203,7 +206,8 @@ class DemoRun:
         cmd = Snakemake().command(["all"], cwd=self.workdir, config=reduced_config())
         # the shell records the exit status, so that any process of the session can wait
         script = (
-            '"$@" > snakemake.out 2>&1; echo $? > returncode.part && mv returncode.part returncode'
+            '"$@" > snakemake.out 2>&1; echo $? > returncode.part; times > times.txt; '
+            "mv returncode.part returncode"
         )
         proc = subprocess.Popen(
             ["bash", "-c", script, "demo_run", *cmd], cwd=self.workdir, start_new_session=True
@@ -216,6 +220,16 @@ class DemoRun:
         if not done.is_file():
             return None
         return done.stat().st_mtime - float(started.read_text(encoding="utf-8"))
+
+    def cpu_seconds(self) -> float | None:
+        """User and system CPU seconds of the finished run (Snakemake and its jobs), from
+        the shell's ``times``."""
+        path = self.workdir / "times.txt"
+        if not path.is_file():
+            return None
+        lines = path.read_text(encoding="utf-8").split("\n")
+        values = re.findall(r"(\d+)m([\d.]+)s", lines[1] if len(lines) > 1 else "")
+        return sum(60 * int(m) + float(sec) for m, sec in values) or None
 
     def wait(self) -> Path:
         self.start()  # a no-op once started (collection starts it)
@@ -236,6 +250,7 @@ class DemoRun:
         """Stop a run still going (the session ended early); remove the folder if every
         test passed or the run never started."""
         self.took = self.seconds()
+        self.cpu = self.cpu_seconds()
         pid = self.workdir / "pid"
         if pid.is_file() and not (self.workdir / "returncode").is_file():
             with contextlib.suppress(ProcessLookupError):
@@ -258,6 +273,13 @@ _DEMO_KEY = pytest.StashKey[DemoRun]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # One compute thread per process (unless set): the two test processes, the shared run
+    # and the tests' own runs share 2 cores, and OpenMP threads of oversubscribed
+    # processes spin for each other. The jobs of the tests' runs inherit it.
+    for name in THREAD_VARIABLES:
+        os.environ.setdefault(name, "1")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if not _is_worker(config):
         config.stash[_DEMO_KEY] = DemoRun(Path(tempfile.mkdtemp(prefix="medsegflow-demo-run-")))
 
@@ -294,6 +316,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         os.nice(DEMO_RUN_NICENESS)
 
 
+TIMELINE = "MEDSEGFLOW_TEST_TIMELINE"  # a file: each test's start and end, per worker
+
+
+def _timeline(nodeid: str, event: str) -> None:
+    path = os.environ.get(TIMELINE)
+    if path:
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(f"{time.time():.1f}\t{worker}\t{event}\t{nodeid}\n")
+
+
+def pytest_runtest_logstart(nodeid: str, location) -> None:
+    _timeline(nodeid, "start")
+
+
+def pytest_runtest_logfinish(nodeid: str, location) -> None:
+    _timeline(nodeid, "end")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if not _is_worker(session.config):
         _demo(session.config).stop(passed=exitstatus == 0)
@@ -303,9 +344,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
     config = terminalreporter.config
     if _is_worker(config) or _DEMO_KEY not in config.stash:
         return
-    took = _demo(config).took
-    if took is not None:
-        terminalreporter.write_line(f"shared demo run (demo_run): {took:.0f} s")
+    demo = _demo(config)
+    if demo.took is not None:
+        cpu = f", {demo.cpu:.0f} CPU s" if demo.cpu else ""
+        terminalreporter.write_line(f"shared demo run (demo_run): {demo.took:.0f} s{cpu}")
 
 
 @pytest.fixture(scope="session")
