@@ -10,6 +10,42 @@ from pathlib import Path
 import pytest
 import yaml
 
+# Jobs per rule of the demo (config.yaml) alone.
+DEMO_COUNTS = {
+    "prepare_dataset": 2,
+    "preprocess_dataset": 2,
+    "train_sam_model": 3,
+    "make_prompts": 3,
+    "embed_images": 4,
+    "make_clip_captions": 1,
+    "finetune_clip": 1,
+    "compute_saliency": 1,
+    "make_coarse_masks": 1,
+    "make_mask_prompts": 1,
+    "predict_pseudolabels": 1,
+    "convert_nnunet_dataset": 2,
+    "plan_nnunet_dataset": 2,
+    "train_nnunet": 2,
+    "predict_method": 15,
+    "score_method": 15,
+    "collect_tables": 1,
+    "summarise_tables": 1,
+    "plot_metric": 2,
+    "plot_qualitative": 2,
+    "rank_methods": 1,
+    "plot_ranking": 2,
+    "collect_conventions": 1,
+    "plot_conventions": 1,
+    "cost_table": 1,
+    "plot_cost": 1,
+    "collect_robustness": 1,
+    "train_sam3d_model": 1,
+    "score_clicks": 1,  # SAM-Med3D
+    "collect_clicks": 1,
+    "plot_clicks": 1,
+    "all": 1,
+}
+
 
 def test_default_config_dry_run_has_one_job_per_dataset_and_method(snakemake, demo_plan):
     counts = snakemake.job_counts(demo_plan.stdout)
@@ -21,40 +57,7 @@ def test_default_config_dry_run_has_one_job_per_dataset_and_method(snakemake, de
     # with their own encoders (SAMed's semantic model encodes as it predicts). GT box prompt
     # sets on both datasets, box3d on CT; one saliency, coarse-mask and mask-prompt job;
     # no robustness curves (the collected table is empty); one interactive method.
-    assert counts == {
-        "prepare_dataset": 2,
-        "preprocess_dataset": 2,
-        "train_sam_model": 3,
-        "make_prompts": 3,
-        "embed_images": 4,
-        "make_clip_captions": 1,
-        "finetune_clip": 1,
-        "compute_saliency": 1,
-        "make_coarse_masks": 1,
-        "make_mask_prompts": 1,
-        "predict_pseudolabels": 1,
-        "convert_nnunet_dataset": 2,
-        "plan_nnunet_dataset": 2,
-        "train_nnunet": 2,
-        "predict_method": 15,
-        "score_method": 15,
-        "collect_tables": 1,
-        "summarise_tables": 1,
-        "plot_metric": 2,
-        "plot_qualitative": 2,
-        "rank_methods": 1,
-        "plot_ranking": 2,
-        "collect_conventions": 1,
-        "plot_conventions": 1,
-        "cost_table": 1,
-        "plot_cost": 1,
-        "collect_robustness": 1,
-        "train_sam3d_model": 1,
-        "score_clicks": 1,  # SAM-Med3D
-        "collect_clicks": 1,
-        "plot_clicks": 1,
-        "all": 1,
-    }
+    assert counts == DEMO_COUNTS
 
 
 def test_the_analyses_overlay_adds_the_analyses_to_the_demo(snakemake, analyses_plan):
@@ -67,41 +70,20 @@ def test_the_analyses_overlay_adds_the_analyses_to_the_demo(snakemake, analyses_
     # 4 saliency jobs (US: base, 2 prompt sets, tuned), 5 coarse-mask jobs, 2 prompt files
     # from coarse masks; one robustness job (LiteMedSAM on US), two interactive methods.
     assert counts == {
-        "prepare_dataset": 2,
-        "preprocess_dataset": 2,
-        "train_sam_model": 3,
+        **DEMO_COUNTS,
         "make_prompts": 5,
-        "embed_images": 4,
-        "make_clip_captions": 1,
-        "finetune_clip": 1,
         "tune_text_method": 1,
         "compute_saliency": 4,
         "make_coarse_masks": 5,
         "make_mask_prompts": 2,
-        "predict_pseudolabels": 1,
         "convert_nnunet_dataset": 3,
         "plan_nnunet_dataset": 3,
         "train_nnunet": 3,
         "predict_method": 27,
         "score_method": 27,
-        "collect_tables": 1,
-        "summarise_tables": 1,
-        "plot_metric": 2,
-        "plot_qualitative": 2,
-        "rank_methods": 1,
-        "plot_ranking": 2,
-        "collect_conventions": 1,
-        "plot_conventions": 1,
-        "cost_table": 1,
-        "plot_cost": 1,
         "compute_robustness": 1,  # LiteMedSAM on phantom_us (robustness.datasets)
-        "collect_robustness": 1,
         "plot_robustness": 1,
-        "train_sam3d_model": 1,
         "score_clicks": 2,  # SAM-Med3D and LiteMedSAM's 3D box with 3D clicks
-        "collect_clicks": 1,
-        "plot_clicks": 1,
-        "all": 1,
     }
 
 
