@@ -10,10 +10,15 @@ from medsegflow import paths
 from medsegflow import planning as pl
 from medsegflow import resources as res
 from medsegflow import workflow as wf
+from medsegflow.allocator import keep_freed_memory
 from medsegflow.config import check_config_files, load_config
 from medsegflow.datasets.sources import update_manifests
 from medsegflow.errors import ConfigError
 from medsegflow.preflight import before_run, exit_on_bad_input
+
+# glibc keeps the memory torch frees for reuse, in this process and in every job it starts
+# (medsegflow.allocator; MEDSEGFLOW_MALLOC=default keeps glibc's defaults).
+keep_freed_memory()
 
 # Bad config or input found here stops the run with its line(s) and exit status 1, no
 # traceback (medsegflow.preflight): a key given twice in a config file, an invalid config,

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from medsegflow.allocator import keep_freed_memory
 from medsegflow.threads import THREAD_VARIABLES
 
 REPO = Path(__file__).resolve().parents[1]
@@ -281,8 +282,11 @@ def pytest_configure(config: pytest.Config) -> None:
     # One compute thread per process (unless set): the two test processes, the shared run
     # and the tests' own runs share 2 cores, and OpenMP threads of oversubscribed
     # processes spin for each other. The jobs of the tests' runs inherit it.
+    # The same glibc thresholds as a Snakemake run (medsegflow.allocator), for the test
+    # processes and the runs they start.
     for name in THREAD_VARIABLES:
         os.environ.setdefault(name, "1")
+    keep_freed_memory()
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
     if not _is_worker(config):

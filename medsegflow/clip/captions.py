@@ -281,6 +281,19 @@ def phantom_pairs(
     return rows
 
 
+def write_caption_pairs(rows: Sequence[dict[str, Any]], out_dir: str | os.PathLike) -> pd.DataFrame:
+    """Write caption rows (with their image arrays under ``"array"`` and file stems under
+    ``"stem"``, as :func:`phantom_pairs` returns them) as PNGs plus ``captions.csv``, last,
+    into ``out_dir`` (module docstring); returns the table. ``rows`` are consumed."""
+    out_dir = Path(out_dir)
+    for row in rows:
+        row["image"] = f"images/{row['dataset']}/{row.pop('stem')}.png"
+        _write_png(out_dir / row["image"], row.pop("array"))
+    table = pd.DataFrame(list(rows), columns=list(CAPTION_COLUMNS))
+    write_csv_atomic(table, out_dir / "captions.csv", float_format=None)
+    return table
+
+
 def make_caption_table(
     *,
     datasets: Sequence[tuple[str | os.PathLike, str | os.PathLike]],
@@ -356,11 +369,7 @@ def make_caption_table(
         raise InputError(
             f"{', '.join(str(p) for _, p in datasets)}: no {'/'.join(splits)} case to caption"
         )
-    for row in rows:
-        row["image"] = f"images/{row['dataset']}/{row.pop('stem')}.png"
-        _write_png(out_dir / row["image"], row.pop("array"))
-    table = pd.DataFrame(rows, columns=list(CAPTION_COLUMNS))
-    write_csv_atomic(table, out_dir / "captions.csv", float_format=None)
+    table = write_caption_pairs(rows, out_dir)
     log.info(
         "%d image-caption pairs (%s), %d distinct captions, in %s",
         len(table),
