@@ -7,6 +7,7 @@ rule preprocess_dataset:
         "logs/preprocess_dataset/{dataset}.log",
     benchmark:
         "benchmarks/preprocess_dataset/{dataset}.tsv"
+    priority: 10  # cheap, and every chain starts from it
     conda:
         "../envs/base.yaml"
     threads: 1

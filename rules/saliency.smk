@@ -11,6 +11,9 @@ rule make_clip_captions:
         paths.CLIP_CAPTIONS,
     log:
         "logs/make_clip_captions/{clip}.log",
+    # the CLIP heads the longest chain of the demo (saliency, coarse masks, SAM, the weak
+    # nnU-Net's pseudo-labels and training): started first, as the SAM trainings are
+    priority: 10
     conda:
         "../envs/base.yaml"
     threads: 1
@@ -35,6 +38,7 @@ rule finetune_clip:
         "logs/finetune_clip/{clip}.log",
     benchmark:
         "benchmarks/finetune_clip/{clip}.tsv"
+    priority: 10
     conda:
         "../envs/torch.yaml"
     threads: get_clip_threads
