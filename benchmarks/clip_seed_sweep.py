@@ -40,25 +40,20 @@ from medsegflow.clip.finetune import train_demo_clip, training_block
 from medsegflow.coarse.postprocess import coarse_mask, parse_coarse_config
 from medsegflow.config import load_config, read_config_file
 from medsegflow.datasets.phantom import extra_cases
+from medsegflow.methods.sam_auto import box_iou
 from medsegflow.preprocess.intensity import normalise_intensity
+from medsegflow.prompts.boxes import box_from_mask
 from medsegflow.saliency.localisation import pixel_auc
 from medsegflow.saliency.m2ib import M2IBParams, image_saliency
 from medsegflow.text_prompts import resolve_texts
 from medsegflow.threads import limit_threads
 
 
-def box_iou(a: np.ndarray, b: np.ndarray) -> float:
+def mask_box_iou(a: np.ndarray, b: np.ndarray) -> float:
     """IoU of the bounding boxes of two masks (0 when either is empty)."""
     if not a.any() or not b.any():
         return 0.0
-    (ay0, ax0, ay1, ax1), (by0, bx0, by1, bx1) = (
-        (m.nonzero()[0].min(), m.nonzero()[1].min(), m.nonzero()[0].max(), m.nonzero()[1].max())
-        for m in (a, b)
-    )
-    inter = max(0, min(ay1, by1) - max(ay0, by0) + 1) * max(0, min(ax1, bx1) - max(ax0, bx0) + 1)
-    area_a = (ay1 - ay0 + 1) * (ax1 - ax0 + 1)
-    area_b = (by1 - by0 + 1) * (bx1 - bx0 + 1)
-    return float(inter / (area_a + area_b - inter))
+    return float(box_iou(box_from_mask(a), box_from_mask(b)[None])[0])
 
 
 def eval_images(dataset_spec: dict, *, seed: int, n: int, prompt_set: dict, key: str) -> list:
@@ -96,7 +91,7 @@ def score_seed(bundle, images: list, method: dict, layers: list[int], key: str) 
             aucs.append(pixel_auc(saliency, target))
             peaks.append(bool(target.flat[int(np.argmax(saliency))]))
             dscs.append(2 * (mask & target).sum() / max(1, mask.sum() + target.sum()))
-            ious.append(box_iou(mask, target))
+            ious.append(mask_box_iou(mask, target))
         rows.append(
             {
                 "layer": layer,
